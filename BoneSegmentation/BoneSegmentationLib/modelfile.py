@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,9 @@ def save_model(module: torch.nn.Module, metadata: dict[str, Any], path: Path) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=1)})
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream but is our stable format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=1)})
     os.replace(tmp, path)
     return path
 
@@ -155,7 +158,9 @@ def load_model(path: Path, device: str | torch.device = "cpu", check_output: boo
     meta = read_metadata(path)
     extra = {METADATA_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as e:  # torch raises RuntimeError with long C++ traces for corrupt files
         first = _last_line(e)
         raise ModelFileError(f"{path} could not be loaded as TorchScript: {first}") from None

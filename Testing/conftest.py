@@ -1,0 +1,39 @@
+"""Shared fixtures: real TorchScript model files with random weights, paths to the real scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from BoneSegmentationLib.modelfile import make_metadata, save_model
+from BoneSegmentationLib.network import NoNewNet
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_DATA = REPO.parent / "shared" / "data" / "real"
+
+
+def make_random_model(path: Path, *, base_features: int = 4, levels: int = 3, patch: int = 64,
+                      num_classes: int = 126, seed: int = 0) -> Path:
+    """A real No-New-Net with random weights, scripted and saved as a self-describing file."""
+    torch.manual_seed(seed)
+    net = NoNewNet(num_classes, base_features=base_features, levels=levels)
+    meta = make_metadata(
+        name="random-test", version="0", description="random weights, for tests only",
+        network={"architecture": "NoNewNet", "base_features": base_features, "levels": levels,
+                 "size_divisor": 2 ** (levels - 1)},
+        training={"data": "none (random initialisation)"}, patch_size=patch)
+    return save_model(net, meta, path)
+
+
+@pytest.fixture(scope="session")
+def random_model_file(tmp_path_factory) -> Path:
+    return make_random_model(tmp_path_factory.mktemp("models") / "random.pt")
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real CT data not found at {REAL_DATA}")
+    return REAL_DATA

@@ -1,0 +1,74 @@
+"""The command line: one clear error line and a non-zero exit, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+import SimpleITK as sitk
+
+from BoneSegmentationLib.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "BoneSegmentationLib", *args], capture_output=True, text=True)
+
+
+def test_segment_writes_nifti_and_confidence(real_data, random_model_file, tmp_path, capsys):
+    out, conf = tmp_path / "labels.nii.gz", tmp_path / "conf.nii.gz"
+    rc = main(["segment", str(real_data / "ts_abdomen_ct.nii.gz"), "-o", str(out), "--model",
+               str(random_model_file), "--overlap", "0", "--confidence", str(conf), "-q", "-v"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "bones found" in stdout and "wrote" in stdout
+    ct, labels = sitk.ReadImage(str(real_data / "ts_abdomen_ct.nii.gz")), sitk.ReadImage(str(out))
+    assert labels.GetSize() == ct.GetSize() and labels.GetOrigin() == pytest.approx(ct.GetOrigin())
+    assert sitk.ReadImage(str(conf)).GetSpacing() == pytest.approx((2, 2, 2))
+    before = out.read_bytes()
+    rc = main(["segment", str(real_data / "ts_abdomen_ct.nii.gz"), "-o", str(out), "--model",
+               str(random_model_file), "-q"])
+    assert rc == 2 and out.read_bytes() == before, "an existing result must not be overwritten"
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["segment", "missing.nii.gz", "-o", "x.nii.gz"], "input not found"),
+    (["segment", "in.nii.gz", "-o", "x.png"], "use one of"),
+    (["info", "missing.pt"], "model file not found"),
+    (["info", "no-such-model"], "neither a model file nor a registered model"),
+])
+def test_errors_are_one_line_without_traceback(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "BoneSegmentationLib", *args], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_corrupt_model_refused(real_data, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    result = run_cli("segment", str(real_data / "ts_abdomen_ct.nii.gz"), "-o", str(tmp_path / "o.nii.gz"),
+                     "--model", str(bad))
+    assert result.returncode == 2 and "corrupt or truncated" in result.stderr
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_cuda_request_without_gpu_is_explained(real_data, random_model_file, tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = run_cli("segment", str(real_data / "ts_abdomen_ct.nii.gz"), "-o", str(tmp_path / "o.nii.gz"),
+                     "--model", str(random_model_file), "--device", "cuda")
+    assert result.returncode == 2 and "CUDA was requested but no CUDA GPU" in result.stderr
+
+
+def test_info_prints_metadata_table(random_model_file, capsys):
+    assert main(["info", str(random_model_file), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "random-test" in out and "126 (incl. background)" in out and "2 x 2 x 2" in out
+
+
+def test_models_lists_registry(capsys):
+    assert main(["models"]) == 0
+    assert "cache:" in capsys.readouterr().out
