@@ -15,7 +15,7 @@ REAL_DATA = REPO.parent / "shared" / "data" / "real"
 
 
 def make_random_model(path: Path, *, base_features: int = 4, levels: int = 3, patch: int = 64,
-                      num_classes: int = 126, seed: int = 0) -> Path:
+                      num_classes: int = 126, seed: int = 0, spacing: float = 2.0) -> Path:
     """A real No-New-Net with random weights, scripted and saved as a self-describing file."""
     torch.manual_seed(seed)
     net = NoNewNet(num_classes, base_features=base_features, levels=levels)
@@ -23,7 +23,7 @@ def make_random_model(path: Path, *, base_features: int = 4, levels: int = 3, pa
         name="random-test", version="0", description="random weights, for tests only",
         network={"architecture": "NoNewNet", "base_features": base_features, "levels": levels,
                  "size_divisor": 2 ** (levels - 1)},
-        training={"data": "none (random initialisation)"}, patch_size=patch)
+        training={"data": "none (random initialisation)"}, patch_size=patch, spacing_mm=spacing)
     return save_model(net, meta, path)
 
 

@@ -1,0 +1,80 @@
+"""Evaluation per the paper: per-bone Dice, group medians with 16th/84th percentiles, detection
+ratio (bones with Dice > 0; Dice 0 excluded from the medians), and foreground Dice of all bone
+versus background computed from the background class alone."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .bones import EVAL_GROUPS, BoneTable, default_table
+from .train import dice_per_class
+
+GROUPS = EVAL_GROUPS + ("all",)
+
+
+@dataclass
+class GroupRow:
+    group: str
+    median: float
+    p16: float
+    p84: float
+    detected: int
+    present: int
+
+    @property
+    def detection_ratio(self) -> float:
+        return self.detected / self.present if self.present else float("nan")
+
+
+def evaluate_arrays(pred: np.ndarray, ref: np.ndarray, table: BoneTable | None = None) -> dict:
+    table = table or default_table()
+    n = table.num_classes
+    dice = dice_per_class(pred, ref, n)
+    present = np.bincount(ref.ravel().astype(np.int64), minlength=n) > 0
+    fg_pred, fg_ref = pred != 0, ref != 0  # all bone vs background, from the background label alone
+    fg = 2 * np.count_nonzero(fg_pred & fg_ref) / max(1, np.count_nonzero(fg_pred) + np.count_nonzero(fg_ref))
+    rows = []
+    for group in GROUPS:
+        idx = [b.index for b in table.group_members(group) if present[b.index]]
+        d = dice[idx] if idx else np.array([])
+        detected = d[d > 0]
+        if len(detected):
+            med, p16, p84 = np.median(detected), np.percentile(detected, 16), np.percentile(detected, 84)
+        else:
+            med = p16 = p84 = float("nan")
+        rows.append(GroupRow(group, float(med), float(p16), float(p84), int(len(detected)), len(idx)))
+    per_bone = {table[i].name: float(dice[i]) for i in range(1, n) if present[i]}
+    return {"groups": rows, "per_bone": per_bone, "foreground_dice": float(fg)}
+
+
+def evaluate_images(pred: sitk.Image, ref: sitk.Image, table: BoneTable | None = None) -> dict:
+    """Compare label maps by physical position (the prediction is resampled onto the reference)."""
+    pred = sitk.Resample(pred, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return evaluate_arrays(sitk.GetArrayViewFromImage(pred), sitk.GetArrayViewFromImage(ref), table)
+
+
+def markdown_table(result: dict) -> str:
+    lines = ["| group | median Dice | 16th pct | 84th pct | detected / present |", "|---|---|---|---|---|"]
+    for r in result["groups"]:
+        lines.append(f"| {r.group} | {r.median:.3f} | {r.p16:.3f} | {r.p84:.3f} | {r.detected}/{r.present} |")
+    lines.append(f"\nForeground Dice (all bone vs background): {result['foreground_dice']:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(result: dict, path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["group", "median", "p16", "p84", "detected", "present", "detection_ratio"])
+        for r in result["groups"]:
+            w.writerow([r.group, f"{r.median:.4f}", f"{r.p16:.4f}", f"{r.p84:.4f}", r.detected, r.present,
+                        f"{r.detection_ratio:.4f}"])
+        w.writerow([])
+        w.writerow(["bone", "dice"])
+        for name, d in result["per_bone"].items():
+            w.writerow([name, f"{d:.4f}"])
+    return path

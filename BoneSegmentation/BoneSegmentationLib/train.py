@@ -1,0 +1,230 @@
+"""Training per the paper: No-New-Net, batch 1, Adam lr 1e-3, sparse CE + Dice, balanced patch
+sampling, GPU augmentation; checkpoints with resume after a kill; export of the best model to
+the self-describing file. Runs on one device or under ``torchrun`` (DistributedDataParallel)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.distributed as dist
+
+from . import __version__
+from .augment import augment
+from .bones import default_table
+from .losses import sparse_ce_dice
+from .modelfile import load_model, make_metadata, save_model
+from .network import NoNewNet
+from .preprocess import normalise, to_model_grid
+from .sampling import PatchSampler, class_locations
+from .sliding_window import predict_streaming
+
+INTENSITY = {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0}
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str
+    spacing: float = 2.0
+    patch: int = 96
+    width: int = 30
+    levels: int = 5
+    iterations: int = 1000
+    lr: float = 1e-3
+    sampling: str = "balanced"
+    augment: bool = True
+    seed: int = 0
+    validate_every: int = 100
+    checkpoint_every: int = 50
+    init_model: Optional[str] = None
+    device: str = "auto"
+    name: str = "bones-model"
+    version: str = "0.1"
+    description: str = ""
+    data_description: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Case:
+    name: str
+    image: np.ndarray  # normalised float32 at model spacing (z, y, x)
+    labels: np.ndarray  # uint8 at model spacing
+
+
+def prepare_case(name: str, ct: sitk.Image, labels: sitk.Image, spacing: float) -> Case:
+    """Resample CT (linear) and labels (nearest) to the model grid, normalise HU."""
+    grid = to_model_grid(ct, (spacing,) * 3)
+    lab = sitk.Resample(sitk.DICOMOrient(labels, "LPS"), grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                        sitk.sitkUInt8)
+    image = normalise(grid, **{k: INTENSITY[k] for k in ("clip_low", "clip_high", "mean", "std")}).numpy()
+    return Case(name, image, sitk.GetArrayFromImage(lab))
+
+
+def load_dataset(folder: Path, spacing: float) -> list[Case]:
+    """Cases of an nnU-Net style folder: imagesTr/<case>_0000.nii.gz + labelsTr/<case>.nii.gz."""
+    folder = Path(folder)
+    cases = []
+    for lab_path in sorted((folder / "labelsTr").glob("*.nii.gz")):
+        case = lab_path.name[: -len(".nii.gz")]
+        img_path = folder / "imagesTr" / f"{case}_0000.nii.gz"
+        if not img_path.is_file():
+            raise FileNotFoundError(f"{img_path} missing for label {lab_path}")
+        cases.append(prepare_case(case, sitk.ReadImage(str(img_path)), sitk.ReadImage(str(lab_path)), spacing))
+    if not cases:
+        raise FileNotFoundError(f"no cases in {folder}/labelsTr")
+    return cases
+
+
+def kfold_splits(n: int, folds: int = 5, n_val: int = 1, n_test: int = 1) -> list[dict[str, list[int]]]:
+    """Rotating splits as in the paper (5 scans: 3 train / 1 validation / 1 test per fold)."""
+    out = []
+    for f in range(folds):
+        order = [(f + i) % n for i in range(n)]
+        out.append({"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]})
+    return out
+
+
+def dice_per_class(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
+    """Dice per class (NaN where the class is absent in both)."""
+    idx = ref.astype(np.int64) * num_classes + pred.astype(np.int64)
+    conf = np.bincount(idx.ravel(), minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    inter = np.diag(conf).astype(float)
+    denom = conf.sum(0) + conf.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * inter / denom, np.nan)
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
+    net = NoNewNet(num_classes, base_features=cfg.width, levels=cfg.levels)
+    if cfg.init_model:
+        parent = load_model(Path(cfg.init_model))
+        missing = net.load_state_dict(parent.module.state_dict(), strict=True)
+        del missing
+    return net
+
+
+def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
+          log: Callable[[dict], None] = lambda r: None) -> Path:
+    """Train (resuming from ``out_dir/checkpoint.pt`` if present); returns the exported model."""
+    rank, world = _distributed()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = default_table()
+    num_classes = table.num_classes
+    torch.manual_seed(cfg.seed)
+    net = build_network(cfg, num_classes).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start, best, history = 0, -1.0, []
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        net.load_state_dict(ckpt["model"])
+        optim.load_state_dict(ckpt["optimizer"])
+        start, best, history = ckpt["iteration"], ckpt["best_dice"], ckpt["history"]
+    rng = np.random.default_rng(cfg.seed + 1000 * rank)
+    locs = [class_locations(c.labels, num_classes, rng) for c in train_cases]
+    patch = (cfg.patch,) * 3
+    sampler = PatchSampler([c.labels.shape for c in train_cases], locs, patch, cfg.sampling,
+                           seed=cfg.seed + 7 * start + 1000 * rank)
+    gen = torch.Generator().manual_seed(cfg.seed + start + 1000 * rank)
+    t0 = time.perf_counter()
+    for it in range(start, cfg.iterations):
+        model.train()
+        case_i, corner, _ = sampler.draw()
+        case = train_cases[case_i]
+        img, lab = _crop(case, corner, patch)
+        x = torch.from_numpy(img)[None, None].to(device)
+        y = torch.from_numpy(lab.astype(np.int64))[None].to(device)
+        if cfg.augment:
+            x, y = augment(x, y, gen)
+        loss = sparse_ce_dice(model(x), y)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        record = {"iteration": it + 1, "loss": float(loss.detach()), "seconds": time.perf_counter() - t0}
+        if val_cases and ((it + 1) % cfg.validate_every == 0 or it + 1 == cfg.iterations):
+            record["val_dice"] = validate(net, val_cases, patch, num_classes, device)
+            if record["val_dice"] > best:
+                best = record["val_dice"]
+                if rank == 0:
+                    _atomic_save(net.state_dict(), out / "best.pt")
+        history.append(record)
+        if rank == 0:
+            log(record)
+            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+                _atomic_save({"model": net.state_dict(), "optimizer": optim.state_dict(), "iteration": it + 1,
+                              "best_dice": best, "history": history, "config": asdict(cfg)}, ckpt_path)
+    if rank == 0:
+        if (out / "best.pt").is_file():
+            net.load_state_dict(torch.load(out / "best.pt", map_location=device))
+        path = export(net.cpu(), cfg, best, len(history) and history[-1]["iteration"], out / f"{cfg.name}.pt")
+    else:
+        path = out / f"{cfg.name}.pt"
+    if world > 1:
+        dist.barrier()
+    return path
+
+
+def _crop(case: Case, corner, patch) -> tuple[np.ndarray, np.ndarray]:
+    """Patch at ``corner``, padded with air / background where the case is smaller."""
+    sl = tuple(slice(int(c), int(c) + p) for c, p in zip(corner, patch))
+    img, lab = case.image[sl], case.labels[sl]
+    if img.shape != tuple(patch):
+        pad = [(0, p - s) for s, p in zip(img.shape, patch)]
+        img = np.pad(img, pad, constant_values=(INTENSITY["clip_low"] - INTENSITY["mean"]) / INTENSITY["std"])
+        lab = np.pad(lab, pad)
+    return np.ascontiguousarray(img), np.ascontiguousarray(lab)
+
+
+def validate(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, device) -> float:
+    """Mean Dice over the bones present in the validation references."""
+    net.eval()
+    scores = []
+    for case in cases:
+        pred, _ = predict_streaming(net, torch.from_numpy(case.image), num_classes, patch, overlap=0.25,
+                                    device=device, pad_value=-1.024)
+        d = dice_per_class(pred, case.labels, num_classes)[1:]
+        present = np.bincount(case.labels.ravel(), minlength=num_classes)[1:] > 0
+        scores.append(np.nan_to_num(d[present]).mean())
+    return float(np.mean(scores))
+
+
+def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, path: Path) -> Path:
+    training = {"data": cfg.data_description, "iterations": iterations, "best_validation_dice": round(best_dice, 4),
+                "date": _dt.date.today().isoformat(), "code_version": __version__, "sampling": cfg.sampling,
+                "optimizer": f"Adam lr {cfg.lr}, batch 1", "parent_model": cfg.init_model or "", **cfg.extra}
+    meta = make_metadata(name=cfg.name, version=cfg.version, description=cfg.description,
+                         network={"architecture": "NoNewNet", "base_features": cfg.width, "levels": cfg.levels,
+                                  "size_divisor": 2 ** (cfg.levels - 1)},
+                         training=training, spacing_mm=cfg.spacing, patch_size=cfg.patch, intensity=INTENSITY)
+    return save_model(net.eval(), meta, path)
+
+
+def write_history(history_path: Path, record: dict) -> None:
+    with open(history_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
