@@ -12,9 +12,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from .bones import EVAL_GROUPS, BoneTable, default_table
-from .train import dice_per_class
 
 GROUPS = EVAL_GROUPS + ("all",)
+
+
+def dice_per_class(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
+    """Dice per class (NaN where the class is absent in both)."""
+    idx = ref.astype(np.int64) * num_classes + pred.astype(np.int64)
+    conf = np.bincount(idx.ravel(), minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    inter = np.diag(conf).astype(float)
+    denom = conf.sum(0) + conf.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * inter / denom, np.nan)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from . import __version__
 from .augment import augment
 from .bones import default_table
+from .evaluation import dice_per_class
 from .losses import sparse_ce_dice
 from .modelfile import load_model, make_metadata, save_model
 from .network import NoNewNet
@@ -93,16 +94,6 @@ def kfold_splits(n: int, folds: int = 5, n_val: int = 1, n_test: int = 1) -> lis
     return out
 
 
-def dice_per_class(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice per class (NaN where the class is absent in both)."""
-    idx = ref.astype(np.int64) * num_classes + pred.astype(np.int64)
-    conf = np.bincount(idx.ravel(), minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-    inter = np.diag(conf).astype(float)
-    denom = conf.sum(0) + conf.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, 2 * inter / denom, np.nan)
-
-
 def _distributed() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -121,8 +112,7 @@ def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
     net = NoNewNet(num_classes, base_features=cfg.width, levels=cfg.levels)
     if cfg.init_model:
         parent = load_model(Path(cfg.init_model))
-        missing = net.load_state_dict(parent.module.state_dict(), strict=True)
-        del missing
+        net.load_state_dict(parent.module.state_dict(), strict=True)
     return net
 
 
