@@ -1,5 +1,6 @@
 """The command line: one clear error line and a non-zero exit, never a traceback."""
 
+import json
 import subprocess
 import sys
 
@@ -23,6 +24,10 @@ def test_segment_writes_nifti_and_confidence(real_data, random_model_file, tmp_p
     ct, labels = sitk.ReadImage(str(real_data / "ts_abdomen_ct.nii.gz")), sitk.ReadImage(str(out))
     assert labels.GetSize() == ct.GetSize() and labels.GetOrigin() == pytest.approx(ct.GetOrigin())
     assert sitk.ReadImage(str(conf)).GetSpacing() == pytest.approx((2, 2, 2))
+    review = json.loads((tmp_path / "labels.review.json").read_text())
+    assert len(review["bones"]) == 125 and review["model"] == "random-test 0"
+    scores = [b["score"] for b in review["bones"]]
+    assert scores == sorted(scores, reverse=True)
     before = out.read_bytes()
     rc = main(["segment", str(real_data / "ts_abdomen_ct.nii.gz"), "-o", str(out), "--model",
                str(random_model_file), "-q"])

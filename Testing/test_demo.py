@@ -1,10 +1,12 @@
 """The main job end to end at a reduced size (4 mm phantom, small random-weight model)."""
 
 import csv
+import json
 
 import numpy as np
 import SimpleITK as sitk
 
+from BoneSegmentationLib.bones import default_table
 from BoneSegmentationLib.cli import main
 
 from conftest import make_random_model
@@ -25,6 +27,8 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     assert rows[0][:3] == ["group", "median", "p16"] and {r[0] for r in rows[1:6]} == {
         "spine", "ribs", "hands", "large_bones", "all"}
     assert (out / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    review = json.loads((out / "review.json").read_text())
+    assert {b["name"] for b in review["bones"]} == {b.name for b in default_table().foreground()}
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "phantom_reference_labels.nii.gz")))
     assert len(np.unique(ref)) == 126
     assert "Foreground Dice" in (out / "evaluation.md").read_text()

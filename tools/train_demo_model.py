@@ -26,13 +26,14 @@ TRAIN_SEED0 = 1000
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/demo")
-    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--iterations", type=int, default=6000)
     ap.add_argument("--cases", type=int, default=8)
     ap.add_argument("--spacing", type=float, default=4.0)
-    ap.add_argument("--patch", type=int, default=48)
-    ap.add_argument("--width", type=int, default=8)
-    ap.add_argument("--levels", type=int, default=4)
-    ap.add_argument("--version", default="0.1")
+    ap.add_argument("--patch", type=int, default=64)
+    ap.add_argument("--width", type=int, default=12)
+    ap.add_argument("--levels", type=int, default=5)
+    ap.add_argument("--validate-every", type=int, default=500)
+    ap.add_argument("--version", default="0.2")
     args = ap.parse_args()
 
     cases = []
@@ -43,7 +44,7 @@ def main() -> None:
         print(f"phantom {seed}: {spec.posture}, fov {spec.fov}", flush=True)
     cfg = TrainConfig(
         out_dir=args.out, spacing=args.spacing, patch=args.patch, width=args.width, levels=args.levels,
-        iterations=args.iterations, validate_every=250, checkpoint_every=50, name=DEFAULT_MODEL,
+        iterations=args.iterations, validate_every=args.validate_every, checkpoint_every=50, name=DEFAULT_MODEL,
         version=args.version,
         description=("DEMO ONLY: trained on synthetic skeleton phantoms, not on real CT. "
                      "Shows the pipeline; not for real anatomy."),

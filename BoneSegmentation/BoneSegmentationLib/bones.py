@@ -40,6 +40,8 @@ class Bone:
     code_note: str
     rgb: tuple[int, int, int]
     totalsegmentator_total_name: str
+    volume_ml_low: float = 0.0  # plausible volume range, used by the review ranking
+    volume_ml_high: float = 0.0
 
     @property
     def is_background(self) -> bool:
@@ -97,6 +99,8 @@ class BoneTable:
                 anatomic_region_meaning=r["anatomic_region_meaning"], code_note=r["code_note"],
                 rgb=(int(r["r"]), int(r["g"]), int(r["b"])),
                 totalsegmentator_total_name=r["totalsegmentator_total_name"],
+                volume_ml_low=float(r.get("volume_ml_low") or 0.0),
+                volume_ml_high=float(r.get("volume_ml_high") or 0.0),
             )
             for r in rows
         ]
@@ -127,6 +131,16 @@ class BoneTable:
 
     def names(self) -> list[str]:
         return [b.name for b in self.bones]
+
+    def neighbours(self) -> dict[str, set[str]]:
+        """Touching bones (the ``direct`` pairs of ``bone_adjacency.csv``), by machine name."""
+        out: dict[str, set[str]] = {b.name: set() for b in self.foreground()}
+        with open(resource_path("bone_adjacency.csv"), newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                if r["kind"] == "direct" and r["a"] in out and r["b"] in out:
+                    out[r["a"]].add(r["b"])
+                    out[r["b"]].add(r["a"])
+        return out
 
     def group_members(self, group: str) -> list[Bone]:
         """Bones of one of the paper's evaluation groups, or all bones for ``"all"``."""

@@ -52,13 +52,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .imageio import read_ct, write_image, output_suffix
     from .modelfile import load_model
     from .registry import resolve_model
+    from .review import summary_lines, write_review
     from .segment import found_classes, segment_image, set_threads
     from .device import resolve_device
 
     output = Path(args.output)
     output_suffix(output)  # refuse unsupported formats before any work
-    if output.exists() and not args.overwrite:
-        raise BoneSegmentationError(f"{output} already exists; pass --overwrite to replace it")
+    review_path = Path(args.review) if args.review else review_path_for(output)
+    for path in (output, review_path):
+        if path.exists() and not args.overwrite:
+            raise BoneSegmentationError(f"{path} already exists; pass --overwrite to replace it")
     set_threads(args.threads)
     image, _ = read_ct(args.input)
     model_path = resolve_model(args.model, progress=_bytes_progress(ProgressBar("download", not args.quiet)))
@@ -69,13 +72,32 @@ def cmd_segment(args: argparse.Namespace) -> int:
     write_image(result.labels, output, overwrite=args.overwrite)
     if args.confidence:
         write_image(result.confidence, args.confidence, overwrite=args.overwrite)
+    write_review(result.review, review_path, model=model_label(model.metadata), overwrite=args.overwrite)
     names = model.class_names
     found = found_classes(result.labels_model_grid)
     print(f"wrote {output}: {len(found)} of {model.num_classes - 1} bones found "
           f"in {result.timings['total_s']:.1f} s on {result.device}")
+    flagged = summary_lines(result.review, limit=5)
+    print(f"review first ({review_path}):" if flagged else f"no bone flagged for review ({review_path})")
+    for line in flagged:
+        print(f"  {line}")
     if args.verbose:
         print(", ".join(names[i] for i in found))
     return 0
+
+
+def review_path_for(output: Path) -> Path:
+    """``bones.nii.gz`` -> ``bones.review.json`` beside it."""
+    name = output.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return output.with_name(f"{name}.review.json")
+
+
+def model_label(meta: dict) -> str:
+    return f"{meta['name']} {meta['version']}"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -166,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overlap", type=float, default=0.5, help="window overlap 0..0.9 (more = slower, smoother)")
     p.add_argument("--confidence", default=None, help="also write the top-1 probability map (model spacing)")
+    p.add_argument("--review", default=None,
+                   help="where to write the ranked review list (default: OUTPUT with .review.json)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -14,6 +14,7 @@ from .evaluation import evaluate_images, markdown_table, write_csv
 from .imageio import write_image
 from .modelfile import load_model
 from .phantom import make_phantom
+from .review import ReviewItem, summary_lines, write_review
 from .registry import resolve_model
 from .segment import found_classes, segment_image
 
@@ -39,13 +40,16 @@ def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, 
                                        f"{loaded.metadata['name']} {loaded.metadata['version']} — "
                                        f"{loaded.metadata['description']}\n\n{table_md}", encoding="utf-8")
     files["evaluation"] = write_csv(evaluation, out / "evaluation.csv")
-    files["overview"] = overview_png(ct, result.labels, out / "overview.png")
+    files["review"] = write_review(result.review, out / "review.json",
+                                   model=f"{loaded.metadata['name']} {loaded.metadata['version']}", overwrite=True)
+    files["overview"] = overview_png(ct, result.labels, out / "overview.png", result.review)
     return {"files": files, "evaluation": evaluation, "timings": result.timings, "spec": spec,
-            "found": found_classes(result.labels)}
+            "found": found_classes(result.labels), "review": result.review}
 
 
-def overview_png(ct: sitk.Image, labels: sitk.Image, path: Path) -> Path:
-    """Axial, coronal and sagittal slices with coloured labels over the CT, and a legend."""
+def overview_png(ct: sitk.Image, labels: sitk.Image, path: Path, review: Optional[list[ReviewItem]] = None) -> Path:
+    """Axial, coronal and sagittal slices with coloured labels over the CT, a legend, and the
+    bones to review first."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,6 +77,11 @@ def overview_png(ct: sitk.Image, labels: sitk.Image, path: Path) -> Path:
     axes[3].axis("off")
     axes[3].legend(handles=handles, loc="upper left", ncol=3, fontsize=4.5, frameon=False,
                    title=f"{len(found)} bones found")
+    if review is not None:
+        lines = summary_lines(review, limit=12) or ["none flagged"]
+        text = "Review these bones first:\n" + "\n".join(f"{k + 1}. {line[:90]}" for k, line in enumerate(lines))
+        axes[3].text(0.0, 0.0, text, fontsize=6, va="bottom", ha="left", transform=axes[3].transAxes,
+                     bbox={"facecolor": "#fff4e0", "edgecolor": "#d08000"})
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

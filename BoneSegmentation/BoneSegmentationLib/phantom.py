@@ -323,9 +323,13 @@ class _Anatomy:
             p.ellipsoid((side * 95 * s, 30 * s, zs + 55 * s), (70 * s, 50 * s, 8 * s), hip,
                         axes=wing @ np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]]).T)
             acet = np.array([side * 95 * s, 0, zs - 45 * s])
+            p.tube([(side * 95 * s, 30 * s, zs + 55 * s), (side * 100 * s, 20 * s, zs - 10 * s)], 9 * s, hip)  # ilium body
             p.tube([(side * 55 * s, self.sacrum_y, zs + 20 * s), (side * 100 * s, 20 * s, zs - 10 * s), acet], 14 * s, hip)
-            p.tube([acet, (side * 60 * s, -40 * s, zs - 85 * s), (side * 8 * s, -55 * s, zs - 85 * s)], 10 * s, hip)
-            p.tube([acet, (side * 75 * s, 30 * s, zs - 100 * s), (side * 30 * s, -20 * s, zs - 95 * s)], 9 * s, hip)
+            # pubic and ischial rami start medial to the femoral head, which would otherwise cut them off
+            medial = acet + np.array([-side * 32 * s, 0, 0])
+            p.tube([(side * 80 * s, 15 * s, zs - 5 * s), medial], 11 * s, hip)
+            p.tube([medial, (side * 60 * s, -40 * s, zs - 85 * s), (side * 8 * s, -55 * s, zs - 85 * s)], 10 * s, hip)
+            p.tube([medial, (side * 75 * s, 30 * s, zs - 100 * s), (side * 30 * s, -20 * s, zs - 95 * s)], 9 * s, hip)
             fem = self.L(f"femur_{sname}")
             head = acet + np.array([side * 8 * s, 0, -4 * s])
             troch = np.array([side * 140 * s, 5 * s, zs - 60 * s])
@@ -353,8 +357,9 @@ class _Anatomy:
             across = np.cross(u, np.array([0, 0, 1.0]))
             across = across / (np.linalg.norm(across) or 1) * side
             start = elbow + u * 12 * s
-            p.tube([start - across * 9 * s, wrist + across * 10 * s], [7 * s, 9 * s], self.L(f"radius_{sname}"))
-            p.tube([start + across * 9 * s - u * 14 * s, wrist - across * 9 * s], [9 * s, 6 * s], self.L(f"ulna_{sname}"))
+            # side by side (supinated): the two bones never intersect, so each stays in one piece
+            p.tube([start + across * 9 * s, wrist + across * 10 * s], [7 * s, 9 * s], self.L(f"radius_{sname}"))
+            p.tube([start - across * 9 * s - u * 14 * s, wrist - across * 9 * s], [9 * s, 6 * s], self.L(f"ulna_{sname}"))
             if self.spec.posture == "lap":  # hands on the thighs, fingers pointing down the thigh
                 hand_u = np.array([0.15 * side, -0.2, -1.0])
             else:  # hands resting on the belly, fingers pointing across the body

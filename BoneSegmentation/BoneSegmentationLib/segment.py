@@ -13,6 +13,7 @@ import torch
 from .device import autocast_dtype, resolve_device
 from .imageio import check_ct
 from .modelfile import LoadedModel
+from .review import ReviewItem, review_ranking
 from .preprocess import AIR_HU, labels_to_input_grid, normalise, to_model_grid
 from .sliding_window import CancelCheck, ProgressCallback, predict_streaming
 
@@ -22,6 +23,7 @@ class SegmentationResult:
     labels: sitk.Image  # uint8 label map on the input grid (same size, origin, spacing, direction)
     labels_model_grid: sitk.Image  # the same labels at model spacing, before resampling back
     confidence: sitk.Image  # float32 top-1 probability at model spacing
+    review: list[ReviewItem] = field(default_factory=list)  # bones ranked for review, most suspicious first
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
@@ -64,9 +66,13 @@ def segment_image(image: sitk.Image, model: LoadedModel, device: str = "auto", o
     conf_img.CopyInformation(grid)
     labels_input = labels_to_input_grid(labels_grid, image)
     timings["postprocess_s"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    report(0.98, "ranking bones for review")
+    review = review_ranking(labels_grid, conf_img)
+    timings["review_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
     report(1.0, "done")
-    return SegmentationResult(labels_input, labels_grid, conf_img, warnings, timings, str(dev))
+    return SegmentationResult(labels_input, labels_grid, conf_img, review, warnings, timings, str(dev))
 
 
 def found_classes(labels: sitk.Image) -> list[int]:
