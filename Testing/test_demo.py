@@ -26,6 +26,7 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
         rows = list(csv.reader(f))
     assert rows[0][:3] == ["group", "median", "p16"] and {r[0] for r in rows[1:6]} == {
         "spine", "ribs", "hands", "large_bones", "all"}
+    assert (out / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     review = json.loads((out / "review.json").read_text())
     assert {b["name"] for b in review["bones"]} == {b.name for b in default_table().foreground()}
@@ -37,7 +38,8 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
 def test_evaluate_cli_on_identical_maps(tmp_path, capsys):
     assert main(["phantom", "-o", str(tmp_path), "--seed", "5", "--spacing", "4"]) == 0
     lab = tmp_path / "phantom_0005_labels.nii.gz"
-    assert main(["evaluate", str(lab), str(lab), "--csv", str(tmp_path / "e.csv")]) == 0
+    assert main(["evaluate", str(lab), str(lab), "--csv", str(tmp_path / "e.csv"), "--plot", str(tmp_path / "e.png")]) == 0
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
     assert "| all | 1.000 | 1.000 | 1.000 | 125/125 |" in out
     assert "Foreground Dice (all bone vs background): 1.000" in out

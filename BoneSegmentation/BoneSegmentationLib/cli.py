@@ -140,25 +140,117 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     from .imageio import write_image
     from .phantom import make_phantom
 
+    from .dataset import init_dataset, update_count, write_case
+
     out = Path(args.output)
+    if args.dataset:
+        init_dataset(out, description="synthetic skeleton phantoms")
     for k in range(args.count):
         seed = args.seed + k
         ct, labels, spec = make_phantom(seed, spacing=args.spacing, partial=True if args.partial else False)
-        write_image(ct, out / f"phantom_{seed:04d}_ct.nii.gz", overwrite=args.overwrite)
-        write_image(labels, out / f"phantom_{seed:04d}_labels.nii.gz", overwrite=args.overwrite)
+        if args.dataset:
+            write_case(out, f"phantom_{seed:04d}", ct, labels, overwrite=args.overwrite)
+        else:
+            write_image(ct, out / f"phantom_{seed:04d}_ct.nii.gz", overwrite=args.overwrite)
+            write_image(labels, out / f"phantom_{seed:04d}_labels.nii.gz", overwrite=args.overwrite)
         print(f"phantom {seed}: {spec.posture} posture, scale {spec.scale:.2f}, size {ct.GetSize()}")
+    if args.dataset:
+        update_count(out)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_images, markdown_table, write_csv
+    from .evaluation import boxplot_png, evaluate_images, markdown_table, write_csv
     from .imageio import read_image
 
     result = evaluate_images(read_image(args.prediction), read_image(args.reference))
     print(markdown_table(result))
     if args.csv:
         write_csv(result, Path(args.csv))
+    if args.plot:
+        boxplot_png(result, Path(args.plot), title=f"{Path(args.prediction).name} vs {Path(args.reference).name}")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .dataset import check_dataset
+    from .train import TrainConfig, kfold_splits, load_dataset, parent_architecture, train, write_history
+
+    set_torch_threads(args.threads)
+    ids = check_dataset(Path(args.dataset))
+    arch = {"spacing": args.spacing, "patch": args.patch, "width": args.width, "levels": args.levels}
+    if args.init:
+        from .registry import resolve_model
+        args.init = str(resolve_model(args.init, allow_download=False))
+        parent = parent_architecture(Path(args.init))
+        changed = {k: v for k, v in arch.items() if v is not None and v != parent[k]}
+        if changed:
+            raise BoneSegmentationError(f"--init {args.init} fixes {parent}; drop {', '.join('--' + k for k in changed)}")
+        arch = parent
+    defaults = {"spacing": 2.0, "patch": 96, "width": 30, "levels": 5}
+    arch = {k: defaults[k] if v is None else v for k, v in arch.items()}
+    split = _split(ids, args.fold, args.folds, kfold_splits)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split.json").write_text(json.dumps(split, indent=1), encoding="utf-8")
+    print(f"dataset {args.dataset}: {len(split['train'])} training, {len(split['val'])} validation, "
+          f"{len(split['test'])} test cases (split in {out / 'split.json'})")
+    cases = {i: c for i, c in zip(split["train"] + split["val"],
+                                  load_dataset(Path(args.dataset), arch["spacing"], split["train"] + split["val"]))}
+    cfg = TrainConfig(out_dir=str(out), iterations=args.iterations, sampling=args.sampling,
+                      augment=not args.no_augment, validate_every=args.validate_every,
+                      checkpoint_every=args.checkpoint_every, init_model=args.init, device=args.device,
+                      name=args.name, version=args.model_version, seed=args.seed,
+                      description=args.description or f"trained on {Path(args.dataset).name}",
+                      data_description=f"{Path(args.dataset).resolve()} cases {', '.join(split['train'])}",
+                      **arch)
+    import numpy as np
+    import torch
+    on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        print("no GPU: training on the CPU (expect about 1-10 s per iteration; an estimate follows)")
+    history = out / "history.jsonl"
+    timing = {"last": None, "steps": [], "told": False}  # seconds per iteration, validation excluded
+
+    def log(record: dict) -> None:
+        write_history(history, record)
+        it = record["iteration"]
+        if "seconds" in record:
+            if timing["last"] is not None and "val_dice" not in record:
+                timing["steps"].append(record["seconds"] - timing["last"])
+            timing["last"] = record["seconds"]
+        if len(timing["steps"]) >= 3 and not timing["told"] and not on_gpu:
+            timing["told"] = True
+            per = float(np.median(timing["steps"]))
+            print(f"measured {per:.2f} s per iteration: {args.iterations - it} to go, "
+                  f"about {per * (args.iterations - it) / 60:.0f} min plus validation")
+        if not args.quiet and (it % args.print_every == 0 or "val_dice" in record or "ranks_weights_sha256" in record):
+            print(json.dumps(record), flush=True)
+
+    path = train(cfg, [cases[i] for i in split["train"]], [cases[i] for i in split["val"]], log)
+    if path is not None:
+        print(f"wrote {path}")
+    return 0
+
+
+def _split(ids: list[str], fold: Optional[int], folds: int, kfold) -> dict[str, list[str]]:
+    """Case IDs for training, validation and test: a k-fold split, or all but one for training."""
+    if fold is not None:
+        if not 0 <= fold < folds:
+            raise BoneSegmentationError(f"--fold must be 0..{folds - 1}")
+        if len(ids) < 3:
+            raise BoneSegmentationError(f"k-fold needs at least 3 cases (train, validation, test); {len(ids)} found")
+        idx = kfold(len(ids), folds)[fold]
+        return {k: [ids[i] for i in v] for k, v in idx.items()}
+    if len(ids) == 1:
+        return {"train": ids, "val": [], "test": []}
+    return {"train": ids[1:], "val": ids[:1], "test": []}
+
+
+def set_torch_threads(n: Optional[int]) -> None:
+    if n:
+        import torch
+        torch.set_num_threads(n)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -207,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phantom", help="write synthetic skeleton phantoms (CT + 125-bone labels)")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--dataset", action="store_true", help="write a training dataset (nnU-Net layout)")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spacing", type=float, default=2.0)
@@ -218,7 +311,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prediction")
     p.add_argument("reference")
     p.add_argument("--csv", default=None, help="also write the table and per-bone Dice as CSV")
+    p.add_argument("--plot", default=None, help="also write a per-group box plot PNG")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train or fine-tune a model on an nnU-Net style dataset folder")
+    p.add_argument("dataset", help="folder with imagesTr/, labelsTr/ and dataset.json")
+    p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, history, model); "
+                   "an existing run there is resumed")
+    p.add_argument("--init", default=None, help="fine-tune from this model file or registered name")
+    p.add_argument("--iterations", type=int, default=1000,
+                   help="total iterations (at or below those done: just export the best checkpoint)")
+    p.add_argument("--spacing", type=float, default=None, help="mm (default 2; from --init when given)")
+    p.add_argument("--patch", type=int, default=None, help="voxels, e.g. 96, 128, 160 (default 96)")
+    p.add_argument("--width", type=int, default=None, help="base features (default 30)")
+    p.add_argument("--levels", type=int, default=None, help="U-Net levels (default 5)")
+    p.add_argument("--sampling", choices=["balanced", "uniform"], default="balanced")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--fold", type=int, default=None, help="k-fold split index (the paper: 5 folds)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--validate-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="bones-model", help="model name in the exported metadata")
+    p.add_argument("--model-version", default="0.1")
+    p.add_argument("--description", default=None)
+    p.add_argument("--print-every", type=int, default=25)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="segment a synthetic phantom with the bundled model (the main job)")
     p.add_argument("-o", "--output", default="demo-output", help="output folder")

@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .bones import default_table
-from .evaluation import evaluate_images, markdown_table, write_csv
+from .evaluation import boxplot_png, evaluate_images, markdown_table, write_csv
 from .imageio import write_image
 from .modelfile import load_model
 from .phantom import make_phantom
@@ -40,6 +40,7 @@ def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, 
                                        f"{loaded.metadata['name']} {loaded.metadata['version']} — "
                                        f"{loaded.metadata['description']}\n\n{table_md}", encoding="utf-8")
     files["evaluation"] = write_csv(evaluation, out / "evaluation.csv")
+    files["boxplot"] = boxplot_png(evaluation, out / "evaluation.png", title=f"Demo, phantom seed {seed}")
     files["review"] = write_review(result.review, out / "review.json",
                                    model=f"{loaded.metadata['name']} {loaded.metadata['version']}", overwrite=True)
     files["overview"] = overview_png(ct, result.labels, out / "overview.png", result.review)

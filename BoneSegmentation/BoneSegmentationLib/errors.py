@@ -19,3 +19,7 @@ class DownloadError(BoneSegmentationError):
 
 class Cancelled(BoneSegmentationError):
     """The user cancelled a long-running operation."""
+
+
+class DatasetError(BoneSegmentationError):
+    """A training dataset folder or a case to add to it is inconsistent."""

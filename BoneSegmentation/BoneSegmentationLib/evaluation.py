@@ -87,3 +87,37 @@ def write_csv(result: dict, path: Path) -> Path:
         for name, d in result["per_bone"].items():
             w.writerow([name, f"{d:.4f}"])
     return path
+
+
+def boxplot_png(result: dict, path: Path, title: str = "Per-bone Dice by group",
+                table: BoneTable | None = None) -> Path:
+    """Box plot of per-bone Dice per group (box: quartiles, whiskers: 16th/84th percentiles as in
+    the paper's table; Dice 0, i.e. undetected bones, drawn as crosses at the bottom)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = table or default_table()
+    data, missed, labels = [], [], []
+    for row in result["groups"]:
+        members = {b.name for b in table.group_members(row.group)}
+        values = [d for name, d in result["per_bone"].items() if name in members]
+        data.append([d for d in values if d > 0] or [np.nan])
+        missed.append(sum(1 for d in values if d == 0))
+        labels.append(f"{row.group}\n{row.detected}/{row.present} detected")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.boxplot(data, whis=(16, 84), showfliers=True)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    for k, m in enumerate(missed, start=1):
+        if m:
+            ax.plot([k] * m, [0.0] * m, "x", color="#c03030")
+    ax.set_ylim(-0.03, 1.02)
+    ax.set_ylabel("Dice")
+    ax.set_title(f"{title} (foreground Dice {result['foreground_dice']:.3f})", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return Path(path)

@@ -5,6 +5,7 @@ the self-describing file. Runs on one device or under ``torchrun`` (DistributedD
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import time
@@ -22,7 +23,8 @@ from .augment import augment
 from .bones import default_table
 from .evaluation import dice_per_class
 from .losses import sparse_ce_dice
-from .modelfile import load_model, make_metadata, save_model
+from .errors import BoneSegmentationError, ModelFileError
+from .modelfile import load_model, make_metadata, read_metadata, save_model
 from .network import NoNewNet
 from .preprocess import normalise, to_model_grid
 from .sampling import PatchSampler, class_locations
@@ -70,19 +72,14 @@ def prepare_case(name: str, ct: sitk.Image, labels: sitk.Image, spacing: float) 
     return Case(name, image, sitk.GetArrayFromImage(lab))
 
 
-def load_dataset(folder: Path, spacing: float) -> list[Case]:
-    """Cases of an nnU-Net style folder: imagesTr/<case>_0000.nii.gz + labelsTr/<case>.nii.gz."""
+def load_dataset(folder: Path, spacing: float, ids: Optional[list[str]] = None) -> list[Case]:
+    """Cases of an nnU-Net style folder (checked against the bone table), at model spacing."""
+    from .dataset import IMAGE_SUFFIX, LABEL_SUFFIX, check_dataset
+
     folder = Path(folder)
-    cases = []
-    for lab_path in sorted((folder / "labelsTr").glob("*.nii.gz")):
-        case = lab_path.name[: -len(".nii.gz")]
-        img_path = folder / "imagesTr" / f"{case}_0000.nii.gz"
-        if not img_path.is_file():
-            raise FileNotFoundError(f"{img_path} missing for label {lab_path}")
-        cases.append(prepare_case(case, sitk.ReadImage(str(img_path)), sitk.ReadImage(str(lab_path)), spacing))
-    if not cases:
-        raise FileNotFoundError(f"no cases in {folder}/labelsTr")
-    return cases
+    ids = ids if ids is not None else check_dataset(folder)
+    return [prepare_case(i, sitk.ReadImage(str(folder / "imagesTr" / f"{i}{IMAGE_SUFFIX}")),
+                         sitk.ReadImage(str(folder / "labelsTr" / f"{i}{LABEL_SUFFIX}")), spacing) for i in ids]
 
 
 def kfold_splits(n: int, folds: int = 5, n_val: int = 1, n_test: int = 1) -> list[dict[str, list[int]]]:
@@ -108,17 +105,44 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+ARCHITECTURE_KEYS = ("spacing", "patch", "width", "levels")
+
+
 def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
+    """A fresh No-New-Net, or the parent model's weights when fine-tuning (``init_model``)."""
     net = NoNewNet(num_classes, base_features=cfg.width, levels=cfg.levels)
     if cfg.init_model:
         parent = load_model(Path(cfg.init_model))
-        net.load_state_dict(parent.module.state_dict(), strict=True)
+        try:
+            net.load_state_dict(parent.module.state_dict(), strict=True)
+        except RuntimeError:
+            raise ModelFileError(f"cannot fine-tune from {cfg.init_model}: its network ({parent.metadata['network']}) "
+                                 f"differs from width={cfg.width}, levels={cfg.levels}; take them from the parent "
+                                 "(the CLI does this when --init is given)") from None
     return net
 
 
+def parent_architecture(model_path: Path) -> dict:
+    """Spacing, patch, width and levels of a model file, so that fine-tuning keeps them."""
+    meta = read_metadata(Path(model_path))
+    return {"spacing": float(meta["spacing_mm"][0]), "patch": int(meta["patch_size"][0]),
+            "width": int(meta["network"]["base_features"]), "levels": int(meta["network"]["levels"])}
+
+
+def weights_digest(net: torch.nn.Module) -> str:
+    """SHA-256 of all parameters and buffers, to check that DDP ranks hold identical weights."""
+    h = hashlib.sha256()
+    for key, value in net.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
-          log: Callable[[dict], None] = lambda r: None) -> Path:
-    """Train (resuming from ``out_dir/checkpoint.pt`` if present); returns the exported model."""
+          log: Callable[[dict], None] = lambda r: None,
+          should_stop: Callable[[], bool] = lambda: False) -> Optional[Path]:
+    """Train (resuming from ``out_dir/checkpoint.pt`` if present); returns the exported model, or
+    None when ``should_stop`` asked to stop (the checkpoint is saved first, so a later call resumes)."""
     rank, world = _distributed()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     out = Path(cfg.out_dir)
@@ -133,15 +157,23 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS}
+        if old != {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}:
+            raise BoneSegmentationError(f"{ckpt_path} was trained with {old}; resume with the same settings "
+                                        "or use another output folder")
         net.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optimizer"])
         start, best, history = ckpt["iteration"], ckpt["best_dice"], ckpt["history"]
+        torch.set_rng_state(ckpt["torch_rng"])
     rng = np.random.default_rng(cfg.seed + 1000 * rank)
     locs = [class_locations(c.labels, num_classes, rng) for c in train_cases]
     patch = (cfg.patch,) * 3
     sampler = PatchSampler([c.labels.shape for c in train_cases], locs, patch, cfg.sampling,
-                           seed=cfg.seed + 7 * start + 1000 * rank)
-    gen = torch.Generator().manual_seed(cfg.seed + start + 1000 * rank)
+                           seed=cfg.seed + 7 * start + 1000 * rank)  # (single process: restored below)
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+    if ckpt_path.is_file() and world == 1:  # random streams continue exactly where they were saved
+        sampler.rng.bit_generator.state = ckpt["sampler_rng"]
+        gen.set_state(ckpt["augment_rng"])
     t0 = time.perf_counter()
     for it in range(start, cfg.iterations):
         model.train()
@@ -164,11 +196,25 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
                 if rank == 0:
                     _atomic_save(net.state_dict(), out / "best.pt")
         history.append(record)
+        stop = _agree(should_stop(), world)
         if rank == 0:
             log(record)
-            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+            if stop or (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
                 _atomic_save({"model": net.state_dict(), "optimizer": optim.state_dict(), "iteration": it + 1,
-                              "best_dice": best, "history": history, "config": asdict(cfg)}, ckpt_path)
+                              "best_dice": best, "history": history, "config": asdict(cfg),
+                              "sampler_rng": sampler.rng.bit_generator.state, "augment_rng": gen.get_state(),
+                              "torch_rng": torch.get_rng_state()}, ckpt_path)
+        if stop:
+            if world > 1:
+                dist.barrier()
+            return None
+    if world > 1:
+        digests = [None] * world
+        dist.all_gather_object(digests, weights_digest(net))
+        if rank == 0:
+            log({"iteration": len(history) and history[-1]["iteration"], "ranks_weights_sha256": digests})
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DistributedDataParallel ranks ended with different weights: {digests}")
     if rank == 0:
         if (out / "best.pt").is_file():
             net.load_state_dict(torch.load(out / "best.pt", map_location=device))
@@ -178,6 +224,15 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     if world > 1:
         dist.barrier()
     return path
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """True on every rank if any rank says so (a Stop must stop all ranks at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _crop(case: Case, corner, patch) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,115 @@
+"""Training: kill-and-resume continues exactly, fine-tuning starts from the parent's weights,
+two gloo processes under torchrun end with identical weights, bad datasets are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from BoneSegmentationLib.cli import main
+from BoneSegmentationLib.modelfile import load_model, read_metadata
+
+from conftest import make_random_model
+
+TINY = ["--patch", "32", "--width", "4", "--levels", "3", "--spacing", "6", "--validate-every", "1000",
+        "--threads", "1", "-q"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("dataset")
+    assert main(["phantom", "-o", str(folder), "--dataset", "--count", "2", "--seed", "60", "--spacing", "6"]) == 0
+    return folder
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "BoneSegmentationLib", *args]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_kill_and_resume_continues_exactly(dataset, tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert main(["train", str(dataset), "-o", str(reference), "--iterations", "12", "--checkpoint-every", "4", *TINY]) == 0
+
+    proc = subprocess.Popen(_cli("train", str(dataset), "-o", str(killed), "--iterations", "1000",
+                                 "--checkpoint-every", "4", *TINY), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"]
+    assert 4 <= saved < 12
+    logged_before = len((killed / "history.jsonl").read_text().splitlines())
+    assert logged_before >= saved
+
+    assert main(["train", str(dataset), "-o", str(killed), "--iterations", "12", "--checkpoint-every", "4", *TINY]) == 0
+    records = [json.loads(line) for line in (killed / "history.jsonl").read_text().splitlines()]
+    resumed = [r["iteration"] for r in records[logged_before:]]
+    assert resumed == list(range(saved + 1, 13)), "the resumed run starts right after the last checkpoint"
+    a, b = _weights(reference), _weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), \
+        "killed + resumed must end with the same weights as an uninterrupted run"
+    assert load_model(killed / "bones-model.pt").metadata["training"]["iterations"] == 12
+
+
+def test_fine_tuning_starts_from_the_parent(dataset, tmp_path):
+    parent = make_random_model(tmp_path / "parent.pt", base_features=4, levels=3, patch=32, spacing=6.0, seed=3)
+    parent_weights = load_model(parent).module.state_dict()
+    assert main(["train", str(dataset), "-o", str(tmp_path / "zero"), "--init", str(parent), "--iterations", "0",
+                 "-q"]) == 0
+    exported = load_model(tmp_path / "zero" / "bones-model.pt").module.state_dict()
+    assert all(torch.equal(parent_weights[k], exported[k]) for k in parent_weights)
+
+    assert main(["train", str(dataset), "-o", str(tmp_path / "tuned"), "--init", str(parent), "--iterations", "3",
+                 "--threads", "1", "-q"]) == 0
+    meta = read_metadata(tmp_path / "tuned" / "bones-model.pt")
+    assert meta["training"]["parent_model"] == str(parent) and meta["spacing_mm"] == [6.0, 6.0, 6.0]
+    tuned = load_model(tmp_path / "tuned" / "bones-model.pt").module.state_dict()
+    moved = max(float((tuned[k] - parent_weights[k]).abs().max()) for k in parent_weights)
+    assert 0 < moved < 0.05, "three Adam steps at lr 1e-3 move weights a little from the parent's"
+
+
+def test_fine_tuning_refuses_a_different_architecture(dataset, tmp_path, capsys):
+    parent = make_random_model(tmp_path / "parent.pt", base_features=4, levels=3, patch=32, spacing=6.0)
+    assert main(["train", str(dataset), "-o", str(tmp_path / "x"), "--init", str(parent), "--width", "8"]) == 2
+    assert "drop --width" in capsys.readouterr().err
+
+
+def test_two_gloo_processes_end_with_identical_weights(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "BoneSegmentationLib", "train", str(dataset), "-o", str(out), "--iterations", "3", *TINY]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    digests = records[-1]["ranks_weights_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert [r["iteration"] for r in records[:-1]] == [1, 2, 3]
+    assert (out / "bones-model.pt").is_file()
+
+
+def test_dataset_with_another_class_table_is_refused(dataset, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for sub in ("imagesTr", "labelsTr"):
+        os.symlink(dataset / sub, bad / sub)
+    meta = json.loads((dataset / "dataset.json").read_text())
+    meta["labels"]["femur_left"], meta["labels"]["femur_right"] = meta["labels"]["femur_right"], meta["labels"]["femur_left"]
+    (bad / "dataset.json").write_text(json.dumps(meta))
+    assert main(["train", str(bad), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "class table differs" in err and "femur_left" in err
+    assert not (tmp_path / "run").exists()
