@@ -74,7 +74,7 @@ class _SparseCEDice(torch.autograd.Function):
         return grad, None, None
 
 
-def sparse_ce_dice(logits: torch.Tensor, target: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+def sparse_ce_dice(logits: torch.Tensor, target: torch.Tensor, chunk: int = 1 << 14) -> torch.Tensor:
     """Loss for ``logits`` (N, C, *spatial) and integer ``target`` (N, *spatial)."""
     if target.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
         raise TypeError("target must be an integer label map")
