@@ -44,6 +44,17 @@ class ProgressBar:
         sys.stderr.flush()
 
 
+class JsonProgress:
+    """Progress as JSON lines on stdout, for a parent process (the Slicer module) to parse."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        print(json.dumps({"stage": self.stage, "progress": round(float(fraction), 4), "message": message}),
+              flush=True)
+
+
 def _bytes_progress(bar: ProgressBar) -> Callable[[int, int], None]:
     return lambda have, total: bar(have / total if total else 0.0, f"{have / 2**20:.1f} MiB")
 
@@ -64,11 +75,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise BoneSegmentationError(f"{path} already exists; pass --overwrite to replace it")
     set_threads(args.threads)
     image, _ = read_ct(args.input)
-    model_path = resolve_model(args.model, progress=_bytes_progress(ProgressBar("download", not args.quiet)))
+    bar = JsonProgress("download") if args.progress_json else ProgressBar("download", not args.quiet)
+    model_path = resolve_model(args.model, progress=_bytes_progress(bar))
     device = resolve_device(args.device)
     model = load_model(model_path, device=device)
     result = segment_image(image, model, device=args.device, overlap=args.overlap,
-                           progress=ProgressBar("segment ", not args.quiet))
+                           progress=JsonProgress("segment") if args.progress_json else
+                           ProgressBar("segment ", not args.quiet))
     write_image(result.labels, output, overwrite=args.overwrite)
     if args.confidence:
         write_image(result.confidence, args.confidence, overwrite=args.overwrite)
@@ -285,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--progress-json", action="store_true", help="progress as JSON lines on stdout (for GUIs)")
     p.add_argument("-v", "--verbose", action="store_true", help="list the bones found")
     p.set_defaults(func=cmd_segment)
 

@@ -1,0 +1,246 @@
+"""What the Slicer module does, without Qt: segment a volume node, fill a segmentation node,
+run the work in a background process that the GUI polls, check dependencies.
+
+The module's ``BoneSegmentationLogic`` (``BoneSegmentation.py``) inherits this class, so the
+same code runs in Slicer, from Slicer's Python console, and in CI against ``slicer-core``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from .bones import default_table
+from .errors import BoneSegmentationError, Cancelled
+from .review import ReviewItem
+from .slicer_nodes import (image_to_volume_node, labels_to_segmentation_node, segmentation_node_to_labels,
+                           volume_node_to_image)
+
+LABELS_DIGEST_ATTRIBUTE = "BoneSegmentation.LabelsSHA256"
+MODEL_ATTRIBUTE = "BoneSegmentation.Model"
+REVIEW_ATTRIBUTE = "BoneSegmentation.Review"
+REQUIREMENTS = {"torch": "torch", "SimpleITK": "SimpleITK", "scipy": "scipy"}  # import name -> pip name
+
+Progress = Callable[[float, str], None]
+
+
+def missing_dependencies() -> list[str]:
+    """pip names of what the library needs and cannot import (torch first: it is the big one)."""
+    return [pip for module, pip in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
+
+
+def labels_digest(labels: sitk.Image) -> str:
+    return hashlib.sha256(np.ascontiguousarray(sitk.GetArrayViewFromImage(labels)).tobytes()).hexdigest()
+
+
+@dataclass
+class SegmentOutcome:
+    segmentation_node: object
+    labels: sitk.Image
+    review: list[ReviewItem] = field(default_factory=list)
+    seconds: float = 0.0
+    node_seconds: float = 0.0
+    device: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+class SlicerSegmentationLogic:
+    """Volume node in, segmentation node with 125 named, coloured, coded bones out."""
+
+    def __init__(self, scene=None):
+        self._scene = scene
+
+    @property
+    def scene(self):
+        if self._scene is not None:
+            return self._scene
+        import slicer
+        return slicer.mrmlScene
+
+    # -- one call, in this process (console, tests) --------------------------------------------
+    def segment(self, volume_node, model: Optional[str] = None, device: str = "auto", overlap: float = 0.5,
+                segmentation_node=None, progress: Optional[Progress] = None,
+                cancel: Optional[Callable[[], bool]] = None) -> SegmentOutcome:
+        from .modelfile import load_model
+        from .registry import resolve_model
+        from .segment import segment_image
+
+        t0 = time.perf_counter()
+        image = volume_node_to_image(volume_node)
+        loaded = load_model(resolve_model(model))
+        result = segment_image(image, loaded, device=device, overlap=overlap, progress=progress, cancel=cancel)
+        t1 = time.perf_counter()
+        node = self.show_labels(result.labels, volume_node, segmentation_node,
+                                model_label=f"{loaded.metadata['name']} {loaded.metadata['version']}",
+                                review=result.review)
+        return SegmentOutcome(node, result.labels, result.review, time.perf_counter() - t0,
+                              time.perf_counter() - t1, result.device, result.warnings)
+
+    def show_labels(self, labels: sitk.Image, volume_node, segmentation_node=None, model_label: str = "",
+                    review: Optional[list[ReviewItem]] = None):
+        """Fill (or create) a segmentation node from a label map on the volume's grid."""
+        if segmentation_node is None:
+            segmentation_node = self.scene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", f"{volume_node.GetName()} bones")
+        labels_to_segmentation_node(labels, segmentation_node, reference_volume_node=volume_node)
+        segmentation_node.SetNodeReferenceID("BoneSegmentation.InputVolume", volume_node.GetID())
+        segmentation_node.SetAttribute(LABELS_DIGEST_ATTRIBUTE, labels_digest(labels))
+        segmentation_node.SetAttribute(MODEL_ATTRIBUTE, model_label)
+        if review is not None:
+            segmentation_node.SetAttribute(REVIEW_ATTRIBUTE, json.dumps(
+                [{"id": it.name, "name": it.display_name, "reasons": it.reasons, "score": it.score,
+                  "centroid_lps_mm": it.centroid_lps_mm} for it in review if it.reasons]))
+        if segmentation_node.GetDisplayNode() is None:
+            segmentation_node.CreateDefaultDisplayNodes()
+        return segmentation_node
+
+    def labels_from_segmentation(self, segmentation_node, volume_node) -> sitk.Image:
+        """The (possibly edited) segmentation as a label map on the volume's grid, by segment ID."""
+        return segmentation_node_to_labels(segmentation_node, volume_node_to_image(volume_node))
+
+    def is_edited(self, segmentation_node, volume_node) -> bool:
+        """True when the node no longer holds what this module wrote into it (ask before replacing)."""
+        digest = segmentation_node.GetAttribute(LABELS_DIGEST_ATTRIBUTE)
+        if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+            return False
+        if not digest:
+            return True  # made by hand or by another tool
+        try:
+            return labels_digest(self.labels_from_segmentation(segmentation_node, volume_node)) != digest
+        except BoneSegmentationError:
+            return True
+
+    @staticmethod
+    def review_items(segmentation_node) -> list[dict]:
+        text = segmentation_node.GetAttribute(REVIEW_ATTRIBUTE)
+        return json.loads(text) if text else []
+
+    @staticmethod
+    def centroid_ras(item: dict) -> Optional[list[float]]:
+        c = item.get("centroid_lps_mm")
+        return None if c is None else [-c[0], -c[1], c[2]]
+
+    # -- background process (keeps Slicer's GUI responsive; Cancel kills it) -------------------
+    def start_background(self, volume_node, model: Optional[str] = None, device: str = "auto",
+                         overlap: float = 0.5) -> "BackgroundSegmentation":
+        workdir = Path(tempfile.mkdtemp(prefix="BoneSegmentation-"))
+        image = volume_node_to_image(volume_node)
+        sitk.WriteImage(image, str(workdir / "input.nrrd"))
+        return BackgroundSegmentation(workdir, volume_node, model, device, overlap)
+
+    def finish_background(self, job: "BackgroundSegmentation", segmentation_node=None) -> SegmentOutcome:
+        if job.returncode != 0:
+            raise BoneSegmentationError(job.error or f"segmentation process failed (exit {job.returncode})")
+        labels = sitk.ReadImage(str(job.output))
+        review_doc = json.loads(job.review_path.read_text(encoding="utf-8"))
+        review = [ReviewItem(**{k: v for k, v in b.items()}) for b in review_doc["bones"]]
+        t = time.perf_counter()
+        node = self.show_labels(labels, job.volume_node, segmentation_node, review_doc.get("model", ""), review)
+        outcome = SegmentOutcome(node, labels, review, job.elapsed, time.perf_counter() - t)
+        job.cleanup()
+        return outcome
+
+
+def python_executable() -> str:
+    """Slicer's own Python launcher inside Slicer, else this interpreter."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+class BackgroundSegmentation:
+    """``bonesegmentation segment`` in a child process; ``poll()`` reads its JSON progress."""
+
+    def __init__(self, workdir: Path, volume_node, model: Optional[str], device: str, overlap: float):
+        self.workdir, self.volume_node = workdir, volume_node
+        self.output = workdir / "bones.nrrd"
+        self.review_path = workdir / "bones.review.json"
+        cmd = [python_executable(), "-m", "BoneSegmentationLib", "segment", str(workdir / "input.nrrd"),
+               "-o", str(self.output), "--review", str(self.review_path), "--device", device,
+               "--overlap", str(overlap), "--progress-json"]
+        if model:
+            cmd += ["--model", str(model)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parent.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        self.started = time.perf_counter()
+        self.elapsed = 0.0
+        self.fraction, self.message, self.error = 0.0, "starting", ""
+        self.returncode: Optional[int] = None
+        self.stderr_path = workdir / "stderr.txt"
+        self._stderr = open(self.stderr_path, "w", encoding="utf-8")
+        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
+                                        start_new_session=True)
+        os.set_blocking(self.process.stdout.fileno(), False)
+        self._buffer = ""
+
+    def poll(self) -> bool:
+        """Read progress; True while running. Call from a GUI timer."""
+        try:
+            chunk = self.process.stdout.read() or ""
+        except (BlockingIOError, TypeError):
+            chunk = ""
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "progress" in msg:
+                self.fraction, self.message = float(msg["progress"]), msg.get("message", "")
+        code = self.process.poll()
+        if code is None:
+            return True
+        self.returncode = code
+        self.elapsed = time.perf_counter() - self.started
+        self._stderr.close()
+        if code != 0:
+            lines = [ln for ln in self.stderr_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            self.error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
+        return False
+
+    def wait(self, timeout: float = 3600, interval: float = 0.1) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll():
+            if time.monotonic() > deadline:
+                self.cancel()
+                raise Cancelled("segmentation took too long and was stopped")
+            time.sleep(interval)
+        return self.returncode or 0
+
+    def cancel(self) -> None:
+        """Stop the child process (and anything it started)."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 9)
+            except (ProcessLookupError, PermissionError, AttributeError):
+                self.process.kill()
+            self.process.wait()
+        self.returncode = self.process.returncode
+        if not self._stderr.closed:
+            self._stderr.close()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def volume_from_file(path: str, scene, name: Optional[str] = None):
+    """Load a CT file or DICOM folder into a scalar volume node through the library's reader."""
+    from .imageio import read_image
+    return image_to_volume_node(read_image(path), scene, name or Path(path).name.split(".")[0])
+
+
+def bone_names() -> list[str]:
+    return [b.display_name for b in default_table().foreground()]

@@ -1,0 +1,199 @@
+"""The module's Logic against the real Slicer core (``slicer-core`` from PyPI): volume node ->
+segmentation node with the bone table's IDs, names, colours and terminology; back to a label map;
+.seg.nrrd round trip; edits; the background process with cancel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer")
+
+from BoneSegmentationLib.bones import default_table  # noqa: E402
+from BoneSegmentationLib.imageio import read_image  # noqa: E402
+from BoneSegmentationLib.modelfile import load_model  # noqa: E402
+from BoneSegmentationLib.phantom import make_phantom  # noqa: E402
+from BoneSegmentationLib.segment import segment_image  # noqa: E402
+from BoneSegmentationLib.slicer_logic import SlicerSegmentationLogic, volume_from_file  # noqa: E402
+from BoneSegmentationLib.slicer_nodes import (SegmentMappingError, image_to_volume_node,  # noqa: E402
+                                              labels_to_segmentation_node, segmentation_node_to_labels,
+                                              volume_node_to_image)
+from conftest import make_random_model  # noqa: E402
+
+T = default_table()
+
+
+@pytest.fixture()
+def scene():
+    s = slicer.vtkMRMLScene()
+    slicer.mrmlScene = s
+    yield s
+    s.Clear(1)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(2, spacing=4.0, partial=False)
+
+
+@pytest.fixture(scope="module")
+def coarse_model(tmp_path_factory):
+    """A random-weight model at 6 mm: fast enough to run three times in a test."""
+    return make_random_model(tmp_path_factory.mktemp("coarse") / "coarse.pt", patch=32, spacing=6.0)
+
+
+def _segments(node) -> dict[str, object]:
+    seg = node.GetSegmentation()
+    return {seg.GetNthSegmentID(k): seg.GetNthSegment(k) for k in range(seg.GetNumberOfSegments())}
+
+
+def _terminology(segment) -> str:
+    import vtk
+    ref = vtk.reference("")
+    segment.GetTag(segment.GetTerminologyEntryTagName(), ref)
+    return str(ref)
+
+
+def test_real_scan_through_logic_segment(scene, real_data, random_model_file):
+    path = real_data / "ts_abdomen_ct.nii.gz"
+    volume = volume_from_file(str(path), scene)
+    image = read_image(path)
+    back = volume_node_to_image(volume)
+    assert back.GetOrigin() == pytest.approx(image.GetOrigin()) and back.GetSpacing() == pytest.approx(image.GetSpacing())
+    assert back.GetDirection() == pytest.approx(image.GetDirection())
+
+    logic = SlicerSegmentationLogic(scene)
+    outcome = logic.segment(volume, model=str(random_model_file), device="cpu", overlap=0.0)
+    node = outcome.segmentation_node
+    reference = segment_image(image, load_model(random_model_file), device="cpu", overlap=0.0).labels
+    expected = sitk.GetArrayFromImage(reference)
+    present = [int(v) for v in np.unique(expected) if v]
+    segments = _segments(node)
+    assert list(segments) == [T[v].name for v in present], "segment IDs are the machine names, in table order"
+    for value in present:
+        bone, segment = T[value], segments[T[value].name]
+        assert segment.GetName() == bone.display_name
+        assert segment.GetColor() == pytest.approx(tuple(c / 255 for c in bone.rgb))
+        assert _terminology(segment) == bone.terminology_entry()
+    labels = logic.labels_from_segmentation(node, volume)
+    assert np.array_equal(sitk.GetArrayViewFromImage(labels), expected)
+    assert labels.GetOrigin() == pytest.approx(reference.GetOrigin())
+    assert labels.GetDirection() == pytest.approx(reference.GetDirection())
+    assert not logic.is_edited(node, volume)
+
+
+def test_seg_nrrd_round_trip(scene, phantom, tmp_path):
+    ct, labels, _ = phantom
+    volume = image_to_volume_node(ct, scene, "ct")
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    labels_to_segmentation_node(labels, node, reference_volume_node=volume)
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "bones.seg.nrrd"))
+    assert storage.WriteData(node)
+
+    other = slicer.vtkMRMLScene()
+    reader = other.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    reader.SetFileName(str(tmp_path / "bones.seg.nrrd"))
+    loaded = other.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert reader.ReadData(loaded)
+    back = segmentation_node_to_labels(loaded, ct)
+    assert np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(labels))
+    names = {k: s.GetName() for k, s in _segments(loaded).items()}
+    assert names == {b.name: b.display_name for b in T.foreground()}
+    assert all(_terminology(s) == T.by_name(k).terminology_entry() for k, s in _segments(loaded).items())
+
+
+def _mask_image(mask: np.ndarray, like: sitk.Image):
+    from BoneSegmentationLib.slicer_nodes import ijk_to_ras, oriented_image
+    return oriented_image(mask.astype(np.uint8), ijk_to_ras(like))
+
+
+def test_edits_change_the_label_map_as_expected(scene, phantom):
+    ct, labels, _ = phantom
+    volume = image_to_volume_node(ct, scene, "ct")
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    labels_to_segmentation_node(labels, node, reference_volume_node=volume)
+    logic = SlicerSegmentationLogic(scene)
+    seg_logic = slicer.vtkSlicerSegmentationsModuleLogic
+    a = sitk.GetArrayFromImage(labels)
+    expected = a.copy()
+
+    femur = T.by_name("femur_left").index  # 1) shrink the left femur: drop its lowest 5 slices
+    zs = np.nonzero((a == femur).any(axis=(1, 2)))[0]
+    keep = (a == femur) & (np.arange(a.shape[0])[:, None, None] > zs.min() + 4)
+    expected[(a == femur) & ~keep] = 0
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(keep, labels), node, "femur_left",
+                                                seg_logic.MODE_REPLACE)
+    node.GetSegmentation().RemoveSegment("hamate_right")  # 2) delete a bone
+    expected[a == T.by_name("hamate_right").index] = 0
+    node.GetSegmentation().RemoveSegment("coccyx")  # 3) re-add a bone by hand, under its standard name
+    new_id = node.GetSegmentation().AddEmptySegment("", "Coccyx")
+    coccyx = a == T.by_name("coccyx").index
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(coccyx, labels), node, new_id, seg_logic.MODE_REPLACE)
+
+    assert logic.is_edited(node, volume)
+    edited = sitk.GetArrayFromImage(logic.labels_from_segmentation(node, volume))
+    assert np.array_equal(edited, expected)
+
+
+def test_unknown_and_overlapping_segments_are_refused(scene, phantom):
+    ct, labels, _ = phantom
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    labels_to_segmentation_node(labels, node)
+    seg_logic = slicer.vtkSlicerSegmentationsModuleLogic
+    a = sitk.GetArrayFromImage(labels)
+    extra = node.GetSegmentation().AddEmptySegment("", "Tumour")
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(a == 1, labels), node, extra, seg_logic.MODE_REPLACE)
+    with pytest.raises(SegmentMappingError, match="matching no bone of the table: Tumour"):
+        segmentation_node_to_labels(node, ct)
+    node.GetSegmentation().RemoveSegment(extra)
+    dup = node.GetSegmentation().AddEmptySegment("", "Mandible copy")  # own layer: may overlap the mandible
+    segment = node.GetSegmentation().GetSegment(dup)
+    segment.SetName("mandible")
+    mandible = a == T.by_name("mandible").index
+    layer = _mask_image(mandible, labels)
+    segment.AddRepresentation("Binary labelmap", layer)  # a separate layer, as "allow overlap" editing makes
+    segment.SetLabelValue(1)
+    with pytest.raises(SegmentMappingError, match="several segments for one bone"):
+        segmentation_node_to_labels(node, ct)
+    node.GetSegmentation().RemoveSegment("hyoid")
+    segment.SetName("Hyoid bone")  # a bone of the table, but painted over the mandible
+    with pytest.raises(SegmentMappingError, match="overlapping segments.*Hyoid bone"):
+        segmentation_node_to_labels(node, ct)
+
+
+def test_background_process_matches_and_cancels(scene, phantom, coarse_model):
+    ct, _, _ = phantom
+    volume = image_to_volume_node(ct, scene, "ct")
+    logic = SlicerSegmentationLogic(scene)
+    job = logic.start_background(volume, model=str(coarse_model), device="cpu", overlap=0.0)
+    seen = []
+    while job.poll():
+        seen.append(job.fraction)
+        time.sleep(0.05)
+    assert job.returncode == 0, job.error
+    outcome = logic.finish_background(job)
+    direct = logic.segment(volume, model=str(coarse_model), device="cpu", overlap=0.0)
+    assert np.array_equal(sitk.GetArrayViewFromImage(outcome.labels), sitk.GetArrayViewFromImage(direct.labels))
+    assert seen and max(seen) > 0.5
+    assert list(_segments(outcome.segmentation_node)) == list(_segments(direct.segmentation_node))
+    assert not job.workdir.exists()
+
+    job = logic.start_background(volume, model=str(coarse_model), device="cpu", overlap=0.0)
+    job.cancel()
+    assert job.returncode != 0 and not job.workdir.exists()
+
+    job = logic.start_background(volume, model="no-such-model", device="cpu")
+    job.wait()
+    assert job.returncode == 2 and "no-such-model" in job.error
+
+
+def test_logic_imports_without_qt_or_app():
+    code = ("import sys, BoneSegmentationLib.slicer_logic, BoneSegmentationLib.slicer_nodes, slicer; "
+            "assert 'qt' not in sys.modules and not hasattr(slicer, 'app'), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
