@@ -1,14 +1,32 @@
-"""3D Slicer scripted module for BoneSegmentation.
+"""3D Slicer module: segment 125 distinct bones of the upper body from a CT in one click.
 
-Placeholder until the Slicer-module issue lands: it registers the module and exposes the
-library through a Qt-free Logic so it can already be used from Slicer's Python console:
+Widget (thin, Qt) -> Logic (no Qt; ``BoneSegmentationLib.slicer_logic``) -> library
+(``BoneSegmentationLib``: the engine, also a command-line tool). Heavy work runs in a child process
+that the widget polls with a timer, so Slicer stays responsive and Cancel really stops it.
 
+Console use:
     logic = BoneSegmentationLogic()
-    labelmap_path = logic.segment_file("/path/ct.nii.gz", "/tmp/bones.nii.gz")
+    outcome = logic.segment(slicer.util.getNode("CT"), model=None, device="auto")
+    outcome.segmentation_node
 """
 
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from BoneSegmentationLib.slicer_logic import SlicerSegmentationLogic, missing_dependencies
+
+CITATION = ("E. Schnider, A. Horváth, G. Rauter, A. Zam, M. Müller-Gerbl, P. C. Cattin: 3D Segmentation "
+            "Networks for Excessive Numbers of Classes: Distinct Bone Segmentation in Upper Bodies. "
+            "MLMI 2020, LNCS 12436, pp. 40-49.")
+MESH_FORMATS = ["glb", "gltf", "obj", "stl", "ply"]
 
 
 class BoneSegmentation(ScriptedLoadableModule):
@@ -18,37 +36,319 @@ class BoneSegmentation(ScriptedLoadableModule):
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
         self.parent.contributors = ["BoneSegmentation developers"]
-        self.parent.helpText = ("Segments 125 distinct bones of the upper body from a CT scan in one "
-                                "network pass. See the extension's README for usage.")
-        self.parent.acknowledgementText = (
-            "Method: E. Schnider et al., 3D Segmentation Networks for Excessive Numbers of Classes: "
-            "Distinct Bone Segmentation in Upper Bodies, MLMI 2020.")
+        self.parent.helpText = (
+            "Segments 125 distinct bones of the upper body (skull to mid-femur) from a CT in one network pass.<br>"
+            "<b>Usage:</b> choose the CT, keep the bundled model (or pick a .pt file), click <i>Segment bones</i>. "
+            "Check the bones listed under <i>Review first</i> (click one to centre the views), correct them in "
+            "Segment Editor, then <i>Export meshes</i> for VR / 3D printing or <i>Add corrected case</i> to a "
+            "training dataset and fine-tune the model.<br>"
+            "The bundled demo model was trained on synthetic phantoms only: it shows the workflow and is not "
+            "meant for real anatomy.")
+        self.parent.acknowledgementText = f"Method: {CITATION}"
 
 
-class BoneSegmentationWidget(ScriptedLoadableModuleWidget):
-    pass
+class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Panel: Segment / Export meshes / Training data. All work goes through the Logic."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._job = None
+        self._timer = None
+        self._updating = False
+
+    def setup(self):
+        import qt
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/BoneSegmentation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = BoneSegmentationLogic()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self._poll)
+
+        self.ui.deviceComboBox.addItems(["auto", "cuda", "cpu"])
+        self.ui.meshFormatComboBox.addItems(MESH_FORMATS)
+        self.ui.meshCoordinatesComboBox.addItems(["RAS", "LPS"])
+        self._fillModels()
+        self.ui.deviceInfoLabel.text = self.logic.device_description()
+
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+        self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)",
+                                                   self.updateParameterNodeFromGUI)
+        self.ui.modelComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        self.ui.deviceComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        self.ui.overlapSliderWidget.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
+        self.ui.modelFileButton.clicked.connect(self.onChooseModelFile)
+        self.ui.segmentButton.clicked.connect(self.onSegment)
+        self.ui.cancelButton.clicked.connect(self.onCancel)
+        self.ui.reviewListWidget.itemClicked.connect(self.onReviewItemClicked)
+        self.ui.exportMeshesButton.clicked.connect(self.onExportMeshes)
+        self.ui.addCaseButton.enabled = False  # exporting corrected cases is not implemented yet
+        self.ui.addCaseButton.toolTip = "Not available yet: use bonesegmentation phantom --dataset or an nnU-Net folder"
+        self.ui.retrainButton.clicked.connect(self.onRetrain)
+        self.ui.stopTrainingButton.clicked.connect(self.onStopTraining)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self.onCancel()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # -- parameter node: settings survive scene save / load --------------------------------
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.GetNodeReference("InputVolume"):
+            volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if volume:
+                self._parameterNode.SetNodeReferenceID("InputVolume", volume.GetID())
+
+    def setParameterNode(self, node):
+        if node:
+            self.logic.setDefaultParameters(node)
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, slicer.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = node
+        if node is not None:
+            self.addObserver(node, slicer.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        if self._parameterNode is None or self._updating:
+            return
+        self._updating = True
+        p = self._parameterNode
+        self.ui.inputVolumeSelector.setCurrentNode(p.GetNodeReference("InputVolume"))
+        self.ui.outputSegmentationSelector.setCurrentNode(p.GetNodeReference("OutputSegmentation"))
+        index = self.ui.modelComboBox.findData(p.GetParameter("Model"))
+        self.ui.modelComboBox.setCurrentIndex(max(index, 0))
+        self.ui.deviceComboBox.setCurrentText(p.GetParameter("Device"))
+        self.ui.overlapSliderWidget.value = float(p.GetParameter("Overlap"))
+        self.ui.segmentButton.enabled = p.GetNodeReference("InputVolume") is not None and self._job is None
+        self.ui.modelInfoLabel.text = self.logic.model_description(self.ui.modelComboBox.currentData)
+        self._updating = False
+
+    def updateParameterNodeFromGUI(self, caller=None, event=None):
+        if self._parameterNode is None or self._updating:
+            return
+        was = self._parameterNode.StartModify()
+        self._parameterNode.SetNodeReferenceID("InputVolume", self.ui.inputVolumeSelector.currentNodeID)
+        self._parameterNode.SetNodeReferenceID("OutputSegmentation", self.ui.outputSegmentationSelector.currentNodeID)
+        self._parameterNode.SetParameter("Model", self.ui.modelComboBox.currentData or "")
+        self._parameterNode.SetParameter("Device", self.ui.deviceComboBox.currentText)
+        self._parameterNode.SetParameter("Overlap", str(self.ui.overlapSliderWidget.value))
+        self._parameterNode.EndModify(was)
+
+    def _fillModels(self):
+        self.ui.modelComboBox.clear()
+        for label, value in self.logic.model_choices():
+            self.ui.modelComboBox.addItem(label, value)
+
+    def onChooseModelFile(self):
+        import qt
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Model file", "", "BoneSegmentation model (*.pt)")
+        if path:
+            self.ui.modelComboBox.addItem(Path(path).name, path)
+            self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.count - 1)
+
+    # -- segment -----------------------------------------------------------------------------
+    def onSegment(self):
+        if not self._ensureDependencies():
+            return
+        p = self._parameterNode
+        volume, output = p.GetNodeReference("InputVolume"), p.GetNodeReference("OutputSegmentation")
+        if output is not None and self.logic.is_edited(output, volume) and not slicer.util.confirmYesNoDisplay(
+                f"'{output.GetName()}' has been edited since it was created. Replace its segments?"):
+            return
+        try:
+            self._job = self.logic.start_background(volume, model=p.GetParameter("Model") or None,
+                                                    device=p.GetParameter("Device"),
+                                                    overlap=float(p.GetParameter("Overlap")))
+        except Exception as e:
+            slicer.util.errorDisplay(str(e))
+            return
+        self._setBusy(True, "Segmenting...")
+        self._timer.start()
+
+    def _poll(self):
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        if job.poll():
+            self.ui.progressBar.value = int(100 * job.fraction)
+            self.ui.statusLabel.text = job.message
+            return
+        self._timer.stop()
+        self._job = None
+        try:
+            if getattr(job, "kind", "segment") == "train":
+                self._finishTraining(job)
+                return
+            outcome = self.logic.finish_background(job, self._parameterNode.GetNodeReference("OutputSegmentation"))
+        except Exception as e:
+            self._setBusy(False, f"Failed: {e}")
+            slicer.util.errorDisplay(str(e))
+            return
+        node = outcome.segmentation_node
+        self._parameterNode.SetNodeReferenceID("OutputSegmentation", node.GetID())
+        node.CreateClosedSurfaceRepresentation()
+        self._showReview(node)
+        found = node.GetSegmentation().GetNumberOfSegments()
+        self._setBusy(False, f"{found} bones in {outcome.seconds:.1f} s (scene update {outcome.node_seconds:.1f} s)")
+
+    def onCancel(self):
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+            self._timer.stop()
+            self._setBusy(False, "Cancelled.")
+
+    def _setBusy(self, busy, message):
+        self.ui.progressBar.visible = busy
+        self.ui.cancelButton.visible = busy
+        self.ui.segmentButton.enabled = not busy
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = message
+
+    def _showReview(self, node):
+        import qt
+        self.ui.reviewListWidget.clear()
+        for entry in self.logic.review_items(node):
+            item = qt.QListWidgetItem(f"{entry['name']}: {'; '.join(entry['reasons'])}")
+            item.setData(qt.Qt.UserRole, json.dumps(entry))
+            self.ui.reviewListWidget.addItem(item)
+
+    def onReviewItemClicked(self, item):
+        import qt
+        ras = self.logic.centroid_ras(json.loads(item.data(qt.Qt.UserRole)))
+        if ras is not None:
+            slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
+
+    # -- dependencies: never installed silently ----------------------------------------------
+    def _ensureDependencies(self) -> bool:
+        missing = missing_dependencies()
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                f"Bone Segmentation needs {', '.join(missing)}, which is not installed in Slicer's Python. "
+                "Install now? (This can take several minutes; torch is installed through the PyTorch "
+                "extension when it is there, so that the build matches your GPU.)"):
+            return False
+        with slicer.util.WaitCursor():
+            if "torch" in missing:
+                try:
+                    import PyTorchUtils
+                    PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+                    missing.remove("torch")
+                except ImportError:
+                    pass
+            if missing:
+                slicer.util.pip_install(" ".join(missing))
+        return not missing_dependencies()
+
+    # -- meshes -----------------------------------------------------------------------------
+    def onExportMeshes(self):
+        p = self._parameterNode
+        node, volume = p.GetNodeReference("OutputSegmentation"), p.GetNodeReference("InputVolume")
+        folder = self.ui.meshOutputPathLineEdit.currentPath
+        if node is None or volume is None or not folder:
+            slicer.util.errorDisplay("Choose the input CT, a segmentation and an output folder first.")
+            return
+        try:
+            with slicer.util.WaitCursor():
+                result = self.logic.export_meshes(
+                    node, volume, folder, fmt=self.ui.meshFormatComboBox.currentText,
+                    smoothing=self.ui.meshSmoothingSliderWidget.value,
+                    max_triangles=self.ui.meshTrianglesSpinBox.value,
+                    coordinates=self.ui.meshCoordinatesComboBox.currentText,
+                    visible_only=self.ui.meshVisibleOnlyCheckBox.checked)
+        except Exception as e:
+            slicer.util.errorDisplay(str(e))
+            return
+        self.ui.statusLabel.text = f"{len(result.bones)} meshes written to {folder} in {result.seconds:.1f} s"
+
+    # -- training data and retraining ---------------------------------------------------------
+    def onRetrain(self):
+        folder = self.ui.datasetPathLineEdit.currentPath
+        model = self._parameterNode.GetParameter("Model") or None
+        note = self.logic.training_device_note()
+        if note and not slicer.util.confirmOkCancelDisplay(note + " Train on the CPU anyway?"):
+            return
+        try:
+            self._job = self.logic.start_training(folder, model, self.ui.iterationsSpinBox.value)
+        except Exception as e:
+            slicer.util.errorDisplay(str(e))
+            return
+        self.ui.retrainButton.enabled, self.ui.stopTrainingButton.enabled = False, True
+        self._timer.start()
+
+    def onStopTraining(self):
+        if self._job is not None:
+            self._job.request_stop()
+            self.ui.trainingStatusLabel.text = "Stopping after the current iteration (checkpoint kept)..."
+
+    def _finishTraining(self, job):
+        self.ui.retrainButton.enabled, self.ui.stopTrainingButton.enabled = True, False
+        message = self.logic.finish_training(job)
+        self.ui.trainingStatusLabel.text = message
+        self._fillModels()
 
 
-class BoneSegmentationLogic(ScriptedLoadableModuleLogic):
-    """Qt-free logic; the heavy lifting is in BoneSegmentationLib."""
+class BoneSegmentationLogic(ScriptedLoadableModuleLogic, SlicerSegmentationLogic):
+    """Qt-free: everything is in ``SlicerSegmentationLogic`` so that it is tested without the GUI."""
 
-    def segment_file(self, input_path: str, output_path: str, model: str = None, device: str = "auto") -> str:
-        from BoneSegmentationLib.imageio import read_ct, write_image
-        from BoneSegmentationLib.modelfile import load_model
-        from BoneSegmentationLib.registry import resolve_model
-        from BoneSegmentationLib.segment import segment_image
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        SlicerSegmentationLogic.__init__(self)
 
-        image, _ = read_ct(input_path)
-        result = segment_image(image, load_model(resolve_model(model)), device=device)
-        write_image(result.labels, output_path, overwrite=False)
-        return output_path
+    def setDefaultParameters(self, parameterNode):
+        for key, value in self.default_parameters().items():
+            if not parameterNode.GetParameter(key):
+                parameterNode.SetParameter(key, value)
 
 
 class BoneSegmentationTest(ScriptedLoadableModuleTest):
-    def runTest(self):
-        self.test_library_imports()
+    """Runs the same Logic path as the CI tests, inside real Slicer."""
 
-    def test_library_imports(self):
-        from BoneSegmentationLib.bones import default_table
-        self.assertEqual(default_table().num_classes, 126)
-        self.assertEqual(default_table()[1].name, "cranium")
+    def setUp(self):
+        slicer.mrmlScene.Clear(0)
+
+    def runTest(self):
+        self.setUp()
+        self.test_segment_phantom()
+
+    def test_segment_phantom(self):
+        import numpy as np
+        import SimpleITK as sitk
+        from BoneSegmentationLib.phantom import make_phantom
+        from BoneSegmentationLib.slicer_nodes import image_to_volume_node
+
+        self.delayDisplay("Segmenting a 4 mm phantom with the bundled model")
+        ct, _, _ = make_phantom(4, spacing=4.0, partial=False)
+        volume = image_to_volume_node(ct, slicer.mrmlScene, "phantom")
+        logic = BoneSegmentationLogic()
+        outcome = logic.segment(volume, device="cpu")
+        node = outcome.segmentation_node
+        segmentation = node.GetSegmentation()
+        labels = sitk.GetArrayFromImage(outcome.labels)
+        self.assertEqual(segmentation.GetNumberOfSegments(), len([v for v in np.unique(labels) if v]))
+        back = sitk.GetArrayFromImage(logic.labels_from_segmentation(node, volume))
+        self.assertTrue(np.array_equal(back, labels))
+        self.delayDisplay(f"{segmentation.GetNumberOfSegments()} bones in {outcome.seconds:.1f} s")

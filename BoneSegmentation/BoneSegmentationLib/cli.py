@@ -240,9 +240,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.quiet and (it % args.print_every == 0 or "val_dice" in record or "ranks_weights_sha256" in record):
             print(json.dumps(record), flush=True)
 
-    path = train(cfg, [cases[i] for i in split["train"]], [cases[i] for i in split["val"]], log)
-    if path is not None:
-        print(f"wrote {path}")
+    stop_file = Path(args.stop_file) if args.stop_file else None
+    path = train(cfg, [cases[i] for i in split["train"]], [cases[i] for i in split["val"]], log,
+                 should_stop=lambda: stop_file is not None and stop_file.exists())
+    if path is None:
+        print(f"stopped; checkpoint kept in {out} (run the same command to resume)")
+        return 0
+    print(f"wrote {path}")
+    if args.register:
+        from .registry import register_model
+        entry = register_model(path)
+        print(f"registered {entry.name} {entry.version} (use --model {entry.name})")
     return 0
 
 
@@ -264,6 +272,24 @@ def set_torch_threads(n: Optional[int]) -> None:
     if n:
         import torch
         torch.set_num_threads(n)
+
+
+def cmd_meshes(args: argparse.Namespace) -> int:
+    from .imageio import read_image
+    from .meshes import export_meshes, preview_png
+
+    labels = read_image(args.labelmap)
+    result = export_meshes(labels, Path(args.output), fmt=args.format, smoothing=args.smoothing,
+                           max_triangles=args.max_triangles, coordinates=args.coordinates, overwrite=args.overwrite)
+    if args.preview:
+        result.files.append(preview_png(result.bones, Path(args.output) / "preview.png", args.coordinates))
+    triangles = sum(len(m.triangles) for m in result.bones)
+    print(f"{len(result.bones)} bones, {triangles} triangles, {args.coordinates} mm, in {result.seconds:.1f} s:")
+    for path in result.files[:6]:
+        print(f"  {path}")
+    if len(result.files) > 6:
+        print(f"  ... and {len(result.files) - 6} more")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -352,8 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version", default="0.1")
     p.add_argument("--description", default=None)
     p.add_argument("--print-every", type=int, default=25)
+    p.add_argument("--stop-file", default=None, help="stop (checkpoint saved) as soon as this file exists")
+    p.add_argument("--register", action="store_true", help="add the exported model to the user's model registry")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("meshes", help="one surface per bone for VR and 3D printing")
+    p.add_argument("labelmap", help="label map (.nii.gz, .nrrd) in the bone table's values")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--format", choices=["glb", "gltf", "obj", "stl", "ply"], default="glb")
+    p.add_argument("--smoothing", type=float, default=0.25, help="0 (voxel surface) .. 1 (smoothest)")
+    p.add_argument("--max-triangles", type=int, default=20000, help="per bone; 0 = no decimation")
+    p.add_argument("--coordinates", choices=["RAS", "LPS"], default="RAS",
+                   help="RAS as Slicer shows it (default) or LPS as DICOM/ITK")
+    p.add_argument("--preview", action="store_true", help="also render preview.png (front and side)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_meshes)
 
     p = sub.add_parser("demo", help="segment a synthetic phantom with the bundled model (the main job)")
     p.add_argument("-o", "--output", default="demo-output", help="output folder")

@@ -45,15 +45,46 @@ def registry_path() -> Path:
     return resource_path("models.json")
 
 
+def user_registry_path() -> Path:
+    """Models trained or fine-tuned by this user, registered next to the cached downloads."""
+    return cache_dir() / "models.json"
+
+
 def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
-    path = Path(path) if path else registry_path()
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [ModelEntry(**m) for m in data["models"]]
+    """The extension's registry plus the user's own models (unless an explicit ``path`` is given)."""
+    paths = [Path(path)] if path else [registry_path(), user_registry_path()]
+    entries = []
+    for p in paths:
+        if p.is_file():
+            entries += [ModelEntry(**m) for m in json.loads(p.read_text(encoding="utf-8"))["models"]]
+    return entries
+
+
+def register_model(model_file: Path, description: str = "") -> ModelEntry:
+    """Copy a model file into the cache and list it in the user registry (older versions stay)."""
+    from .modelfile import read_metadata
+
+    meta = read_metadata(Path(model_file))
+    entry = ModelEntry(meta["name"], str(meta["version"]), url="", sha256=sha256_of(Path(model_file)),
+                       size=Path(model_file).stat().st_size, description=description or meta["description"])
+    target = cached_path(entry)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(Path(model_file).read_bytes())
+    os.replace(tmp, target)
+    path = user_registry_path()
+    models = json.loads(path.read_text(encoding="utf-8"))["models"] if path.is_file() else []
+    models = [m for m in models if (m["name"], m["version"]) != (entry.name, entry.version)]
+    models.append(entry.__dict__.copy())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"models": models}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return entry
 
 
 def find_entry(name: str, entries: Optional[list[ModelEntry]] = None) -> ModelEntry:
     entries = load_registry() if entries is None else entries
-    for e in entries:
+    for e in reversed(entries):  # the newest registration of a name wins
         if e.name == name or f"{e.name}-{e.version}" == name:
             return e
     known = ", ".join(e.name for e in entries) or "none"

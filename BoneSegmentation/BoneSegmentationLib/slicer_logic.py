@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .bones import default_table
+from .meshes import DEFAULT_SMOOTHING
 from .errors import BoneSegmentationError, Cancelled
 from .review import ReviewItem
 from .slicer_nodes import (image_to_volume_node, labels_to_segmentation_node, segmentation_node_to_labels,
@@ -133,6 +134,90 @@ class SlicerSegmentationLogic:
         c = item.get("centroid_lps_mm")
         return None if c is None else [-c[0], -c[1], c[2]]
 
+    # -- panel helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def default_parameters() -> dict[str, str]:
+        return {"Model": "", "Device": "auto", "Overlap": "0.5"}
+
+    @staticmethod
+    def model_choices() -> list[tuple[str, str]]:
+        """(label, value) for the model selector: registered models (bundled, cached or remote)."""
+        from .registry import DEFAULT_MODEL, load_registry, local_copy
+        out = []
+        for e in load_registry():
+            where = "available" if local_copy(e) else "download on first use"
+            default = " (default)" if e.name == DEFAULT_MODEL else ""
+            out.append((f"{e.name} {e.version}{default} - {where}", e.name))
+        return out
+
+    @staticmethod
+    def model_description(model: Optional[str]) -> str:
+        from .modelfile import read_metadata
+        from .registry import resolve_model
+        try:
+            meta = read_metadata(resolve_model(model or None, allow_download=False))
+        except BoneSegmentationError as e:
+            return str(e)
+        t = meta.get("training", {})
+        return (f"{len(meta['classes']) - 1} bones, {meta['spacing_mm'][0]:g} mm, patch {meta['patch_size'][0]}. "
+                f"{meta['description']} Trained on: {t.get('data', '?')}; {t.get('iterations', '?')} iterations"
+                f"{'; parent ' + t['parent_model'] if t.get('parent_model') else ''}.")
+
+    @staticmethod
+    def device_description() -> str:
+        try:
+            import torch
+        except ImportError:
+            return "PyTorch is not installed yet (it will be offered on first use)."
+        if torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(0)
+            return f"CUDA: {p.name}, {p.total_memory / 2**30:.0f} GiB"
+        return f"No CUDA GPU: the CPU will be used ({os.cpu_count()} cores)."
+
+    @staticmethod
+    def training_device_note() -> str:
+        """Empty when a GPU is there, else an honest warning for the confirmation dialog."""
+        try:
+            import torch
+            if torch.cuda.is_available():
+                return ""
+        except ImportError:
+            pass
+        return ("No CUDA GPU: training runs on the CPU, typically 1-10 s per iteration; the first "
+                "iterations give a measured estimate in the status line.")
+
+    # -- meshes and training data --------------------------------------------------------------
+    def export_meshes(self, segmentation_node, volume_node, folder: str, fmt: str = "glb", smoothing: float = DEFAULT_SMOOTHING,
+                      max_triangles: int = 20000, coordinates: str = "RAS", visible_only: bool = False):
+        from .meshes import export_meshes
+        labels = self.labels_from_segmentation(segmentation_node, volume_node)
+        bones = None
+        if visible_only and segmentation_node.GetDisplayNode() is not None:
+            display = segmentation_node.GetDisplayNode()
+            from .slicer_nodes import map_segments
+            mapping = map_segments(segmentation_node)
+            bones = [c for seg_id, c in mapping.classes.items() if display.GetSegmentVisibility(seg_id)]
+        return export_meshes(labels, Path(folder), fmt=fmt, smoothing=smoothing, max_triangles=max_triangles,
+                             coordinates=coordinates, bones=bones)
+
+    def start_training(self, dataset: str, model: Optional[str], iterations: int,
+                       run_dir: Optional[str] = None) -> "BackgroundTraining":
+        from .registry import resolve_model
+        parent = str(resolve_model(model, allow_download=False))
+        run = Path(run_dir) if run_dir else Path(dataset) / "runs" / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+        run.mkdir(parents=True, exist_ok=True)
+        args = ["train", str(dataset), "-o", str(run), "--init", parent, "--iterations", str(iterations),
+                "--register"]
+        return BackgroundTraining(run, args, iterations)
+
+    def finish_training(self, job: "BackgroundTraining") -> str:
+        if job.returncode != 0:
+            return f"Training stopped: {job.error or 'exit ' + str(job.returncode)}"
+        model = next(job.run_dir.glob("*.pt"), None)
+        if model is None:
+            return f"Stopped at iteration {job.last_record.get('iteration', '?')}; resume to continue."
+        return f"New model {model.name} registered; it is now in the model selector."
+
     # -- background process (keeps Slicer's GUI responsive; Cancel kills it) -------------------
     def start_background(self, volume_node, model: Optional[str] = None, device: str = "auto",
                          overlap: float = 0.5) -> "BackgroundSegmentation":
@@ -159,23 +244,21 @@ def python_executable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-class BackgroundSegmentation:
-    """``bonesegmentation segment`` in a child process; ``poll()`` reads its JSON progress."""
+class BackgroundProcess:
+    """A library command in a child process; ``poll()`` reads its JSON-line progress."""
 
-    def __init__(self, workdir: Path, volume_node, model: Optional[str], device: str, overlap: float):
-        self.workdir, self.volume_node = workdir, volume_node
-        self.output = workdir / "bones.nrrd"
-        self.review_path = workdir / "bones.review.json"
-        cmd = [python_executable(), "-m", "BoneSegmentationLib", "segment", str(workdir / "input.nrrd"),
-               "-o", str(self.output), "--review", str(self.review_path), "--device", device,
-               "--overlap", str(overlap), "--progress-json"]
-        if model:
-            cmd += ["--model", str(model)]
+    kind = "process"
+
+    def __init__(self, workdir: Path, args: list[str], total: Optional[int] = None):
+        self.workdir = workdir
+        self.total = total
+        cmd = [python_executable(), "-m", "BoneSegmentationLib", *args]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).resolve().parent.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
         self.started = time.perf_counter()
         self.elapsed = 0.0
         self.fraction, self.message, self.error = 0.0, "starting", ""
+        self.last_record: dict = {}
         self.returncode: Optional[int] = None
         self.stderr_path = workdir / "stderr.txt"
         self._stderr = open(self.stderr_path, "w", encoding="utf-8")
@@ -199,6 +282,13 @@ class BackgroundSegmentation:
                 continue
             if "progress" in msg:
                 self.fraction, self.message = float(msg["progress"]), msg.get("message", "")
+            elif "iteration" in msg:  # a training record
+                self.last_record = msg
+                if self.total:
+                    self.fraction = min(1.0, msg["iteration"] / self.total)
+                self.message = f"iteration {msg['iteration']}" + (f"/{self.total}" if self.total else "") + \
+                    (f", loss {msg['loss']:.3f}" if "loss" in msg else "") + \
+                    (f", validation Dice {msg['val_dice']:.3f}" if "val_dice" in msg else "")
         code = self.process.poll()
         if code is None:
             return True
@@ -234,6 +324,36 @@ class BackgroundSegmentation:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class BackgroundSegmentation(BackgroundProcess):
+    kind = "segment"
+
+    def __init__(self, workdir: Path, volume_node, model: Optional[str], device: str, overlap: float):
+        self.volume_node = volume_node
+        self.output = workdir / "bones.nrrd"
+        self.review_path = workdir / "bones.review.json"
+        args = ["segment", str(workdir / "input.nrrd"), "-o", str(self.output), "--review", str(self.review_path),
+                "--device", device, "--overlap", str(overlap), "--progress-json"]
+        super().__init__(workdir, args + (["--model", str(model)] if model else []))
+
+
+class BackgroundTraining(BackgroundProcess):
+    """``bonesegmentation train`` in a child process; ``request_stop()`` makes it save and stop."""
+
+    kind = "train"
+
+    def __init__(self, run_dir: Path, args: list[str], total: int):
+        self.run_dir = run_dir
+        self.stop_file = run_dir / "STOP"
+        self.stop_file.unlink(missing_ok=True)
+        super().__init__(run_dir, args + ["--stop-file", str(self.stop_file), "--print-every", "1"], total)
+
+    def request_stop(self) -> None:
+        self.stop_file.touch()
+
+    def cleanup(self) -> None:  # the run folder holds checkpoints: keep it
+        pass
 
 
 def volume_from_file(path: str, scene, name: Optional[str] = None):
