@@ -20,9 +20,11 @@ from BoneSegmentationLib.modelfile import load_model  # noqa: E402
 from BoneSegmentationLib.phantom import make_phantom  # noqa: E402
 from BoneSegmentationLib.segment import segment_image  # noqa: E402
 from BoneSegmentationLib.slicer_logic import SlicerSegmentationLogic, volume_from_file  # noqa: E402
-from BoneSegmentationLib.slicer_nodes import (SegmentMappingError, image_to_volume_node,  # noqa: E402
-                                              labels_to_segmentation_node, segmentation_node_to_labels,
+from BoneSegmentationLib.slicer_nodes import (SegmentMappingError, add_closed_surfaces,  # noqa: E402
+                                              ijk_to_ras, image_to_volume_node, labels_to_segmentation_node,
+                                              register_surface_rules, segmentation_node_to_labels,
                                               volume_node_to_image)
+from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 from conftest import make_random_model  # noqa: E402
 
 T = default_table()
@@ -139,6 +141,42 @@ def test_edits_change_the_label_map_as_expected(scene, phantom):
     assert logic.is_edited(node, volume)
     edited = sitk.GetArrayFromImage(logic.labels_from_segmentation(node, volume))
     assert np.array_equal(edited, expected)
+
+
+def test_3d_surfaces_come_from_one_pass_and_follow_edits(scene, phantom):
+    """Surfaces added from the label map line up with the voxels (RAS), Slicer keeps them when
+    asked for 3D, and an edited segment gets a fresh surface from Slicer's own rule."""
+    _, labels, _ = phantom
+    register_surface_rules()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    ids = labels_to_segmentation_node(labels, node)
+    assert add_closed_surfaces(node, labels) > 0
+    seg = node.GetSegmentation()
+    a = sitk.GetArrayFromImage(labels)
+    for seg_id in ("femur_left", "vertebra_C5", "lunate_right"):
+        surface = seg.GetSegment(seg_id).GetRepresentation("Closed surface")
+        assert surface is not None and surface.GetNumberOfCells() > 0
+        points = vtk_to_numpy(surface.GetPoints().GetData())
+        voxels = np.argwhere(a == T.by_name(seg_id).index)[:, ::-1]  # (i, j, k)
+        ras = (ijk_to_ras(labels) @ np.c_[voxels, np.ones(len(voxels))].T).T[:, :3]
+        spacing = labels.GetSpacing()[0]  # the surface lies within one voxel of the voxel centres' box
+        assert np.allclose(points.min(0), ras.min(0), atol=spacing), seg_id
+        assert np.allclose(points.max(0), ras.max(0), atol=spacing), seg_id
+    before = {i: seg.GetSegment(i).GetRepresentation("Closed surface") for i in ids}
+    c5_points = vtk_to_numpy(before["vertebra_C5"].GetPoints().GetData()).copy()
+    node.CreateClosedSurfaceRepresentation()  # what showing 3D does: nothing left to convert
+    assert all(seg.GetSegment(i).GetRepresentation("Closed surface") is before[i] for i in ids)
+    femur = a == T.by_name("femur_left").index
+    seg_logic = slicer.vtkSlicerSegmentationsModuleLogic
+    upper = femur & (np.arange(a.shape[0])[:, None, None] > np.nonzero(femur.any(axis=(1, 2)))[0].mean())
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(upper, labels), node, "femur_left",
+                                                seg_logic.MODE_REPLACE)
+    node.CreateClosedSurfaceRepresentation()
+    edited = vtk_to_numpy(seg.GetSegment("femur_left").GetRepresentation("Closed surface").GetPoints().GetData())
+    upper_ras = (ijk_to_ras(labels) @ np.c_[np.argwhere(upper)[:, ::-1], np.ones(upper.sum())].T).T[:, :3]
+    assert abs(edited[:, 2].min() - upper_ras[:, 2].min()) < 2 * labels.GetSpacing()[2]  # the new cut
+    c5_after = vtk_to_numpy(seg.GetSegment("vertebra_C5").GetRepresentation("Closed surface").GetPoints().GetData())
+    assert np.array_equal(c5_after, c5_points)
 
 
 def test_unknown_and_overlapping_segments_are_refused(scene, phantom):

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from .bones import BoneTable, default_table
 from .errors import InputImageError
+from .labelmaps import label_counts
 
 DEFAULT_SMOOTHING = 0.25  # measured: every phantom bone, distal phalanges included, within 2 % of its voxel volume
 FORMATS = ("glb", "gltf", "obj", "stl", "ply")
@@ -87,7 +88,7 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
     array = sitk.GetArrayViewFromImage(labels)
     if not np.issubdtype(array.dtype, np.integer):
         raise InputImageError(f"label map voxels must be integers, not {array.dtype}")
-    counts = np.bincount(array.ravel().astype(np.int64, copy=False)) if array.min() >= 0 else None
+    counts = label_counts(array) if array.min() >= 0 else None
     if counts is None or len(counts) > table.num_classes:
         bad = sorted(int(v) for v in np.unique(array) if v < 0 or v >= table.num_classes)
         raise InputImageError(f"label values {bad[:10]} are outside the bone table (0..{table.num_classes - 1})")
@@ -102,7 +103,7 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
     spacing = np.array(labels.GetSpacing())
     image.SetSpacing(*spacing)
     image.SetOrigin(*(-spacing))
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(padded.ravel(), deep=True))
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(padded.ravel(), deep=False))  # padded outlives it
     nets = vtk.vtkSurfaceNets3D()
     nets.SetInputData(image)
     for k, value in enumerate(wanted):

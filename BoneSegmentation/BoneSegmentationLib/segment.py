@@ -12,6 +12,7 @@ import torch
 
 from .device import autocast_dtype, resolve_device
 from .imageio import check_ct
+from .labelmaps import present_labels
 from .modelfile import LoadedModel
 from .review import ReviewItem, review_ranking
 from .preprocess import AIR_HU, labels_to_input_grid, normalise, to_model_grid
@@ -77,8 +78,7 @@ def segment_image(image: sitk.Image, model: LoadedModel, device: str = "auto", o
 
 def found_classes(labels: sitk.Image) -> list[int]:
     """Label values present (background excluded), ascending."""
-    values = np.unique(sitk.GetArrayViewFromImage(labels))
-    return [int(v) for v in values if v != 0]
+    return present_labels(sitk.GetArrayViewFromImage(labels))
 
 
 def set_threads(n: int | None) -> None:

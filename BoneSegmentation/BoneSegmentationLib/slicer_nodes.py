@@ -22,9 +22,14 @@ import SimpleITK as sitk
 
 from .bones import Bone, BoneTable, default_table
 from .errors import BoneSegmentationError
+from .labelmaps import present_labels
+from .meshes import bone_meshes
 
 FLIP = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS
 BINARY_LABELMAP = "Binary labelmap"
+CLOSED_SURFACE = "Closed surface"
+SLICER_SURFACE_SMOOTHING = 0.5  # Slicer's default for 3D display: edited bones, which Slicer
+# converts itself, then look like the others
 
 
 class SegmentMappingError(BoneSegmentationError):
@@ -127,11 +132,13 @@ def labels_to_segmentation_node(labels: sitk.Image, segmentation_node, table: Op
     """
     slicer = _slicer()
     table = table or default_table()
-    array = sitk.GetArrayFromImage(labels).astype(np.uint8, copy=False)
-    present = [int(v) for v in np.nonzero(np.bincount(array.ravel(), minlength=table.num_classes))[0] if v]
+    array = sitk.GetArrayViewFromImage(labels)
+    present = present_labels(array)
     unknown = [v for v in present if v >= table.num_classes]
     if unknown:
         raise SegmentMappingError(f"label values {unknown} are not in the bone table (0..{table.num_classes - 1})")
+    if array.dtype != np.uint8:
+        array = array.astype(np.uint8)
     shared = oriented_image(array, ijk_to_ras(labels))
     segmentation = segmentation_node.GetSegmentation()
     was = segmentation_node.StartModify()
@@ -152,6 +159,47 @@ def labels_to_segmentation_node(labels: sitk.Image, segmentation_node, table: Op
     finally:
         segmentation_node.EndModify(was)
     return ids
+
+
+def register_surface_rules() -> None:
+    """Make labelmap <-> closed surface conversion available (Slicer's application does this at
+    start-up; bare ``slicer-core`` does not)."""
+    slicer = _slicer()
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    have = {rule.GetClassName() for rule in factory.GetConverterRules()}
+    for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+                 slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
+        if rule.__name__ not in have:
+            factory.RegisterConverterRule(rule())
+
+
+def add_closed_surfaces(segmentation_node, labels: sitk.Image, smoothing: float = SLICER_SURFACE_SMOOTHING) -> int:
+    """Give every segment its 3D surface from one multi-label surface-nets pass over ``labels``
+    (what the node holds), instead of Slicer converting segment by segment; returns the triangle
+    count. The surfaces are derived representations: when a segment is edited, Slicer drops its
+    surface and converts that segment again with its own rule."""
+    import vtk
+    from vtk.util import numpy_support
+
+    segmentation = segmentation_node.GetSegmentation()
+    wanted = {segmentation.GetNthSegmentID(k) for k in range(segmentation.GetNumberOfSegments())}
+    triangles = 0
+    for mesh in bone_meshes(labels, smoothing=smoothing, max_triangles=0, coordinates="RAS"):
+        if mesh.name not in wanted:
+            continue
+        poly = vtk.vtkPolyData()
+        points = vtk.vtkPoints()
+        points.SetData(numpy_support.numpy_to_vtk(mesh.points, deep=True))
+        poly.SetPoints(points)
+        cells = vtk.vtkCellArray()
+        cells.SetData(3, numpy_support.numpy_to_vtkIdTypeArray(mesh.triangles.astype(np.int64).ravel(), deep=True))
+        poly.SetPolys(cells)
+        normals = numpy_support.numpy_to_vtk(mesh.normals, deep=True)
+        normals.SetName("Normals")
+        poly.GetPointData().SetNormals(normals)
+        segmentation.GetSegment(mesh.name).AddRepresentation(CLOSED_SURFACE, poly)
+        triangles += len(mesh.triangles)
+    return triangles
 
 
 @dataclass

@@ -164,14 +164,15 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
         net.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optimizer"])
         start, best, history = ckpt["iteration"], ckpt["best_dice"], ckpt["history"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        if "torch_rng" in ckpt:  # checkpoints of code before 0.1.1 hold no random streams
+            torch.set_rng_state(ckpt["torch_rng"])
     rng = np.random.default_rng(cfg.seed + 1000 * rank)
     locs = [class_locations(c.labels, num_classes, rng) for c in train_cases]
     patch = (cfg.patch,) * 3
     sampler = PatchSampler([c.labels.shape for c in train_cases], locs, patch, cfg.sampling,
                            seed=cfg.seed + 7 * start + 1000 * rank)  # (single process: restored below)
     gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
-    if ckpt_path.is_file() and world == 1:  # random streams continue exactly where they were saved
+    if ckpt_path.is_file() and world == 1 and "sampler_rng" in ckpt:  # random streams continue exactly
         sampler.rng.bit_generator.state = ckpt["sampler_rng"]
         gen.set_state(ckpt["augment_rng"])
     t0 = time.perf_counter()
