@@ -14,6 +14,7 @@ from vtk.util import numpy_support
 from BoneSegmentationLib.bones import default_table
 from BoneSegmentationLib.cli import main
 from BoneSegmentationLib.errors import InputImageError
+from BoneSegmentationLib.labelmaps import make_well_composed
 from BoneSegmentationLib.meshes import bone_meshes, export_meshes, preview_png
 from BoneSegmentationLib.phantom import make_phantom
 
@@ -48,15 +49,33 @@ def test_every_bone_closed_and_volume_true(labels):
     assert [m.index for m in meshes] == list(range(1, 126))
     open_bones = {m.name: _open_edges(m) for m in meshes if _open_edges(m)}
     assert not open_bones, f"surfaces with holes: {open_bones}"
-    # Known gap (issue 6 stays open): surface nets leave a few non-manifold edges where voxels of
-    # one bone touch along an edge only; count them so a fix shows up here.
-    non_manifold = sum(_open_edges(m, non_manifold=True) for m in meshes)
-    assert non_manifold < 400
+    non_manifold = {m.name: n for m in meshes if (n := _open_edges(m, non_manifold=True))}
+    assert not non_manifold, f"edges shared by more than two triangles: {non_manifold}"
     ratios = {m.name: m.volume_ml / m.voxel_volume_ml for m in meshes}
     bad = {k: round(v, 3) for k, v in ratios.items() if abs(v - 1) > 0.10}
     assert not bad, f"volume off by more than 10 %: {bad}"
     hands = [ratios[b.name] for b in T.foreground() if b.region == "hand"]
     assert min(hands) > 0.9
+
+
+def test_edge_and_corner_contacts_are_resolved():
+    """Two voxels of a bone touching along an edge, two touching at a corner, and a checkerboard
+    of two bones: each would make a pinched, non-manifold surface."""
+    a = np.zeros((8, 8, 8), np.uint8)
+    a[2, 2, 2] = a[2, 3, 3] = 1  # edge contact
+    a[5, 5, 5] = a[6, 6, 6] = 2  # corner contact
+    a[2, 5, 5] = a[3, 6, 5] = 3
+    a[2, 6, 5] = a[3, 5, 5] = 4  # 3 and 4 in a checkerboard
+    before = a.copy()
+    changed = make_well_composed(a)
+    assert changed == int((a != before).sum()) > 0
+    assert np.all(a[before > 0] > 0)  # voxels are only added to bones (or, in the checkerboard, passed on)
+    assert set(np.unique(a)) == {0, 1, 2, 3, 4}
+    img = sitk.GetImageFromArray(a)
+    meshes = bone_meshes(img, smoothing=0, manifold=False)
+    assert all(_open_edges(m) == 0 and _open_edges(m, non_manifold=True) == 0 for m in meshes)
+    raw = bone_meshes(sitk.GetImageFromArray(before), smoothing=0, manifold=False)
+    assert sum(_open_edges(m, non_manifold=True) for m in raw) > 0  # the configurations were real
 
 
 def test_decimated_meshes_stay_within_budget_and_volume(labels):

@@ -184,7 +184,7 @@ def add_closed_surfaces(segmentation_node, labels: sitk.Image, smoothing: float 
     segmentation = segmentation_node.GetSegmentation()
     wanted = {segmentation.GetNthSegmentID(k) for k in range(segmentation.GetNumberOfSegments())}
     triangles = 0
-    for mesh in bone_meshes(labels, smoothing=smoothing, max_triangles=0, coordinates="RAS"):
+    for mesh in bone_meshes(labels, smoothing=smoothing, max_triangles=0, coordinates="RAS", manifold=False):
         if mesh.name not in wanted:
             continue
         poly = vtk.vtkPolyData()
