@@ -35,3 +35,54 @@ def test_value_and_gradient_match_dense(shape, chunk):
 def test_rejects_float_target():
     with pytest.raises(TypeError, match="integer label map"):
         sparse_ce_dice(torch.randn(1, 3, 4, 4, 4), torch.zeros(1, 4, 4, 4))
+
+
+def dense_partial_reference(logits, target, labelled):
+    """The partial-label rule written densely: drop voxels of unlabelled classes, average Dice
+    over labelled classes (background included)."""
+    c = logits.shape[1]
+    keep = labelled[target]
+    z = logits.movedim(1, -1)[keep]  # (kept voxels, C)
+    t = target[keep]
+    ce = torch.nn.functional.cross_entropy(z, t)
+    p = torch.softmax(z, 1)
+    onehot = torch.nn.functional.one_hot(t, c).to(z.dtype)
+    inter, den = (p * onehot).sum(0), p.sum(0) + onehot.sum(0) + EPS
+    return ce + 1 - ((2 * inter + EPS) / den)[labelled].mean()
+
+
+def test_partial_labels_ignore_voxels_of_unlabelled_classes():
+    torch.manual_seed(3)
+    c = 12
+    x = (2 * torch.randn(1, c, 6, 7, 5, dtype=torch.float64)).requires_grad_()
+    t = torch.randint(0, c, (1, 6, 7, 5))
+    labelled = torch.zeros(c, dtype=torch.bool)
+    labelled[[0, 2, 3, 7]] = True  # e.g. only a few vertebrae were checked
+    loss = sparse_ce_dice(x, t, labelled, chunk=17)
+    loss.backward()
+    grad = x.grad.clone()
+    x.grad = None
+    ref = dense_partial_reference(x, t, labelled)
+    ref.backward()
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-6)
+    torch.testing.assert_close(grad, x.grad, rtol=1e-5, atol=1e-8)
+    ignored = ~labelled[t]
+    assert ignored.any() and (~ignored).any()
+    assert torch.all(grad.movedim(1, -1)[ignored] == 0)  # no gradient reaches ignored voxels
+    assert grad.movedim(1, -1)[~ignored].abs().sum() > 0
+    # what the ignored voxels hold (another unchecked bone, or anything) does not matter
+    t2 = t.clone()
+    t2[ignored] = 5 if not labelled[5] else 1
+    x2 = x.detach().clone()
+    x2[ignored.unsqueeze(1).expand_as(x2)] = 100.0
+    assert float(sparse_ce_dice(x2, t2, labelled, chunk=17)) == pytest.approx(float(loss.detach()), rel=1e-7)
+
+
+def test_all_labelled_equals_the_full_loss():
+    torch.manual_seed(4)
+    x = torch.randn(1, 9, 5, 5, 5, dtype=torch.float64)
+    t = torch.randint(0, 9, (1, 5, 5, 5))
+    full = sparse_ce_dice(x, t)
+    assert float(sparse_ce_dice(x, t, torch.ones(9, dtype=torch.bool))) == float(full)
+    with pytest.raises(ValueError, match="one entry per class"):
+        sparse_ce_dice(x, t, torch.ones(4, dtype=torch.bool))

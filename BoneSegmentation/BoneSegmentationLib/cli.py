@@ -185,8 +185,59 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_add(args: argparse.Namespace) -> int:
+    from .corrections import add_case
+    from .imageio import read_image
+
+    ct, labels = read_image(args.image), read_image(args.labels)
+    prior = read_image(args.prior) if args.prior else None
+    manifest = add_case(Path(args.dataset), ct, labels, source_name=Path(args.image).name, prior=prior,
+                        prior_model=args.prior_model or "", labelled=args.labelled, case_id=args.case_id,
+                        overwrite=args.overwrite)
+    edits = manifest.get("edits")
+    print(f"added case {manifest['case_id']} to {args.dataset}: {len(manifest['voxels'])} bones, labelled: "
+          f"{manifest['labelled_classes'] if manifest['labelled_classes'] == 'all' else len(manifest['labelled_classes'])}")
+    if edits:
+        print(f"edited versus the prediction: {', '.join(edits['edited']) or 'none'}")
+    return 0
+
+
+def cmd_dataset_info(args: argparse.Namespace) -> int:
+    from .dataset import summarise_dataset
+
+    summary = summarise_dataset(Path(args.dataset), min_cases=args.min_cases)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(f"{args.dataset}: {len(summary['cases'])} cases")
+    for case in summary["cases"]:
+        labelled = case["labelled"] if case["labelled"] == "all" else f"{len(case['labelled'])} bones (partial)"
+        edited = f", edited {len(case['edited'])}" if case.get("edited") is not None else ""
+        print(f"  {case['case_id']}: {case['bones']} bones present, labelled {labelled}{edited}"
+              f"{', from ' + case['source'] if case.get('source') else ''}")
+    print("bone: cases labelled, total voxels")
+    for name, row in summary["bones"].items():
+        print(f"  {name}: {row['cases']}, {row['voxels']}")
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_models
+    from .evaluation import side_by_side_table
+
+    results = compare_models(Path(args.dataset), args.models, cases=args.cases, split=args.split,
+                             device=args.device, progress=None if args.quiet else print)
+    table = side_by_side_table(results)
+    print(table)
+    if args.output:
+        Path(args.output).write_text(table, encoding="utf-8")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .dataset import check_dataset
+    from .dataset import check_dataset, dataset_digest
     from .train import TrainConfig, kfold_splits, load_dataset, parent_architecture, train, write_history
 
     set_torch_threads(args.threads)
@@ -216,6 +267,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       name=args.name, version=args.model_version, seed=args.seed,
                       description=args.description or f"trained on {Path(args.dataset).name}",
                       data_description=f"{Path(args.dataset).resolve()} cases {', '.join(split['train'])}",
+                      extra={"dataset_sha256": dataset_digest(Path(args.dataset), split["train"] + split["val"]),
+                             "dataset_cases": split["train"] + split["val"], "held_out_cases": split["test"]},
                       **arch)
     import numpy as np
     import torch
@@ -382,6 +435,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", action="store_true", help="add the exported model to the user's model registry")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("dataset", help="training data from corrected segmentations (add a case, show a dataset)")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    p = dsub.add_parser("add", help="add a CT and its corrected label map as a new case")
+    p.add_argument("dataset", help="dataset folder (created in the nnU-Net layout if missing)")
+    p.add_argument("--image", required=True, help="the CT")
+    p.add_argument("--labels", required=True, help="corrected label map on the CT's grid, bone table values")
+    p.add_argument("--prior", default=None, help="the model's prediction it was corrected from (records edits)")
+    p.add_argument("--prior-model", default=None, help="name and version of the model that made --prior")
+    p.add_argument("--labelled", default=None,
+                   help="classes checked by the anatomist: 'all' (default), 'edited', or bone/group names "
+                        "separated by commas (e.g. 'spine'); the others are ignored in training")
+    p.add_argument("--case-id", default=None, help="default: <image name>_NNN, the first free number")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing case of that ID")
+    p.set_defaults(func=cmd_dataset_add)
+    p = dsub.add_parser("info", help="cases, bones labelled per case, voxels per bone, warnings")
+    p.add_argument("dataset")
+    p.add_argument("--min-cases", type=int, default=3, help="warn for bones labelled in fewer cases")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dataset_info)
+
+    p = sub.add_parser("compare", help="evaluate models side by side on a dataset's held-out cases")
+    p.add_argument("dataset")
+    p.add_argument("--models", nargs="+", required=True, help="model files or registered names (old first)")
+    p.add_argument("--cases", nargs="+", default=None, help="case IDs (default: --split's test cases, else all)")
+    p.add_argument("--split", default=None, help="a training run's split.json: use its held-out test cases")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("-o", "--output", default=None, help="also write the Markdown table here")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("meshes", help="one surface per bone for VR and 3D printing")
     p.add_argument("labelmap", help="label map (.nii.gz, .nrrd) in the bone table's values")

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .bones import EVAL_GROUPS, BoneTable, default_table
+from .labelmaps import label_counts
 
 GROUPS = EVAL_GROUPS + ("all",)
 
@@ -40,25 +41,61 @@ class GroupRow:
         return self.detected / self.present if self.present else float("nan")
 
 
-def evaluate_arrays(pred: np.ndarray, ref: np.ndarray, table: BoneTable | None = None) -> dict:
+def evaluate_arrays(pred: np.ndarray, ref: np.ndarray, table: BoneTable | None = None,
+                    labelled: np.ndarray | None = None) -> dict:
+    """``labelled`` (bool per class): a partially labelled reference, scored on those bones only."""
     table = table or default_table()
     n = table.num_classes
     dice = dice_per_class(pred, ref, n)
-    present = np.bincount(ref.ravel().astype(np.int64), minlength=n) > 0
-    fg_pred, fg_ref = pred != 0, ref != 0  # all bone vs background, from the background label alone
-    fg = 2 * np.count_nonzero(fg_pred & fg_ref) / max(1, np.count_nonzero(fg_pred) + np.count_nonzero(fg_ref))
+    present = label_counts(ref, n)[:n] > 0
+    if labelled is not None:
+        present &= labelled
+        fg = float("nan")  # unchecked bones make "all bone vs background" meaningless
+    else:
+        fg_pred, fg_ref = pred != 0, ref != 0  # all bone vs background, from the background label alone
+        fg = 2 * np.count_nonzero(fg_pred & fg_ref) / max(1, np.count_nonzero(fg_pred) + np.count_nonzero(fg_ref))
+    per_bone = {table[i].name: float(dice[i]) for i in range(1, n) if present[i]}
+    return {"groups": group_rows([per_bone], table), "per_bone": per_bone, "foreground_dice": float(fg)}
+
+
+def group_rows(per_bone_results: list[dict[str, float]], table: BoneTable | None = None) -> list[GroupRow]:
+    """Group statistics over every (case, bone) Dice of the given per-bone results."""
+    table = table or default_table()
     rows = []
     for group in GROUPS:
-        idx = [b.index for b in table.group_members(group) if present[b.index]]
-        d = dice[idx] if idx else np.array([])
+        names = {b.name for b in table.group_members(group)}
+        d = np.array([v for per_bone in per_bone_results for k, v in per_bone.items() if k in names])
         detected = d[d > 0]
         if len(detected):
             med, p16, p84 = np.median(detected), np.percentile(detected, 16), np.percentile(detected, 84)
         else:
             med = p16 = p84 = float("nan")
-        rows.append(GroupRow(group, float(med), float(p16), float(p84), int(len(detected)), len(idx)))
-    per_bone = {table[i].name: float(dice[i]) for i in range(1, n) if present[i]}
-    return {"groups": rows, "per_bone": per_bone, "foreground_dice": float(fg)}
+        rows.append(GroupRow(group, float(med), float(p16), float(p84), int(len(detected)), len(d)))
+    return rows
+
+
+def pool_results(results: list[dict], table: BoneTable | None = None) -> dict:
+    """Several cases as one table: each bone of each case is one sample, as in the paper."""
+    bones = sorted({k for r in results for k in r["per_bone"]})
+    per_bone = {k: float(np.mean([r["per_bone"][k] for r in results if k in r["per_bone"]])) for k in bones}
+    fg = [r["foreground_dice"] for r in results if not np.isnan(r["foreground_dice"])]
+    return {"groups": group_rows([r["per_bone"] for r in results], table), "per_bone": per_bone,
+            "foreground_dice": float(np.mean(fg)) if fg else float("nan"), "cases": len(results)}
+
+
+def side_by_side_table(results: dict[str, dict]) -> str:
+    """The paper's table for several models next to each other (one column pair per model)."""
+    names = list(results)
+    head = "| group | " + " | ".join(f"{n}: median [16th-84th] | {n}: detected" for n in names) + " |"
+    lines = [head, "|---|" + "---|---|" * len(names)]
+    for k, group in enumerate(GROUPS):
+        cells = []
+        for n in names:
+            r = results[n]["groups"][k]
+            cells += [f"{r.median:.3f} [{r.p16:.3f}-{r.p84:.3f}]", f"{r.detected}/{r.present}"]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    lines.append("| foreground (all bone) | " + " | ".join(f"{results[n]['foreground_dice']:.3f} | " for n in names) + "|")
+    return "\n".join(lines) + "\n"
 
 
 def evaluate_images(pred: sitk.Image, ref: sitk.Image, table: BoneTable | None = None) -> dict:

@@ -9,9 +9,17 @@ the five or so that one-hot + softmax + autograd keep.
 Dice (batch Dice over all voxels of the batch, smooth ``eps`` as in NiftyNet):
 ``D_c = (2 I_c + eps) / (P_c + G_c + eps)`` with ``I_c = sum p_c [t = c]``, ``P_c = sum p_c``,
 ``G_c = #[t = c]``; loss = mean CE + (1 - mean_c D_c).
+
+Partial labels (a case where the anatomist checked only some bones): ``labelled`` marks the
+classes whose voxels are trusted; background always is. Voxels whose label is an unlabelled class
+(still the model's unchecked prediction) are left out entirely: no cross-entropy term, not in any
+Dice sum, zero gradient. The CE mean is over the kept voxels and the Dice mean over the labelled
+classes (plus background). With every class labelled this is exactly the loss above.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
@@ -25,36 +33,44 @@ def _flat(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tor
 
 class _SparseCEDice(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
+                chunk: int) -> torch.Tensor:
         z, t = _flat(logits.detach(), target)
         c, v = z.shape
+        partial = not bool(labelled.all())
         inter = torch.zeros(c, dtype=torch.float64, device=z.device)
         psum = torch.zeros(c, dtype=torch.float64, device=z.device)
         ce = torch.zeros((), dtype=torch.float64, device=z.device)
         for s in range(0, v, chunk):
             zc, tc = z[:, s:s + chunk].float(), t[s:s + chunk]
+            if partial:
+                keep = labelled[tc]
+                zc, tc = zc[:, keep], tc[keep]
             logp = torch.log_softmax(zc, dim=0)
             p_t = logp.gather(0, tc[None]).squeeze(0)
             ce -= p_t.sum(dtype=torch.float64)
             p = logp.exp_()
             psum += p.sum(dim=1, dtype=torch.float64)
             inter.index_add_(0, tc, p_t.exp().double())
-        gsum = torch.bincount(t, minlength=c).double()
+        kept = t[labelled[t]] if partial else t
+        n_kept = max(kept.numel(), 1)
+        gsum = torch.bincount(kept, minlength=c).double()
         den = psum + gsum + EPS
         dice = (2 * inter + EPS) / den
-        loss = ce / v + (1 - dice.mean())
-        ctx.save_for_backward(logits, target, inter, den)
-        ctx.chunk = chunk
+        loss = ce / n_kept + (1 - dice[labelled].mean())
+        ctx.save_for_backward(logits, target, labelled, inter, den)
+        ctx.chunk, ctx.n_kept, ctx.partial = chunk, n_kept, partial
         return loss.to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        logits, target, inter, den = ctx.saved_tensors
+        logits, target, labelled, inter, den = ctx.saved_tensors
         z, t = _flat(logits.detach(), target)
         c, v = z.shape
-        # dL_dice/dp_c[v] = (A_c - B_c [t=c]) / C
-        a = ((2 * inter + EPS) / den**2 / c).float()
-        b = (2 / den / c).float()
+        n_classes, n_kept = int(labelled.sum()), ctx.n_kept
+        # dL_dice/dp_c[v] = (A_c - B_c [t=c]) / C over the labelled classes, 0 for the others
+        a = torch.where(labelled, (2 * inter + EPS) / den**2 / n_classes, 0).float()
+        b = torch.where(labelled, 2 / den / n_classes, 0).float()
         grad = torch.empty_like(logits)
         g = grad.movedim(1, 0).reshape(c, -1)  # a view when the channel dim is contiguous-movable
         view_ok = g.data_ptr() == grad.data_ptr() and g.is_contiguous()
@@ -66,16 +82,28 @@ class _SparseCEDice(torch.autograd.Function):
             gp = a[:, None] - torch.zeros_like(p).scatter_(0, tc[None], b[tc][None])  # dDice/dp
             inner = (p * gp).sum(0, keepdim=True)
             gz = p * (gp - inner)  # through the softmax
-            gz.scatter_add_(0, tc[None], -torch.ones_like(p_t) / v)  # cross-entropy: (p - onehot)/V
-            gz += p / v
+            gz.scatter_add_(0, tc[None], -torch.ones_like(p_t) / n_kept)  # cross-entropy: (p - onehot)/V
+            gz += p / n_kept
+            if ctx.partial:
+                gz[:, ~labelled[tc]] = 0  # voxels of unlabelled classes: no gradient at all
             out[:, s:s + ctx.chunk] = (gz * grad_out).to(out.dtype)
         if not view_ok:
             grad.copy_(out.reshape(c, *logits.shape[:1], *logits.shape[2:]).movedim(0, 1))
-        return grad, None, None
+        return grad, None, None, None
 
 
-def sparse_ce_dice(logits: torch.Tensor, target: torch.Tensor, chunk: int = 1 << 14) -> torch.Tensor:
-    """Loss for ``logits`` (N, C, *spatial) and integer ``target`` (N, *spatial)."""
+def sparse_ce_dice(logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None,
+                   chunk: int = 1 << 14) -> torch.Tensor:
+    """Loss for ``logits`` (N, C, *spatial) and integer ``target`` (N, *spatial); ``labelled``
+    (bool, C) marks the trusted classes of a partially labelled case (default: all)."""
     if target.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
         raise TypeError("target must be an integer label map")
-    return _SparseCEDice.apply(logits, target.long(), chunk)
+    c = logits.shape[1]
+    if labelled is None:
+        labelled = torch.ones(c, dtype=torch.bool, device=logits.device)
+    else:
+        labelled = labelled.to(device=logits.device, dtype=torch.bool).clone()
+        if labelled.shape != (c,):
+            raise ValueError(f"labelled must have one entry per class ({c}), got {tuple(labelled.shape)}")
+        labelled[0] = True  # background is always trusted
+    return _SparseCEDice.apply(logits, target.long(), labelled, chunk)

@@ -27,7 +27,8 @@ from .bones import default_table
 from .meshes import DEFAULT_SMOOTHING
 from .errors import BoneSegmentationError, Cancelled
 from .review import ReviewItem
-from .slicer_nodes import (SLICER_SURFACE_SMOOTHING, add_closed_surfaces, image_to_volume_node, labels_to_segmentation_node, segmentation_node_to_labels,
+from .slicer_nodes import (SLICER_SURFACE_SMOOTHING, add_closed_surfaces, image_to_volume_node,
+                           labels_to_segmentation_node, off_grid_segments, segmentation_node_to_labels,
                            volume_node_to_image)
 
 LABELS_DIGEST_ATTRIBUTE = "BoneSegmentation.LabelsSHA256"
@@ -100,7 +101,9 @@ class SlicerSegmentationLogic:
         labels_to_segmentation_node(labels, segmentation_node, reference_volume_node=volume_node)
         add_closed_surfaces(segmentation_node, labels, smoothing=SLICER_SURFACE_SMOOTHING)
         segmentation_node.SetNodeReferenceID("BoneSegmentation.InputVolume", volume_node.GetID())
-        segmentation_node.SetAttribute(LABELS_DIGEST_ATTRIBUTE, labels_digest(labels))
+        digest = labels_digest(labels)
+        store_prediction(labels, digest)
+        segmentation_node.SetAttribute(LABELS_DIGEST_ATTRIBUTE, digest)
         segmentation_node.SetAttribute(MODEL_ATTRIBUTE, model_label)
         if review is not None:
             segmentation_node.SetAttribute(REVIEW_ATTRIBUTE, json.dumps(
@@ -125,6 +128,39 @@ class SlicerSegmentationLogic:
             return labels_digest(self.labels_from_segmentation(segmentation_node, volume_node)) != digest
         except BoneSegmentationError:
             return True
+
+    @staticmethod
+    def add_training_case(self, dataset: str, volume_node, segmentation_node, labelled=None,
+                          case_id: Optional[str] = None, overwrite: bool = False) -> dict:
+        """The (corrected) segmentation of ``volume_node`` as a new case of ``dataset``; returns its
+        manifest. Refuses segments that match no bone, overlap, or lie off the CT's grid."""
+        from .corrections import GeometryMismatchError, add_case
+
+        image = volume_node_to_image(volume_node)
+        off = off_grid_segments(segmentation_node, image)
+        if off:
+            raise GeometryMismatchError(
+                f"segments not on the CT's voxel grid: {', '.join(off[:10])}{' ...' if len(off) > 10 else ''}. "
+                "Choose the CT as the segmentation's geometry (Segment Editor > Specify geometry) and repaint, "
+                "or segment this CT again")
+        labels = segmentation_node_to_labels(segmentation_node, image)
+        prior = load_prediction(segmentation_node.GetAttribute(LABELS_DIGEST_ATTRIBUTE))
+        return add_case(dataset, image, labels, source_name=_source_name(volume_node), prior=prior,
+                        prior_model=segmentation_node.GetAttribute(MODEL_ATTRIBUTE) or "", labelled=labelled,
+                        case_id=case_id, overwrite=overwrite)
+
+    @staticmethod
+    def dataset_summary(dataset: str) -> str:
+        """The dataset view of the Training data panel, as text."""
+        from .dataset import summarise_dataset
+        s = summarise_dataset(Path(dataset))
+        lines = [f"{len(s['cases'])} cases"]
+        for case in s["cases"]:
+            labelled = "all bones" if case["labelled"] == "all" else f"{len(case['labelled'])} bones (partial)"
+            edited = "" if case["edited"] is None else f", {len(case['edited'])} edited"
+            lines.append(f"  {case['case_id']}: {case['bones']} present, {labelled}{edited}")
+        lines += [f"Warning: {w}" for w in s["warnings"]]
+        return "\n".join(lines)
 
     @staticmethod
     def review_items(segmentation_node) -> list[dict]:
@@ -239,6 +275,31 @@ class SlicerSegmentationLogic:
         outcome = SegmentOutcome(node, labels, review, job.elapsed, time.perf_counter() - t)
         job.cleanup()
         return outcome
+
+
+def prediction_path(digest: str) -> Path:
+    from .registry import cache_dir
+    return cache_dir() / "predictions" / f"{digest}.nii.gz"
+
+
+def store_prediction(labels: sitk.Image, digest: str) -> None:
+    """Keep the model's label map (by content digest) so that a later export of the corrected
+    segmentation can tell which bones the anatomist changed. About 1 MB per scan."""
+    from .imageio import write_image
+    path = prediction_path(digest)
+    if not path.exists():
+        write_image(labels, path)
+
+
+def load_prediction(digest: Optional[str]) -> Optional[sitk.Image]:
+    path = prediction_path(digest) if digest else None
+    return sitk.ReadImage(str(path)) if path is not None and path.is_file() else None
+
+
+def _source_name(volume_node) -> str:
+    storage = volume_node.GetStorageNode()
+    name = storage.GetFileName() if storage is not None else ""
+    return Path(name).name if name else volume_node.GetName()
 
 
 def python_executable() -> str:

@@ -290,6 +290,24 @@ def segmentation_node_to_labels(segmentation_node, reference: sitk.Image, table:
     return image
 
 
+def off_grid_segments(segmentation_node, reference: sitk.Image) -> list[str]:
+    """Names of segments whose voxels do not lie on ``reference``'s grid (another spacing,
+    orientation or a fractional shift): exporting them would need resampling."""
+    ref = ijk_to_ras(reference)
+    segmentation = segmentation_node.GetSegmentation()
+    off = []
+    for k in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(k)
+        layer = segment.GetRepresentation(BINARY_LABELMAP)
+        if layer is None or layer.GetExtent()[1] < layer.GetExtent()[0]:
+            continue
+        m = _vtk_matrix_to_numpy_from(layer)
+        offset = np.linalg.solve(ref[:3, :3], m[:3, 3] - ref[:3, 3])
+        if not (np.allclose(m[:3, :3], ref[:3, :3], atol=1e-4) and np.allclose(offset, np.round(offset), atol=1e-3)):
+            off.append(segment.GetName())
+    return off
+
+
 def _segment_mask(segmentation, seg_id: str, ref_matrix: np.ndarray, shape) -> Optional[np.ndarray]:
     """Boolean mask of one segment on the reference grid (None when the segment is empty)."""
     slicer = _slicer()

@@ -22,6 +22,7 @@ from . import __version__
 from .augment import augment
 from .bones import default_table
 from .evaluation import dice_per_class
+from .labelmaps import label_counts
 from .losses import sparse_ce_dice
 from .errors import BoneSegmentationError, ModelFileError
 from .modelfile import load_model, make_metadata, read_metadata, save_model
@@ -61,6 +62,7 @@ class Case:
     name: str
     image: np.ndarray  # normalised float32 at model spacing (z, y, x)
     labels: np.ndarray  # uint8 at model spacing
+    labelled: Optional[np.ndarray] = None  # bool per class for a partially labelled case (see losses)
 
 
 def prepare_case(name: str, ct: sitk.Image, labels: sitk.Image, spacing: float) -> Case:
@@ -74,12 +76,18 @@ def prepare_case(name: str, ct: sitk.Image, labels: sitk.Image, spacing: float) 
 
 def load_dataset(folder: Path, spacing: float, ids: Optional[list[str]] = None) -> list[Case]:
     """Cases of an nnU-Net style folder (checked against the bone table), at model spacing."""
-    from .dataset import IMAGE_SUFFIX, LABEL_SUFFIX, check_dataset
+    from .corrections import labelled_mask
+    from .dataset import check_dataset, image_path, label_path, read_manifest
 
     folder = Path(folder)
     ids = ids if ids is not None else check_dataset(folder)
-    return [prepare_case(i, sitk.ReadImage(str(folder / "imagesTr" / f"{i}{IMAGE_SUFFIX}")),
-                         sitk.ReadImage(str(folder / "labelsTr" / f"{i}{LABEL_SUFFIX}")), spacing) for i in ids]
+    cases = []
+    for i in ids:
+        case = prepare_case(i, sitk.ReadImage(str(image_path(folder, i))), sitk.ReadImage(str(label_path(folder, i))),
+                            spacing)
+        case.labelled = labelled_mask(read_manifest(folder, i))
+        cases.append(case)
+    return cases
 
 
 def kfold_splits(n: int, folds: int = 5, n_val: int = 1, n_test: int = 1) -> list[dict[str, list[int]]]:
@@ -185,7 +193,8 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
         y = torch.from_numpy(lab.astype(np.int64))[None].to(device)
         if cfg.augment:
             x, y = augment(x, y, gen)
-        loss = sparse_ce_dice(model(x), y)
+        labelled = None if case.labelled is None else torch.from_numpy(case.labelled)
+        loss = sparse_ce_dice(model(x), y, labelled)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -255,7 +264,9 @@ def validate(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, d
         pred, _ = predict_streaming(net, torch.from_numpy(case.image), num_classes, patch, overlap=0.25,
                                     device=device, pad_value=-1.024)
         d = dice_per_class(pred, case.labels, num_classes)[1:]
-        present = np.bincount(case.labels.ravel(), minlength=num_classes)[1:] > 0
+        present = label_counts(case.labels, num_classes)[1:] > 0
+        if case.labelled is not None:
+            present &= case.labelled[1:]
         scores.append(np.nan_to_num(d[present]).mean())
     return float(np.mean(scores))
 
