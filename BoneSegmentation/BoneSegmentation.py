@@ -27,6 +27,7 @@ CITATION = ("E. Schnider, A. Horváth, G. Rauter, A. Zam, M. Müller-Gerbl, P. C
             "Networks for Excessive Numbers of Classes: Distinct Bone Segmentation in Upper Bodies. "
             "MLMI 2020, LNCS 12436, pp. 40-49.")
 MESH_FORMATS = ["glb", "gltf", "obj", "stl", "ply"]
+LABELLED_CHOICES = {"All bones checked": "all", "Only edited bones checked": "edited"}
 
 
 class BoneSegmentation(ScriptedLoadableModule):
@@ -88,8 +89,9 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.ui.reviewListWidget.itemClicked.connect(self.onReviewItemClicked)
         self.ui.exportMeshesButton.clicked.connect(self.onExportMeshes)
-        self.ui.addCaseButton.enabled = False  # exporting corrected cases is not implemented yet
-        self.ui.addCaseButton.toolTip = "Not available yet: use bonesegmentation phantom --dataset or an nnU-Net folder"
+        self.ui.labelledComboBox.addItems(list(LABELLED_CHOICES))
+        self.ui.addCaseButton.clicked.connect(self.onAddCase)
+        self.ui.datasetPathLineEdit.connect("currentPathChanged(QString)", self.onDatasetChanged)
         self.ui.retrainButton.clicked.connect(self.onRetrain)
         self.ui.stopTrainingButton.clicked.connect(self.onStopTraining)
 
@@ -285,6 +287,30 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = f"{len(result.bones)} meshes written to {folder} in {result.seconds:.1f} s"
 
     # -- training data and retraining ---------------------------------------------------------
+    def onAddCase(self):
+        volume = self.ui.inputVolumeSelector.currentNode()
+        segmentation = self.ui.outputSegmentationSelector.currentNode()
+        folder = self.ui.datasetPathLineEdit.currentPath
+        if volume is None or segmentation is None or not folder:
+            slicer.util.errorDisplay("Choose the CT, its corrected segmentation and a dataset folder first.")
+            return
+        labelled = LABELLED_CHOICES[self.ui.labelledComboBox.currentText]
+        try:
+            manifest = self.logic.add_training_case(folder, volume, segmentation, labelled=labelled)
+        except Exception as e:
+            slicer.util.errorDisplay(f"The case was not added: {e}")
+            return
+        edited = manifest.get("edits", {}).get("edited")
+        self.ui.trainingStatusLabel.text = (f"Added {manifest['case_id']}" +
+                                            (f" ({len(edited)} bones edited)" if edited is not None else ""))
+        self.onDatasetChanged(folder)
+
+    def onDatasetChanged(self, folder):
+        try:
+            self.ui.datasetInfoTextEdit.plainText = self.logic.dataset_summary(folder) if folder else ""
+        except Exception as e:
+            self.ui.datasetInfoTextEdit.plainText = str(e)
+
     def onRetrain(self):
         folder = self.ui.datasetPathLineEdit.currentPath
         model = self._parameterNode.GetParameter("Model") or None

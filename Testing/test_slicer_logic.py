@@ -25,6 +25,8 @@ from BoneSegmentationLib.slicer_nodes import (SegmentMappingError, add_closed_su
                                               register_surface_rules, segmentation_node_to_labels,
                                               volume_node_to_image)
 from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
+import vtk  # noqa: E402
+from BoneSegmentationLib.corrections import GeometryMismatchError  # noqa: E402
 from conftest import make_random_model  # noqa: E402
 
 T = default_table()
@@ -235,3 +237,83 @@ def test_logic_imports_without_qt_or_app():
     code = ("import sys, BoneSegmentationLib.slicer_logic, BoneSegmentationLib.slicer_nodes, slicer; "
             "assert 'qt' not in sys.modules and not hasattr(slicer, 'app'), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_corrected_segmentation_becomes_a_case_and_trains(scene, phantom, coarse_model, tmp_path):
+    """Segment with a model, edit one bone, delete one, add one; export; fine-tune on two cases."""
+    from BoneSegmentationLib.dataset import dataset_digest, label_path, read_manifest
+    from BoneSegmentationLib.modelfile import read_metadata
+
+    ct, _, _ = phantom
+    volume = image_to_volume_node(ct, scene, "phantom 2")
+    logic = SlicerSegmentationLogic(scene)
+    node = logic.segment(volume, model=str(coarse_model), device="cpu", overlap=0.0).segmentation_node
+    predicted = sitk.GetArrayFromImage(logic.labels_from_segmentation(node, volume))
+    counts = np.bincount(predicted.ravel(), minlength=126)
+    by_size = [int(c) for c in np.argsort(counts)[::-1] if c and counts[c]]
+    changed, deleted = T[by_size[0]].name, T[by_size[1]].name
+    added = next(b for b in T.foreground() if counts[b.index] == 0)
+    seg_logic = slicer.vtkSlicerSegmentationsModuleLogic
+    region = predicted == by_size[0]
+    erased = region & (np.arange(region.shape[0])[:, None, None] < np.median(np.nonzero(region)[0]))
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(region & ~erased, ct), node, changed,
+                                                seg_logic.MODE_REPLACE)
+    node.GetSegmentation().RemoveSegment(deleted)
+    new_id = node.GetSegmentation().AddEmptySegment("", added.display_name)  # painted by hand, standard name
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(erased, ct), node, new_id, seg_logic.MODE_REPLACE)
+
+    dataset = tmp_path / "corrections"
+    manifest = logic.add_training_case(str(dataset), volume, node)
+    stored = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path(dataset, manifest["case_id"]))))
+    assert np.array_equal(stored, sitk.GetArrayFromImage(logic.labels_from_segmentation(node, volume)))
+    edits = manifest["edits"]
+    assert sorted(edits["edited"]) == sorted([changed, deleted, added.name])
+    assert edits["added"] == [added.name] and edits["removed"] == [deleted]
+    assert edits["voxels_changed"][changed] == int(erased.sum()) == edits["voxels_changed"][added.name]
+    assert manifest["prior_model"] == "random-test 0" and manifest["source"]["name"] == "phantom 2"
+
+    before = sorted(p.name for p in dataset.rglob("*"))  # refusals: each its own message, nothing written
+    extra = node.GetSegmentation().AddEmptySegment("", "Tumour")
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(erased, ct), node, extra, seg_logic.MODE_REPLACE)
+    with pytest.raises(SegmentMappingError, match="matching no bone of the table: Tumour"):
+        logic.add_training_case(str(dataset), volume, node)
+    node.GetSegmentation().RemoveSegment(extra)
+    other = node.GetSegmentation().AddEmptySegment("", T[by_size[2]].display_name)
+    node.GetSegmentation().GetSegment(other).AddRepresentation("Binary labelmap", _mask_image(erased, ct))
+    node.GetSegmentation().GetSegment(other).SetLabelValue(1)  # own layer, painted over the added bone
+    node.GetSegmentation().RemoveSegment(T[by_size[2]].name)
+    with pytest.raises(SegmentMappingError, match="overlapping segments"):
+        logic.add_training_case(str(dataset), volume, node)
+    node.GetSegmentation().RemoveSegment(other)
+    shifted = _mask_image(erased, ct)
+    m = vtk.vtkMatrix4x4()
+    shifted.GetImageToWorldMatrix(m)
+    m.SetElement(0, 3, m.GetElement(0, 3) + 0.5 * ct.GetSpacing()[0])  # half a voxel off the CT's grid
+    shifted.SetImageToWorldMatrix(m)
+    odd = node.GetSegmentation().AddEmptySegment("", T[by_size[3]].display_name)
+    node.GetSegmentation().RemoveSegment(T[by_size[3]].name)
+    node.GetSegmentation().GetSegment(odd).AddRepresentation("Binary labelmap", shifted)
+    node.GetSegmentation().GetSegment(odd).SetLabelValue(1)
+    with pytest.raises(GeometryMismatchError, match="not on the CT's voxel grid"):
+        logic.add_training_case(str(dataset), volume, node)
+    assert sorted(p.name for p in dataset.rglob("*")) == before
+
+    second = image_to_volume_node(make_phantom(3, spacing=4.0, partial=False)[0], scene, "phantom 3")
+    logic.segment(second, model=str(coarse_model), device="cpu", overlap=0.0)
+    node2 = scene.GetNodesByClass("vtkMRMLSegmentationNode").GetItemAsObject(
+        scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") - 1)
+    assert logic.add_training_case(str(dataset), second, node2, labelled="spine")["case_id"] == "phantom_3_000"
+    assert len(read_manifest(dataset, "phantom_3_000")["labelled_classes"]) == 26
+
+    job = logic.start_training(str(dataset), str(coarse_model), iterations=2, run_dir=str(tmp_path / "run"))
+    assert job.wait(timeout=600) == 0, job.error
+    assert "registered" in logic.finish_training(job)
+    new_model = next((tmp_path / "run").glob("*.pt"))
+    meta = read_metadata(new_model)
+    assert meta["training"]["parent_model"] == str(coarse_model)
+    assert meta["training"]["dataset_sha256"] == dataset_digest(dataset, meta["training"]["dataset_cases"])
+    assert meta["training"]["iterations"] == 2 and meta["name"] == "random-test-finetuned"
+    names = [label for label, _ in logic.model_choices()]
+    assert any("random-test-finetuned" in n for n in names)
+    result = segment_image(ct, load_model(new_model), device="cpu", overlap=0.0)
+    assert result.labels.GetSize() == ct.GetSize() and result.labels.GetOrigin() == pytest.approx(ct.GetOrigin())

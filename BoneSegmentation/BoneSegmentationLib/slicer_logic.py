@@ -28,7 +28,8 @@ from .meshes import DEFAULT_SMOOTHING
 from .errors import BoneSegmentationError, Cancelled
 from .review import ReviewItem
 from .slicer_nodes import (SLICER_SURFACE_SMOOTHING, add_closed_surfaces, image_to_volume_node,
-                           labels_to_segmentation_node, off_grid_segments, segmentation_node_to_labels,
+                           labels_to_segmentation_node, off_grid_segments, register_surface_rules,
+                           segmentation_node_to_labels,
                            volume_node_to_image)
 
 LABELS_DIGEST_ATTRIBUTE = "BoneSegmentation.LabelsSHA256"
@@ -64,6 +65,7 @@ class SlicerSegmentationLogic:
 
     def __init__(self, scene=None):
         self._scene = scene
+        register_surface_rules()  # Slicer does this at start-up; bare slicer-core (console, CI) does not
 
     @property
     def scene(self):
@@ -129,7 +131,6 @@ class SlicerSegmentationLogic:
         except BoneSegmentationError:
             return True
 
-    @staticmethod
     def add_training_case(self, dataset: str, volume_node, segmentation_node, labelled=None,
                           case_id: Optional[str] = None, overwrite: bool = False) -> dict:
         """The (corrected) segmentation of ``volume_node`` as a new case of ``dataset``; returns its
@@ -240,12 +241,17 @@ class SlicerSegmentationLogic:
 
     def start_training(self, dataset: str, model: Optional[str], iterations: int,
                        run_dir: Optional[str] = None) -> "BackgroundTraining":
+        from .modelfile import read_metadata
         from .registry import resolve_model
         parent = str(resolve_model(model, allow_download=False))
-        run = Path(run_dir) if run_dir else Path(dataset) / "runs" / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run = Path(run_dir) if run_dir else Path(dataset) / "runs" / f"finetune-{stamp}"
         run.mkdir(parents=True, exist_ok=True)
+        name = read_metadata(Path(parent))["name"].removesuffix("-finetuned") + "-finetuned"
+        # a new name and a dated version: the parent stays in the model selector next to its child
         args = ["train", str(dataset), "-o", str(run), "--init", parent, "--iterations", str(iterations),
-                "--register"]
+                "--register", "--name", name, "--model-version", stamp,
+                "--description", f"fine-tuned from {Path(parent).name} on {Path(dataset).name}"]
         return BackgroundTraining(run, args, iterations)
 
     def finish_training(self, job: "BackgroundTraining") -> str:
