@@ -194,8 +194,9 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.stop()
             return
         if job.poll():
-            self.ui.progressBar.value = int(100 * job.fraction)
-            self.ui.statusLabel.text = job.message
+            training = getattr(job, "kind", "segment") == "train"
+            (self.ui.trainingProgressBar if training else self.ui.progressBar).value = int(100 * job.fraction)
+            (self.ui.trainingStatusLabel if training else self.ui.statusLabel).text = job.message
             return
         self._timer.stop()
         self._job = None

@@ -305,14 +305,15 @@ def test_corrected_segmentation_becomes_a_case_and_trains(scene, phantom, coarse
     assert logic.add_training_case(str(dataset), second, node2, labelled="spine")["case_id"] == "phantom_3_000"
     assert len(read_manifest(dataset, "phantom_3_000")["labelled_classes"]) == 26
 
-    job = logic.start_training(str(dataset), str(coarse_model), iterations=2, run_dir=str(tmp_path / "run"))
+    job = logic.start_training(str(dataset), str(coarse_model), iterations=6, run_dir=str(tmp_path / "run"))
     assert job.wait(timeout=600) == 0, job.error
+    assert "iteration 6/6" in job.message and "validation Dice" in job.message and "s/iteration" in job.message
     assert "registered" in logic.finish_training(job)
     new_model = next((tmp_path / "run").glob("*.pt"))
     meta = read_metadata(new_model)
     assert meta["training"]["parent_model"] == str(coarse_model)
     assert meta["training"]["dataset_sha256"] == dataset_digest(dataset, meta["training"]["dataset_cases"])
-    assert meta["training"]["iterations"] == 2 and meta["name"] == "random-test-finetuned"
+    assert meta["training"]["iterations"] == 6 and meta["name"] == "random-test-finetuned"
     names = [label for label, _ in logic.model_choices()]
     assert any("random-test-finetuned" in n for n in names)
     result = segment_image(ct, load_model(new_model), device="cpu", overlap=0.0)

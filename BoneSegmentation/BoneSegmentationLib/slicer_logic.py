@@ -328,6 +328,7 @@ class BackgroundProcess:
         self.elapsed = 0.0
         self.fraction, self.message, self.error = 0.0, "starting", ""
         self.last_record: dict = {}
+        self._steps: list[tuple[int, float]] = []
         self.returncode: Optional[int] = None
         self.stderr_path = workdir / "stderr.txt"
         self._stderr = open(self.stderr_path, "w", encoding="utf-8")
@@ -352,12 +353,7 @@ class BackgroundProcess:
             if "progress" in msg:
                 self.fraction, self.message = float(msg["progress"]), msg.get("message", "")
             elif "iteration" in msg:  # a training record
-                self.last_record = msg
-                if self.total:
-                    self.fraction = min(1.0, msg["iteration"] / self.total)
-                self.message = f"iteration {msg['iteration']}" + (f"/{self.total}" if self.total else "") + \
-                    (f", loss {msg['loss']:.3f}" if "loss" in msg else "") + \
-                    (f", validation Dice {msg['val_dice']:.3f}" if "val_dice" in msg else "")
+                self._training_record(msg)
         code = self.process.poll()
         if code is None:
             return True
@@ -368,6 +364,21 @@ class BackgroundProcess:
             lines = [ln for ln in self.stderr_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
             self.error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
         return False
+
+    def _training_record(self, msg: dict) -> None:
+        """Progress, loss, validation Dice and a time estimate measured from the iterations so far."""
+        self.last_record = msg
+        if "seconds" in msg and "val_dice" not in msg:
+            self._steps.append((msg["iteration"], msg["seconds"]))
+        if self.total:
+            self.fraction = min(1.0, msg["iteration"] / self.total)
+        self.message = f"iteration {msg['iteration']}" + (f"/{self.total}" if self.total else "") + \
+            (f", loss {msg['loss']:.3f}" if "loss" in msg else "") + \
+            (f", validation Dice {msg['val_dice']:.3f}" if "val_dice" in msg else "")
+        if self.total and len(self._steps) >= 4:
+            (i0, s0), (i1, s1) = self._steps[1], self._steps[-1]  # the first iteration includes start-up
+            per = (s1 - s0) / max(i1 - i0, 1)
+            self.message += f", {per:.1f} s/iteration, about {per * (self.total - i1) / 60:.0f} min left"
 
     def wait(self, timeout: float = 3600, interval: float = 0.1) -> int:
         deadline = time.monotonic() + timeout
