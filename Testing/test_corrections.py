@@ -179,3 +179,31 @@ def test_dataset_info_and_add_through_the_cli(phantom, tmp_path, capsys):
     assert main(["dataset", "add", str(folder), "--image", str(tmp_path / "ct.nii.gz"),
                  "--labels", str(tmp_path / "labels.nii.gz"), "--case-id", "ct_000"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_compare_scores_models_side_by_side_on_held_out_cases(phantom, tmp_path, capsys):
+    from conftest import make_random_model
+
+    ct, reference, _ = phantom
+    folder = tmp_path / "ds"
+    add_case(folder, ct, reference, source_name="full")
+    add_case(folder, ct, reference, source_name="spine", labelled="spine")
+    old = make_random_model(tmp_path / "old.pt", patch=32, spacing=6.0, seed=1)
+    new = make_random_model(tmp_path / "new.pt", patch=32, spacing=6.0, seed=2)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["full_000"], "val": [], "test": ["full_000", "spine_000"]}))
+    assert main(["compare", str(folder), "--models", str(old), str(new), "--split", str(split),
+                 "--device", "cpu", "-o", str(tmp_path / "compare.md")]) == 0
+    out = capsys.readouterr().out
+    table = (tmp_path / "compare.md").read_text()
+    assert table in out
+    assert "random-test 0: median" in table and "random-test 0 (2): median" in table  # both columns
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"spine", "ribs", "hands", "large_bones", "all"}
+    # the spine-only case adds spine samples only: 26 + 26 spine, the other groups from one case
+    spine_present = int(rows["spine"].split("|")[3].split("/")[1])
+    ribs_present = int(rows["ribs"].split("|")[3].split("/")[1])
+    assert (spine_present, ribs_present) == (52, 24)
+    with pytest.raises(DatasetError, match="cases not in"):
+        from BoneSegmentationLib.compare import held_out_cases
+        held_out_cases(folder, cases=["nope"])
