@@ -318,3 +318,34 @@ def test_corrected_segmentation_becomes_a_case_and_trains(scene, phantom, coarse
     assert any("random-test-finetuned" in n for n in names)
     result = segment_image(ct, load_model(new_model), device="cpu", overlap=0.0)
     assert result.labels.GetSize() == ct.GetSize() and result.labels.GetOrigin() == pytest.approx(ct.GetOrigin())
+
+
+def test_stop_keeps_the_checkpoint_and_retrain_resumes(scene, coarse_model, tmp_path):
+    from BoneSegmentationLib.cli import main
+
+    dataset = tmp_path / "ds"
+    assert main(["phantom", "-o", str(dataset), "--dataset", "--count", "2", "--spacing", "6", "--seed", "7"]) == 0
+    logic = SlicerSegmentationLogic(scene)
+    job = logic.start_training(str(dataset), str(coarse_model), iterations=400)  # as the panel does
+    run = job.run_dir
+    assert run.parent == dataset / "runs"
+    deadline = time.monotonic() + 300
+    while job.poll() and job.last_record.get("iteration", 0) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    job.request_stop()
+    assert job.wait(timeout=300) == 0, job.error
+    stopped_at = job.last_record["iteration"]
+    assert stopped_at < 400 and [p.name for p in run.glob("*.pt")] == ["checkpoint.pt"]  # no model yet
+    assert "resume" in logic.finish_training(job)
+    job = logic.start_training(str(dataset), str(coarse_model), iterations=stopped_at + 2)
+    assert job.run_dir == run  # Retrain again: the stopped run is resumed
+    records = []
+    while job.poll():
+        if job.last_record and (not records or records[-1] != job.last_record):
+            records.append(job.last_record)
+        time.sleep(0.05)
+    assert job.returncode == 0, job.error
+    assert job.last_record["iteration"] == stopped_at + 2
+    assert all(r["iteration"] > stopped_at for r in records)  # continued, not restarted
+    assert "registered" in logic.finish_training(job)

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from .bones import default_table
 from .meshes import DEFAULT_SMOOTHING
+from .dataset import atomic_write_text
 from .errors import BoneSegmentationError, Cancelled
 from .review import ReviewItem
 from .slicer_nodes import (SLICER_SURFACE_SMOOTHING, add_closed_surfaces, image_to_volume_node,
@@ -244,23 +245,28 @@ class SlicerSegmentationLogic:
         from .modelfile import read_metadata
         from .registry import resolve_model
         parent = str(resolve_model(model, allow_download=False))
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run = Path(run_dir) if run_dir else Path(dataset) / "runs" / f"finetune-{stamp}"
+        run = Path(run_dir) if run_dir else (unfinished_run(Path(dataset), parent) or
+                                             Path(dataset) / "runs" / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}")
         run.mkdir(parents=True, exist_ok=True)
+        record = run / RUN_RECORD
+        if not record.is_file():
+            atomic_write_text(record, json.dumps({"parent": parent, "version": time.strftime("%Y%m%d-%H%M%S")}))
+        stamp = json.loads(record.read_text(encoding="utf-8"))["version"]
         name = read_metadata(Path(parent))["name"].removesuffix("-finetuned") + "-finetuned"
         # a new name and a dated version: the parent stays in the model selector next to its child
         args = ["train", str(dataset), "-o", str(run), "--init", parent, "--iterations", str(iterations),
                 "--register", "--name", name, "--model-version", stamp,
                 "--description", f"fine-tuned from {Path(parent).name} on {Path(dataset).name}"]
-        return BackgroundTraining(run, args, iterations)
+        job = BackgroundTraining(run, args, iterations)
+        job.model_path = run / f"{name}.pt"
+        return job
 
     def finish_training(self, job: "BackgroundTraining") -> str:
         if job.returncode != 0:
             return f"Training stopped: {job.error or 'exit ' + str(job.returncode)}"
-        model = next(job.run_dir.glob("*.pt"), None)
-        if model is None:
-            return f"Stopped at iteration {job.last_record.get('iteration', '?')}; resume to continue."
-        return f"New model {model.name} registered; it is now in the model selector."
+        if job.model_path is None or not job.model_path.is_file():
+            return f"Stopped at iteration {job.last_record.get('iteration', '?')}; Retrain again to resume."
+        return f"New model {job.model_path.name} registered; it is now in the model selector."
 
     # -- background process (keeps Slicer's GUI responsive; Cancel kills it) -------------------
     def start_background(self, volume_node, model: Optional[str] = None, device: str = "auto",
@@ -281,6 +287,22 @@ class SlicerSegmentationLogic:
         outcome = SegmentOutcome(node, labels, review, job.elapsed, time.perf_counter() - t)
         job.cleanup()
         return outcome
+
+
+RUN_RECORD = "finetune.json"
+
+
+def unfinished_run(dataset: Path, parent: str) -> Optional[Path]:
+    """The newest fine-tuning run of ``dataset`` from ``parent`` that was stopped before its end
+    (a checkpoint, no exported model): Retrain resumes it instead of starting over."""
+    runs = sorted((dataset / "runs").glob("finetune-*"), reverse=True) if (dataset / "runs").is_dir() else []
+    for run in runs:
+        record = run / RUN_RECORD
+        if (run / "checkpoint.pt").is_file() and record.is_file() and \
+                json.loads(record.read_text(encoding="utf-8")).get("parent") == parent and \
+                not any(p.name.endswith("-finetuned.pt") for p in run.glob("*.pt")):
+            return run
+    return None
 
 
 def prediction_path(digest: str) -> Path:
@@ -425,6 +447,7 @@ class BackgroundTraining(BackgroundProcess):
 
     def __init__(self, run_dir: Path, args: list[str], total: int):
         self.run_dir = run_dir
+        self.model_path: Optional[Path] = None  # the exported model, once training has finished
         self.stop_file = run_dir / "STOP"
         self.stop_file.unlink(missing_ok=True)
         super().__init__(run_dir, args + ["--stop-file", str(self.stop_file), "--print-every", "1"], total)
