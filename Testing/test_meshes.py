@@ -68,7 +68,7 @@ def test_edge_and_corner_contacts_are_resolved():
     a[2, 6, 5] = a[3, 5, 5] = 4  # 3 and 4 in a checkerboard
     before = a.copy()
     changed = make_well_composed(a)
-    assert changed == int((a != before).sum()) > 0
+    assert changed >= int((a != before).sum()) > 0
     assert np.all(a[before > 0] > 0)  # voxels are only added to bones (or, in the checkerboard, passed on)
     assert set(np.unique(a)) == {0, 1, 2, 3, 4}
     img = sitk.GetImageFromArray(a)

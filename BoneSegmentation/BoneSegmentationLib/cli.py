@@ -261,7 +261,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{len(split['test'])} test cases (split in {out / 'split.json'})")
     cases = {i: c for i, c in zip(split["train"] + split["val"],
                                   load_dataset(Path(args.dataset), arch["spacing"], split["train"] + split["val"]))}
-    cfg = TrainConfig(out_dir=str(out), iterations=args.iterations, sampling=args.sampling,
+    cfg = TrainConfig(out_dir=str(out), iterations=args.iterations, sampling=args.sampling, lr=args.lr,
+                      lr_schedule=args.lr_schedule,
                       augment=not args.no_augment, validate_every=args.validate_every,
                       checkpoint_every=args.checkpoint_every, init_model=args.init, device=args.device,
                       name=args.name, version=args.model_version, seed=args.seed,
@@ -419,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, help="base features (default 30)")
     p.add_argument("--levels", type=int, default=None, help="U-Net levels (default 5)")
     p.add_argument("--sampling", choices=["balanced", "uniform"], default="balanced")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper: 1e-3)")
+    p.add_argument("--lr-schedule", choices=["constant", "poly"], default="constant",
+                   help="constant (the paper) or nnU-Net's polynomial decay to 0")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--fold", type=int, default=None, help="k-fold split index (the paper: 5 folds)")
     p.add_argument("--folds", type=int, default=5)

@@ -32,7 +32,7 @@ def present_labels(array: np.ndarray) -> list[int]:
 
 def make_well_composed(labels: np.ndarray, max_rounds: int = 10) -> int:
     """Add voxels (in place) so that no two voxels of one label touch only along an edge or at a
-    corner; returns how many voxels changed.
+    corner; returns the number of voxel changes made (a voxel changed twice counts twice).
 
     Why: a surface through such a contact is pinched, and surface nets turn it into edges shared
     by four triangles (non-manifold), which 3D printers' slicers and VR engines reject. A

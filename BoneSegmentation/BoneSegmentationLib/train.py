@@ -43,6 +43,7 @@ class TrainConfig:
     levels: int = 5
     iterations: int = 1000
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # the paper's; "poly" decays as nnU-Net: lr * (1 - it / iterations) ** 0.9
     sampling: str = "balanced"
     augment: bool = True
     seed: int = 0
@@ -186,6 +187,9 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     t0 = time.perf_counter()
     for it in range(start, cfg.iterations):
         model.train()
+        if cfg.lr_schedule == "poly":
+            for group in optim.param_groups:
+                group["lr"] = cfg.lr * (1 - it / cfg.iterations) ** 0.9
         case_i, corner, _ = sampler.draw()
         case = train_cases[case_i]
         img, lab = _crop(case, corner, patch)
@@ -274,7 +278,7 @@ def validate(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, d
 def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, path: Path) -> Path:
     training = {"data": cfg.data_description, "iterations": iterations, "best_validation_dice": round(best_dice, 4),
                 "date": _dt.date.today().isoformat(), "code_version": __version__, "sampling": cfg.sampling,
-                "optimizer": f"Adam lr {cfg.lr}, batch 1", "parent_model": cfg.init_model or "", **cfg.extra}
+                "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1", "parent_model": cfg.init_model or "", **cfg.extra}
     meta = make_metadata(name=cfg.name, version=cfg.version, description=cfg.description,
                          network={"architecture": "NoNewNet", "base_features": cfg.width, "levels": cfg.levels,
                                   "size_divisor": 2 ** (cfg.levels - 1)},
