@@ -232,7 +232,9 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     if rank == 0:
         if (out / "best.pt").is_file():
             net.load_state_dict(torch.load(out / "best.pt", map_location=device))
-        path = export(net.cpu(), cfg, best, len(history) and history[-1]["iteration"], out / f"{cfg.name}.pt")
+        validated = [r for r in history if r.get("val_dice") == best]
+        path = export(net.cpu(), cfg, best, len(history) and history[-1]["iteration"], out / f"{cfg.name}.pt",
+                      best_iteration=validated[0]["iteration"] if validated else None)
     else:
         path = out / f"{cfg.name}.pt"
     if world > 1:
@@ -275,8 +277,11 @@ def validate(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, d
     return float(np.mean(scores))
 
 
-def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, path: Path) -> Path:
+def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, path: Path,
+           best_iteration: int | None = None) -> Path:
+    """The exported weights are the best validated ones (best.pt) when there are any: best_iteration says which."""
     training = {"data": cfg.data_description, "iterations": iterations, "best_validation_dice": round(best_dice, 4),
+                **({"best_iteration": best_iteration} if best_iteration else {}),
                 "date": _dt.date.today().isoformat(), "code_version": __version__, "sampling": cfg.sampling,
                 "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1", "parent_model": cfg.init_model or "", **cfg.extra}
     meta = make_metadata(name=cfg.name, version=cfg.version, description=cfg.description,
