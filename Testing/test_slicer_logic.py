@@ -311,7 +311,8 @@ def test_corrected_segmentation_becomes_a_case_and_trains(scene, phantom, coarse
     assert "registered" in logic.finish_training(job)
     new_model = next((tmp_path / "run").glob("*.pt"))
     meta = read_metadata(new_model)
-    assert meta["training"]["parent_model"] == str(coarse_model)
+    coarse_meta = read_metadata(coarse_model)
+    assert meta["training"]["parent_model"].startswith(f"{coarse_meta['name']} {coarse_meta['version']} (sha256 ")
     assert meta["training"]["dataset_sha256"] == dataset_digest(dataset, meta["training"]["dataset_cases"])
     assert meta["training"]["iterations"] == 6 and meta["name"] == "random-test-finetuned"
     names = [label for label, _ in logic.model_choices()]

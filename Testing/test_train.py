@@ -3,6 +3,7 @@ two gloo processes under torchrun end with identical weights, bad datasets are r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -75,7 +76,10 @@ def test_fine_tuning_starts_from_the_parent(dataset, tmp_path):
     assert main(["train", str(dataset), "-o", str(tmp_path / "tuned"), "--init", str(parent), "--iterations", "3",
                  "--threads", "1", "-q"]) == 0
     meta = read_metadata(tmp_path / "tuned" / "bones-model.pt")
-    assert meta["training"]["parent_model"] == str(parent) and meta["spacing_mm"] == [6.0, 6.0, 6.0]
+    parent_meta = read_metadata(parent)
+    assert meta["training"]["parent_model"] == (f"{parent_meta['name']} {parent_meta['version']} "
+                                                f"(sha256 {hashlib.sha256(parent.read_bytes()).hexdigest()[:12]})")
+    assert meta["spacing_mm"] == [6.0, 6.0, 6.0]
     tuned = load_model(tmp_path / "tuned" / "bones-model.pt").module.state_dict()
     moved = max(float((tuned[k] - parent_weights[k]).abs().max()) for k in parent_weights)
     assert 0 < moved < 0.05, "three Adam steps at lr 1e-3 move weights a little from the parent's"

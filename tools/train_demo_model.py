@@ -37,6 +37,7 @@ def main() -> None:
                     help="higher than the paper's 1e-3, with poly decay: fits a CPU budget of hours")
     ap.add_argument("--lr-schedule", default="poly")
     ap.add_argument("--version", default="0.2")
+    ap.add_argument("--init", default=None, help="fine-tune from this model file (its architecture must match)")
     args = ap.parse_args()
 
     cases = []
@@ -48,7 +49,7 @@ def main() -> None:
     cfg = TrainConfig(
         out_dir=args.out, spacing=args.spacing, patch=args.patch, width=args.width, levels=args.levels,
         iterations=args.iterations, validate_every=args.validate_every, checkpoint_every=50, name=DEFAULT_MODEL,
-        lr=args.lr, lr_schedule=args.lr_schedule,
+        lr=args.lr, lr_schedule=args.lr_schedule, init_model=args.init,
         version=args.version,
         description=("DEMO ONLY: trained on synthetic skeleton phantoms, not on real CT. "
                      "Shows the pipeline; not for real anatomy."),

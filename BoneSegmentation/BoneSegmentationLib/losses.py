@@ -6,9 +6,18 @@ statistics and the cross-entropy; the backward pass recomputes each chunk's soft
 the gradient directly. Memory is about one extra logits-sized tensor (the gradient) instead of
 the five or so that one-hot + softmax + autograd keep.
 
-Dice (batch Dice over all voxels of the batch, smooth ``eps`` as in NiftyNet):
-``D_c = (2 I_c + eps) / (P_c + G_c + eps)`` with ``I_c = sum p_c [t = c]``, ``P_c = sum p_c``,
+Dice (batch Dice over all voxels of the batch):
+``D_c = (2 I_c + s) / (P_c + G_c + EPS)`` with ``I_c = sum p_c [t = c]``, ``P_c = sum p_c``,
 ``G_c = #[t = c]``; loss = mean CE + (1 - mean_c D_c).
+
+The numerator smooth ``s`` is 0 by default, and that matters at 126 classes. A patch holds a
+third of the classes at most; with ``s = EPS`` every absent class scores ``EPS / (P_c + EPS)``,
+which reaches 1 only when the class's summed probability falls below 1e-5 over the whole patch.
+That term is most of the Dice mean, so the network learns to crush every class it is not sure of
+to probabilities of 1e-9: the demo model's training loss fell from 0.9 to 0.4 in 500 iterations
+while validation Dice fell from 0.56 to 0.22 (present classes 0.52 -> 0.24, absent 0 -> 0.88).
+With ``s = 0`` an absent class scores 0 whatever the network does, so its Dice gradient is zero
+and only cross-entropy penalises its false positives; present classes are unchanged.
 
 Partial labels (a case where the anatomist checked only some bones): ``labelled`` marks the
 classes whose voxels are trusted; background always is. Voxels whose label is an unlabelled class
@@ -34,7 +43,7 @@ def _flat(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tor
 class _SparseCEDice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
-                chunk: int) -> torch.Tensor:
+                chunk: int, smooth: float) -> torch.Tensor:
         z, t = _flat(logits.detach(), target)
         c, v = z.shape
         partial = not bool(labelled.all())
@@ -56,10 +65,10 @@ class _SparseCEDice(torch.autograd.Function):
         n_kept = max(kept.numel(), 1)
         gsum = torch.bincount(kept, minlength=c).double()
         den = psum + gsum + EPS
-        dice = (2 * inter + EPS) / den
+        dice = (2 * inter + smooth) / den
         loss = ce / n_kept + (1 - dice[labelled].mean())
         ctx.save_for_backward(logits, target, labelled, inter, den)
-        ctx.chunk, ctx.n_kept, ctx.partial = chunk, n_kept, partial
+        ctx.chunk, ctx.n_kept, ctx.partial, ctx.smooth = chunk, n_kept, partial, smooth
         return loss.to(logits.dtype)
 
     @staticmethod
@@ -69,7 +78,7 @@ class _SparseCEDice(torch.autograd.Function):
         c, v = z.shape
         n_classes, n_kept = int(labelled.sum()), ctx.n_kept
         # dL_dice/dp_c[v] = (A_c - B_c [t=c]) / C over the labelled classes, 0 for the others
-        a = torch.where(labelled, (2 * inter + EPS) / den**2 / n_classes, 0).float()
+        a = torch.where(labelled, (2 * inter + ctx.smooth) / den**2 / n_classes, 0).float()
         b = torch.where(labelled, 2 / den / n_classes, 0).float()
         grad = torch.empty_like(logits)
         g = grad.movedim(1, 0).reshape(c, -1)  # a view when the channel dim is contiguous-movable
@@ -89,13 +98,14 @@ class _SparseCEDice(torch.autograd.Function):
             out[:, s:s + ctx.chunk] = (gz * grad_out).to(out.dtype)
         if not view_ok:
             grad.copy_(out.reshape(c, *logits.shape[:1], *logits.shape[2:]).movedim(0, 1))
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def sparse_ce_dice(logits: torch.Tensor, target: torch.Tensor, labelled: Optional[torch.Tensor] = None,
-                   chunk: int = 1 << 14) -> torch.Tensor:
+                   chunk: int = 1 << 14, smooth: float = 0.0) -> torch.Tensor:
     """Loss for ``logits`` (N, C, *spatial) and integer ``target`` (N, *spatial); ``labelled``
-    (bool, C) marks the trusted classes of a partially labelled case (default: all)."""
+    (bool, C) marks the trusted classes of a partially labelled case (default: all); ``smooth``
+    is the Dice numerator's (see the module's docstring for why it is 0)."""
     if target.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
         raise TypeError("target must be an integer label map")
     c = logits.shape[1]
@@ -106,4 +116,4 @@ def sparse_ce_dice(logits: torch.Tensor, target: torch.Tensor, labelled: Optiona
         if labelled.shape != (c,):
             raise ValueError(f"labelled must have one entry per class ({c}), got {tuple(labelled.shape)}")
         labelled[0] = True  # background is always trusted
-    return _SparseCEDice.apply(logits, target.long(), labelled, chunk)
+    return _SparseCEDice.apply(logits, target.long(), labelled, chunk, float(smooth))

@@ -283,12 +283,23 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
     training = {"data": cfg.data_description, "iterations": iterations, "best_validation_dice": round(best_dice, 4),
                 **({"best_iteration": best_iteration} if best_iteration else {}),
                 "date": _dt.date.today().isoformat(), "code_version": __version__, "sampling": cfg.sampling,
-                "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1", "parent_model": cfg.init_model or "", **cfg.extra}
+                "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1",
+                "loss": "cross-entropy + soft Dice over all classes, no numerator smooth", "parent_model": _describe_parent(cfg.init_model), **cfg.extra}
     meta = make_metadata(name=cfg.name, version=cfg.version, description=cfg.description,
                          network={"architecture": "NoNewNet", "base_features": cfg.width, "levels": cfg.levels,
                                   "size_divisor": 2 ** (cfg.levels - 1)},
                          training=training, spacing_mm=cfg.spacing, patch_size=cfg.patch, intensity=INTENSITY)
     return save_model(net.eval(), meta, path)
+
+
+def _describe_parent(model_path: Optional[str]) -> str:
+    """A fine-tuned model names its parent by name, version and SHA-256, not by a local path
+    that means nothing on another machine."""
+    if not model_path:
+        return ""
+    meta = read_metadata(Path(model_path))
+    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    return f"{meta.get('name', '?')} {meta.get('version', '?')} (sha256 {digest[:12]})"
 
 
 def write_history(history_path: Path, record: dict) -> None:
