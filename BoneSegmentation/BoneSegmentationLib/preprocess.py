@@ -15,18 +15,28 @@ def to_model_grid(image: sitk.Image, spacing: tuple[float, float, float], orient
     physical extent. The network always sees anatomy in the same array orientation
     (axis 0 = superior for LPS), whatever the input's direction matrix."""
     oriented = sitk.DICOMOrient(image, orientation)
+    size, origin = grid_geometry(oriented, spacing)
+    return resample_onto(oriented, size, origin, spacing, interpolator, default_value)
+
+
+def grid_geometry(oriented: sitk.Image, spacing: tuple[float, float, float]) -> tuple[list[int], tuple]:
+    """Size and origin of a grid of ``spacing`` over the same physical extent as ``oriented``
+    (same direction; the outer voxel corners stay put, so the origin moves by half a voxel change)."""
     old_size = np.array(oriented.GetSize())
     old_spacing = np.array(oriented.GetSpacing())
     new_spacing = np.array(spacing, dtype=float)
     new_size = np.maximum(1, np.round(old_size * old_spacing / new_spacing)).astype(int)
-    # keep the physical centre of the first voxel's corner: origin shifts by half a voxel change
     direction = np.array(oriented.GetDirection()).reshape(3, 3)
     corner = np.array(oriented.GetOrigin()) - direction @ (old_spacing / 2)
-    new_origin = corner + direction @ (new_spacing / 2)
-    pixel_type = sitk.sitkFloat32 if interpolator != sitk.sitkNearestNeighbor else image.GetPixelID()
-    return sitk.Resample(oriented, [int(s) for s in new_size], sitk.Transform(), interpolator,
-                         tuple(new_origin), tuple(new_spacing), oriented.GetDirection(),
-                         default_value, pixel_type)
+    return [int(s) for s in new_size], tuple(corner + direction @ (new_spacing / 2))
+
+
+def resample_onto(oriented: sitk.Image, size: list[int], origin: tuple, spacing: tuple[float, float, float],
+                  interpolator: int = sitk.sitkLinear, default_value: float = AIR_HU) -> sitk.Image:
+    """``oriented`` resampled on a grid of its own direction (float32 unless nearest neighbour)."""
+    pixel_type = sitk.sitkFloat32 if interpolator != sitk.sitkNearestNeighbor else oriented.GetPixelID()
+    return sitk.Resample(oriented, [int(s) for s in size], sitk.Transform(), interpolator, tuple(origin),
+                         tuple(float(s) for s in spacing), oriented.GetDirection(), default_value, pixel_type)
 
 
 def normalise(image: sitk.Image, clip_low: float, clip_high: float, mean: float, std: float) -> torch.Tensor:

@@ -15,15 +15,16 @@ from .imageio import check_ct
 from .labelmaps import present_labels
 from .modelfile import LoadedModel
 from .review import ReviewItem, review_ranking
-from .preprocess import AIR_HU, labels_to_input_grid, normalise, to_model_grid
+from .preprocess import AIR_HU, labels_to_input_grid, normalise
 from .sliding_window import CancelCheck, ProgressCallback, predict_streaming
+from .stitch import fine_grid, interleave, shifted_grid, stitch_shifts
 
 
 @dataclass
 class SegmentationResult:
     labels: sitk.Image  # uint8 label map on the input grid (same size, origin, spacing, direction)
-    labels_model_grid: sitk.Image  # the same labels at model spacing, before resampling back
-    confidence: sitk.Image  # float32 top-1 probability at model spacing
+    labels_model_grid: sitk.Image  # the same labels on the model's grid (model spacing / stitch factor)
+    confidence: sitk.Image  # float32 top-1 probability on the same grid as labels_model_grid
     review: list[ReviewItem] = field(default_factory=list)  # bones ranked for review, most suspicious first
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -32,12 +33,20 @@ class SegmentationResult:
 
 def segment_image(image: sitk.Image, model: LoadedModel, device: str = "auto", overlap: float = 0.5,
                   progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelCheck] = None) -> SegmentationResult:
-    """Segment ``image`` with ``model``; progress(fraction, message) is called per step."""
+                  cancel: Optional[CancelCheck] = None, stitch: int = 1) -> SegmentationResult:
+    """Segment ``image`` with ``model``; progress(fraction, message) is called per step.
+
+    ``stitch`` > 1 runs the model stitch^3 times on shifted grids and returns labels at model
+    spacing / stitch (see ``stitch.py``): finer boundaries for stitch^3 times the inference time.
+    """
+    shifts = stitch_shifts(stitch)
     warnings = check_ct(image)
     dev = resolve_device(device)
     meta = model.metadata
-    timings: dict[str, float] = {}
+    inten = meta["intensity"]
+    pad_value = (max(inten["clip_low"], AIR_HU) - inten["mean"]) / inten["std"]
+    module = model.module.to(dev)
+    timings = {"preprocess_s": 0.0, "inference_s": 0.0}
 
     def report(fraction: float, message: str) -> None:
         if progress is not None:
@@ -45,32 +54,38 @@ def segment_image(image: sitk.Image, model: LoadedModel, device: str = "auto", o
 
     t0 = time.perf_counter()
     report(0.0, "resampling to model spacing")
-    grid = to_model_grid(image, model.spacing, meta["orientation"])
-    inten = meta["intensity"]
-    volume = normalise(grid, inten["clip_low"], inten["clip_high"], inten["mean"], inten["std"])
-    pad_value = (max(inten["clip_low"], AIR_HU) - inten["mean"]) / inten["std"]
-    timings["preprocess_s"] = time.perf_counter() - t0
+    oriented = sitk.DICOMOrient(image, meta["orientation"])
+    fine = fine_grid(oriented, model.spacing, stitch)
+    labels = np.zeros(fine.GetSize()[::-1], np.uint8)
+    confidence = np.zeros(labels.shape, np.float32)
+    for k, shift in enumerate(shifts):
+        t1 = time.perf_counter()
+        grid = shifted_grid(oriented, fine, stitch, shift)
+        volume = normalise(grid, inten["clip_low"], inten["clip_high"], inten["mean"], inten["std"])
+        t2 = time.perf_counter()
+        timings["preprocess_s"] += t2 - t1
+        prefix = f"pass {k + 1}/{len(shifts)}: " if len(shifts) > 1 else ""
+        pass_labels, pass_confidence = predict_streaming(
+            module, volume, model.num_classes, model.patch_size, overlap=overlap, device=dev,
+            pad_value=pad_value, autocast_dtype=autocast_dtype(dev),
+            progress=lambda f, m: report(0.02 + 0.93 * (k + f) / len(shifts), prefix + m), cancel=cancel)
+        interleave(labels, pass_labels, stitch, shift)
+        interleave(confidence, pass_confidence, stitch, shift)
+        del volume, grid
+        timings["inference_s"] += time.perf_counter() - t2
 
-    module = model.module.to(dev)
-    t1 = time.perf_counter()
-    labels, confidence = predict_streaming(
-        module, volume, model.num_classes, model.patch_size, overlap=overlap, device=dev,
-        pad_value=pad_value, autocast_dtype=autocast_dtype(dev),
-        progress=lambda f, m: report(0.02 + 0.93 * f, m), cancel=cancel)
-    timings["inference_s"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
+    t3 = time.perf_counter()
     report(0.96, "resampling labels to the input grid")
     labels_grid = sitk.GetImageFromArray(labels)
-    labels_grid.CopyInformation(grid)
-    conf_img = sitk.GetImageFromArray(confidence.astype(np.float32))
-    conf_img.CopyInformation(grid)
+    labels_grid.CopyInformation(fine)
+    conf_img = sitk.GetImageFromArray(confidence)
+    conf_img.CopyInformation(fine)
     labels_input = labels_to_input_grid(labels_grid, image)
-    timings["postprocess_s"] = time.perf_counter() - t2
-    t3 = time.perf_counter()
+    timings["postprocess_s"] = time.perf_counter() - t3
+    t4 = time.perf_counter()
     report(0.98, "ranking bones for review")
     review = review_ranking(labels_grid, conf_img)
-    timings["review_s"] = time.perf_counter() - t3
+    timings["review_s"] = time.perf_counter() - t4
     timings["total_s"] = time.perf_counter() - t0
     report(1.0, "done")
     return SegmentationResult(labels_input, labels_grid, conf_img, review, warnings, timings, str(dev))

@@ -78,7 +78,7 @@ class SlicerSegmentationLogic:
     # -- one call, in this process (console, tests) --------------------------------------------
     def segment(self, volume_node, model: Optional[str] = None, device: str = "auto", overlap: float = 0.5,
                 segmentation_node=None, progress: Optional[Progress] = None,
-                cancel: Optional[Callable[[], bool]] = None) -> SegmentOutcome:
+                cancel: Optional[Callable[[], bool]] = None, stitch: int = 1) -> SegmentOutcome:
         from .modelfile import load_model
         from .registry import resolve_model
         from .segment import segment_image
@@ -86,7 +86,8 @@ class SlicerSegmentationLogic:
         t0 = time.perf_counter()
         image = volume_node_to_image(volume_node)
         loaded = load_model(resolve_model(model))
-        result = segment_image(image, loaded, device=device, overlap=overlap, progress=progress, cancel=cancel)
+        result = segment_image(image, loaded, device=device, overlap=overlap, progress=progress, cancel=cancel,
+                               stitch=stitch)
         t1 = time.perf_counter()
         node = self.show_labels(result.labels, volume_node, segmentation_node,
                                 model_label=f"{loaded.metadata['name']} {loaded.metadata['version']}",
@@ -177,7 +178,7 @@ class SlicerSegmentationLogic:
     # -- panel helpers ---------------------------------------------------------------------------
     @staticmethod
     def default_parameters() -> dict[str, str]:
-        return {"Model": "", "Device": "auto", "Overlap": "0.5"}
+        return {"Model": "", "Device": "auto", "Overlap": "0.5", "Stitch": "1"}
 
     @staticmethod
     def model_choices() -> list[tuple[str, str]]:
@@ -270,11 +271,11 @@ class SlicerSegmentationLogic:
 
     # -- background process (keeps Slicer's GUI responsive; Cancel kills it) -------------------
     def start_background(self, volume_node, model: Optional[str] = None, device: str = "auto",
-                         overlap: float = 0.5) -> "BackgroundSegmentation":
+                         overlap: float = 0.5, stitch: int = 1) -> "BackgroundSegmentation":
         workdir = Path(tempfile.mkdtemp(prefix="BoneSegmentation-"))
         image = volume_node_to_image(volume_node)
         sitk.WriteImage(image, str(workdir / "input.nrrd"))
-        return BackgroundSegmentation(workdir, volume_node, model, device, overlap)
+        return BackgroundSegmentation(workdir, volume_node, model, device, overlap, stitch)
 
     def finish_background(self, job: "BackgroundSegmentation", segmentation_node=None) -> SegmentOutcome:
         if job.returncode != 0:
@@ -431,12 +432,13 @@ class BackgroundProcess:
 class BackgroundSegmentation(BackgroundProcess):
     kind = "segment"
 
-    def __init__(self, workdir: Path, volume_node, model: Optional[str], device: str, overlap: float):
+    def __init__(self, workdir: Path, volume_node, model: Optional[str], device: str, overlap: float,
+                 stitch: int = 1):
         self.volume_node = volume_node
         self.output = workdir / "bones.nrrd"
         self.review_path = workdir / "bones.review.json"
         args = ["segment", str(workdir / "input.nrrd"), "-o", str(self.output), "--review", str(self.review_path),
-                "--device", device, "--overlap", str(overlap), "--progress-json"]
+                "--device", device, "--overlap", str(overlap), "--stitch", str(stitch), "--progress-json"]
         super().__init__(workdir, args + (["--model", str(model)] if model else []))
 
 
