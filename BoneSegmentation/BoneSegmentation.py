@@ -85,6 +85,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.overlapSliderWidget.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
         self.ui.finerLabelsCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        self.ui.noMirrorCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.modelFileButton.clicked.connect(self.onChooseModelFile)
         self.ui.segmentButton.clicked.connect(self.onSegment)
         self.ui.cancelButton.clicked.connect(self.onCancel)
@@ -144,6 +145,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.setCurrentText(p.GetParameter("Device"))
         self.ui.overlapSliderWidget.value = float(p.GetParameter("Overlap"))
         self.ui.finerLabelsCheckBox.checked = int(p.GetParameter("Stitch") or 1) > 1
+        self.ui.noMirrorCheckBox.checked = p.GetParameter("Mirror") == "off"
         self.ui.segmentButton.enabled = p.GetNodeReference("InputVolume") is not None and self._job is None
         self.ui.modelInfoLabel.text = self.logic.model_description(self.ui.modelComboBox.currentData)
         self._updating = False
@@ -158,6 +160,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.SetParameter("Device", self.ui.deviceComboBox.currentText)
         self._parameterNode.SetParameter("Overlap", str(self.ui.overlapSliderWidget.value))
         self._parameterNode.SetParameter("Stitch", "2" if self.ui.finerLabelsCheckBox.checked else "1")
+        self._parameterNode.SetParameter("Mirror", "off" if self.ui.noMirrorCheckBox.checked else "model")
         self._parameterNode.EndModify(was)
 
     def _fillModels(self):
@@ -185,7 +188,8 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.start_background(volume, model=p.GetParameter("Model") or None,
                                                     device=p.GetParameter("Device"),
                                                     overlap=float(p.GetParameter("Overlap")),
-                                                    stitch=int(p.GetParameter("Stitch") or 1))
+                                                    stitch=int(p.GetParameter("Stitch") or 1),
+                                                    mirror=False if p.GetParameter("Mirror") == "off" else None)
         except Exception as e:
             slicer.util.errorDisplay(str(e))
             return

@@ -80,6 +80,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model(model_path, device=device)
     result = segment_image(image, model, device=args.device, overlap=args.overlap, stitch=args.stitch,
+                           mirror=args.mirror,
                            progress=JsonProgress("segment") if args.progress_json else
                            ProgressBar("segment ", not args.quiet))
     write_image(result.labels, output, overwrite=args.overwrite)
@@ -228,7 +229,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .evaluation import side_by_side_table
 
     results = compare_models(Path(args.dataset), args.models, cases=args.cases, split=args.split,
-                             device=args.device, stitch=args.stitch, progress=None if args.quiet else print)
+                             device=args.device, stitch=args.stitch, mirror=args.mirror,
+                             progress=None if args.quiet else print)
     table = side_by_side_table(results)
     print(table)
     if args.output:
@@ -350,7 +352,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     result = run_demo(Path(args.output), model=args.model, spacing=args.spacing, device=args.device,
-                      stitch=args.stitch, progress=ProgressBar("demo    ", not args.quiet))
+                      stitch=args.stitch, mirror=args.mirror, progress=ProgressBar("demo    ", not args.quiet))
     from .evaluation import markdown_table
     print(markdown_table(result["evaluation"]))
     print(f"{len(result['found'])} bones found in {result['timings']['total_s']:.1f} s; outputs:")
@@ -366,10 +368,14 @@ def stitch_factor(text: str) -> int:
     return value
 
 
-def add_stitch_option(p: argparse.ArgumentParser) -> None:
+def add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stitch", type=stitch_factor, default=1, metavar="F",
                    help="shift-and-stitch: run the model F^3 times on shifted grids for labels at model "
                         "spacing / F (2: a 4 mm model gives 2 mm labels in 8x the time; default 1, off)")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each patch with its left-right mirror, left and right bones swapped: "
+                        "more accurate, 2x the time (default: as the model's metadata says; the bundled "
+                        "model says yes)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="registered model name or .pt file (default: bundled)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--overlap", type=float, default=0.5, help="window overlap 0..0.9 (more = slower, smoother)")
-    add_stitch_option(p)
+    add_inference_options(p)
     p.add_argument("--confidence", default=None, help="also write the top-1 probability map (model spacing)")
     p.add_argument("--review", default=None,
                    help="where to write the ranked review list (default: OUTPUT with .review.json)")
@@ -481,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="a training run's split.json: use its held-out test cases")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("-o", "--output", default=None, help="also write the Markdown table here")
-    add_stitch_option(p)
+    add_inference_options(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
@@ -502,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--spacing", type=float, default=2.0, help="phantom spacing (larger = faster, e.g. 4)")
-    add_stitch_option(p)
+    add_inference_options(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -33,9 +33,9 @@ def held_out_cases(folder: Path, cases: Optional[list[str]] = None, split: Optio
 
 def compare_models(folder: Path, models: list[str], cases: Optional[list[str]] = None, split: Optional[str] = None,
                    device: str = "auto", progress: Optional[Callable[[str], None]] = None,
-                   stitch: int = 1) -> dict[str, dict]:
+                   stitch: int = 1, mirror: Optional[bool] = None) -> dict[str, dict]:
     """Pooled evaluation per model (keys: "name version" of each model, in the order given);
-    ``stitch`` as in ``segment_image``."""
+    ``stitch`` and ``mirror`` as in ``segment_image``."""
     from .modelfile import load_model
     from .registry import resolve_model
     from .segment import segment_image
@@ -53,7 +53,7 @@ def compare_models(folder: Path, models: list[str], cases: Optional[list[str]] =
         ref = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path(folder, case_id))))
         mask = labelled_mask(read_manifest(folder, case_id))
         for name, model in zip(names, loaded):
-            result = segment_image(ct, model, device=device, stitch=stitch)
+            result = segment_image(ct, model, device=device, stitch=stitch, mirror=mirror)
             per_model[name].append(evaluate_arrays(sitk.GetArrayViewFromImage(result.labels), ref, labelled=mask))
             if progress:
                 progress(f"{case_id}: {name} done in {result.timings['total_s']:.1f} s")

@@ -23,12 +23,13 @@ DEMO_SEED = 4  # a held-out seed: training uses 1000 and above
 
 def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, spacing: float = 2.0,
              device: str = "auto", progress: Optional[Callable[[float, str], None]] = None,
-             stitch: int = 1) -> dict:
+             stitch: int = 1, mirror: Optional[bool] = None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ct, reference, spec = make_phantom(seed, spacing=spacing, partial=False)
     loaded = load_model(resolve_model(model))
-    result = segment_image(ct, loaded, device=device, progress=progress, stitch=stitch)
+    result = segment_image(ct, loaded, device=device, progress=progress, stitch=stitch,
+                           mirror=mirror)
     files = {
         "ct": write_image(ct, out / "phantom_ct.nii.gz", overwrite=True),
         "reference": write_image(reference, out / "phantom_reference_labels.nii.gz", overwrite=True),

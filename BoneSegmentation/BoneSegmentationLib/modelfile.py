@@ -41,8 +41,9 @@ def class_entries(table: BoneTable) -> list[dict[str, Any]]:
 def make_metadata(*, name: str, version: str, description: str, network: dict[str, Any],
                   training: dict[str, Any], table: BoneTable | None = None,
                   spacing_mm: float = 2.0, patch_size: int = 96,
-                  intensity: dict[str, float] | None = None) -> dict[str, Any]:
-    """Metadata with the project's defaults (2 mm, LPS, CT window -1024..2048 HU)."""
+                  intensity: dict[str, float] | None = None, mirror: bool = False) -> dict[str, Any]:
+    """Metadata with the project's defaults (2 mm, LPS, CT window -1024..2048 HU). ``mirror``
+    says whether inference should average over left-right mirroring by default (``mirror.py``)."""
     table = table or default_table()
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": name, "version": version,
@@ -50,6 +51,7 @@ def make_metadata(*, name: str, version: str, description: str, network: dict[st
         "orientation": "LPS", "patch_size": [patch_size] * 3,
         "intensity": intensity or {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0},
         "classes": class_entries(table), "network": network, "training": training,
+        "inference": {"mirror": mirror},
     }
 
 
@@ -72,6 +74,11 @@ class LoadedModel:
     @property
     def spacing(self) -> tuple[float, float, float]:
         return tuple(float(s) for s in self.metadata["spacing_mm"])  # type: ignore[return-value]
+
+    @property
+    def mirror_by_default(self) -> bool:
+        """Whether the model's author recommends left-right mirror averaging (optional key)."""
+        return bool(self.metadata.get("inference", {}).get("mirror", False))
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
@@ -109,6 +116,9 @@ def validate_metadata(meta: Any) -> None:
             raise ModelFileError(f"model metadata 'intensity' lacks the number '{key}'")
     if meta["intensity"]["std"] <= 0 or meta["intensity"]["clip_high"] <= meta["intensity"]["clip_low"]:
         raise ModelFileError("model metadata 'intensity' has std <= 0 or an empty clip window")
+    inference = meta.get("inference", {})
+    if not isinstance(inference, dict) or not isinstance(inference.get("mirror", False), bool):
+        raise ModelFileError("model metadata 'inference' must be an object whose 'mirror' is true or false")
     classes = meta["classes"]
     if len(classes) < 2:
         raise ModelFileError("model metadata lists fewer than 2 classes")

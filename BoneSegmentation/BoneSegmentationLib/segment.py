@@ -13,6 +13,7 @@ import torch
 from .device import autocast_dtype, resolve_device
 from .imageio import check_ct
 from .labelmaps import present_labels
+from .mirror import MirrorAveraged
 from .modelfile import LoadedModel
 from .review import ReviewItem, review_ranking
 from .preprocess import AIR_HU, labels_to_input_grid, normalise
@@ -29,15 +30,19 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
+    mirrored: bool = False  # left-right mirror averaging was used
 
 
 def segment_image(image: sitk.Image, model: LoadedModel, device: str = "auto", overlap: float = 0.5,
                   progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelCheck] = None, stitch: int = 1) -> SegmentationResult:
+                  cancel: Optional[CancelCheck] = None, stitch: int = 1,
+                  mirror: Optional[bool] = None) -> SegmentationResult:
     """Segment ``image`` with ``model``; progress(fraction, message) is called per step.
 
     ``stitch`` > 1 runs the model stitch^3 times on shifted grids and returns labels at model
     spacing / stitch (see ``stitch.py``): finer boundaries for stitch^3 times the inference time.
+    ``mirror`` averages each patch with its left-right mirror, left and right classes swapped
+    (``mirror.py``), for twice the inference time; None follows the model's metadata.
     """
     shifts = stitch_shifts(stitch)
     warnings = check_ct(image)
@@ -45,8 +50,11 @@ def segment_image(image: sitk.Image, model: LoadedModel, device: str = "auto", o
     meta = model.metadata
     inten = meta["intensity"]
     pad_value = (max(inten["clip_low"], AIR_HU) - inten["mean"]) / inten["std"]
-    module = model.module.to(dev)
     timings = {"preprocess_s": 0.0, "inference_s": 0.0}
+    module = model.module.to(dev)
+    mirrored = model.mirror_by_default if mirror is None else mirror
+    if mirrored:
+        module = MirrorAveraged(module, model.class_names, meta["orientation"])
 
     def report(fraction: float, message: str) -> None:
         if progress is not None:
@@ -88,7 +96,8 @@ def segment_image(image: sitk.Image, model: LoadedModel, device: str = "auto", o
     timings["review_s"] = time.perf_counter() - t4
     timings["total_s"] = time.perf_counter() - t0
     report(1.0, "done")
-    return SegmentationResult(labels_input, labels_grid, conf_img, review, warnings, timings, str(dev))
+    return SegmentationResult(labels_input, labels_grid, conf_img, review, warnings, timings, str(dev),
+                              mirrored)
 
 
 def found_classes(labels: sitk.Image) -> list[int]:

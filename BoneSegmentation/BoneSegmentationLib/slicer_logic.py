@@ -78,7 +78,8 @@ class SlicerSegmentationLogic:
     # -- one call, in this process (console, tests) --------------------------------------------
     def segment(self, volume_node, model: Optional[str] = None, device: str = "auto", overlap: float = 0.5,
                 segmentation_node=None, progress: Optional[Progress] = None,
-                cancel: Optional[Callable[[], bool]] = None, stitch: int = 1) -> SegmentOutcome:
+                cancel: Optional[Callable[[], bool]] = None, stitch: int = 1,
+                mirror: Optional[bool] = None) -> SegmentOutcome:
         from .modelfile import load_model
         from .registry import resolve_model
         from .segment import segment_image
@@ -87,7 +88,7 @@ class SlicerSegmentationLogic:
         image = volume_node_to_image(volume_node)
         loaded = load_model(resolve_model(model))
         result = segment_image(image, loaded, device=device, overlap=overlap, progress=progress, cancel=cancel,
-                               stitch=stitch)
+                               stitch=stitch, mirror=mirror)
         t1 = time.perf_counter()
         node = self.show_labels(result.labels, volume_node, segmentation_node,
                                 model_label=f"{loaded.metadata['name']} {loaded.metadata['version']}",
@@ -178,7 +179,7 @@ class SlicerSegmentationLogic:
     # -- panel helpers ---------------------------------------------------------------------------
     @staticmethod
     def default_parameters() -> dict[str, str]:
-        return {"Model": "", "Device": "auto", "Overlap": "0.5", "Stitch": "1"}
+        return {"Model": "", "Device": "auto", "Overlap": "0.5", "Stitch": "1", "Mirror": "model"}
 
     @staticmethod
     def model_choices() -> list[tuple[str, str]]:
@@ -271,11 +272,12 @@ class SlicerSegmentationLogic:
 
     # -- background process (keeps Slicer's GUI responsive; Cancel kills it) -------------------
     def start_background(self, volume_node, model: Optional[str] = None, device: str = "auto",
-                         overlap: float = 0.5, stitch: int = 1) -> "BackgroundSegmentation":
+                         overlap: float = 0.5, stitch: int = 1,
+                         mirror: Optional[bool] = None) -> "BackgroundSegmentation":
         workdir = Path(tempfile.mkdtemp(prefix="BoneSegmentation-"))
         image = volume_node_to_image(volume_node)
         sitk.WriteImage(image, str(workdir / "input.nrrd"))
-        return BackgroundSegmentation(workdir, volume_node, model, device, overlap, stitch)
+        return BackgroundSegmentation(workdir, volume_node, model, device, overlap, stitch, mirror)
 
     def finish_background(self, job: "BackgroundSegmentation", segmentation_node=None) -> SegmentOutcome:
         if job.returncode != 0:
@@ -433,12 +435,14 @@ class BackgroundSegmentation(BackgroundProcess):
     kind = "segment"
 
     def __init__(self, workdir: Path, volume_node, model: Optional[str], device: str, overlap: float,
-                 stitch: int = 1):
+                 stitch: int = 1, mirror: Optional[bool] = None):
         self.volume_node = volume_node
         self.output = workdir / "bones.nrrd"
         self.review_path = workdir / "bones.review.json"
         args = ["segment", str(workdir / "input.nrrd"), "-o", str(self.output), "--review", str(self.review_path),
                 "--device", device, "--overlap", str(overlap), "--stitch", str(stitch), "--progress-json"]
+        if mirror is not None:
+            args.append("--mirror" if mirror else "--no-mirror")
         super().__init__(workdir, args + (["--model", str(model)] if model else []))
 
 

@@ -24,6 +24,7 @@ from .bones import default_table
 from .evaluation import dice_per_class
 from .labelmaps import label_counts
 from .losses import sparse_ce_dice
+from .mirror import can_mirror
 from .errors import BoneSegmentationError, ModelFileError
 from .modelfile import load_model, make_metadata, read_metadata, save_model
 from .network import NoNewNet
@@ -288,7 +289,8 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
     meta = make_metadata(name=cfg.name, version=cfg.version, description=cfg.description,
                          network={"architecture": "NoNewNet", "base_features": cfg.width, "levels": cfg.levels,
                                   "size_divisor": 2 ** (cfg.levels - 1)},
-                         training=training, spacing_mm=cfg.spacing, patch_size=cfg.patch, intensity=INTENSITY)
+                         training=training, spacing_mm=cfg.spacing, patch_size=cfg.patch, intensity=INTENSITY,
+                         mirror=can_mirror(default_table().names()))
     return save_model(net.eval(), meta, path)
 
 
