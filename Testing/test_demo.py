@@ -15,7 +15,8 @@ from conftest import make_random_model
 def test_demo_end_to_end_reduced(tmp_path, capsys):
     model = make_random_model(tmp_path / "m.pt", patch=48, spacing=4.0)
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--model", str(model), "--spacing", "4", "--device", "cpu", "-q"]) == 0
+    assert main(["demo", "-o", str(out), "--model", str(model), "--spacing", "4", "--device", "cpu", "-q",
+                 "--mirror"]) == 0
     stdout = capsys.readouterr().out
     assert "| spine |" in stdout and "bones found" in stdout
     ct = sitk.ReadImage(str(out / "phantom_ct.nii.gz"))
@@ -33,6 +34,7 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "phantom_reference_labels.nii.gz")))
     assert len(np.unique(ref)) == 126
     assert "Foreground Dice" in (out / "evaluation.md").read_text()
+    assert "mirror averaging on, stitch 1" in (out / "evaluation.md").read_text()
 
 
 def test_evaluate_cli_on_identical_maps(tmp_path, capsys):

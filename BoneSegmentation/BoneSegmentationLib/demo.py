@@ -40,7 +40,9 @@ def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, 
     table_md = markdown_table(evaluation)
     (out / "evaluation.md").write_text(f"# Demo evaluation (phantom seed {seed})\n\nModel: "
                                        f"{loaded.metadata['name']} {loaded.metadata['version']} — "
-                                       f"{loaded.metadata['description']}\n\n{table_md}", encoding="utf-8")
+                                       f"{loaded.metadata['description']}\n\nInference: left-right mirror averaging "
+                                       f"{'on' if result.mirrored else 'off'}, stitch {stitch}.\n\n{table_md}",
+                                       encoding="utf-8")
     files["evaluation"] = write_csv(evaluation, out / "evaluation.csv")
     files["boxplot"] = boxplot_png(evaluation, out / "evaluation.png", title=f"Demo, phantom seed {seed}")
     files["review"] = write_review(result.review, out / "review.json",
