@@ -1,6 +1,6 @@
 """3D Slicer module: segment 125 distinct bones of the upper body from a CT in one click.
 
-Widget (thin, Qt) -> Logic (no Qt; ``BoneSegmentationLib.slicer_logic``) -> library
+Widget (thin, Qt) -> Logic (no Qt; ``BoneSegmentationLib.slicer.logic``) -> library
 (``BoneSegmentationLib``: the engine, also a command-line tool). Heavy work runs in a child process
 that the widget polls with a timer, so Slicer stays responsive and Cancel really stops it.
 
@@ -21,7 +21,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from BoneSegmentationLib.slicer_logic import SlicerSegmentationLogic, missing_dependencies
+from BoneSegmentationLib.slicer.logic import SlicerSegmentationLogic, missing_dependencies
 
 CITATION = ("E. Schnider, A. Horváth, G. Rauter, A. Zam, M. Müller-Gerbl, P. C. Cattin: 3D Segmentation "
             "Networks for Excessive Numbers of Classes: Distinct Bone Segmentation in Upper Bodies. "
@@ -372,8 +372,8 @@ class BoneSegmentationTest(ScriptedLoadableModuleTest):
     def test_segment_phantom(self):
         import numpy as np
         import SimpleITK as sitk
-        from BoneSegmentationLib.phantom import make_phantom
-        from BoneSegmentationLib.slicer_nodes import image_to_volume_node
+        from BoneSegmentationLib.synthetic.phantom import make_phantom
+        from BoneSegmentationLib.slicer.nodes import image_to_volume_node
 
         self.delayDisplay("Segmenting a 4 mm phantom with the bundled model")
         ct, _, _ = make_phantom(4, spacing=4.0, partial=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from BoneSegmentationLib.modelfile import make_metadata, save_model
-from BoneSegmentationLib.network import NoNewNet
+from BoneSegmentationLib.model.modelfile import make_metadata, save_model
+from BoneSegmentationLib.model.network import NoNewNet
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_DATA = REPO.parent / "shared" / "data" / "real"

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from BoneSegmentationLib.bones import default_table
-from BoneSegmentationLib.colour import ciede2000
-from BoneSegmentationLib.resources import resource_path
-from BoneSegmentationLib.terminology import build_terminology
+from BoneSegmentationLib.core.bones import default_table
+from colour import ciede2000
+from BoneSegmentationLib.core.resources import resource_path
+from BoneSegmentationLib.core.terminology import build_terminology
 
 TABLE = default_table()
 

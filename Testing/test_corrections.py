@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BoneSegmentationLib.bones import default_table
+from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.cli import main
-from BoneSegmentationLib.corrections import GeometryMismatchError, add_case, changes_per_bone, labelled_mask
-from BoneSegmentationLib.dataset import (case_ids, file_sha256, image_path, label_path, read_manifest,
+from BoneSegmentationLib.training.corrections import GeometryMismatchError, add_case, changes_per_bone, labelled_mask
+from BoneSegmentationLib.training.dataset import (case_ids, file_sha256, image_path, label_path, read_manifest,
                                          summarise_dataset)
-from BoneSegmentationLib.errors import DatasetError
-from BoneSegmentationLib.phantom import make_phantom
+from BoneSegmentationLib.core.errors import DatasetError
+from BoneSegmentationLib.synthetic.phantom import make_phantom
 
 T = default_table()
 
@@ -118,7 +118,7 @@ def test_ids_never_collide_and_cases_are_not_overwritten_without_asking(phantom,
 
 WRITER = textwrap.dedent("""
     import sys, SimpleITK as sitk
-    from BoneSegmentationLib.corrections import add_case
+    from BoneSegmentationLib.training.corrections import add_case
     ct, labels = sitk.ReadImage(sys.argv[2]), sitk.ReadImage(sys.argv[3])
     print("ready", flush=True)
     add_case(sys.argv[1], ct, labels, source_name="big.nii", case_id="big_000", overwrite=True)
@@ -205,5 +205,5 @@ def test_compare_scores_models_side_by_side_on_held_out_cases(phantom, tmp_path,
     ribs_present = int(rows["ribs"].split("|")[3].split("/")[1])
     assert (spine_present, ribs_present) == (52, 24)
     with pytest.raises(DatasetError, match="cases not in"):
-        from BoneSegmentationLib.compare import held_out_cases
+        from BoneSegmentationLib.evaluation.compare import held_out_cases
         held_out_cases(folder, cases=["nope"])

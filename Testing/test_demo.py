@@ -6,7 +6,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from BoneSegmentationLib.bones import default_table
+from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.cli import main
 
 from conftest import make_random_model

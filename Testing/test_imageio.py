@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BoneSegmentationLib.errors import InputImageError
-from BoneSegmentationLib.imageio import check_ct, read_ct, read_image, same_geometry, write_image
+from BoneSegmentationLib.core.errors import InputImageError
+from BoneSegmentationLib.core.imageio import check_ct, read_ct, read_image, same_geometry, write_image
 
 
 def ct_like(shape=(20, 24, 28), spacing=(1.0, 1.0, 2.0)):

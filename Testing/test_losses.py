@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from BoneSegmentationLib.losses import EPS, sparse_ce_dice
+from BoneSegmentationLib.training.losses import EPS, sparse_ce_dice
 
 
 def dense_reference(logits, target, smooth=0.0):

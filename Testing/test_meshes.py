@@ -11,12 +11,12 @@ import SimpleITK as sitk
 import vtk
 from vtk.util import numpy_support
 
-from BoneSegmentationLib.bones import default_table
+from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.cli import main
-from BoneSegmentationLib.errors import InputImageError
-from BoneSegmentationLib.labelmaps import make_well_composed
-from BoneSegmentationLib.meshes import bone_meshes, export_meshes, preview_png
-from BoneSegmentationLib.phantom import make_phantom
+from BoneSegmentationLib.core.errors import InputImageError
+from BoneSegmentationLib.core.labelmaps import make_well_composed
+from BoneSegmentationLib.export.meshes import bone_meshes, export_meshes, preview_png
+from BoneSegmentationLib.synthetic.phantom import make_phantom
 
 T = default_table()
 

@@ -10,12 +10,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from BoneSegmentationLib.bones import default_table
+from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.cli import build_parser
-from BoneSegmentationLib.errors import ModelFileError
-from BoneSegmentationLib.mirror import MirrorAveraged, can_mirror, lateral_dim, swap_permutation
-from BoneSegmentationLib.modelfile import load_model, read_metadata, save_model
-from BoneSegmentationLib.segment import segment_image
+from BoneSegmentationLib.core.errors import ModelFileError
+from BoneSegmentationLib.inference.mirror import MirrorAveraged, can_mirror, lateral_dim, swap_permutation
+from BoneSegmentationLib.model.modelfile import load_model, read_metadata, save_model
+from BoneSegmentationLib.inference.segmenter import segment_image
 
 from conftest import make_random_model
 
@@ -112,7 +112,7 @@ def test_model_metadata_decides_the_default(random_model, tmp_path):
 
 
 def test_bundled_model_asks_for_mirroring():
-    from BoneSegmentationLib.registry import resolve_model
+    from BoneSegmentationLib.model.registry import resolve_model
     meta = read_metadata(resolve_model(None))
     assert meta["inference"]["mirror"] is True
     assert json.dumps(meta["training"]).count("mirror") >= 1

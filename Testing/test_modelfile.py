@@ -6,9 +6,9 @@ import zipfile
 import pytest
 import torch
 
-from BoneSegmentationLib.errors import ModelFileError
-from BoneSegmentationLib.modelfile import load_model, make_metadata, read_metadata, save_model
-from BoneSegmentationLib.network import NoNewNet, count_parameters
+from BoneSegmentationLib.core.errors import ModelFileError
+from BoneSegmentationLib.model.modelfile import load_model, make_metadata, read_metadata, save_model
+from BoneSegmentationLib.model.network import NoNewNet, count_parameters
 
 from conftest import make_random_model
 

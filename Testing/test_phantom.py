@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BoneSegmentationLib.bones import default_table
-from BoneSegmentationLib.phantom import make_phantom, random_spec
+from BoneSegmentationLib.core.bones import default_table
+from BoneSegmentationLib.synthetic.phantom import make_phantom, random_spec
 
 TABLE = default_table()
 # with forearms crossed the hands (and distal forearms) lie on the opposite side by design

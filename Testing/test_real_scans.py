@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BoneSegmentationLib.imageio import read_image, same_geometry
-from BoneSegmentationLib.modelfile import load_model
-from BoneSegmentationLib.segment import segment_image
+from BoneSegmentationLib.core.imageio import read_image, same_geometry
+from BoneSegmentationLib.model.modelfile import load_model
+from BoneSegmentationLib.inference.segmenter import segment_image
 
 TS_THORAX_BONES = [32, 33] + list(range(97, 104)) + list(range(109, 116))  # T12, T11, ribs 6-12
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from BoneSegmentationLib.errors import DownloadError, ModelFileError
-from BoneSegmentationLib.registry import (
+from BoneSegmentationLib.core.errors import DownloadError, ModelFileError
+from BoneSegmentationLib.model.registry import (
     ModelEntry, cache_dir, download, find_entry, load_registry, local_copy, resolve_model, sha256_of)
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -101,7 +101,7 @@ def test_resolve_model_uses_cache_without_network(server, tmp_path, monkeypatch)
     e = entry(server)
     registry = tmp_path / "models.json"
     registry.write_text(json.dumps({"models": [e.__dict__]}))
-    monkeypatch.setattr("BoneSegmentationLib.registry.registry_path", lambda: registry)
+    monkeypatch.setattr("BoneSegmentationLib.model.registry.registry_path", lambda: registry)
     cache = tmp_path / "cache"
     first = resolve_model("m", cache=cache)
     assert first.read_bytes() == PAYLOAD and len(RangeHandler.log) == 1

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BoneSegmentationLib.bones import default_table
-from BoneSegmentationLib.phantom import make_phantom
-from BoneSegmentationLib.review import review_ranking, summary_lines, write_review
+from BoneSegmentationLib.core.bones import default_table
+from BoneSegmentationLib.synthetic.phantom import make_phantom
+from BoneSegmentationLib.inference.review import review_ranking, summary_lines, write_review
 
 T = default_table()
 

@@ -4,8 +4,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import stats
 
-from BoneSegmentationLib.phantom import make_phantom
-from BoneSegmentationLib.sampling import PatchSampler, class_locations
+from BoneSegmentationLib.synthetic.phantom import make_phantom
+from BoneSegmentationLib.training.sampling import PatchSampler, class_locations
 
 
 def test_balanced_sampling_is_uniform_over_classes_and_beats_uniform():

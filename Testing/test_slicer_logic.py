@@ -14,19 +14,19 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer")
 
-from BoneSegmentationLib.bones import default_table  # noqa: E402
-from BoneSegmentationLib.imageio import read_image  # noqa: E402
-from BoneSegmentationLib.modelfile import load_model  # noqa: E402
-from BoneSegmentationLib.phantom import make_phantom  # noqa: E402
-from BoneSegmentationLib.segment import segment_image  # noqa: E402
-from BoneSegmentationLib.slicer_logic import SlicerSegmentationLogic, volume_from_file  # noqa: E402
-from BoneSegmentationLib.slicer_nodes import (SegmentMappingError, add_closed_surfaces,  # noqa: E402
+from BoneSegmentationLib.core.bones import default_table  # noqa: E402
+from BoneSegmentationLib.core.imageio import read_image  # noqa: E402
+from BoneSegmentationLib.model.modelfile import load_model  # noqa: E402
+from BoneSegmentationLib.synthetic.phantom import make_phantom  # noqa: E402
+from BoneSegmentationLib.inference.segmenter import segment_image  # noqa: E402
+from BoneSegmentationLib.slicer.logic import SlicerSegmentationLogic, volume_from_file  # noqa: E402
+from BoneSegmentationLib.slicer.nodes import (SegmentMappingError, add_closed_surfaces,  # noqa: E402
                                               ijk_to_ras, image_to_volume_node, labels_to_segmentation_node,
                                               register_surface_rules, segmentation_node_to_labels,
                                               volume_node_to_image)
 from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 import vtk  # noqa: E402
-from BoneSegmentationLib.corrections import GeometryMismatchError  # noqa: E402
+from BoneSegmentationLib.training.corrections import GeometryMismatchError  # noqa: E402
 from conftest import make_random_model  # noqa: E402
 
 T = default_table()
@@ -113,7 +113,7 @@ def test_seg_nrrd_round_trip(scene, phantom, tmp_path):
 
 
 def _mask_image(mask: np.ndarray, like: sitk.Image):
-    from BoneSegmentationLib.slicer_nodes import ijk_to_ras, oriented_image
+    from BoneSegmentationLib.slicer.nodes import ijk_to_ras, oriented_image
     return oriented_image(mask.astype(np.uint8), ijk_to_ras(like))
 
 
@@ -235,15 +235,15 @@ def test_background_process_matches_and_cancels(scene, phantom, coarse_model):
 
 
 def test_logic_imports_without_qt_or_app():
-    code = ("import sys, BoneSegmentationLib.slicer_logic, BoneSegmentationLib.slicer_nodes, slicer; "
+    code = ("import sys, BoneSegmentationLib.slicer.logic, BoneSegmentationLib.slicer.nodes, slicer; "
             "assert 'qt' not in sys.modules and not hasattr(slicer, 'app'), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_corrected_segmentation_becomes_a_case_and_trains(scene, phantom, coarse_model, tmp_path):
     """Segment with a model, edit one bone, delete one, add one; export; fine-tune on two cases."""
-    from BoneSegmentationLib.dataset import dataset_digest, label_path, read_manifest
-    from BoneSegmentationLib.modelfile import read_metadata
+    from BoneSegmentationLib.training.dataset import dataset_digest, label_path, read_manifest
+    from BoneSegmentationLib.model.modelfile import read_metadata
 
     ct, _, _ = phantom
     volume = image_to_volume_node(ct, scene, "phantom 2")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from BoneSegmentationLib.errors import Cancelled
-from BoneSegmentationLib.modelfile import load_model
-from BoneSegmentationLib.sliding_window import (
+from BoneSegmentationLib.core.errors import Cancelled
+from BoneSegmentationLib.model.modelfile import load_model
+from BoneSegmentationLib.inference.sliding_window import (
     _ring_spans, gaussian_importance, pad_to_patch, patch_starts, predict_streaming, window_positions)
 
 from conftest import make_random_model

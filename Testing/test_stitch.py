@@ -9,9 +9,9 @@ import SimpleITK as sitk
 import torch
 
 from BoneSegmentationLib.cli import main
-from BoneSegmentationLib.modelfile import load_model, make_metadata, save_model
-from BoneSegmentationLib.segment import segment_image
-from BoneSegmentationLib.stitch import interleave, stitch_shifts
+from BoneSegmentationLib.model.modelfile import load_model, make_metadata, save_model
+from BoneSegmentationLib.inference.segmenter import segment_image
+from BoneSegmentationLib.inference.stitch import interleave, stitch_shifts
 
 
 class IntensityBins(torch.nn.Module):

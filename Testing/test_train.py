@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from BoneSegmentationLib.cli import main
-from BoneSegmentationLib.modelfile import load_model, read_metadata
+from BoneSegmentationLib.model.modelfile import load_model, read_metadata
 
 from conftest import make_random_model
 

@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
-from BoneSegmentationLib.network import NoNewNet  # noqa: E402
-from BoneSegmentationLib.sliding_window import predict_streaming  # noqa: E402
+from BoneSegmentationLib.model.network import NoNewNet  # noqa: E402
+from BoneSegmentationLib.inference.sliding_window import predict_streaming  # noqa: E402
 
 
 def run_ours(net, volume, classes, patch, overlap, device):

@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
-from BoneSegmentationLib.losses import sparse_ce_dice  # noqa: E402
-from BoneSegmentationLib.network import NoNewNet  # noqa: E402
+from BoneSegmentationLib.training.losses import sparse_ce_dice  # noqa: E402
+from BoneSegmentationLib.model.network import NoNewNet  # noqa: E402
 
 CLASSES = 126
 

@@ -17,11 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
-from BoneSegmentationLib.evaluation import evaluate_images  # noqa: E402
-from BoneSegmentationLib.modelfile import load_model  # noqa: E402
-from BoneSegmentationLib.phantom import make_phantom  # noqa: E402
-from BoneSegmentationLib.registry import resolve_model  # noqa: E402
-from BoneSegmentationLib.segment import segment_image  # noqa: E402
+from BoneSegmentationLib.evaluation.metrics import evaluate_images  # noqa: E402
+from BoneSegmentationLib.model.modelfile import load_model  # noqa: E402
+from BoneSegmentationLib.synthetic.phantom import make_phantom  # noqa: E402
+from BoneSegmentationLib.model.registry import resolve_model  # noqa: E402
+from BoneSegmentationLib.inference.segmenter import segment_image  # noqa: E402
 
 
 def run_options(name: str, factor: int) -> tuple[int, dict]:

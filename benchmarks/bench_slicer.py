@@ -26,9 +26,9 @@ from memory import measure  # noqa: E402
 
 import slicer  # noqa: E402
 
-from BoneSegmentationLib.meshes import export_meshes  # noqa: E402
-from BoneSegmentationLib.phantom import make_phantom  # noqa: E402
-from BoneSegmentationLib.slicer_nodes import (image_to_volume_node, labels_to_segmentation_node,  # noqa: E402
+from BoneSegmentationLib.export.meshes import export_meshes  # noqa: E402
+from BoneSegmentationLib.synthetic.phantom import make_phantom  # noqa: E402
+from BoneSegmentationLib.slicer.nodes import (image_to_volume_node, labels_to_segmentation_node,  # noqa: E402
                                               add_closed_surfaces, register_surface_rules)
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from BoneSegmentationLib.compare import compare_models
-from BoneSegmentationLib.dataset import check_dataset, init_dataset, label_path, update_count, write_case
-from BoneSegmentationLib.evaluation import evaluate_arrays, pool_results, side_by_side_table
-from BoneSegmentationLib.modelfile import read_metadata
-from BoneSegmentationLib.phantom import make_phantom
-from BoneSegmentationLib.preprocess import to_model_grid
-from BoneSegmentationLib.registry import resolve_model
+from BoneSegmentationLib.evaluation.compare import compare_models
+from BoneSegmentationLib.training.dataset import check_dataset, init_dataset, label_path, update_count, write_case
+from BoneSegmentationLib.evaluation.metrics import evaluate_arrays, pool_results, side_by_side_table
+from BoneSegmentationLib.model.modelfile import read_metadata
+from BoneSegmentationLib.synthetic.phantom import make_phantom
+from BoneSegmentationLib.inference.preprocess import to_model_grid
+from BoneSegmentationLib.model.registry import resolve_model
 
 HELD_OUT_SEEDS = range(5)
 

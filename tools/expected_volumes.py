@@ -19,8 +19,8 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
-from BoneSegmentationLib.phantom import make_phantom
-from BoneSegmentationLib.resources import resource_path
+from BoneSegmentationLib.synthetic.phantom import make_phantom
+from BoneSegmentationLib.core.resources import resource_path
 
 LOW_FACTOR, HIGH_FACTOR = 0.5, 1.6
 

@@ -1,7 +1,7 @@
 """Regenerate Resources/SegmentationCategoryTypeModifier-BoneSegmentation.term.json from bones.csv."""
 
-from BoneSegmentationLib.resources import resource_path
-from BoneSegmentationLib.terminology import write_terminology
+from BoneSegmentationLib.core.resources import resource_path
+from BoneSegmentationLib.core.terminology import write_terminology
 
 if __name__ == "__main__":
     path = write_terminology(resource_path("SegmentationCategoryTypeModifier-BoneSegmentation.term.json"))

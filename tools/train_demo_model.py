@@ -15,10 +15,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from BoneSegmentationLib.phantom import make_phantom
-from BoneSegmentationLib.registry import DEFAULT_MODEL
-from BoneSegmentationLib.resources import resource_path
-from BoneSegmentationLib.train import TrainConfig, prepare_case, train, write_history
+from BoneSegmentationLib.synthetic.phantom import make_phantom
+from BoneSegmentationLib.model.registry import DEFAULT_MODEL
+from BoneSegmentationLib.core.resources import resource_path
+from BoneSegmentationLib.training.train import TrainConfig, prepare_case, train, write_history
 
 TRAIN_SEED0 = 1000
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import __version__
-from .errors import BoneSegmentationError
+from .core.errors import BoneSegmentationError
 
 log = logging.getLogger("bonesegmentation")
 
@@ -60,12 +60,12 @@ def _bytes_progress(bar: ProgressBar) -> Callable[[int, int], None]:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .imageio import read_ct, write_image, output_suffix
-    from .modelfile import load_model
-    from .registry import resolve_model
-    from .review import summary_lines, write_review
-    from .segment import found_classes, segment_image, set_threads
-    from .device import resolve_device
+    from .core.imageio import read_ct, write_image, output_suffix
+    from .model.modelfile import load_model
+    from .model.registry import resolve_model
+    from .inference.review import summary_lines, write_review
+    from .inference.segmenter import found_classes, segment_image, set_threads
+    from .inference.device import resolve_device
 
     output = Path(args.output)
     output_suffix(output)  # refuse unsupported formats before any work
@@ -115,8 +115,8 @@ def model_label(meta: dict) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .modelfile import load_model, read_metadata
-    from .registry import resolve_model
+    from .model.modelfile import load_model, read_metadata
+    from .model.registry import resolve_model
 
     path = resolve_model(args.model, allow_download=False)
     meta = load_model(path).metadata if args.check else read_metadata(path)
@@ -139,7 +139,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .registry import cache_dir, load_registry, local_copy
+    from .model.registry import cache_dir, load_registry, local_copy
 
     entries = load_registry()
     print(f"cache: {cache_dir()}")
@@ -151,10 +151,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from .imageio import write_image
-    from .phantom import make_phantom
+    from .core.imageio import write_image
+    from .synthetic.phantom import make_phantom
 
-    from .dataset import init_dataset, update_count, write_case
+    from .training.dataset import init_dataset, update_count, write_case
 
     out = Path(args.output)
     if args.dataset:
@@ -174,8 +174,8 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import boxplot_png, evaluate_images, markdown_table, write_csv
-    from .imageio import read_image
+    from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, write_csv
+    from .core.imageio import read_image
 
     result = evaluate_images(read_image(args.prediction), read_image(args.reference))
     print(markdown_table(result))
@@ -187,8 +187,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_add(args: argparse.Namespace) -> int:
-    from .corrections import add_case
-    from .imageio import read_image
+    from .training.corrections import add_case
+    from .core.imageio import read_image
 
     ct, labels = read_image(args.image), read_image(args.labels)
     prior = read_image(args.prior) if args.prior else None
@@ -204,7 +204,7 @@ def cmd_dataset_add(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_info(args: argparse.Namespace) -> int:
-    from .dataset import summarise_dataset
+    from .training.dataset import summarise_dataset
 
     summary = summarise_dataset(Path(args.dataset), min_cases=args.min_cases)
     if args.json:
@@ -225,8 +225,8 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_models
-    from .evaluation import side_by_side_table
+    from .evaluation.compare import compare_models
+    from .evaluation.metrics import side_by_side_table
 
     results = compare_models(Path(args.dataset), args.models, cases=args.cases, split=args.split,
                              device=args.device, stitch=args.stitch, mirror=args.mirror,
@@ -239,14 +239,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .dataset import check_dataset, dataset_digest
-    from .train import TrainConfig, kfold_splits, load_dataset, parent_architecture, train, write_history
+    from .training.dataset import check_dataset, dataset_digest
+    from .training.train import TrainConfig, kfold_splits, load_dataset, parent_architecture, train, write_history
 
     set_torch_threads(args.threads)
     ids = check_dataset(Path(args.dataset))
     arch = {"spacing": args.spacing, "patch": args.patch, "width": args.width, "levels": args.levels}
     if args.init:
-        from .registry import resolve_model
+        from .model.registry import resolve_model
         args.init = str(resolve_model(args.init, allow_download=False))
         parent = parent_architecture(Path(args.init))
         changed = {k: v for k, v in arch.items() if v is not None and v != parent[k]}
@@ -304,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {path}")
     if args.register:
-        from .registry import register_model
+        from .model.registry import register_model
         entry = register_model(path)
         print(f"registered {entry.name} {entry.version} (use --model {entry.name})")
     return 0
@@ -331,8 +331,8 @@ def set_torch_threads(n: Optional[int]) -> None:
 
 
 def cmd_meshes(args: argparse.Namespace) -> int:
-    from .imageio import read_image
-    from .meshes import export_meshes, preview_png
+    from .core.imageio import read_image
+    from .export.meshes import export_meshes, preview_png
 
     labels = read_image(args.labelmap)
     result = export_meshes(labels, Path(args.output), fmt=args.format, smoothing=args.smoothing,
@@ -349,11 +349,11 @@ def cmd_meshes(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .synthetic.demo import run_demo
 
     result = run_demo(Path(args.output), model=args.model, spacing=args.spacing, device=args.device,
                       stitch=args.stitch, mirror=args.mirror, progress=ProgressBar("demo    ", not args.quiet))
-    from .evaluation import markdown_table
+    from .evaluation.metrics import markdown_table
     print(markdown_table(result["evaluation"]))
     print(f"{len(result['found'])} bones found in {result['timings']['total_s']:.1f} s; outputs:")
     for name, path in result["files"].items():

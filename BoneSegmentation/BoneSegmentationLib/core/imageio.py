@@ -1,0 +1,147 @@
+"""Reading CT images (NIfTI, NRRD, MHA, DICOM folders) with clear errors, and atomic writing.
+
+Geometry (origin, spacing, direction) is kept exactly as SimpleITK reads it; any direction
+matrix is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.errors import InputImageError
+
+log = logging.getLogger(__name__)
+
+MIN_SPACING_MM = 0.05
+MAX_SPACING_MM = 20.0
+WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
+
+
+def read_image(path: str | os.PathLike) -> sitk.Image:
+    """Read a 3D image file or the largest DICOM series in a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise InputImageError(f"input not found: {path}")
+    if path.is_dir():
+        return _read_dicom_folder(path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        detail = _first_itk_line(e)
+        raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image "
+                              f"format (NIfTI, NRRD, MHA, DICOM folder). {detail}") from None
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputImageError(f"no DICOM series found in folder {folder}")
+    files_per_series = {s: reader.GetGDCMSeriesFileNames(str(folder), s) for s in series}
+    chosen = max(files_per_series, key=lambda s: len(files_per_series[s]))
+    if len(series) > 1:
+        log.warning("folder %s holds %d DICOM series; using the largest (%s, %d files)",
+                    folder, len(series), chosen, len(files_per_series[chosen]))
+    reader.SetFileNames(files_per_series[chosen])
+    try:
+        return reader.Execute()
+    except RuntimeError as e:
+        raise InputImageError(f"cannot read the DICOM series in {folder}: {_first_itk_line(e)}") from None
+
+
+def _first_itk_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "Description:" in ln or "ERROR" in ln.upper()]
+    return (useful or lines or [""])[-1][:200]
+
+
+def check_ct(image: sitk.Image, name: str = "input") -> list[str]:
+    """Raise ``InputImageError`` for unusable images; return warnings for suspicious ones."""
+    dim = image.GetDimension()
+    if dim == 4:
+        raise InputImageError(f"{name} is 4D (size {image.GetSize()}), e.g. a time series; "
+                              "BoneSegmentation needs one 3D CT volume: extract one time point first")
+    if dim != 3:
+        raise InputImageError(f"{name} is {dim}D (size {image.GetSize()}); a 3D CT volume is needed")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputImageError(f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel "
+                              "(colour or vector image); a scalar CT volume is needed")
+    size = image.GetSize()
+    if min(size) == 0:
+        raise InputImageError(f"{name} is empty (size {size})")
+    if min(size) < 2:
+        raise InputImageError(f"{name} has a single slice (size {size}); a 3D CT volume is needed")
+    spacing = image.GetSpacing()
+    if any(not np.isfinite(s) or s < MIN_SPACING_MM or s > MAX_SPACING_MM for s in spacing):
+        raise InputImageError(f"{name} has an implausible voxel spacing {tuple(round(s, 4) for s in spacing)} mm "
+                              f"(expected {MIN_SPACING_MM}-{MAX_SPACING_MM} mm); check the file's header")
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
+        raise InputImageError(f"{name} has an invalid direction matrix {image.GetDirection()}")
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise InputImageError(f"{name} contains {bad} NaN or infinite voxel values; fix or mask them first")
+    lo, hi = float(array.min()), float(array.max())
+    if lo == hi:
+        raise InputImageError(f"{name} is empty: every voxel has the value {lo}")
+    warnings = []
+    p01, p99 = np.percentile(array[:: max(1, array.shape[0] // 16)], [1, 99.5])
+    if p01 > -500:
+        warnings.append(f"{name} does not look like CT in Hounsfield units (1st percentile {p01:.0f}, "
+                        "no air below -500 HU): an MR image or unrescaled DICOM? Results will be poor")
+    elif p99 < 150:
+        warnings.append(f"{name} has almost no bone-dense voxels (99.5th percentile {p99:.0f} HU): "
+                        "is it a CT with bone in the field of view?")
+    return warnings
+
+
+def read_ct(path: str | os.PathLike) -> tuple[sitk.Image, list[str]]:
+    """Read and check a CT; returns the image and warnings (also logged)."""
+    image = read_image(path)
+    warnings = check_ct(image, name=str(path))
+    for w in warnings:
+        log.warning(w)
+    return image, warnings
+
+
+def output_suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(WRITABLE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    raise InputImageError(f"cannot write {path}: use one of {', '.join(WRITABLE_SUFFIXES)}")
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False,
+                compress: bool = True) -> Path:
+    """Write atomically: a temporary file in the same folder, then rename. Never replaces an
+    existing file unless ``overwrite`` is true."""
+    path = Path(path)
+    suffix = output_suffix(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=compress)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-5) -> bool:
+    """True when both images have the same size, origin, spacing and direction."""
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 100)
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))

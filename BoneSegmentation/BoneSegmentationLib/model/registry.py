@@ -1,0 +1,206 @@
+"""Model registry (``Resources/models.json``) and a verifying, resuming downloader.
+
+A model is named in the registry with its URL, SHA-256 and size. ``resolve_model`` turns what a
+user typed (a registry name or a ``.pt`` path) into a local, verified file: a bundled file in
+``Resources/`` first, then the user cache, then a download (resumed from a ``.part`` file if an
+earlier one was interrupted; a file whose checksum does not match is refused and deleted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..core.errors import DownloadError, ModelFileError
+from ..core.resources import resource_path
+
+CHUNK = 1 << 16
+DEFAULT_MODEL = "bones-phantom-demo"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    version: str
+    url: str
+    sha256: str
+    size: int
+    description: str = ""
+    bundled: str = ""  # file name inside Resources/ when shipped with the extension
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}-{self.version}.pt"
+
+
+def registry_path() -> Path:
+    return resource_path("models.json")
+
+
+def user_registry_path() -> Path:
+    """Models trained or fine-tuned by this user, registered next to the cached downloads."""
+    return cache_dir() / "models.json"
+
+
+def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
+    """The extension's registry plus the user's own models (unless an explicit ``path`` is given)."""
+    paths = [Path(path)] if path else [registry_path(), user_registry_path()]
+    entries = []
+    for p in paths:
+        if p.is_file():
+            entries += [ModelEntry(**m) for m in json.loads(p.read_text(encoding="utf-8"))["models"]]
+    return entries
+
+
+def register_model(model_file: Path, description: str = "") -> ModelEntry:
+    """Copy a model file into the cache and list it in the user registry (older versions stay)."""
+    from ..model.modelfile import read_metadata
+
+    meta = read_metadata(Path(model_file))
+    entry = ModelEntry(meta["name"], str(meta["version"]), url="", sha256=sha256_of(Path(model_file)),
+                       size=Path(model_file).stat().st_size, description=description or meta["description"])
+    target = cached_path(entry)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(Path(model_file).read_bytes())
+    os.replace(tmp, target)
+    path = user_registry_path()
+    models = json.loads(path.read_text(encoding="utf-8"))["models"] if path.is_file() else []
+    models = [m for m in models if (m["name"], m["version"]) != (entry.name, entry.version)]
+    models.append(entry.__dict__.copy())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"models": models}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return entry
+
+
+def find_entry(name: str, entries: Optional[list[ModelEntry]] = None) -> ModelEntry:
+    entries = load_registry() if entries is None else entries
+    for e in reversed(entries):  # the newest registration of a name wins
+        if e.name == name or f"{e.name}-{e.version}" == name:
+            return e
+    known = ", ".join(e.name for e in entries) or "none"
+    raise ModelFileError(f"'{name}' is neither a model file nor a registered model (registered: {known})")
+
+
+def cache_dir() -> Path:
+    """Per-user cache: $BONESEGMENTATION_CACHE, else the platform's cache folder."""
+    if os.environ.get("BONESEGMENTATION_CACHE"):
+        return Path(os.environ["BONESEGMENTATION_CACHE"])
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "bonesegmentation" / "models"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundled_path(entry: ModelEntry) -> Optional[Path]:
+    if not entry.bundled:
+        return None
+    path = resource_path(entry.bundled)
+    return path if path.is_file() else None
+
+
+def cached_path(entry: ModelEntry, cache: Optional[Path] = None) -> Path:
+    return (cache or cache_dir()) / entry.file_name
+
+
+def local_copy(entry: ModelEntry, cache: Optional[Path] = None) -> Optional[Path]:
+    """A verified local file of the entry (bundled or cached), or None."""
+    for path in (bundled_path(entry), cached_path(entry, cache)):
+        if path is not None and path.is_file() and path.stat().st_size == entry.size \
+                and sha256_of(path) == entry.sha256:
+            return path
+    return None
+
+
+def download(entry: ModelEntry, cache: Optional[Path] = None,
+             progress: Optional[Callable[[int, int], None]] = None, retries: int = 3,
+             timeout: float = 30.0) -> Path:
+    """Download into the cache, resuming a partial file, verifying size and SHA-256."""
+    target = cached_path(entry, cache)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    last_error = ""
+    for _ in range(max(1, retries)):
+        try:
+            _fetch(entry.url, part, entry.size, progress, timeout)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            last_error = str(getattr(e, "reason", e))
+            continue
+        if part.stat().st_size < entry.size:
+            last_error = f"connection ended at {part.stat().st_size} of {entry.size} bytes"
+            continue
+        break
+    else:
+        raise DownloadError(f"download of {entry.name} from {entry.url} failed ({last_error}); "
+                            f"the partial file {part} is kept and the next attempt resumes it")
+    have = part.stat().st_size
+    digest = sha256_of(part)
+    if have != entry.size or digest != entry.sha256:
+        part.unlink()
+        raise DownloadError(f"downloaded {entry.name} does not match the registry (size {have} vs "
+                            f"{entry.size}, SHA-256 {digest[:12]}... vs {entry.sha256[:12]}...); "
+                            "the file was deleted and not used")
+    os.replace(part, target)
+    return target
+
+
+def _fetch(url: str, part: Path, size: int, progress: Optional[Callable[[int, int], None]],
+           timeout: float) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    if have > size:
+        part.unlink()
+        have = 0
+    if have == size:
+        return
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if have and response.status != 206:  # server ignored the range: start again
+            have = 0
+        with open(part, "ab" if have else "wb") as f:
+            while True:
+                block = response.read(CHUNK)
+                if not block:
+                    break
+                f.write(block)
+                have += len(block)
+                if progress is not None:
+                    progress(have, size)
+
+
+def resolve_model(spec: Optional[str] = None, cache: Optional[Path] = None,
+                  progress: Optional[Callable[[int, int], None]] = None,
+                  allow_download: bool = True) -> Path:
+    """A local model file for ``spec``: an existing path, or a registry name (default model)."""
+    spec = spec or DEFAULT_MODEL
+    candidate = Path(spec).expanduser()
+    if candidate.suffix == ".pt" or candidate.exists():
+        if not candidate.is_file():
+            raise ModelFileError(f"model file not found: {candidate}")
+        return candidate
+    entry = find_entry(spec)
+    path = local_copy(entry, cache)
+    if path is not None:
+        return path
+    if not allow_download:
+        raise ModelFileError(f"model {entry.name} is not available locally and downloads are disabled")
+    return download(entry, cache, progress)

@@ -1,0 +1,353 @@
+"""Between the library's images and Slicer's MRML nodes (needs only Slicer's core: ``slicer`` MRML
+classes and ``vtk``, no Qt and no ``slicer.app``, so it runs under ``slicer-core`` from PyPI).
+
+- Volume nodes <-> SimpleITK images with exact geometry. MRML is RAS, ITK is LPS: both the origin
+  and the direction flip their first two axes; the voxel array is the same.
+- Label map -> segmentation node: one segment per bone found, **segment ID = the bone's machine
+  name** (stable across runs and edits), name = display name, colour and terminology from the
+  bone table. All segments share one labelmap layer (as Slicer's own import does), built in one
+  step rather than one extraction per bone.
+- Segmentation node -> label map on a reference grid: each segment's class comes from its ID,
+  else its terminology, else its name — never from its position in the segment list. Unknown
+  segments and overlapping segments are refused with the offending segments listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.bones import Bone, BoneTable, default_table
+from ..core.errors import BoneSegmentationError
+from ..core.labelmaps import present_labels
+from ..export.meshes import bone_meshes
+
+FLIP = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS
+BINARY_LABELMAP = "Binary labelmap"
+CLOSED_SURFACE = "Closed surface"
+SLICER_SURFACE_SMOOTHING = 0.5  # Slicer's default for 3D display: edited bones, which Slicer
+# converts itself, then look like the others
+
+
+class SegmentMappingError(BoneSegmentationError):
+    """Segments that cannot be turned into the class table's label values."""
+
+
+def _slicer():
+    import slicer  # noqa: PLC0415 - only when Slicer (or slicer-core) is there
+    return slicer
+
+
+def _vtk_matrix_to_numpy(m) -> np.ndarray:
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _numpy_to_vtk_matrix(a: np.ndarray):
+    import vtk
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(a[r, c]))
+    return m
+
+
+def ijk_to_ras(image: sitk.Image) -> np.ndarray:
+    """The 4x4 IJK->RAS matrix of a SimpleITK (LPS) image."""
+    d = np.array(image.GetDirection()).reshape(3, 3)
+    m = np.eye(4)
+    m[:3, :3] = FLIP @ d @ np.diag(image.GetSpacing())
+    m[:3, 3] = FLIP @ np.array(image.GetOrigin())
+    return m
+
+
+def geometry_from_ijk_to_ras(m: np.ndarray) -> tuple[tuple, tuple, tuple]:
+    """(origin, spacing, direction) in LPS for SimpleITK from an IJK->RAS matrix."""
+    lps = FLIP @ m[:3, :3]
+    spacing = np.linalg.norm(lps, axis=0)
+    direction = lps / spacing
+    return tuple(FLIP @ m[:3, 3]), tuple(spacing), tuple(direction.ravel())
+
+
+def volume_node_to_image(node) -> sitk.Image:
+    """A scalar or label map volume node as a SimpleITK image (copy of the voxels, LPS geometry)."""
+    slicer = _slicer()
+    array = slicer.util.arrayFromVolume(node)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    m = _slicer_matrix(node)
+    origin, spacing, direction = geometry_from_ijk_to_ras(m)
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    return image
+
+
+def _slicer_matrix(node) -> np.ndarray:
+    import vtk
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return _vtk_matrix_to_numpy(m)
+
+
+def image_to_volume_node(image: sitk.Image, scene, name: str, labelmap: bool = False, node=None):
+    """Put a SimpleITK image into a (new or given) volume node with the same physical geometry."""
+    slicer = _slicer()
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, sitk.GetArrayViewFromImage(image))
+    node.SetIJKToRASMatrix(_numpy_to_vtk_matrix(ijk_to_ras(image)))
+    return node
+
+
+def oriented_image(array: np.ndarray, ijk_to_ras_matrix: np.ndarray):
+    """A ``vtkOrientedImageData`` (Slicer's labelmap type) from a (z, y, x) array and its geometry."""
+    slicer = _slicer()
+    from vtk.util import numpy_support
+    img = slicer.vtkOrientedImageData()
+    nz, ny, nx = array.shape
+    img.SetDimensions(nx, ny, nz)
+    flat = np.ascontiguousarray(array).ravel()
+    scalars = numpy_support.numpy_to_vtk(flat, deep=True)
+    img.GetPointData().SetScalars(scalars)
+    img.SetImageToWorldMatrix(_numpy_to_vtk_matrix(ijk_to_ras_matrix))
+    return img
+
+
+def set_bone_appearance(segment, bone: Bone) -> None:
+    """Name, colour and standard terminology of one segment, from the bone table."""
+    segment.SetName(bone.display_name)
+    segment.SetColor(*(c / 255.0 for c in bone.rgb))
+    segment.SetTag(segment.GetTerminologyEntryTagName(), bone.terminology_entry())
+    segment.SetTag("BoneSegmentation.class", bone.name)
+
+
+def labels_to_segmentation_node(labels: sitk.Image, segmentation_node, table: Optional[BoneTable] = None,
+                                reference_volume_node=None) -> list[str]:
+    """Replace the node's segments with one per bone present in ``labels``; returns segment IDs.
+
+    Segment ID = machine name; the label map itself becomes the shared labelmap layer, so this
+    costs one copy of the array whatever the number of bones.
+    """
+    slicer = _slicer()
+    table = table or default_table()
+    array = sitk.GetArrayViewFromImage(labels)
+    present = present_labels(array)
+    unknown = [v for v in present if v >= table.num_classes]
+    if unknown:
+        raise SegmentMappingError(f"label values {unknown} are not in the bone table (0..{table.num_classes - 1})")
+    if array.dtype != np.uint8:
+        array = array.astype(np.uint8)
+    shared = oriented_image(array, ijk_to_ras(labels))
+    segmentation = segmentation_node.GetSegmentation()
+    was = segmentation_node.StartModify()
+    try:
+        segmentation.RemoveAllSegments()
+        segmentation.SetSourceRepresentationName(BINARY_LABELMAP)
+        if reference_volume_node is not None:
+            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+        ids = []
+        for value in present:
+            bone = table[value]
+            segment = slicer.vtkSegment()
+            set_bone_appearance(segment, bone)
+            segment.SetLabelValue(value)
+            segment.AddRepresentation(BINARY_LABELMAP, shared)
+            segmentation.AddSegment(segment, bone.name)
+            ids.append(bone.name)
+    finally:
+        segmentation_node.EndModify(was)
+    return ids
+
+
+def register_surface_rules() -> None:
+    """Make labelmap <-> closed surface conversion available (Slicer's application does this at
+    start-up; bare ``slicer-core`` does not)."""
+    slicer = _slicer()
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    have = {rule.GetClassName() for rule in factory.GetConverterRules()}
+    for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+                 slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
+        if rule.__name__ not in have:
+            factory.RegisterConverterRule(rule())
+
+
+def add_closed_surfaces(segmentation_node, labels: sitk.Image, smoothing: float = SLICER_SURFACE_SMOOTHING) -> int:
+    """Give every segment its 3D surface from one multi-label surface-nets pass over ``labels``
+    (what the node holds), instead of Slicer converting segment by segment; returns the triangle
+    count. The surfaces are derived representations: when a segment is edited, Slicer drops its
+    surface and converts that segment again with its own rule."""
+    import vtk
+    from vtk.util import numpy_support
+
+    segmentation = segmentation_node.GetSegmentation()
+    wanted = {segmentation.GetNthSegmentID(k) for k in range(segmentation.GetNumberOfSegments())}
+    triangles = 0
+    for mesh in bone_meshes(labels, smoothing=smoothing, max_triangles=0, coordinates="RAS", manifold=False):
+        if mesh.name not in wanted:
+            continue
+        poly = vtk.vtkPolyData()
+        points = vtk.vtkPoints()
+        points.SetData(numpy_support.numpy_to_vtk(mesh.points, deep=True))
+        poly.SetPoints(points)
+        cells = vtk.vtkCellArray()
+        cells.SetData(3, numpy_support.numpy_to_vtkIdTypeArray(mesh.triangles.astype(np.int64).ravel(), deep=True))
+        poly.SetPolys(cells)
+        normals = numpy_support.numpy_to_vtk(mesh.normals, deep=True)
+        normals.SetName("Normals")
+        poly.GetPointData().SetNormals(normals)
+        segmentation.GetSegment(mesh.name).AddRepresentation(CLOSED_SURFACE, poly)
+        triangles += len(mesh.triangles)
+    return triangles
+
+
+@dataclass
+class SegmentMapping:
+    """How each segment of a node maps onto the class table (and what could not be mapped)."""
+
+    classes: dict[str, int] = field(default_factory=dict)  # segment ID -> class index
+    unknown: list[str] = field(default_factory=list)  # segment names that match no class
+    duplicates: dict[int, list[str]] = field(default_factory=dict)  # class -> several segment names
+
+
+def map_segments(segmentation_node, table: Optional[BoneTable] = None) -> SegmentMapping:
+    """Class of every segment: by segment ID (machine name), then terminology, then name."""
+    table = table or default_table()
+    by_name = {b.name: b.index for b in table.foreground()}
+    by_display = {b.display_name.lower(): b.index for b in table.foreground()}
+    by_terminology = {_terminology_key(b.terminology_entry()): b.index for b in table.foreground()}
+    segmentation = segmentation_node.GetSegmentation()
+    mapping = SegmentMapping()
+    seen: dict[int, list[str]] = {}
+    for k in range(segmentation.GetNumberOfSegments()):
+        seg_id = segmentation.GetNthSegmentID(k)
+        segment = segmentation.GetNthSegment(k)
+        name = segment.GetName()
+        entry = _tag(segment, segment.GetTerminologyEntryTagName())
+        cls = (by_name.get(seg_id) or by_name.get(name) or
+               (by_terminology.get(_terminology_key(entry)) if entry else None) or by_display.get(name.lower()))
+        if cls is None:
+            mapping.unknown.append(name)
+            continue
+        mapping.classes[seg_id] = cls
+        seen.setdefault(cls, []).append(name)
+    mapping.duplicates = {c: names for c, names in seen.items() if len(names) > 1}
+    return mapping
+
+
+def _tag(segment, key: str) -> str:
+    import vtk
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(key, value) else ""
+
+
+def _terminology_key(entry: str) -> tuple:
+    """Category, type, type modifier, region, region modifier codes (context names ignored)."""
+    parts = entry.split("~")
+    if len(parts) != 7:
+        return ()
+    return tuple(p.split("^")[1] if "^" in p else "" for p in (parts[1], parts[2], parts[3], parts[5], parts[6]))
+
+
+def segmentation_node_to_labels(segmentation_node, reference: sitk.Image, table: Optional[BoneTable] = None,
+                                allow_overlap: bool = False) -> sitk.Image:
+    """The node's segments as one uint8 label map on ``reference``'s grid, in the table's values."""
+    table = table or default_table()
+    mapping = map_segments(segmentation_node, table)
+    problems = []
+    if mapping.unknown:
+        problems.append(f"segments matching no bone of the table: {', '.join(sorted(mapping.unknown))} "
+                        "(rename them to a bone's name or remove them)")
+    if mapping.duplicates:
+        problems.append("several segments for one bone: " + "; ".join(
+            f"{table[c].display_name}: {', '.join(n)}" for c, n in sorted(mapping.duplicates.items())))
+    if problems:
+        raise SegmentMappingError("; ".join(problems))
+    out = np.zeros(sitk.GetArrayViewFromImage(reference).shape, np.uint8)
+    owner = np.zeros(out.shape, np.int16) - 1 if not allow_overlap else None
+    segmentation = segmentation_node.GetSegmentation()
+    ids = list(mapping.classes)
+    ref_matrix = ijk_to_ras(reference)
+    overlaps: set[tuple[str, str]] = set()
+    for seg_id in ids:
+        mask = _segment_mask(segmentation, seg_id, ref_matrix, out.shape)
+        if mask is None:
+            continue
+        if owner is not None:
+            clash = mask & (owner >= 0)
+            if clash.any():
+                for other in np.unique(owner[clash]):
+                    overlaps.add((segmentation.GetSegment(ids[other]).GetName(),
+                                  segmentation.GetSegment(seg_id).GetName()))
+            owner[mask] = ids.index(seg_id)
+        out[mask] = mapping.classes[seg_id]
+    if overlaps:
+        raise SegmentMappingError("overlapping segments (a voxel can belong to one bone only): " +
+                                  "; ".join(f"{a} / {b}" for a, b in sorted(overlaps)))
+    image = sitk.GetImageFromArray(out)
+    image.CopyInformation(reference)
+    return image
+
+
+def off_grid_segments(segmentation_node, reference: sitk.Image) -> list[str]:
+    """Names of segments whose voxels do not lie on ``reference``'s grid (another spacing,
+    orientation or a fractional shift): exporting them would need resampling."""
+    ref = ijk_to_ras(reference)
+    segmentation = segmentation_node.GetSegmentation()
+    off = []
+    for k in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(k)
+        layer = segment.GetRepresentation(BINARY_LABELMAP)
+        if layer is None or layer.GetExtent()[1] < layer.GetExtent()[0]:
+            continue
+        m = _vtk_matrix_to_numpy_from(layer)
+        offset = np.linalg.solve(ref[:3, :3], m[:3, 3] - ref[:3, 3])
+        if not (np.allclose(m[:3, :3], ref[:3, :3], atol=1e-4) and np.allclose(offset, np.round(offset), atol=1e-3)):
+            off.append(segment.GetName())
+    return off
+
+
+def _segment_mask(segmentation, seg_id: str, ref_matrix: np.ndarray, shape) -> Optional[np.ndarray]:
+    """Boolean mask of one segment on the reference grid (None when the segment is empty)."""
+    slicer = _slicer()
+    from vtk.util import numpy_support
+    segment = segmentation.GetSegment(seg_id)
+    layer = segment.GetRepresentation(BINARY_LABELMAP)
+    if layer is None:
+        return None
+    target = slicer.vtkOrientedImageData()
+    target.SetDimensions(shape[2], shape[1], shape[0])
+    target.SetImageToWorldMatrix(_numpy_to_vtk_matrix(ref_matrix))
+    m = _vtk_matrix_to_numpy_from(layer)
+    ext = layer.GetExtent()
+    if ext[1] < ext[0]:
+        return None
+    array = numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars()).reshape(
+        ext[5] - ext[4] + 1, ext[3] - ext[2] + 1, ext[1] - ext[0] + 1)
+    mask = np.zeros(shape, bool)
+    same_axes = np.allclose(m[:3, :3], ref_matrix[:3, :3], atol=1e-6)
+    offset = np.linalg.solve(ref_matrix[:3, :3], m[:3, 3] - ref_matrix[:3, 3]) if same_axes else None
+    if same_axes and np.allclose(offset, np.round(offset), atol=1e-3):
+        o = np.round(offset).astype(int) + np.array(ext[0::2])  # (i, j, k) of the layer's first voxel
+        src = array == segment.GetLabelValue()
+        lo = np.maximum(o[::-1], 0)
+        hi = np.minimum(o[::-1] + src.shape, shape)
+        if np.any(hi <= lo):
+            return None
+        mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = src[
+            lo[0] - o[2]:hi[0] - o[2], lo[1] - o[1]:hi[1] - o[1], lo[2] - o[0]:hi[2] - o[0]]
+    else:  # another grid (rotated or fractional shift): let Slicer resample the layer (nearest)
+        resampled = slicer.vtkOrientedImageData()
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            layer, target, resampled, False, False)
+        data = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()).reshape(shape)
+        mask = data == segment.GetLabelValue()
+    return mask if mask.any() else None
+
+
+def _vtk_matrix_to_numpy_from(image) -> np.ndarray:
+    import vtk
+    m = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(m)
+    return _vtk_matrix_to_numpy(m)

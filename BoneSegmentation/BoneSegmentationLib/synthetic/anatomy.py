@@ -1,0 +1,334 @@
+"""CT-like training images synthesised from a real body's label map, in the spirit of SynthSeg
+(Billot et al., Medical Image Analysis 2023: networks trained only on images synthesised from
+label maps work on real scans).
+
+The source anatomy is TotalSegmentator ground truth (Wasserthal et al., Radiology: AI 2023,
+CC BY 4.0): real bone shapes and their real neighbours (heart and contrast-filled vessels by the
+spine and ribs, kidneys, bowel) in one body. Per image, drawn from the seed: a random elastic and
+affine deformation (one body becomes many), a field of view (whole, thorax, abdomen or a
+20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an intensity for every
+structure (``tissue.py``), a body envelope, a table, calcifications, metal, blur and noise.
+
+Labels: the bones map to the bone table through its TotalSegmentator column (S1 into the
+sacrum). TotalSegmentator's one sternum is split into our three parts along the body axis at
+fixed fractions of its length (manubrium the top 27 %, xiphoid the bottom 8 %: typical adult
+proportions, an approximation). Classes the source cannot provide (hands, forearms, skull parts,
+C1-C7, hyoid, coccyx) are reported as unlabelled, for the partial-label loss: voxels that the
+source labels as one of them (the skull's and C7's slivers at the edge) are left out of the loss,
+never taught as background.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..core.bones import BoneTable, default_table
+from ..core.errors import InputImageError
+from ..core.totalsegmentator import STERNUM_PARTS, ts_classes, ts_to_table
+from . import tissue
+
+ATTRIBUTION = ("TotalSegmentator CT dataset, subject s0011 ground truth (Wasserthal et al., "
+               "Radiology: Artificial Intelligence 2023; CC BY 4.0)")
+FOV_KINDS = ("whole", "thorax", "abdomen", "clinical_crop")
+UNLABELLED_SLIVERS = ("cranium",) + tuple(f"vertebra_C{i}" for i in range(1, 8))  # cut by the source's edge
+
+_ARTERIES = ("aorta", "brachiocephalic_trunk", "subclavian_artery_right", "subclavian_artery_left",
+             "common_carotid_artery_right", "common_carotid_artery_left", "iliac_artery_left",
+             "iliac_artery_right", "pulmonary_vein", "atrial_appendage_left")
+_VEINS = ("brachiocephalic_vein_left", "brachiocephalic_vein_right", "superior_vena_cava",
+          "inferior_vena_cava", "portal_vein_and_splenic_vein", "iliac_vena_left", "iliac_vena_right")
+_BOWEL = ("stomach", "small_bowel", "duodenum", "colon", "esophagus")
+_MUSCLES = ("gluteus_maximus_left", "gluteus_maximus_right", "gluteus_medius_left", "gluteus_medius_right",
+            "gluteus_minimus_left", "gluteus_minimus_right", "autochthon_left", "autochthon_right",
+            "iliopsoas_left", "iliopsoas_right")
+_LUNGS = ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+          "lung_lower_lobe_right")
+_LONG_BONES = ("femur_left", "femur_right", "humerus_left", "humerus_right")
+
+
+@dataclass(frozen=True)
+class AnatomySource:
+    """A TotalSegmentator label map in LPS orientation (indices are TotalSegmentator's)."""
+
+    labels: sitk.Image
+    name: str
+    level_z_mm: dict[str, float]  # centre height (LPS z) of the vertebrae and femora present
+
+
+@dataclass
+class SyntheticCase:
+    ct: sitk.Image  # int16 HU
+    labels: sitk.Image  # uint8, bone table indices, same grid
+    labelled: list[str]  # bone table names trusted in ``labels`` (the rest: unlabelled)
+    spec: dict = field(default_factory=dict)  # the random choices, for provenance and debugging
+
+
+def load_source(path: Path) -> AnatomySource:
+    """Read a TotalSegmentator v2 'total' label map as training anatomy."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputImageError(f"anatomy label map {path} not found (expected a TotalSegmentator v2 'total' label map)")
+    return _load_cached(str(path.resolve()))
+
+
+@lru_cache(maxsize=2)
+def _load_cached(path: str) -> AnatomySource:
+    image = sitk.DICOMOrient(sitk.ReadImage(path, sitk.sitkUInt8), "LPS")
+    arr = sitk.GetArrayViewFromImage(image)
+    if arr.max() > max(ts_classes()):
+        raise InputImageError(f"{path}: label {int(arr.max())} is not a TotalSegmentator v2 'total' class")
+    levels = {}
+    names = {v: k for k, v in ts_classes().items()}
+    zs = np.arange(arr.shape[0])
+    for name in [f"vertebrae_{p}{i}" for p, n in (("T", 12), ("L", 5)) for i in range(1, n + 1)] + \
+            ["vertebrae_C7", "femur_left", "sacrum"]:
+        counts = np.count_nonzero(arr == names[name], axis=(1, 2))
+        if counts.sum() > 50:
+            k = float((zs * counts).sum() / counts.sum())
+            levels[name] = image.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, k))[2]
+    return AnatomySource(image, Path(path).name, levels)
+
+
+def _draw_fov(source: AnatomySource, rng: np.random.Generator, spacing_z: float) -> tuple[str, float, float]:
+    """(kind, z_low, z_high) in the source's LPS millimetres."""
+    img = source.labels
+    z0 = img.GetOrigin()[2]
+    z1 = z0 + (img.GetSize()[2] - 1) * img.GetSpacing()[2]
+    lv = source.level_z_mm
+    kind = str(rng.choice(FOV_KINDS, p=[0.25, 0.2, 0.2, 0.35]))
+    if kind == "whole":
+        return kind, z0, z1
+    if kind == "thorax":
+        lo = lv.get("vertebrae_L1", z0) + rng.uniform(-40, 20)
+        return kind, max(z0, lo), z1
+    if kind == "abdomen":
+        hi = lv.get("vertebrae_T10", z1) + rng.uniform(-20, 40)
+        return kind, z0, min(z1, hi)
+    length = rng.integers(20, 61) * spacing_z
+    centre = rng.uniform(z0 + length / 2, max(z0 + length / 2 + 1, z1 - length / 2))
+    return kind, centre - length / 2, centre + length / 2
+
+
+def _deformation(centre: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator,
+                 strength: float = 1.0) -> sitk.Transform:
+    """Output point -> source point: a smooth B-spline displacement, then rotation and per-axis
+    scale about ``centre`` (body size and shape variation)."""
+    angles = np.deg2rad(rng.uniform(-1, 1, 3) * np.array([5, 5, 8]) * strength)
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    scale = 1 + rng.uniform(-0.15, 0.15, 3) * strength
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(tuple(float(c) for c in centre))
+    affine.SetMatrix(tuple(float(v) for v in (rz @ ry @ rx @ np.diag(1 / scale)).ravel()))
+    affine.SetTranslation(tuple(float(v) for v in rng.normal(0, 5, 3) * strength))
+    domain = sitk.Image([8, 8, 8], sitk.sitkUInt8)
+    domain.SetOrigin(tuple(float(v) for v in lo))
+    domain.SetSpacing(tuple(float(v) for v in np.maximum((hi - lo) / 7, 1.0)))
+    bspline = sitk.BSplineTransformInitializer(domain, [4, 4, 5])
+    n = len(bspline.GetParameters())
+    bspline.SetParameters(tuple(float(v) for v in rng.normal(0, rng.uniform(2, 8) * strength, n)))
+    return sitk.CompositeTransform([affine, bspline])
+
+
+def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, float] | None = None,
+               fov: str | None = None, phase: str | None = None, deform: float = 1.0,
+               table: BoneTable | None = None) -> SyntheticCase:
+    """One CT-like image and its bone labels from ``source``; a pure function of the arguments.
+
+    ``spacing``: isotropic mm, or (in-plane, slice) mm; default drawn (in-plane 1.6-2.6 mm,
+    slices 1.6-5 mm). ``fov``/``phase`` force a field of view or a contrast phase.
+    """
+    t0 = time.perf_counter()
+    table = table or default_table()
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB0E5]))
+    if spacing is None:
+        s_xy = float(rng.uniform(1.6, 2.6))
+        s_z = float(rng.choice([1.6, 2.0, 2.5, 3.0, 4.0, 5.0]))
+    elif isinstance(spacing, (tuple, list)):
+        s_xy, s_z = float(spacing[0]), float(spacing[1])
+    else:
+        s_xy = s_z = float(spacing)
+    kind, z_lo, z_hi = _draw_fov(source, rng, s_z)
+    if fov is not None:
+        if fov not in FOV_KINDS:
+            raise ValueError(f"unknown field of view {fov!r}: use one of {', '.join(FOV_KINDS)}")
+        kind, z_lo, z_hi = _forced_fov(source, fov, rng, s_z)
+    src = source.labels
+    src_lo = np.array(src.GetOrigin())
+    src_hi = src_lo + (np.array(src.GetSize()) - 1) * np.array(src.GetSpacing())
+    lo = np.array([src_lo[0], src_lo[1], z_lo])
+    hi = np.array([src_hi[0], src_hi[1], z_hi])
+    centre = (lo + hi) / 2
+    transform = _deformation(centre, lo, hi, rng, deform)
+    size = [int(np.floor((hi[i] - lo[i]) / s)) + 1 for i, s in enumerate((s_xy, s_xy, s_z))]
+    grid = sitk.Image(size, sitk.sitkUInt8)
+    grid.SetOrigin(tuple(float(v) for v in lo))
+    grid.SetSpacing((s_xy, s_xy, s_z))
+    ts = sitk.GetArrayFromImage(sitk.Resample(src, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    spacing_zyx = (s_z, s_xy, s_xy)
+
+    phase_ = tissue.draw_phase(rng, phase)
+    ct = _render(ts, rng, phase_, spacing_zyx)
+    labels = _bone_labels(ts, table)
+    if rng.random() < 0.15:  # a reconstruction circle smaller than the body: arms cut off
+        _circle_fov(ct, labels, rng)
+    ct_img = sitk.GetImageFromArray(ct)
+    ct_img.CopyInformation(grid)
+    lab_img = sitk.GetImageFromArray(labels)
+    lab_img.CopyInformation(grid)
+    unlabelled = {b.name for b in table.foreground() if not b.totalsegmentator_total_name} | set(UNLABELLED_SLIVERS)
+    labelled = [b.name for b in table.foreground() if b.name not in unlabelled]
+    spec = {"seed": seed, "source": source.name, "fov": kind, "z_mm": [round(z_lo, 1), round(z_hi, 1)],
+            "spacing_mm": [s_xy, s_xy, s_z], "phase": phase_.name, "deform": deform,
+            "seconds": round(time.perf_counter() - t0, 2)}
+    return SyntheticCase(ct_img, lab_img, labelled, spec)
+
+
+def _forced_fov(source: AnatomySource, kind: str, rng: np.random.Generator, s_z: float) -> tuple[str, float, float]:
+    for _ in range(100):
+        got = _draw_fov(source, rng, s_z)
+        if got[0] == kind:
+            return got
+    raise RuntimeError(f"could not draw a {kind} field of view")  # unreachable with the probabilities above
+
+
+def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhase,
+            spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges)."""
+    idx = {name: i for i, name in ts_classes().items()}
+    shape = ts.shape
+    s = spacing_zyx[1]
+
+    def mask(*names: str) -> np.ndarray:
+        lut = np.zeros(256, bool)
+        lut[[idx[n] for n in names]] = True
+        return lut[ts]
+
+    ct = np.full(shape, tissue.AIR_HU, np.float32) + rng.normal(0, 5)
+    body, fat_layer, _ = tissue.envelope(ts > 0, rng, spacing_zyx)
+    ct[body] = tissue.fat_and_muscle(shape, rng, s)[body]
+    ct[fat_layer] = rng.uniform(-120, -80) + tissue.smooth_field(shape, rng, 2.0)[fat_layer] * 8
+    depth = tissue.depth_mm(np.where(body, ts, 255).astype(np.uint8), spacing_zyx)
+    skin = body & (depth < rng.uniform(1.0, 3.0)) & (ts == 0)
+    ct[skin] = rng.uniform(0, 60)
+    texture = tissue.smooth_field(shape, rng, 2.0)
+
+    def paint(m: np.ndarray, hu: float, tex: float = 8.0) -> None:
+        ct[m] = hu + texture[m] * tex
+
+    u = rng.uniform
+    paint(mask(*_MUSCLES), u(30, 65), 10)
+    paint(mask("liver"), phase.liver, 8)
+    paint(mask("spleen"), phase.spleen, 10)
+    paint(mask("pancreas"), phase.pancreas, 12)
+    paint(mask("kidney_left", "kidney_right"), phase.kidneys, 15)
+    paint(mask("kidney_cyst_left", "kidney_cyst_right"), u(0, 15), 3)
+    paint(mask("adrenal_gland_left", "adrenal_gland_right"), u(20, 60), 5)
+    paint(mask("gallbladder"), u(0, 25), 3)
+    paint(mask("urinary_bladder"), u(0, 20) if rng.random() < 0.85 else u(150, 500), 3)
+    paint(mask("prostate"), u(30, 55), 6)
+    paint(mask("thyroid_gland"), u(70, 120) if phase.name == "native" else u(120, 220), 10)
+    paint(mask("spinal_cord"), u(25, 45), 4)
+    paint(mask("brain"), u(25, 40), 4)
+    # vessels and heart: bright in contrast phases, a darker myocardium round the chambers
+    arteries = mask(*_ARTERIES)
+    paint(arteries, phase.arteries, 10)
+    paint(mask(*_VEINS), phase.veins, 10)
+    heart = mask("heart")
+    paint(heart, phase.heart, 15)
+    paint(heart & (depth < u(4, 10)), phase.myocardium, 8)
+    tissue.add_calcifications(ct, arteries & (depth < 2.5), rng)
+    # bowel: a wall round contents that are air, fluid or (oral contrast) bright
+    bowel = mask(*_BOWEL)
+    contents = tissue.smooth_field(shape, rng, 8 / s)
+    lumen = bowel & (depth > u(1.5, 4))
+    air_frac, contrast_frac = u(0.05, 0.4), (u(0.2, 0.7) if phase.oral_contrast else 0.0)
+    q_air, q_con = np.quantile(contents[::3, ::3, ::3], [air_frac, 1 - contrast_frac])
+    paint(bowel, u(30, 60) if phase.name == "native" else u(60, 120), 8)
+    paint(lumen & (contents > q_air), u(0, 40), 15)
+    ct[lumen & (contents <= q_air)] = u(-1000, -850)
+    if contrast_frac > 0:
+        paint(lumen & (contents >= q_con), u(200, 600), 40)
+    # airways and lungs (denser at the back, where gravity pools blood), with vessels
+    trachea = mask("trachea")
+    paint(trachea, u(20, 50), 5)
+    ct[trachea & (depth > 1.5)] = u(-1000, -950)
+    lungs = mask(*_LUNGS)
+    gravity = np.linspace(0, u(0, 80), shape[1], dtype=np.float32)[None, :, None]
+    lung_hu = u(-920, -820)
+    ct[lungs] = (lung_hu + gravity + texture * 10)[lungs]
+    f1, f2 = (tissue.smooth_field(shape, rng, u(6, 12) / s) for _ in range(2))
+    width = u(0.06, 0.12)
+    vessels = lungs & (np.abs(f1) < width) & (np.abs(f2) < width)
+    ct[vessels] = u(-100, 80) + (phase.arteries - 40) * 0.3
+    # costal cartilage, sometimes calcified
+    cartilage = mask("costal_cartilages")
+    paint(cartilage, u(60, 160), 15)
+    if rng.random() < 0.5:
+        spots = cartilage & (texture > u(1.0, 2.0))
+        ct[spots] = u(250, 700)
+    # bones: cortical shell over trabecular core; long-bone shafts with marrow
+    bone_lut = np.zeros(256, bool)
+    bone_lut[np.nonzero(ts_to_table())[0]] = True
+    bone = bone_lut[ts] | mask("skull")
+    tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s)
+    tissue.add_metal(ct, body & ~bone & (depth < 5), rng)
+    tissue.add_table(ct, body, rng, spacing_zyx)
+    return tissue.scanner(ct, rng, spacing_zyx)
+
+
+def _shafts(ts: np.ndarray, idx: dict[str, int]) -> np.ndarray:
+    """The middle of the femora and humeri along z (their diaphyses), where marrow is fatty."""
+    out = np.zeros(ts.shape, bool)
+    for name in _LONG_BONES:
+        m = ts == idx[name]
+        zs = np.nonzero(m.any(axis=(1, 2)))[0]
+        if len(zs) > 10:
+            lo, hi = zs[0] + (zs[-1] - zs[0]) // 4, zs[-1] - (zs[-1] - zs[0]) // 4
+            out[lo:hi] |= m[lo:hi]
+    return out
+
+
+def _bone_labels(ts: np.ndarray, table: BoneTable) -> np.ndarray:
+    """TotalSegmentator indices -> bone table indices; the sternum split into its three parts
+    along z (manubrium top 27 %, xiphoid bottom 8 % of its extent)."""
+    labels = ts_to_table(table)[ts]
+    sternum = ts == {v: k for k, v in ts_classes().items()}["sternum"]
+    zs = np.nonzero(sternum.any(axis=(1, 2)))[0]
+    if len(zs):
+        lo, hi = zs[0], zs[-1] + 1
+        length = hi - lo
+        man_lo = hi - int(round(0.27 * length))
+        xiph_hi = lo + int(round(0.08 * length))
+        parts = {name: table.by_name(name).index for name in STERNUM_PARTS}
+        band = np.zeros(ts.shape[0], np.uint8)
+        band[lo:hi] = parts["sternum_body"]
+        band[man_lo:hi] = parts["sternum_manubrium"]
+        band[lo:xiph_hi] = parts["sternum_xiphoid"]
+        labels[sternum] = np.broadcast_to(band[:, None, None], ts.shape)[sternum]
+    # slivers of bones the source cannot provide whole keep their class (left out of the loss)
+    idx = {v: k for k, v in ts_classes().items()}
+    labels[ts == idx["skull"]] = table.by_name("cranium").index
+    labels[ts == idx["vertebrae_C7"]] = table.by_name("vertebra_C7").index
+    return labels
+
+
+def _circle_fov(ct: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
+    """A reconstruction circle smaller than the grid: outside it the scanner writes -1024 and
+    nothing is known, so labels there are background too (the network sees nothing)."""
+    ny, nx = ct.shape[1:]
+    r = rng.uniform(0.38, 0.5) * min(ny, nx)
+    y, x = np.ogrid[:ny, :nx]
+    outside = (y - ny / 2) ** 2 + (x - nx / 2) ** 2 > r * r
+    ct[:, outside] = -1024
+    labels[:, outside] = 0

@@ -1,0 +1,200 @@
+"""CT appearance drawn per image: what a real scanner shows around the bones.
+
+Shared by the anatomy synthesiser (``anatomy.py``) and the procedural phantom (``phantom.py``) so
+that both teach the network real surroundings: a contrast phase that makes the heart and vessels
+anywhere from 30 to 450 HU, fat and muscle with texture, bone with a cortical shell over a
+trabecular core of varying density, a CT table and cushion under the patient, calcifications and
+metal, correlated noise and the blur of slice thickness and reconstruction kernel.
+
+All ranges are Hounsfield units from clinical CT; every draw comes from the caller's generator,
+so an image is a pure function of its seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+PHASES = ("native", "arterial", "portal_venous")
+AIR_HU = -1000.0
+
+
+@dataclass(frozen=True)
+class ContrastPhase:
+    """Intensities (HU) that depend on the contrast phase of one image."""
+
+    name: str
+    arteries: float  # aorta and its branches, left heart
+    veins: float  # venae cavae, iliac and portal veins
+    heart: float  # heart chambers (the myocardium is drawn darker)
+    myocardium: float
+    kidneys: float
+    liver: float
+    spleen: float
+    pancreas: float
+    oral_contrast: bool  # bowel lumen bright (200-600 HU) in places
+
+
+def draw_phase(rng: np.random.Generator, name: str | None = None) -> ContrastPhase:
+    """A contrast phase and its intensities, from the ranges clinical CT shows."""
+    name = name or str(rng.choice(PHASES, p=[0.3, 0.3, 0.4]))
+    u = rng.uniform
+    if name == "native":
+        art = u(30, 55)
+        return ContrastPhase(name, art, u(30, 55), u(30, 55), u(35, 55), u(25, 40), u(45, 70), u(40, 55),
+                             u(30, 50), bool(rng.random() < 0.25))
+    if name == "arterial":
+        art = u(180, 450)
+        return ContrastPhase(name, art, u(40, 200), art * u(0.6, 1.0), u(70, 130), u(120, 250), u(55, 90),
+                             u(70, 180), u(80, 130), bool(rng.random() < 0.3))
+    if name == "portal_venous":
+        return ContrastPhase(name, u(120, 230), u(110, 210), u(110, 210), u(80, 130), u(130, 220), u(90, 140),
+                             u(95, 140), u(80, 120), bool(rng.random() < 0.4))
+    raise ValueError(f"unknown contrast phase {name!r}: use one of {', '.join(PHASES)}")
+
+
+def smooth_field(shape: tuple[int, ...], rng: np.random.Generator, scale_vox: float) -> np.ndarray:
+    """Zero-mean, unit-variance random field with features of about ``scale_vox`` voxels, made
+    at low resolution and interpolated up (fast even for whole bodies)."""
+    factor = max(1.0, scale_vox / 2.0)
+    small = tuple(max(2, int(np.ceil(s / factor)) + 1) for s in shape)
+    field = ndimage.gaussian_filter(rng.standard_normal(small).astype(np.float32), sigma=min(2.0, scale_vox / 2))
+    field = ndimage.zoom(field, [s / f for s, f in zip(shape, small)], order=1, grid_mode=True, mode="nearest")
+    field = field[tuple(slice(0, s) for s in shape)]
+    if field.shape != tuple(shape):  # zoom rounding: pad the last row or two
+        field = np.pad(field, [(0, s - f) for s, f in zip(shape, field.shape)], mode="edge")
+    field -= field.mean()
+    std = field.std()
+    return field / std if std > 0 else field
+
+
+def depth_mm(labels: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Distance (mm) from every voxel to the nearest boundary between two different labels.
+
+    One distance transform serves every structure: inside a bone it is the depth below the
+    bone's surface (cortex = shallow), inside the heart the depth below its wall, and so on.
+    """
+    boundary = np.zeros(labels.shape, bool)
+    for axis in range(3):
+        a = np.swapaxes(labels, 0, axis)
+        b = np.swapaxes(boundary, 0, axis)
+        diff = a[1:] != a[:-1]
+        b[1:] |= diff
+        b[:-1] |= diff
+    return ndimage.distance_transform_edt(~boundary, sampling=spacing_zyx).astype(np.float32)
+
+
+def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.random.Generator,
+                long_bone: np.ndarray | None = None, spacing_mm: float = 2.0) -> None:
+    """Cortical shell (600-1800 HU, 0.8-2.5 mm) over a textured trabecular core whose density runs
+    from osteoporotic (60 HU) to dense (400 HU); long-bone shafts get a thick cortex round fatty
+    marrow. Partial volume at coarse spacing is left to the caller's blur."""
+    cortex_mm = rng.uniform(0.8, 2.5)
+    cortical = rng.uniform(600, 1800)
+    trabecular = rng.uniform(60, 400)
+    texture = smooth_field(ct.shape, rng, 1.5) * rng.uniform(20, 80)
+    core = bone & (depth > cortex_mm)
+    ct[core] = trabecular + texture[core]
+    shell = bone & ~core
+    # a shell thinner than a voxel shows as a weaker rim: blend by the fraction of the voxel it fills
+    fill = min(1.0, 1.5 * cortex_mm / spacing_mm + 0.3)
+    ct[shell] = fill * cortical + (1 - fill) * trabecular
+    if long_bone is not None and long_bone.any():
+        shaft_cortex = rng.uniform(3.0, 6.0)
+        marrow = long_bone & (depth > shaft_cortex)
+        ct[long_bone & ~marrow & core] = cortical * rng.uniform(0.8, 1.0)
+        ct[marrow] = rng.uniform(-80, 60) + texture[marrow] * 0.3
+
+
+def fat_and_muscle(shape: tuple[int, int, int], rng: np.random.Generator, spacing_mm: float) -> np.ndarray:
+    """The unnamed soft tissue of a body: muscle (30-60 HU) and fat (-120..-70 HU) mixed by a smooth
+    random field, fat fraction from lean to obese."""
+    fat_hu, muscle_hu = rng.uniform(-120, -70), rng.uniform(30, 60)
+    fraction = rng.uniform(0.2, 0.7)
+    mix = smooth_field(shape, rng, rng.uniform(6, 20) / spacing_mm)
+    threshold = np.quantile(mix[:: 4, :: 4, :: 4], 1 - fraction)
+    out = np.where(mix > threshold, fat_hu, muscle_hu).astype(np.float32)
+    out += smooth_field(shape, rng, 2.0) * rng.uniform(3, 12)
+    return out
+
+
+def envelope(inside: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[float, float, float]
+             ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Body outline round the labelled structures: per-slice filled, closed hull, plus a
+    subcutaneous fat layer of random thickness. Returns (body, skin_and_fat_layer, thickness_mm)."""
+    core = ndimage.binary_closing(inside, structure=np.ones((1, 9, 9), bool), iterations=2)
+    core = np.stack([ndimage.binary_fill_holes(s) for s in core])
+    thickness = float(rng.uniform(4, 40))
+    outside_distance = ndimage.distance_transform_edt(~core, sampling=spacing_zyx)
+    # thicker at the belly and back than at the sides: modulate with a smooth field
+    local = thickness * (1 + 0.4 * smooth_field(core.shape, rng, 30 / spacing_zyx[1]))
+    body = core | (outside_distance <= local)
+    return body, body & ~core, thickness
+
+
+def add_table(ct: np.ndarray, body: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[float, float, float],
+              posterior_axis_sign: int = 1) -> None:
+    """A curved CT table top (carbon fibre, 5-15 mm) and a foam cushion under the patient's back at
+    a random gap; metal rails at its edges now and then. Array axis 1 is y (posterior + in LPS)."""
+    zs, ys, xs = np.nonzero(body)
+    if len(ys) == 0:
+        return
+    ny, nx = ct.shape[1], ct.shape[2]
+    back = ys.max() if posterior_axis_sign > 0 else ys.min()
+    sy, sx = spacing_zyx[1], spacing_zyx[2]
+    cushion_mm = rng.uniform(0, 60)
+    plate_mm = rng.uniform(5, 15)
+    curve = rng.uniform(0, 0.0008)  # mm per mm^2: flat to gently dished
+    cx = (xs.min() + xs.max()) / 2
+    x_mm = (np.arange(nx) - cx) * sx
+    top = back + posterior_axis_sign * (cushion_mm - curve * x_mm**2) / sy
+    y = np.arange(ny)[:, None]
+    depth_into = posterior_axis_sign * (y - top[None, :]) * sy  # mm below the table's top surface
+    half_width = rng.uniform(200, 260) / sx
+    across = np.abs(np.arange(nx) - cx) <= half_width
+    plate = (depth_into >= 0) & (depth_into < plate_mm) & across[None, :]
+    cushion = (depth_into < 0) & (depth_into >= -cushion_mm) & across[None, :]
+    plate_hu, cushion_hu = rng.uniform(50, 500), rng.uniform(-900, -500)
+    free = ~body
+    ct[:, :, :][free & cushion[None]] = cushion_hu
+    ct[:, :, :][free & plate[None]] = plate_hu
+    if rng.random() < 0.3:  # rails
+        rail = plate & (np.abs(np.abs(np.arange(nx) - cx) - half_width) < 3 / sx)[None, :]
+        ct[free & rail[None]] = rng.uniform(1200, 3000)
+
+
+def add_calcifications(ct: np.ndarray, vessel_wall: np.ndarray, rng: np.random.Generator, max_spots: int = 40) -> None:
+    """Bright plaques (300-1000 HU) on a vessel wall, as in most older patients' aortas."""
+    idx = np.flatnonzero(vessel_wall)
+    if len(idx) == 0 or rng.random() < 0.4:
+        return
+    for i in rng.choice(idx, min(len(idx), int(rng.integers(1, max_spots))), replace=False):
+        z, y, x = np.unravel_index(i, ct.shape)
+        ct[z, y:y + 2, x:x + 2] = np.maximum(ct[z, y:y + 2, x:x + 2], rng.uniform(300, 1000))
+
+
+def add_metal(ct: np.ndarray, candidates: np.ndarray, rng: np.random.Generator, probability: float = 0.15) -> None:
+    """Now and then a small metal object (ECG electrode, clip: 2000-3000 HU) in soft tissue; it is
+    not bone and its label stays background."""
+    if rng.random() >= probability:
+        return
+    idx = np.flatnonzero(candidates)
+    for i in rng.choice(idx, min(len(idx), int(rng.integers(1, 4))), replace=False) if len(idx) else []:
+        z, y, x = np.unravel_index(i, ct.shape)
+        ct[max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = rng.uniform(2000, 3000)
+
+
+def scanner(ct: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Slice-thickness and kernel blur, then noise with spatial correlation (5-60 HU), as int16."""
+    thickness_mm = rng.uniform(0.5, 5.0)
+    kernel_mm = rng.uniform(0.3, 1.2)
+    sigma = (thickness_mm / 2.355 / spacing_zyx[0], kernel_mm / spacing_zyx[1], kernel_mm / spacing_zyx[2])
+    out = ndimage.gaussian_filter(ct, sigma=sigma)
+    noise = rng.standard_normal(ct.shape).astype(np.float32)
+    corr = rng.uniform(0.4, 1.2)
+    noise = ndimage.gaussian_filter(noise, sigma=(corr * 0.5, corr, corr))
+    noise *= rng.uniform(5, 60) / max(float(noise.std()), 1e-6)
+    out += noise
+    return np.clip(out, -1024, 3071).astype(np.int16)

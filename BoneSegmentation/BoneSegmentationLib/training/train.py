@@ -1,0 +1,312 @@
+"""Training per the paper: No-New-Net, batch 1, Adam lr 1e-3, sparse CE + Dice, balanced patch
+sampling, GPU augmentation; checkpoints with resume after a kill; export of the best model to
+the self-describing file. Runs on one device or under ``torchrun`` (DistributedDataParallel)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.distributed as dist
+
+from .. import __version__
+from ..training.augment import augment
+from ..core.bones import default_table
+from ..evaluation.metrics import dice_per_class
+from ..core.labelmaps import label_counts
+from ..training.losses import sparse_ce_dice
+from ..inference.mirror import can_mirror
+from ..core.errors import BoneSegmentationError, ModelFileError
+from ..model.modelfile import load_model, make_metadata, read_metadata, save_model
+from ..model.network import NoNewNet
+from ..inference.preprocess import normalise, to_model_grid
+from ..training.sampling import PatchSampler, class_locations
+from ..inference.sliding_window import predict_streaming
+
+INTENSITY = {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0}
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str
+    spacing: float = 2.0
+    patch: int = 96
+    width: int = 30
+    levels: int = 5
+    iterations: int = 1000
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # the paper's; "poly" decays as nnU-Net: lr * (1 - it / iterations) ** 0.9
+    sampling: str = "balanced"
+    augment: bool = True
+    seed: int = 0
+    validate_every: int = 100
+    checkpoint_every: int = 50
+    init_model: Optional[str] = None
+    device: str = "auto"
+    name: str = "bones-model"
+    version: str = "0.1"
+    description: str = ""
+    data_description: str = ""
+    extra: dict = field(default_factory=dict)
+    group_weights: dict = field(default_factory=dict)  # share of patches per Case.group (empty: balanced over all)
+
+
+@dataclass
+class Case:
+    name: str
+    image: np.ndarray  # normalised float32 at model spacing (z, y, x)
+    labels: np.ndarray  # uint8 at model spacing
+    labelled: Optional[np.ndarray] = None  # bool per class for a partially labelled case (see losses)
+    group: str = ""  # the data source, for TrainConfig.group_weights
+
+
+def prepare_case(name: str, ct: sitk.Image, labels: sitk.Image, spacing: float) -> Case:
+    """Resample CT (linear) and labels (nearest) to the model grid, normalise HU."""
+    grid = to_model_grid(ct, (spacing,) * 3)
+    lab = sitk.Resample(sitk.DICOMOrient(labels, "LPS"), grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                        sitk.sitkUInt8)
+    image = normalise(grid, **{k: INTENSITY[k] for k in ("clip_low", "clip_high", "mean", "std")}).numpy()
+    return Case(name, image, sitk.GetArrayFromImage(lab))
+
+
+def load_dataset(folder: Path, spacing: float, ids: Optional[list[str]] = None) -> list[Case]:
+    """Cases of an nnU-Net style folder (checked against the bone table), at model spacing."""
+    from ..training.corrections import labelled_mask
+    from ..training.dataset import check_dataset, image_path, label_path, read_manifest
+
+    folder = Path(folder)
+    ids = ids if ids is not None else check_dataset(folder)
+    cases = []
+    for i in ids:
+        case = prepare_case(i, sitk.ReadImage(str(image_path(folder, i))), sitk.ReadImage(str(label_path(folder, i))),
+                            spacing)
+        case.labelled = labelled_mask(read_manifest(folder, i))
+        cases.append(case)
+    return cases
+
+
+def kfold_splits(n: int, folds: int = 5, n_val: int = 1, n_test: int = 1) -> list[dict[str, list[int]]]:
+    """Rotating splits as in the paper (5 scans: 3 train / 1 validation / 1 test per fold)."""
+    out = []
+    for f in range(folds):
+        order = [(f + i) % n for i in range(n)]
+        out.append({"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]})
+    return out
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+ARCHITECTURE_KEYS = ("spacing", "patch", "width", "levels")
+
+
+def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
+    """A fresh No-New-Net, or the parent model's weights when fine-tuning (``init_model``)."""
+    net = NoNewNet(num_classes, base_features=cfg.width, levels=cfg.levels)
+    if cfg.init_model:
+        parent = load_model(Path(cfg.init_model))
+        try:
+            net.load_state_dict(parent.module.state_dict(), strict=True)
+        except RuntimeError:
+            raise ModelFileError(f"cannot fine-tune from {cfg.init_model}: its network ({parent.metadata['network']}) "
+                                 f"differs from width={cfg.width}, levels={cfg.levels}; take them from the parent "
+                                 "(the CLI does this when --init is given)") from None
+    return net
+
+
+def parent_architecture(model_path: Path) -> dict:
+    """Spacing, patch, width and levels of a model file, so that fine-tuning keeps them."""
+    meta = read_metadata(Path(model_path))
+    return {"spacing": float(meta["spacing_mm"][0]), "patch": int(meta["patch_size"][0]),
+            "width": int(meta["network"]["base_features"]), "levels": int(meta["network"]["levels"])}
+
+
+def weights_digest(net: torch.nn.Module) -> str:
+    """SHA-256 of all parameters and buffers, to check that DDP ranks hold identical weights."""
+    h = hashlib.sha256()
+    for key, value in net.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
+          log: Callable[[dict], None] = lambda r: None,
+          should_stop: Callable[[], bool] = lambda: False) -> Optional[Path]:
+    """Train (resuming from ``out_dir/checkpoint.pt`` if present); returns the exported model, or
+    None when ``should_stop`` asked to stop (the checkpoint is saved first, so a later call resumes)."""
+    rank, world = _distributed()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = default_table()
+    num_classes = table.num_classes
+    torch.manual_seed(cfg.seed)
+    net = build_network(cfg, num_classes).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start, best, history = 0, -1.0, []
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS}
+        if old != {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}:
+            raise BoneSegmentationError(f"{ckpt_path} was trained with {old}; resume with the same settings "
+                                        "or use another output folder")
+        net.load_state_dict(ckpt["model"])
+        optim.load_state_dict(ckpt["optimizer"])
+        start, best, history = ckpt["iteration"], ckpt["best_dice"], ckpt["history"]
+        if "torch_rng" in ckpt:  # checkpoints of code before 0.1.1 hold no random streams
+            torch.set_rng_state(ckpt["torch_rng"])
+    rng = np.random.default_rng(cfg.seed + 1000 * rank)
+    locs = [class_locations(c.labels, num_classes, rng) for c in train_cases]
+    patch = (cfg.patch,) * 3
+    sampler = PatchSampler([c.labels.shape for c in train_cases], locs, patch, cfg.sampling,
+                           seed=cfg.seed + 7 * start + 1000 * rank,
+                           groups=[c.group for c in train_cases], group_weights=cfg.group_weights or None)  # (single process: restored below)
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+    if ckpt_path.is_file() and world == 1 and "sampler_rng" in ckpt:  # random streams continue exactly
+        sampler.rng.bit_generator.state = ckpt["sampler_rng"]
+        gen.set_state(ckpt["augment_rng"])
+    t0 = time.perf_counter()
+    for it in range(start, cfg.iterations):
+        model.train()
+        if cfg.lr_schedule == "poly":
+            for group in optim.param_groups:
+                group["lr"] = cfg.lr * (1 - it / cfg.iterations) ** 0.9
+        case_i, corner, _ = sampler.draw()
+        case = train_cases[case_i]
+        img, lab = _crop(case, corner, patch)
+        x = torch.from_numpy(img)[None, None].to(device)
+        y = torch.from_numpy(lab.astype(np.int64))[None].to(device)
+        if cfg.augment:
+            x, y = augment(x, y, gen)
+        labelled = None if case.labelled is None else torch.from_numpy(case.labelled)
+        loss = sparse_ce_dice(model(x), y, labelled)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        record = {"iteration": it + 1, "loss": float(loss.detach()), "seconds": time.perf_counter() - t0}
+        if val_cases and ((it + 1) % cfg.validate_every == 0 or it + 1 == cfg.iterations):
+            record["val_dice"] = validate(net, val_cases, patch, num_classes, device)
+            if record["val_dice"] > best:
+                best = record["val_dice"]
+                if rank == 0:
+                    _atomic_save(net.state_dict(), out / "best.pt")
+        history.append(record)
+        stop = _agree(should_stop(), world)
+        if rank == 0:
+            log(record)
+            if stop or (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+                _atomic_save({"model": net.state_dict(), "optimizer": optim.state_dict(), "iteration": it + 1,
+                              "best_dice": best, "history": history, "config": asdict(cfg),
+                              "sampler_rng": sampler.rng.bit_generator.state, "augment_rng": gen.get_state(),
+                              "torch_rng": torch.get_rng_state()}, ckpt_path)
+        if stop:
+            if world > 1:
+                dist.barrier()
+            return None
+    if world > 1:
+        digests = [None] * world
+        dist.all_gather_object(digests, weights_digest(net))
+        if rank == 0:
+            log({"iteration": len(history) and history[-1]["iteration"], "ranks_weights_sha256": digests})
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DistributedDataParallel ranks ended with different weights: {digests}")
+    if rank == 0:
+        if (out / "best.pt").is_file():
+            net.load_state_dict(torch.load(out / "best.pt", map_location=device))
+        validated = [r for r in history if r.get("val_dice") == best]
+        path = export(net.cpu(), cfg, best, len(history) and history[-1]["iteration"], out / f"{cfg.name}.pt",
+                      best_iteration=validated[0]["iteration"] if validated else None)
+    else:
+        path = out / f"{cfg.name}.pt"
+    if world > 1:
+        dist.barrier()
+    return path
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """True on every rank if any rank says so (a Stop must stop all ranks at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _crop(case: Case, corner, patch) -> tuple[np.ndarray, np.ndarray]:
+    """Patch at ``corner``, padded with air / background where the case is smaller."""
+    sl = tuple(slice(int(c), int(c) + p) for c, p in zip(corner, patch))
+    img, lab = case.image[sl], case.labels[sl]
+    if img.shape != tuple(patch):
+        pad = [(0, p - s) for s, p in zip(img.shape, patch)]
+        img = np.pad(img, pad, constant_values=(INTENSITY["clip_low"] - INTENSITY["mean"]) / INTENSITY["std"])
+        lab = np.pad(lab, pad)
+    return np.ascontiguousarray(img), np.ascontiguousarray(lab)
+
+
+def validate(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, device) -> float:
+    """Mean Dice over the bones present in the validation references."""
+    net.eval()
+    scores = []
+    for case in cases:
+        pred, _ = predict_streaming(net, torch.from_numpy(case.image), num_classes, patch, overlap=0.25,
+                                    device=device, pad_value=-1.024)
+        d = dice_per_class(pred, case.labels, num_classes)[1:]
+        present = label_counts(case.labels, num_classes)[1:] > 0
+        if case.labelled is not None:
+            present &= case.labelled[1:]
+        scores.append(np.nan_to_num(d[present]).mean())
+    return float(np.mean(scores))
+
+
+def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, path: Path,
+           best_iteration: int | None = None) -> Path:
+    """The exported weights are the best validated ones (best.pt) when there are any: best_iteration says which."""
+    training = {"data": cfg.data_description, "iterations": iterations, "best_validation_dice": round(best_dice, 4),
+                **({"best_iteration": best_iteration} if best_iteration else {}),
+                "date": _dt.date.today().isoformat(), "code_version": __version__, "sampling": cfg.sampling,
+                "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1",
+                "loss": "cross-entropy + soft Dice over all classes, no numerator smooth", "parent_model": _describe_parent(cfg.init_model), **cfg.extra}
+    meta = make_metadata(name=cfg.name, version=cfg.version, description=cfg.description,
+                         network={"architecture": "NoNewNet", "base_features": cfg.width, "levels": cfg.levels,
+                                  "size_divisor": 2 ** (cfg.levels - 1)},
+                         training=training, spacing_mm=cfg.spacing, patch_size=cfg.patch, intensity=INTENSITY,
+                         mirror=can_mirror(default_table().names()))
+    return save_model(net.eval(), meta, path)
+
+
+def _describe_parent(model_path: Optional[str]) -> str:
+    """A fine-tuned model names its parent by name, version and SHA-256, not by a local path
+    that means nothing on another machine."""
+    if not model_path:
+        return ""
+    meta = read_metadata(Path(model_path))
+    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    return f"{meta.get('name', '?')} {meta.get('version', '?')} (sha256 {digest[:12]})"
+
+
+def write_history(history_path: Path, record: dict) -> None:
+    with open(history_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,162 @@
+"""Train the bundled model for real CT: images synthesised from real anatomy mixed with
+phantoms in realistic surroundings, fine-tuned from the current bundled model.
+
+    python tools/train_real_ct_model.py --out runs/realct --iterations 3000
+    python tools/train_real_ct_model.py --out runs/realct --iterations 3000 --install   # when done
+
+Resumable: the synthesised cases are cached in OUT/cases/ and training resumes from
+OUT/checkpoint.pt, so run the same command again after a stop. ``--install`` copies the exported
+model into Resources/ and updates the registry (name, version, SHA-256, size).
+
+Data (never the real scans of ../shared/data/real, which are the test set):
+- anatomy: ``synthesise(s0011, seed)`` for seeds 2001..2000+N (validation: 1990, 1991);
+- phantoms with surroundings: seeds 1001..1000+M (validation: 1000); plain phantoms 1101..1100+P.
+Patches: ``--anatomy-share`` of them from the anatomy cases, the rest from the phantoms (which alone
+hold hands, forearms, skull parts and C1-C6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from BoneSegmentationLib.core.bones import default_table
+from BoneSegmentationLib.core.resources import resource_path
+from BoneSegmentationLib.model.registry import DEFAULT_MODEL
+from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise
+from BoneSegmentationLib.synthetic.phantom import make_phantom
+from BoneSegmentationLib.training.train import Case, TrainConfig, prepare_case, train, write_history
+
+ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
+DESCRIPTION = ("Trained on CT-like images synthesised from one real body's bone and organ labels "
+               "(TotalSegmentator s0011) and on procedural phantoms in realistic surroundings; "
+               "never on real CT images. A prior to correct, not a diagnosis.")
+
+
+def _make(job: tuple[str, int, float, str]) -> tuple[str, dict]:
+    """One case at model spacing, as arrays (run in a worker process)."""
+    kind, seed, spacing, anatomy = job
+    table = default_table()
+    if kind == "anatomy":
+        fov = {1990: "whole", 1991: "clinical_crop"}.get(seed)
+        spacing_draw = None if fov else (float(np.random.default_rng(seed).uniform(2.2, 3.2)),
+                                         float(np.random.default_rng(seed + 1).choice([2.0, 2.5, 3.0, 4.0, 5.0])))
+        case = synthesise(load_source(Path(anatomy)), seed, spacing=spacing_draw or 2.5, fov=fov)
+        prepared = prepare_case(f"anatomy_{seed}", case.ct, case.labels, spacing)
+        labelled = np.zeros(table.num_classes, bool)
+        labelled[0] = True
+        for name in case.labelled:
+            labelled[table.by_name(name).index] = True
+        return f"anatomy_{seed}", {"image": prepared.image, "labels": prepared.labels, "labelled": labelled,
+                                   "spec": json.dumps(case.spec, default=float)}
+    surroundings = kind == "phantom_real"
+    ct, lab, spec = make_phantom(seed, spacing=2.0, partial=None if seed not in (1000,) else False,
+                                 surroundings=surroundings)
+    prepared = prepare_case(f"{kind}_{seed}", ct, lab, spacing)
+    return f"{kind}_{seed}", {"image": prepared.image, "labels": prepared.labels,
+                              "labelled": np.ones(table.num_classes, bool), "spec": json.dumps({"seed": seed})}
+
+
+def build_cases(out: Path, jobs: list[tuple[str, int, float, str]], workers: int) -> dict[str, Case]:
+    cache = out / "cases"
+    cache.mkdir(parents=True, exist_ok=True)
+    todo = [j for j in jobs if not (cache / f"{j[0]}_{j[1]}.npz").is_file()]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        for name, arrays in pool.map(_make, todo):
+            np.savez_compressed(cache / f"{name}.tmp.npz", **arrays)
+            (cache / f"{name}.tmp.npz").replace(cache / f"{name}.npz")
+            print(f"case {name}: {arrays['image'].shape} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    cases = {}
+    for kind, seed, _, _ in jobs:
+        name = f"{kind}_{seed}"
+        with np.load(cache / f"{name}.npz") as z:
+            labelled = z["labelled"]
+            cases[name] = Case(name, z["image"], z["labels"], None if labelled.all() else labelled,
+                               group="anatomy" if kind == "anatomy" else "phantom")
+    return cases
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="runs/realct")
+    ap.add_argument("--iterations", type=int, default=3000)
+    ap.add_argument("--anatomy-cases", type=int, default=36)
+    ap.add_argument("--phantoms", type=int, default=6, help="phantoms with realistic surroundings")
+    ap.add_argument("--plain-phantoms", type=int, default=2, help="phantoms as before (keeps their figures)")
+    ap.add_argument("--anatomy-share", type=float, default=0.6)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--validate-every", type=int, default=250)
+    ap.add_argument("--init", default=str(resource_path(f"{DEFAULT_MODEL}.pt")))
+    ap.add_argument("--version", default="0.7")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--anatomy", default=str(ANATOMY))
+    ap.add_argument("--install", action="store_true", help="copy the exported model into Resources/")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    init = out / "parent.pt"  # a copy: --install replaces the bundled file the run started from
+    out.mkdir(parents=True, exist_ok=True)
+    if not init.is_file():
+        shutil.copyfile(args.init, init)
+    from BoneSegmentationLib.training.train import parent_architecture
+    arch = parent_architecture(init)
+    spacing = arch["spacing"]
+    train_jobs = ([("anatomy", 2001 + k, spacing, args.anatomy) for k in range(args.anatomy_cases)] +
+                  [("phantom_real", 1001 + k, spacing, "") for k in range(args.phantoms)] +
+                  [("phantom", 1101 + k, spacing, "") for k in range(args.plain_phantoms)])
+    val_jobs = [("anatomy", 1990, spacing, args.anatomy), ("anatomy", 1991, spacing, args.anatomy),
+                ("phantom_real", 1000, spacing, "")]
+    cases = build_cases(out, val_jobs + train_jobs, args.workers)
+    train_cases = [cases[f"{k}_{s}"] for k, s, _, _ in train_jobs]
+    val_cases = [cases[f"{k}_{s}"] for k, s, _, _ in val_jobs]
+    cfg = TrainConfig(
+        out_dir=str(out), iterations=args.iterations, validate_every=args.validate_every, checkpoint_every=50,
+        name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
+        description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
+        data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
+                          f"{args.phantoms} phantoms with surroundings (1001..), {args.plain_phantoms} plain "
+                          f"phantoms (1101..); validation: anatomy 1990/1991, phantom 1000"),
+        extra={"trained_on_synthetic_data_only": True, "anatomy_source": ATTRIBUTION,
+               "recipe": "tools/train_real_ct_model.py " + " ".join(sys.argv[1:])},
+        **arch)
+    history = out / "history.jsonl"
+
+    def log(record):
+        write_history(history, record)
+        if record["iteration"] % 25 == 0 or "val_dice" in record:
+            print(json.dumps(record), flush=True)
+
+    path = train(cfg, train_cases, val_cases, log)
+    print(f"exported {path}")
+    if args.install:
+        install(path, args.version)
+
+
+def install(path: Path, version: str) -> None:
+    target = resource_path(f"{DEFAULT_MODEL}.pt")
+    shutil.copyfile(path, target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    registry = resource_path("models.json")
+    data = json.loads(registry.read_text())
+    data["models"] = [m for m in data["models"] if m["name"] != DEFAULT_MODEL] + [{
+        "name": DEFAULT_MODEL, "version": version,
+        "url": f"https://github.com/bonesegmentation/SlicerBoneSegmentation/releases/download/"
+               f"v{version}/{DEFAULT_MODEL}-{version}.pt",
+        "sha256": digest, "size": target.stat().st_size,
+        "description": "Synthetic-data model (real-anatomy synthesis + phantoms); see the README for real-scan figures",
+        "bundled": target.name}]
+    registry.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"installed {target} ({target.stat().st_size / 2**20:.1f} MiB), sha256 {digest}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
