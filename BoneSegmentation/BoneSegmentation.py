@@ -6,7 +6,7 @@ that the widget polls with a timer, so Slicer stays responsive and Cancel really
 
 Console use:
     logic = BoneSegmentationLogic()
-    outcome = logic.segment(slicer.util.getNode("CT"), model=None, device="auto")
+    outcome = logic.segment(slicer.util.getNode("CT"), model=None, options=InferenceOptions(device="auto"))
     outcome.segmentation_node
 """
 
@@ -85,7 +85,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.overlapSliderWidget.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
         self.ui.finerLabelsCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
-        self.ui.noMirrorCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        self.ui.mirrorComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.modelFileButton.clicked.connect(self.onChooseModelFile)
         self.ui.segmentButton.clicked.connect(self.onSegment)
         self.ui.cancelButton.clicked.connect(self.onCancel)
@@ -127,10 +127,10 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node:
             self.logic.setDefaultParameters(node)
         if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, slicer.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._parameterNode = node
         if node is not None:
-            self.addObserver(node, slicer.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self.updateGUIFromParameterNode()
 
     def updateGUIFromParameterNode(self, caller=None, event=None):
@@ -145,7 +145,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceComboBox.setCurrentText(p.GetParameter("Device"))
         self.ui.overlapSliderWidget.value = float(p.GetParameter("Overlap"))
         self.ui.finerLabelsCheckBox.checked = int(p.GetParameter("Stitch") or 1) > 1
-        self.ui.noMirrorCheckBox.checked = p.GetParameter("Mirror") == "off"
+        self.ui.mirrorComboBox.setCurrentIndex(max(0, self.ui.mirrorComboBox.findData(p.GetParameter("Mirror") or "model")))
         self.ui.segmentButton.enabled = p.GetNodeReference("InputVolume") is not None and self._job is None
         self.ui.modelInfoLabel.text = self.logic.model_description(self.ui.modelComboBox.currentData)
         self._updating = False
@@ -160,7 +160,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.SetParameter("Device", self.ui.deviceComboBox.currentText)
         self._parameterNode.SetParameter("Overlap", str(self.ui.overlapSliderWidget.value))
         self._parameterNode.SetParameter("Stitch", "2" if self.ui.finerLabelsCheckBox.checked else "1")
-        self._parameterNode.SetParameter("Mirror", "off" if self.ui.noMirrorCheckBox.checked else "model")
+        self._parameterNode.SetParameter("Mirror", self.ui.mirrorComboBox.currentData or "model")
         self._parameterNode.EndModify(was)
 
     def _fillModels(self):
@@ -186,10 +186,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         try:
             self._job = self.logic.start_background(volume, model=p.GetParameter("Model") or None,
-                                                    device=p.GetParameter("Device"),
-                                                    overlap=float(p.GetParameter("Overlap")),
-                                                    stitch=int(p.GetParameter("Stitch") or 1),
-                                                    mirror=False if p.GetParameter("Mirror") == "off" else None)
+                                                    options=self.logic.options_from_parameters(p))
         except Exception as e:
             slicer.util.errorDisplay(str(e))
             return
@@ -379,7 +376,7 @@ class BoneSegmentationTest(ScriptedLoadableModuleTest):
         ct, _, _ = make_phantom(4, spacing=4.0, partial=False)
         volume = image_to_volume_node(ct, slicer.mrmlScene, "phantom")
         logic = BoneSegmentationLogic()
-        outcome = logic.segment(volume, device="cpu")
+        outcome = logic.segment(volume, options=InferenceOptions(device="cpu"))
         node = outcome.segmentation_node
         segmentation = node.GetSegmentation()
         labels = sitk.GetArrayFromImage(outcome.labels)

@@ -16,6 +16,7 @@ from BoneSegmentationLib.core.errors import ModelFileError
 from BoneSegmentationLib.inference.mirror import MirrorAveraged, can_mirror, lateral_dim, swap_permutation
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata, save_model
 from BoneSegmentationLib.inference.segmenter import segment_image
+from BoneSegmentationLib.inference.options import InferenceOptions
 
 from conftest import make_random_model
 
@@ -88,8 +89,8 @@ def test_segment_image_with_mirror_swaps_sides_for_a_mirrored_body(random_model)
     perm = np.array(swap_permutation(random_model.class_names), dtype=np.uint8)
 
     def agreement(mirror: bool) -> float:
-        a = sitk.GetArrayFromImage(segment_image(ct, random_model, device="cpu", mirror=mirror).labels)
-        b = sitk.GetArrayFromImage(segment_image(mirrored_body(ct), random_model, device="cpu", mirror=mirror).labels)
+        a = sitk.GetArrayFromImage(segment_image(ct, random_model, options=InferenceOptions(device="cpu", mirror={None: "model", True: "on", False: "off"}[mirror])).labels)
+        b = sitk.GetArrayFromImage(segment_image(mirrored_body(ct), random_model, options=InferenceOptions(device="cpu", mirror={None: "model", True: "on", False: "off"}[mirror])).labels)
         return float(np.mean(b == perm[a[:, :, ::-1]]))
 
     assert agreement(True) > 0.999  # float summation order may flip a rare near-tie
@@ -104,8 +105,8 @@ def test_model_metadata_decides_the_default(random_model, tmp_path):
     assert model.mirror_by_default
     ct = sitk.GetImageFromArray(np.linspace(-1000, 1500, 32 ** 3, dtype=np.float32).reshape(32, 32, 32))
     ct.SetSpacing((4.0, 4.0, 4.0))
-    assert segment_image(ct, model, device="cpu").mirrored
-    assert not segment_image(ct, model, device="cpu", mirror=False).mirrored
+    assert segment_image(ct, model, options=InferenceOptions(device="cpu")).mirrored
+    assert not segment_image(ct, model, options=InferenceOptions(device="cpu", mirror="off")).mirrored
     with pytest.raises(ModelFileError, match="'mirror' is true or false"):
         save_model(random_model.module, dict(meta, inference={"mirror": "yes"}), tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()
@@ -118,7 +119,7 @@ def test_bundled_model_asks_for_mirroring():
     assert json.dumps(meta["training"]).count("mirror") >= 1
 
 
-@pytest.mark.parametrize("flag, expected", [([], None), (["--mirror"], True), (["--no-mirror"], False)])
+@pytest.mark.parametrize("flag, expected", [([], "model"), (["--mirror"], "on"), (["--no-mirror"], "off")])
 def test_cli_mirror_flag(flag, expected):
     for command in (["segment", "ct.nii.gz", "-o", "out.nii.gz"], ["demo"], ["compare", "d", "--models", "m"]):
         assert build_parser().parse_args(command + flag).mirror is expected

@@ -7,6 +7,7 @@ import SimpleITK as sitk
 from BoneSegmentationLib.core.imageio import read_image, same_geometry
 from BoneSegmentationLib.model.modelfile import load_model
 from BoneSegmentationLib.inference.segmenter import segment_image
+from BoneSegmentationLib.inference.options import InferenceOptions
 
 TS_THORAX_BONES = [32, 33] + list(range(97, 104)) + list(range(109, 116))  # T12, T11, ribs 6-12
 
@@ -30,7 +31,7 @@ def abdomen(real_data):
 
 @pytest.fixture(scope="module")
 def abdomen_result(abdomen, model):
-    return segment_image(abdomen, model, device="cpu", overlap=0.25)
+    return segment_image(abdomen, model, options=InferenceOptions(device="cpu", overlap=0.25))
 
 
 def test_nifti_geometry_preserved(abdomen, abdomen_result):
@@ -48,7 +49,7 @@ def test_reoriented_input_gives_the_same_labels_in_physical_space(abdomen, abdom
     identical voxel for voxel once mapped back by physical coordinates."""
     moved = sitk.Flip(sitk.PermuteAxes(abdomen, [2, 0, 1]), [True, False, True])
     assert moved.GetDirection() != abdomen.GetDirection()
-    result = segment_image(moved, model, device="cpu", overlap=0.25)
+    result = segment_image(moved, model, options=InferenceOptions(device="cpu", overlap=0.25))
     assert_same_grid(result.labels, moved)
     back = sitk.Resample(result.labels, abdomen, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back),
@@ -60,7 +61,7 @@ def test_oblique_direction_geometry_preserved(abdomen, model):
     angle = np.deg2rad(20)
     rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
     small.SetDirection(tuple((rot @ np.array(small.GetDirection()).reshape(3, 3)).ravel()))
-    result = segment_image(small, model, device="cpu", overlap=0.0)
+    result = segment_image(small, model, options=InferenceOptions(device="cpu", overlap=0.0))
     assert_same_grid(result.labels, small)
 
 

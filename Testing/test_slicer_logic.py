@@ -27,6 +27,7 @@ from BoneSegmentationLib.slicer.nodes import (SegmentMappingError, add_closed_su
 from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 import vtk  # noqa: E402
 from BoneSegmentationLib.training.corrections import GeometryMismatchError  # noqa: E402
+from BoneSegmentationLib.inference.options import InferenceOptions
 from conftest import make_random_model  # noqa: E402
 
 T = default_table()
@@ -72,9 +73,9 @@ def test_real_scan_through_logic_segment(scene, real_data, random_model_file):
     assert back.GetDirection() == pytest.approx(image.GetDirection())
 
     logic = SlicerSegmentationLogic(scene)
-    outcome = logic.segment(volume, model=str(random_model_file), device="cpu", overlap=0.0)
+    outcome = logic.segment(volume, model=str(random_model_file), options=InferenceOptions(device="cpu", overlap=0.0))
     node = outcome.segmentation_node
-    reference = segment_image(image, load_model(random_model_file), device="cpu", overlap=0.0).labels
+    reference = segment_image(image, load_model(random_model_file), options=InferenceOptions(device="cpu", overlap=0.0)).labels
     expected = sitk.GetArrayFromImage(reference)
     present = [int(v) for v in np.unique(expected) if v]
     segments = _segments(node)
@@ -212,24 +213,24 @@ def test_background_process_matches_and_cancels(scene, phantom, coarse_model):
     volume = image_to_volume_node(ct, scene, "ct")
     logic = SlicerSegmentationLogic(scene)
     # stitch and mirror change the labels of this random-weight model, so equality shows both reach the child
-    job = logic.start_background(volume, model=str(coarse_model), device="cpu", overlap=0.0, stitch=2, mirror=True)
+    job = logic.start_background(volume, model=str(coarse_model), options=InferenceOptions(device="cpu", overlap=0.0, stitch=2, mirror="on"))
     seen = []
     while job.poll():
         seen.append(job.fraction)
         time.sleep(0.05)
     assert job.returncode == 0, job.error
     outcome = logic.finish_background(job)
-    direct = logic.segment(volume, model=str(coarse_model), device="cpu", overlap=0.0, stitch=2, mirror=True)
+    direct = logic.segment(volume, model=str(coarse_model), options=InferenceOptions(device="cpu", overlap=0.0, stitch=2, mirror="on"))
     assert np.array_equal(sitk.GetArrayViewFromImage(outcome.labels), sitk.GetArrayViewFromImage(direct.labels))
     assert seen and max(seen) > 0.5
     assert list(_segments(outcome.segmentation_node)) == list(_segments(direct.segmentation_node))
     assert not job.workdir.exists()
 
-    job = logic.start_background(volume, model=str(coarse_model), device="cpu", overlap=0.0)
+    job = logic.start_background(volume, model=str(coarse_model), options=InferenceOptions(device="cpu", overlap=0.0))
     job.cancel()
     assert job.returncode != 0 and not job.workdir.exists()
 
-    job = logic.start_background(volume, model="no-such-model", device="cpu")
+    job = logic.start_background(volume, model="no-such-model", options=InferenceOptions(device="cpu"))
     job.wait()
     assert job.returncode == 2 and "no-such-model" in job.error
 
@@ -248,7 +249,7 @@ def test_corrected_segmentation_becomes_a_case_and_trains(scene, phantom, coarse
     ct, _, _ = phantom
     volume = image_to_volume_node(ct, scene, "phantom 2")
     logic = SlicerSegmentationLogic(scene)
-    node = logic.segment(volume, model=str(coarse_model), device="cpu", overlap=0.0).segmentation_node
+    node = logic.segment(volume, model=str(coarse_model), options=InferenceOptions(device="cpu", overlap=0.0)).segmentation_node
     predicted = sitk.GetArrayFromImage(logic.labels_from_segmentation(node, volume))
     counts = np.bincount(predicted.ravel(), minlength=126)
     by_size = [int(c) for c in np.argsort(counts)[::-1] if c and counts[c]]
@@ -300,7 +301,7 @@ def test_corrected_segmentation_becomes_a_case_and_trains(scene, phantom, coarse
     assert sorted(p.name for p in dataset.rglob("*")) == before
 
     second = image_to_volume_node(make_phantom(3, spacing=4.0, partial=False)[0], scene, "phantom 3")
-    logic.segment(second, model=str(coarse_model), device="cpu", overlap=0.0)
+    logic.segment(second, model=str(coarse_model), options=InferenceOptions(device="cpu", overlap=0.0))
     node2 = scene.GetNodesByClass("vtkMRMLSegmentationNode").GetItemAsObject(
         scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") - 1)
     assert logic.add_training_case(str(dataset), second, node2, labelled="spine")["case_id"] == "phantom_3_000"
@@ -318,7 +319,7 @@ def test_corrected_segmentation_becomes_a_case_and_trains(scene, phantom, coarse
     assert meta["training"]["iterations"] == 6 and meta["name"] == "random-test-finetuned"
     names = [label for label, _ in logic.model_choices()]
     assert any("random-test-finetuned" in n for n in names)
-    result = segment_image(ct, load_model(new_model), device="cpu", overlap=0.0)
+    result = segment_image(ct, load_model(new_model), options=InferenceOptions(device="cpu", overlap=0.0))
     assert result.labels.GetSize() == ct.GetSize() and result.labels.GetOrigin() == pytest.approx(ct.GetOrigin())
 
 

@@ -12,6 +12,7 @@ from BoneSegmentationLib.cli import main
 from BoneSegmentationLib.model.modelfile import load_model, make_metadata, save_model
 from BoneSegmentationLib.inference.segmenter import segment_image
 from BoneSegmentationLib.inference.stitch import interleave, stitch_shifts
+from BoneSegmentationLib.inference.options import InferenceOptions
 
 
 class IntensityBins(torch.nn.Module):
@@ -53,9 +54,9 @@ ROTATED = tuple(np.array([[0.0, 0.8, 0.6], [-1.0, 0.0, 0.0], [0.0, -0.6, 0.8]]).
 def test_stitched_coarse_model_equals_the_fine_model(tmp_path, direction):
     ct = smooth_ct(direction)
     coarse, fine = pointwise_model(tmp_path / "c.pt", 4.0), pointwise_model(tmp_path / "f.pt", 2.0)
-    stitched = segment_image(ct, coarse, device="cpu", overlap=0.25, stitch=2)
-    reference = segment_image(ct, fine, device="cpu", overlap=0.25)
-    plain = segment_image(ct, coarse, device="cpu", overlap=0.25)
+    stitched = segment_image(ct, coarse, options=InferenceOptions(device="cpu", overlap=0.25, stitch=2))
+    reference = segment_image(ct, fine, options=InferenceOptions(device="cpu", overlap=0.25))
+    plain = segment_image(ct, coarse, options=InferenceOptions(device="cpu", overlap=0.25))
     s_grid, r_grid = stitched.labels_model_grid, reference.labels_model_grid
     assert s_grid.GetSize() == r_grid.GetSize()
     assert s_grid.GetSpacing() == pytest.approx((2.0, 2.0, 2.0))
@@ -79,8 +80,7 @@ def test_stitched_coarse_model_equals_the_fine_model(tmp_path, direction):
 
 def test_progress_reports_every_pass(tmp_path):
     messages = []
-    segment_image(smooth_ct(), pointwise_model(tmp_path / "c.pt", 4.0), device="cpu", stitch=2,
-                  progress=lambda f, m: messages.append((f, m)))
+    segment_image(smooth_ct(), pointwise_model(tmp_path / "c.pt", 4.0), progress=lambda f, m: messages.append((f, m)), options=InferenceOptions(device="cpu", stitch=2))
     fractions = [f for f, _ in messages]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any(m.startswith("pass 8/8: ") for _, m in messages)

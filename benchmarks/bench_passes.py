@@ -22,14 +22,15 @@ from BoneSegmentationLib.model.modelfile import load_model  # noqa: E402
 from BoneSegmentationLib.synthetic.phantom import make_phantom  # noqa: E402
 from BoneSegmentationLib.model.registry import resolve_model  # noqa: E402
 from BoneSegmentationLib.inference.segmenter import segment_image  # noqa: E402
+from BoneSegmentationLib.inference.options import InferenceOptions
 
 
 def run_options(name: str, factor: int) -> tuple[int, dict]:
-    """Passes per window position and segment_image's keywords for one named run."""
-    return {"plain": (1, {"mirror": False}),
-            "mirror": (2, {"mirror": True}),
-            "stitch": (factor ** 3, {"mirror": False, "stitch": factor}),
-            "mirror+stitch": (2 * factor ** 3, {"mirror": True, "stitch": factor})}[name]
+    """Passes per window position and the inference options for one named run."""
+    return {"plain": (1, {"mirror": "off"}),
+            "mirror": (2, {"mirror": "on"}),
+            "stitch": (factor ** 3, {"mirror": "off", "stitch": factor}),
+            "mirror+stitch": (2 * factor ** 3, {"mirror": "on", "stitch": factor})}[name]
 
 
 def main() -> None:
@@ -51,7 +52,7 @@ def main() -> None:
     for name in args.runs.split(","):
         passes, options = run_options(name, args.stitch)
         with measure() as m:
-            result = segment_image(ct, model, device="cpu", **options)
+            result = segment_image(ct, model, InferenceOptions(device="cpu", **options))
         groups = {r.group: r.median for r in evaluate_images(result.labels, ref)["groups"]}
         rows[name] = (passes, m.elapsed_s, m.peak_mib, groups)
     _, t0, m0, _ = next(iter(rows.values()))

@@ -25,6 +25,7 @@ from BoneSegmentationLib.model.modelfile import read_metadata
 from BoneSegmentationLib.synthetic.phantom import make_phantom
 from BoneSegmentationLib.inference.preprocess import to_model_grid
 from BoneSegmentationLib.model.registry import resolve_model
+from BoneSegmentationLib.inference.options import InferenceOptions
 
 HELD_OUT_SEEDS = range(5)
 
@@ -64,12 +65,12 @@ def main() -> None:
         folder = phantom_dataset(out / f"phantoms_{spacing:g}mm", spacing)
         results = {}
         for mirror in (False, True):
-            run = compare_models(folder, [str(path)], mirror=mirror, progress=print)
+            run = compare_models(folder, [str(path)], progress=print, options=InferenceOptions(mirror={None: "model", True: "on", False: "off"}[mirror]))
             results.update({f"{name}{', mirror' if mirror else ''}": r for name, r in run.items()})
         if spacing != model_spacing:
             factor = round(model_spacing / spacing)
             if args.stitch and factor > 1:
-                stitched = compare_models(folder, [str(path)], stitch=factor, mirror=True, progress=print)
+                stitched = compare_models(folder, [str(path)], progress=print, options=InferenceOptions(stitch=factor, mirror="on"))
                 results.update({f"{name}, mirror, stitch {factor}": r for name, r in stitched.items()})
             results[f"ceiling ({model_spacing:g} mm resampling)"] = resampling_ceiling(folder, model_spacing)
         report.append(f"### Held-out phantoms (seeds 0-4) at {spacing:g} mm\n\n{side_by_side_table(results)}")

@@ -14,8 +14,28 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 from . import __version__
 from .core.errors import BoneSegmentationError
+from .core.imageio import output_suffix, read_ct, read_image, strip_image_suffix, write_image
+from .evaluation.compare import compare_models
+from .evaluation.totalsegmentator import evaluate_against_totalsegmentator, not_bone_lines
+from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, side_by_side_table, write_csv
+from .export.meshes import export_meshes, preview_png
+from .inference.options import InferenceOptions
+from .inference.review import summary_lines, write_review
+from .inference.segmenter import (SYNTHETIC_NOTICE, Segmenter, found_classes, sidecar_path_for,
+                                  trained_on_synthetic_data_only, write_sidecar)
+from .model.modelfile import load_model, model_label, read_metadata
+from .model.registry import cache_dir, load_registry, local_copy, register_model, resolve_model
+from .synthetic.demo import run_demo
+from .synthetic.phantom import make_phantom
+from .training.corrections import add_case
+from .training.dataset import (check_dataset, dataset_digest, init_dataset, summarise_dataset, update_count,
+                               write_case)
+from .training.plan import IterationTimer, resolve_architecture, split_cases
+from .training.train import TrainConfig, load_dataset, train, write_history
 
 log = logging.getLogger("bonesegmentation")
 
@@ -60,37 +80,31 @@ def _bytes_progress(bar: ProgressBar) -> Callable[[int, int], None]:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .core.imageio import read_ct, write_image, output_suffix
-    from .model.modelfile import load_model
-    from .model.registry import resolve_model
-    from .inference.review import summary_lines, write_review
-    from .inference.segmenter import found_classes, segment_image, set_threads
-    from .inference.device import resolve_device
-
+    options = InferenceOptions.from_args(args)
     output = Path(args.output)
     output_suffix(output)  # refuse unsupported formats before any work
     review_path = Path(args.review) if args.review else review_path_for(output)
-    for path in (output, review_path):
+    sidecar = sidecar_path_for(output)
+    for path in (output, review_path, sidecar):
         if path.exists() and not args.overwrite:
             raise BoneSegmentationError(f"{path} already exists; pass --overwrite to replace it")
-    set_threads(args.threads)
     image, _ = read_ct(args.input)
     bar = JsonProgress("download") if args.progress_json else ProgressBar("download", not args.quiet)
-    model_path = resolve_model(args.model, progress=_bytes_progress(bar))
-    device = resolve_device(args.device)
-    model = load_model(model_path, device=device)
-    result = segment_image(image, model, device=args.device, overlap=args.overlap, stitch=args.stitch,
-                           mirror=args.mirror,
-                           progress=JsonProgress("segment") if args.progress_json else
-                           ProgressBar("segment ", not args.quiet))
-    write_image(result.labels, output, overwrite=args.overwrite)
+    model = load_model(resolve_model(args.model, progress=_bytes_progress(bar)))
+    if trained_on_synthetic_data_only(model.metadata):
+        print(SYNTHETIC_NOTICE, file=sys.stderr)
+    segmenter = Segmenter(model, options)
+    result = segmenter.segment(image, progress=JsonProgress("segment") if args.progress_json else
+                               ProgressBar("segment ", not args.quiet))
+    outputs = {"labels": str(write_image(result.labels, output, overwrite=args.overwrite))}
     if args.confidence:
-        write_image(result.confidence, args.confidence, overwrite=args.overwrite)
-    write_review(result.review, review_path, model=model_label(model.metadata), overwrite=args.overwrite)
+        outputs["confidence"] = str(write_image(result.confidence, args.confidence, overwrite=args.overwrite))
+    outputs["review"] = str(write_review(result.review, review_path, model=model.label, overwrite=args.overwrite))
+    write_sidecar(sidecar, segmenter.record(result, image, input_name=str(args.input), outputs=outputs))
     names = model.class_names
     found = found_classes(result.labels_model_grid)
     print(f"wrote {output}: {len(found)} of {model.num_classes - 1} bones found "
-          f"in {result.timings['total_s']:.1f} s on {result.device}")
+          f"in {result.timings['total_s']:.1f} s on {result.device} (options and model in {sidecar.name})")
     flagged = summary_lines(result.review, limit=5)
     print(f"review first ({review_path}):" if flagged else f"no bone flagged for review ({review_path})")
     for line in flagged:
@@ -102,22 +116,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def review_path_for(output: Path) -> Path:
     """``bones.nii.gz`` -> ``bones.review.json`` beside it."""
-    name = output.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return output.with_name(f"{name}.review.json")
-
-
-def model_label(meta: dict) -> str:
-    return f"{meta['name']} {meta['version']}"
+    return output.with_name(f"{strip_image_suffix(output.name)}.review.json")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .model.modelfile import load_model, read_metadata
-    from .model.registry import resolve_model
-
     path = resolve_model(args.model, allow_download=False)
     meta = load_model(path).metadata if args.check else read_metadata(path)
     if args.json:
@@ -139,7 +141,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .model.registry import cache_dir, load_registry, local_copy
 
     entries = load_registry()
     print(f"cache: {cache_dir()}")
@@ -151,10 +152,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from .core.imageio import write_image
-    from .synthetic.phantom import make_phantom
 
-    from .training.dataset import init_dataset, update_count, write_case
 
     out = Path(args.output)
     if args.dataset:
@@ -174,11 +172,19 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, write_csv
-    from .core.imageio import read_image
 
-    result = evaluate_images(read_image(args.prediction), read_image(args.reference))
-    print(markdown_table(result))
+    if args.reference_kind == "totalsegmentator":
+        ct = read_ct(args.ct)[0] if args.ct else None
+        result = evaluate_against_totalsegmentator(read_image(args.prediction), read_image(args.reference), ct)
+        print(f"Reference: {result['reference']}; {len(result['per_bone'])} bones in both\n")
+        print(markdown_table(result))
+        for line in not_bone_lines(result):
+            print(line)
+    else:
+        if args.ct:
+            raise BoneSegmentationError("--ct is for --reference totalsegmentator (the not-bone measures)")
+        result = evaluate_images(read_image(args.prediction), read_image(args.reference))
+        print(markdown_table(result))
     if args.csv:
         write_csv(result, Path(args.csv))
     if args.plot:
@@ -187,8 +193,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_add(args: argparse.Namespace) -> int:
-    from .training.corrections import add_case
-    from .core.imageio import read_image
 
     ct, labels = read_image(args.image), read_image(args.labels)
     prior = read_image(args.prior) if args.prior else None
@@ -204,7 +208,6 @@ def cmd_dataset_add(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_info(args: argparse.Namespace) -> int:
-    from .training.dataset import summarise_dataset
 
     summary = summarise_dataset(Path(args.dataset), min_cases=args.min_cases)
     if args.json:
@@ -225,12 +228,9 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .evaluation.compare import compare_models
-    from .evaluation.metrics import side_by_side_table
 
     results = compare_models(Path(args.dataset), args.models, cases=args.cases, split=args.split,
-                             device=args.device, stitch=args.stitch, mirror=args.mirror,
-                             progress=None if args.quiet else print)
+                             options=InferenceOptions.from_args(args), progress=None if args.quiet else print)
     table = side_by_side_table(results)
     print(table)
     if args.output:
@@ -239,23 +239,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training.dataset import check_dataset, dataset_digest
-    from .training.train import TrainConfig, kfold_splits, load_dataset, parent_architecture, train, write_history
-
     set_torch_threads(args.threads)
     ids = check_dataset(Path(args.dataset))
-    arch = {"spacing": args.spacing, "patch": args.patch, "width": args.width, "levels": args.levels}
     if args.init:
-        from .model.registry import resolve_model
         args.init = str(resolve_model(args.init, allow_download=False))
-        parent = parent_architecture(Path(args.init))
-        changed = {k: v for k, v in arch.items() if v is not None and v != parent[k]}
-        if changed:
-            raise BoneSegmentationError(f"--init {args.init} fixes {parent}; drop {', '.join('--' + k for k in changed)}")
-        arch = parent
-    defaults = {"spacing": 2.0, "patch": 96, "width": 30, "levels": 5}
-    arch = {k: defaults[k] if v is None else v for k, v in arch.items()}
-    split = _split(ids, args.fold, args.folds, kfold_splits)
+    arch = resolve_architecture({"spacing": args.spacing, "patch": args.patch, "width": args.width,
+                                 "levels": args.levels}, Path(args.init) if args.init else None)
+    split = split_cases(ids, args.fold, args.folds)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps(split, indent=1), encoding="utf-8")
@@ -273,26 +263,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                       extra={"dataset_sha256": dataset_digest(Path(args.dataset), split["train"] + split["val"]),
                              "dataset_cases": split["train"] + split["val"], "held_out_cases": split["test"]},
                       **arch)
-    import numpy as np
-    import torch
     on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if not on_gpu:
         print("no GPU: training on the CPU (expect about 1-10 s per iteration; an estimate follows)")
     history = out / "history.jsonl"
-    timing = {"last": None, "steps": [], "told": False}  # seconds per iteration, validation excluded
+    timer, told = IterationTimer(args.iterations), []
 
     def log(record: dict) -> None:
         write_history(history, record)
         it = record["iteration"]
-        if "seconds" in record:
-            if timing["last"] is not None and "val_dice" not in record:
-                timing["steps"].append(record["seconds"] - timing["last"])
-            timing["last"] = record["seconds"]
-        if len(timing["steps"]) >= 3 and not timing["told"] and not on_gpu:
-            timing["told"] = True
-            per = float(np.median(timing["steps"]))
-            print(f"measured {per:.2f} s per iteration: {args.iterations - it} to go, "
-                  f"about {per * (args.iterations - it) / 60:.0f} min plus validation")
+        timer.add(record)
+        if not told and not on_gpu and timer.minutes_left() is not None:
+            told.append(True)
+            print(f"measured {timer.seconds_per_iteration():.2f} s per iteration: {args.iterations - it} to go, "
+                  f"about {timer.minutes_left():.0f} min plus validation")
         if not args.quiet and (it % args.print_every == 0 or "val_dice" in record or "ranks_weights_sha256" in record):
             print(json.dumps(record), flush=True)
 
@@ -304,35 +288,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {path}")
     if args.register:
-        from .model.registry import register_model
         entry = register_model(path)
         print(f"registered {entry.name} {entry.version} (use --model {entry.name})")
     return 0
 
 
-def _split(ids: list[str], fold: Optional[int], folds: int, kfold) -> dict[str, list[str]]:
-    """Case IDs for training, validation and test: a k-fold split, or all but one for training."""
-    if fold is not None:
-        if not 0 <= fold < folds:
-            raise BoneSegmentationError(f"--fold must be 0..{folds - 1}")
-        if len(ids) < 3:
-            raise BoneSegmentationError(f"k-fold needs at least 3 cases (train, validation, test); {len(ids)} found")
-        idx = kfold(len(ids), folds)[fold]
-        return {k: [ids[i] for i in v] for k, v in idx.items()}
-    if len(ids) == 1:
-        return {"train": ids, "val": [], "test": []}
-    return {"train": ids[1:], "val": ids[:1], "test": []}
-
-
 def set_torch_threads(n: Optional[int]) -> None:
     if n:
-        import torch
         torch.set_num_threads(n)
 
 
 def cmd_meshes(args: argparse.Namespace) -> int:
-    from .core.imageio import read_image
-    from .export.meshes import export_meshes, preview_png
 
     labels = read_image(args.labelmap)
     result = export_meshes(labels, Path(args.output), fmt=args.format, smoothing=args.smoothing,
@@ -349,33 +315,14 @@ def cmd_meshes(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .synthetic.demo import run_demo
 
-    result = run_demo(Path(args.output), model=args.model, spacing=args.spacing, device=args.device,
-                      stitch=args.stitch, mirror=args.mirror, progress=ProgressBar("demo    ", not args.quiet))
-    from .evaluation.metrics import markdown_table
+    result = run_demo(Path(args.output), model=args.model, spacing=args.spacing,
+                      options=InferenceOptions.from_args(args), progress=ProgressBar("demo    ", not args.quiet))
     print(markdown_table(result["evaluation"]))
     print(f"{len(result['found'])} bones found in {result['timings']['total_s']:.1f} s; outputs:")
     for name, path in result["files"].items():
         print(f"  {name:<11} {path}")
     return 0
-
-
-def stitch_factor(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 4:
-        raise argparse.ArgumentTypeError(f"stitch factor must be 1 (off) to 4, got {value}")
-    return value
-
-
-def add_inference_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stitch", type=stitch_factor, default=1, metavar="F",
-                   help="shift-and-stitch: run the model F^3 times on shifted grids for labels at model "
-                        "spacing / F (2: a 4 mm model gives 2 mm labels in 8x the time; default 1, off)")
-    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each patch with its left-right mirror, left and right bones swapped: "
-                        "more accurate, 2x the time (default: as the model's metadata says; the bundled "
-                        "model says yes)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,13 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="CT: .nii/.nii.gz/.nrrd/.mha file or a DICOM folder")
     p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz or .nrrd)")
     p.add_argument("--model", default=None, help="registered model name or .pt file (default: bundled)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--overlap", type=float, default=0.5, help="window overlap 0..0.9 (more = slower, smoother)")
-    add_inference_options(p)
+    InferenceOptions.add_arguments(p)
     p.add_argument("--confidence", default=None, help="also write the top-1 probability map (model spacing)")
     p.add_argument("--review", default=None,
                    help="where to write the ranked review list (default: OUTPUT with .review.json)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress-json", action="store_true", help="progress as JSON lines on stdout (for GUIs)")
@@ -422,8 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("evaluate", help="per-bone Dice and the paper's group table")
-    p.add_argument("prediction")
-    p.add_argument("reference")
+    p.add_argument("prediction", help="our label map (bone table values)")
+    p.add_argument("reference", help="reference label map (bone table values, or TotalSegmentator's with --reference)")
+    p.add_argument("--reference", dest="reference_kind", choices=["bonesegmentation", "totalsegmentator"],
+                   default="bonesegmentation",
+                   help="what the reference's values mean: the bone table (default) or TotalSegmentator v2 'total' "
+                        "classes (mapped onto the table; sternum parts merged, S1 in the sacrum)")
+    p.add_argument("--ct", default=None, help="the CT, for the share of bone predicted outside the body "
+                                              "(with --reference totalsegmentator)")
     p.add_argument("--csv", default=None, help="also write the table and per-bone Dice as CSV")
     p.add_argument("--plot", default=None, help="also write a per-group box plot PNG")
     p.set_defaults(func=cmd_evaluate)
@@ -485,9 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", required=True, help="model files or registered names (old first)")
     p.add_argument("--cases", nargs="+", default=None, help="case IDs (default: --split's test cases, else all)")
     p.add_argument("--split", default=None, help="a training run's split.json: use its held-out test cases")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    InferenceOptions.add_arguments(p)
     p.add_argument("-o", "--output", default=None, help="also write the Markdown table here")
-    add_inference_options(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
@@ -505,10 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="segment a synthetic phantom with the bundled model (the main job)")
     p.add_argument("-o", "--output", default="demo-output", help="output folder")
-    p.add_argument("--model", default=None)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--model", default=None, help="registered model name or .pt file (default: bundled)")
     p.add_argument("--spacing", type=float, default=2.0, help="phantom spacing (larger = faster, e.g. 4)")
-    add_inference_options(p)
+    InferenceOptions.add_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from ..core.resources import resource_path
+from .resources import resource_path
 
 SCT = "SCT"
 ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.errors import InputImageError
+from .errors import InputImageError
+from .files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +128,15 @@ def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = Fa
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=compress)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=compress), suffix=suffix)
+
+
+def strip_image_suffix(name: str) -> str:
+    """``bones.nii.gz`` -> ``bones`` (any suffix we read or write)."""
+    for suffix in sorted(WRITABLE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-5) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core.bones import ANATOMICAL_STRUCTURE, LATERALITY, TERMINOLOGY_CONTEXT, BoneTable, default_table
+from .bones import ANATOMICAL_STRUCTURE, LATERALITY, TERMINOLOGY_CONTEXT, BoneTable, default_table
 
 SCHEMA = "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/segment-context-schema.json#"
 

@@ -12,7 +12,11 @@ import SimpleITK as sitk
 from ..training.corrections import labelled_mask
 from ..training.dataset import check_dataset, image_path, label_path, read_manifest
 from ..core.errors import DatasetError
-from ..evaluation.metrics import evaluate_arrays, pool_results
+from .metrics import evaluate_arrays, pool_results
+from ..inference.options import InferenceOptions
+from ..inference.segmenter import Segmenter
+from ..model.modelfile import load_model
+from ..model.registry import resolve_model
 
 
 def held_out_cases(folder: Path, cases: Optional[list[str]] = None, split: Optional[str] = None) -> list[str]:
@@ -32,28 +36,25 @@ def held_out_cases(folder: Path, cases: Optional[list[str]] = None, split: Optio
 
 
 def compare_models(folder: Path, models: list[str], cases: Optional[list[str]] = None, split: Optional[str] = None,
-                   device: str = "auto", progress: Optional[Callable[[str], None]] = None,
-                   stitch: int = 1, mirror: Optional[bool] = None) -> dict[str, dict]:
-    """Pooled evaluation per model (keys: "name version" of each model, in the order given);
-    ``stitch`` and ``mirror`` as in ``segment_image``."""
-    from ..model.modelfile import load_model
-    from ..model.registry import resolve_model
-    from ..inference.segmenter import segment_image
-
+                   options: Optional[InferenceOptions] = None,
+                   progress: Optional[Callable[[str], None]] = None) -> dict[str, dict]:
+    """Pooled evaluation per model (keys: "name version" of each model, in the order given), every
+    model run with the same ``options``."""
     folder = Path(folder)
     ids = held_out_cases(folder, cases, split)
     loaded = [load_model(resolve_model(m)) for m in models]
+    segmenters = [Segmenter(m, options) for m in loaded]
     names = []
     for m in loaded:
-        name = f"{m.metadata['name']} {m.metadata['version']}"
+        name = m.label
         names.append(name if name not in names else f"{name} ({len(names) + 1})")
     per_model: dict[str, list[dict]] = {n: [] for n in names}
     for case_id in ids:
         ct = sitk.ReadImage(str(image_path(folder, case_id)))
         ref = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path(folder, case_id))))
         mask = labelled_mask(read_manifest(folder, case_id))
-        for name, model in zip(names, loaded):
-            result = segment_image(ct, model, device=device, stitch=stitch, mirror=mirror)
+        for name, segmenter in zip(names, segmenters):
+            result = segmenter.segment(ct)
             per_model[name].append(evaluate_arrays(sitk.GetArrayViewFromImage(result.labels), ref, labelled=mask))
             if progress:
                 progress(f"{case_id}: {name} done in {result.timings['total_s']:.1f} s")

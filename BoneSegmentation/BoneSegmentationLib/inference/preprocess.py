@@ -48,6 +48,12 @@ def normalise(image: sitk.Image, clip_low: float, clip_high: float, mean: float,
     return torch.from_numpy(array)
 
 
+def padding_value(intensity: dict) -> float:
+    """Air (or the clip floor, if higher) after the model's normalisation: what the network sees
+    beyond the scan's edge. One formula for inference, training and validation."""
+    return (max(float(intensity["clip_low"]), AIR_HU) - float(intensity["mean"])) / float(intensity["std"])
+
+
 def labels_to_input_grid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """Nearest-neighbour resampling of a label map onto the input CT's exact grid."""
     out = sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.GetPixelID())

@@ -1,24 +1,35 @@
-"""The engine's one entry point: a CT image in, a label map on the input's exact grid out."""
+"""The engine's one entry point: ``Segmenter(model, options)`` turns CT images into label maps on
+each input's exact grid, as nnU-Net's predictor does: options set once (device resolved, mirror
+wrapper built, threads set), any number of images, and a record of what made each output
+(``SegmentationRecord``, written as a sidecar JSON beside the label map)."""
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..inference.device import autocast_dtype, resolve_device
+from .. import __version__
+from ..core.files import atomic_write_text
 from ..core.imageio import check_ct
 from ..core.labelmaps import present_labels
-from ..inference.mirror import MirrorAveraged
 from ..model.modelfile import LoadedModel
-from ..inference.review import ReviewItem, review_ranking
-from ..inference.preprocess import AIR_HU, labels_to_input_grid, normalise
-from ..inference.sliding_window import CancelCheck, ProgressCallback, predict_streaming
-from ..inference.stitch import fine_grid, interleave, shifted_grid, stitch_shifts
+from .device import autocast_dtype, describe, resolve_device
+from .mirror import MirrorAveraged
+from .options import InferenceOptions
+from .preprocess import labels_to_input_grid, normalise, padding_value
+from .review import ReviewItem, review_ranking
+from .sliding_window import CancelCheck, ProgressCallback, predict_streaming
+from .stitch import fine_grid, interleave, shifted_grid, stitch_shifts
+
+SIDECAR_FORMAT = "bonesegmentation-segmentation"
 
 
 @dataclass
@@ -31,80 +42,136 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     mirrored: bool = False  # left-right mirror averaging was used
+    options: InferenceOptions = field(default_factory=InferenceOptions)
 
 
-def segment_image(image: sitk.Image, model: LoadedModel, device: str = "auto", overlap: float = 0.5,
-                  progress: Optional[ProgressCallback] = None,
-                  cancel: Optional[CancelCheck] = None, stitch: int = 1,
-                  mirror: Optional[bool] = None) -> SegmentationResult:
-    """Segment ``image`` with ``model``; progress(fraction, message) is called per step.
+class Segmenter:
+    """A model and the options to run it with; ``segment(image)`` as often as needed."""
 
-    ``stitch`` > 1 runs the model stitch^3 times on shifted grids and returns labels at model
-    spacing / stitch (see ``stitch.py``): finer boundaries for stitch^3 times the inference time.
-    ``mirror`` averages each patch with its left-right mirror, left and right classes swapped
-    (``mirror.py``), for twice the inference time; None follows the model's metadata.
-    """
-    shifts = stitch_shifts(stitch)
-    warnings = check_ct(image)
-    dev = resolve_device(device)
-    meta = model.metadata
-    inten = meta["intensity"]
-    pad_value = (max(inten["clip_low"], AIR_HU) - inten["mean"]) / inten["std"]
-    timings = {"preprocess_s": 0.0, "inference_s": 0.0}
-    module = model.module.to(dev)
-    mirrored = model.mirror_by_default if mirror is None else mirror
-    if mirrored:
-        module = MirrorAveraged(module, model.class_names, meta["orientation"])
+    def __init__(self, model: LoadedModel, options: Optional[InferenceOptions] = None):
+        self.model = model
+        self.options = options or InferenceOptions()
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        self.device = resolve_device(self.options.device)
+        self.mirrored = self.options.mirror_for(model.mirror_by_default)
+        module = model.module.to(self.device)
+        self.network = MirrorAveraged(module, model.class_names, model.metadata["orientation"]) if self.mirrored \
+            else module
 
-    def report(fraction: float, message: str) -> None:
-        if progress is not None:
-            progress(fraction, message)
+    def segment(self, image: sitk.Image, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancelCheck] = None) -> SegmentationResult:
+        """Segment ``image``; progress(fraction, message) is called per step.
 
-    t0 = time.perf_counter()
-    report(0.0, "resampling to model spacing")
-    oriented = sitk.DICOMOrient(image, meta["orientation"])
-    fine = fine_grid(oriented, model.spacing, stitch)
-    labels = np.zeros(fine.GetSize()[::-1], np.uint8)
-    confidence = np.zeros(labels.shape, np.float32)
-    for k, shift in enumerate(shifts):
-        t1 = time.perf_counter()
-        grid = shifted_grid(oriented, fine, stitch, shift)
-        volume = normalise(grid, inten["clip_low"], inten["clip_high"], inten["mean"], inten["std"])
-        t2 = time.perf_counter()
-        timings["preprocess_s"] += t2 - t1
-        prefix = f"pass {k + 1}/{len(shifts)}: " if len(shifts) > 1 else ""
-        pass_labels, pass_confidence = predict_streaming(
-            module, volume, model.num_classes, model.patch_size, overlap=overlap, device=dev,
-            pad_value=pad_value, autocast_dtype=autocast_dtype(dev),
-            progress=lambda f, m: report(0.02 + 0.93 * (k + f) / len(shifts), prefix + m), cancel=cancel)
-        interleave(labels, pass_labels, stitch, shift)
-        interleave(confidence, pass_confidence, stitch, shift)
-        del volume, grid
-        timings["inference_s"] += time.perf_counter() - t2
+        ``options.stitch`` > 1 runs the model stitch^3 times on shifted grids and returns labels at
+        model spacing / stitch (``stitch.py``); mirror averaging (``mirror.py``) doubles the time.
+        """
+        opts, meta = self.options, self.model.metadata
+        shifts = stitch_shifts(opts.stitch)
+        warnings = check_ct(image)
+        inten = meta["intensity"]
+        timings = {"preprocess_s": 0.0, "inference_s": 0.0}
 
-    t3 = time.perf_counter()
-    report(0.96, "resampling labels to the input grid")
-    labels_grid = sitk.GetImageFromArray(labels)
-    labels_grid.CopyInformation(fine)
-    conf_img = sitk.GetImageFromArray(confidence)
-    conf_img.CopyInformation(fine)
-    labels_input = labels_to_input_grid(labels_grid, image)
-    timings["postprocess_s"] = time.perf_counter() - t3
-    t4 = time.perf_counter()
-    report(0.98, "ranking bones for review")
-    review = review_ranking(labels_grid, conf_img)
-    timings["review_s"] = time.perf_counter() - t4
-    timings["total_s"] = time.perf_counter() - t0
-    report(1.0, "done")
-    return SegmentationResult(labels_input, labels_grid, conf_img, review, warnings, timings, str(dev),
-                              mirrored)
+        def report(fraction: float, message: str) -> None:
+            if progress is not None:
+                progress(fraction, message)
+
+        t0 = time.perf_counter()
+        report(0.0, "resampling to model spacing")
+        oriented = sitk.DICOMOrient(image, meta["orientation"])
+        fine = fine_grid(oriented, self.model.spacing, opts.stitch)
+        labels = np.zeros(fine.GetSize()[::-1], np.uint8)
+        confidence = np.zeros(labels.shape, np.float32)
+        for k, shift in enumerate(shifts):
+            t1 = time.perf_counter()
+            grid = shifted_grid(oriented, fine, opts.stitch, shift)
+            volume = normalise(grid, inten["clip_low"], inten["clip_high"], inten["mean"], inten["std"])
+            t2 = time.perf_counter()
+            timings["preprocess_s"] += t2 - t1
+            prefix = f"pass {k + 1}/{len(shifts)}: " if len(shifts) > 1 else ""
+            pass_labels, pass_confidence = predict_streaming(
+                self.network, volume, self.model.num_classes, self.model.patch_size, overlap=opts.overlap,
+                device=self.device, pad_value=padding_value(inten), autocast_dtype=autocast_dtype(self.device),
+                progress=lambda f, m: report(0.02 + 0.93 * (k + f) / len(shifts), prefix + m), cancel=cancel)
+            interleave(labels, pass_labels, opts.stitch, shift)
+            interleave(confidence, pass_confidence, opts.stitch, shift)
+            del volume, grid
+            timings["inference_s"] += time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        report(0.96, "resampling labels to the input grid")
+        labels_grid = sitk.GetImageFromArray(labels)
+        labels_grid.CopyInformation(fine)
+        conf_img = sitk.GetImageFromArray(confidence)
+        conf_img.CopyInformation(fine)
+        labels_input = labels_to_input_grid(labels_grid, image)
+        timings["postprocess_s"] = time.perf_counter() - t3
+        t4 = time.perf_counter()
+        report(0.98, "ranking bones for review")
+        review = review_ranking(labels_grid, conf_img)
+        timings["review_s"] = time.perf_counter() - t4
+        timings["total_s"] = time.perf_counter() - t0
+        report(1.0, "done")
+        return SegmentationResult(labels_input, labels_grid, conf_img, review, warnings, timings, str(self.device),
+                                  self.mirrored, opts)
+
+    def segment_many(self, images: Iterable[sitk.Image], cancel: Optional[CancelCheck] = None
+                     ) -> Iterator[SegmentationResult]:
+        """One result per image, in order, with the network set up once."""
+        for image in images:
+            yield self.segment(image, cancel=cancel)
+
+    def record(self, result: SegmentationResult, image: sitk.Image, input_name: str = "",
+               outputs: Optional[dict[str, str]] = None) -> dict:
+        """What made ``result``: the sidecar's content (see ``write_sidecar``)."""
+        meta = self.model.metadata
+        return {
+            "format": SIDECAR_FORMAT, "format_version": 1,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "code_version": __version__,
+            "model": {"name": meta["name"], "version": meta["version"], "sha256": self.model.sha256,
+                      "file": str(self.model.path) if self.model.path else "",
+                      "trained_on_synthetic_data_only": trained_on_synthetic_data_only(meta)},
+            "options": result.options.to_json(),
+            "resolved": {"device": result.device, "device_description": describe(self.device),
+                         "mirrored": result.mirrored, "torch": torch.__version__},
+            "input": {"name": input_name, "size": list(image.GetSize()),
+                      "spacing_mm": list(image.GetSpacing()), "origin_mm": list(image.GetOrigin()),
+                      "direction": list(image.GetDirection()), "coordinate_system": "LPS"},
+            "outputs": outputs or {},
+            "bones_found": len(present_labels(sitk.GetArrayViewFromImage(result.labels_model_grid))),
+            "warnings": list(result.warnings),
+            "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        }
+
+
+def trained_on_synthetic_data_only(meta: dict) -> bool:
+    """Whether the model's metadata says it never saw a real CT image (then we say so)."""
+    t = meta.get("training", {})
+    return bool(t.get("trained_on_synthetic_data_only") or t.get("trained_on_synthetic_phantoms"))
+
+
+SYNTHETIC_NOTICE = ("note: this model was trained on synthetic images only (no real CT); treat its labels as a "
+                    "prior to check and correct")
+
+
+def sidecar_path_for(output: Path) -> Path:
+    """``bones.nii.gz`` -> ``bones.json`` beside it (as BIDS names its sidecars)."""
+    from ..core.imageio import strip_image_suffix
+    return Path(output).with_name(strip_image_suffix(Path(output).name) + ".json")
+
+
+def write_sidecar(path: Path, record: dict) -> Path:
+    return atomic_write_text(Path(path), json.dumps(record, indent=1) + "\n")
+
+
+def segment_image(image: sitk.Image, model: LoadedModel, options: Optional[InferenceOptions] = None,
+                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None
+                  ) -> SegmentationResult:
+    """One image, once: ``Segmenter(model, options).segment(image)``."""
+    return Segmenter(model, options).segment(image, progress=progress, cancel=cancel)
 
 
 def found_classes(labels: sitk.Image) -> list[int]:
     """Label values present (background excluded), ascending."""
     return present_labels(sitk.GetArrayViewFromImage(labels))
-
-
-def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(n)

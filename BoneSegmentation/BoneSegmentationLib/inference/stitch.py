@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 import SimpleITK as sitk
 
-from ..inference.preprocess import AIR_HU, grid_geometry, resample_onto
+from .preprocess import AIR_HU, grid_geometry, resample_onto
 
 Shift = tuple[int, int, int]  # (x, y, z) offset in fine voxels, 0 <= shift < factor
 

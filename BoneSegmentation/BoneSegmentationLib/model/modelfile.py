@@ -9,7 +9,6 @@ forward pass, that the network emits exactly one channel per class.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -20,40 +19,9 @@ import torch
 
 from ..core.bones import BoneTable, default_table
 from ..core.errors import ModelFileError
-
-FORMAT_NAME = "bonesegmentation-model"
-FORMAT_VERSION = 1
-METADATA_FILE = "metadata.json"
-
-REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
-    "format": str, "format_version": int, "name": str, "version": str, "description": str,
-    "modality": str, "spacing_mm": list, "orientation": str, "patch_size": list,
-    "intensity": dict, "classes": list, "network": dict, "training": dict,
-}
-
-
-def class_entries(table: BoneTable) -> list[dict[str, Any]]:
-    """Class list for the metadata, derived from the bone table (the source of truth)."""
-    return [{"index": b.index, "name": b.name, "display_name": b.display_name,
-             "sct_code": b.sct_code, "color": list(b.rgb)} for b in table]
-
-
-def make_metadata(*, name: str, version: str, description: str, network: dict[str, Any],
-                  training: dict[str, Any], table: BoneTable | None = None,
-                  spacing_mm: float = 2.0, patch_size: int = 96,
-                  intensity: dict[str, float] | None = None, mirror: bool = False) -> dict[str, Any]:
-    """Metadata with the project's defaults (2 mm, LPS, CT window -1024..2048 HU). ``mirror``
-    says whether inference should average over left-right mirroring by default (``mirror.py``)."""
-    table = table or default_table()
-    return {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": name, "version": version,
-        "description": description, "modality": "CT", "spacing_mm": [spacing_mm] * 3,
-        "orientation": "LPS", "patch_size": [patch_size] * 3,
-        "intensity": intensity or {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0},
-        "classes": class_entries(table), "network": network, "training": training,
-        "inference": {"mirror": mirror},
-    }
-
+from ..core.files import atomic_write, sha256_file
+from .metadata import (FORMAT_NAME, FORMAT_VERSION, METADATA_FILE, REQUIRED_KEYS, _check_file,  # noqa: F401
+                       class_entries, make_metadata, model_label, read_metadata, validate_metadata)
 
 @dataclass
 class LoadedModel:
@@ -62,6 +30,7 @@ class LoadedModel:
     module: torch.jit.ScriptModule
     metadata: dict[str, Any]
     path: Path | None = None
+    _sha256: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +50,20 @@ class LoadedModel:
         return bool(self.metadata.get("inference", {}).get("mirror", False))
 
     @property
+    def label(self) -> str:
+        """'name version', as outputs and the panel name the model."""
+        return model_label(self.metadata)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the model file (empty for a model that never was a file)."""
+        if self.path is None:
+            return ""
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.path)
+        return self._sha256
+
+    @property
     def patch_size(self) -> tuple[int, int, int]:
         return tuple(int(p) for p in self.metadata["patch_size"])  # type: ignore[return-value]
 
@@ -89,77 +72,15 @@ class LoadedModel:
         return int(self.metadata["network"].get("size_divisor", 16))
 
 
-def validate_metadata(meta: Any) -> None:
-    """Raise ``ModelFileError`` naming the first problem found in the metadata."""
-    if not isinstance(meta, dict):
-        raise ModelFileError("model metadata.json is not a JSON object")
-    if meta.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"not a BoneSegmentation model: metadata format is {meta.get('format')!r}, "
-                             f"expected {FORMAT_NAME!r}")
-    for key, kind in REQUIRED_KEYS.items():
-        if key not in meta:
-            raise ModelFileError(f"model metadata lacks the required key '{key}'")
-        if not isinstance(meta[key], kind):
-            raise ModelFileError(f"model metadata key '{key}' has the wrong type "
-                                 f"({type(meta[key]).__name__})")
-    if meta["format_version"] > FORMAT_VERSION:
-        raise ModelFileError(f"model format version {meta['format_version']} is newer than this "
-                             f"software supports ({FORMAT_VERSION}); update BoneSegmentation")
-    if meta["modality"] != "CT":
-        raise ModelFileError(f"model is for modality {meta['modality']!r}; only CT models are supported")
-    for key in ("spacing_mm", "patch_size"):
-        values = meta[key]
-        if len(values) != 3 or not all(isinstance(v, (int, float)) and v > 0 for v in values):
-            raise ModelFileError(f"model metadata '{key}' must be three positive numbers, got {values}")
-    for key in ("clip_low", "clip_high", "mean", "std"):
-        if not isinstance(meta["intensity"].get(key), (int, float)):
-            raise ModelFileError(f"model metadata 'intensity' lacks the number '{key}'")
-    if meta["intensity"]["std"] <= 0 or meta["intensity"]["clip_high"] <= meta["intensity"]["clip_low"]:
-        raise ModelFileError("model metadata 'intensity' has std <= 0 or an empty clip window")
-    inference = meta.get("inference", {})
-    if not isinstance(inference, dict) or not isinstance(inference.get("mirror", False), bool):
-        raise ModelFileError("model metadata 'inference' must be an object whose 'mirror' is true or false")
-    classes = meta["classes"]
-    if len(classes) < 2:
-        raise ModelFileError("model metadata lists fewer than 2 classes")
-    for i, c in enumerate(classes):
-        if not isinstance(c, dict) or c.get("index") != i or not isinstance(c.get("name"), str):
-            raise ModelFileError(f"model class entry {i} must be an object with index {i} and a name")
-    if classes[0]["name"] != "background":
-        raise ModelFileError("model class 0 must be 'background'")
-    if len({c["name"] for c in classes}) != len(classes):
-        raise ModelFileError("model metadata lists a class name twice")
-
-
 def save_model(module: torch.nn.Module, metadata: dict[str, Any], path: Path) -> Path:
     """Script (if needed), attach metadata and write atomically (temp file + rename)."""
     validate_metadata(metadata)
     scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():  # TorchScript is deprecated upstream but is our stable format
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=1)})
-    os.replace(tmp, path)
-    return path
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """Metadata only, without loading the weights (fast: reads one member of the zip)."""
-    path = _check_file(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            member = next((n for n in zf.namelist() if n.endswith("/extra/" + METADATA_FILE)), None)
-            if member is None:
-                raise ModelFileError(f"{path} has no embedded {METADATA_FILE}: not a BoneSegmentation model")
-            meta = json.loads(zf.read(member))
-    except zipfile.BadZipFile:
-        raise ModelFileError(f"{path} is not a TorchScript model file (corrupt or truncated)") from None
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{path}: embedded {METADATA_FILE} is not valid JSON ({e})") from None
-    validate_metadata(meta)
-    return meta
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but is our stable format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=1)})
+    return atomic_write(Path(path), write)
 
 
 def load_model(path: Path, device: str | torch.device = "cpu", check_output: bool = True) -> LoadedModel:
@@ -179,13 +100,6 @@ def load_model(path: Path, device: str | torch.device = "cpu", check_output: boo
     if check_output:
         _check_output_channels(model, device)
     return model
-
-
-def _check_file(path: Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
-    return path
 
 
 def _check_output_channels(model: LoadedModel, device: str | torch.device) -> None:

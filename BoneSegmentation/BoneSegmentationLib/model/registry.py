@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..core.errors import DownloadError, ModelFileError
+from .metadata import read_metadata
 from ..core.resources import resource_path
 
 CHUNK = 1 << 16
@@ -62,7 +63,7 @@ def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
 
 def register_model(model_file: Path, description: str = "") -> ModelEntry:
     """Copy a model file into the cache and list it in the user registry (older versions stay)."""
-    from ..model.modelfile import read_metadata
+    from ..model.metadata import read_metadata
 
     meta = read_metadata(Path(model_file))
     entry = ModelEntry(meta["name"], str(meta["version"]), url="", sha256=sha256_of(Path(model_file)),

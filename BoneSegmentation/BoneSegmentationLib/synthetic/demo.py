@@ -13,23 +13,25 @@ from ..core.bones import default_table
 from ..evaluation.metrics import boxplot_png, evaluate_images, markdown_table, write_csv
 from ..core.imageio import write_image
 from ..model.modelfile import load_model
-from ..synthetic.phantom import make_phantom
+from .phantom import make_phantom
 from ..inference.review import ReviewItem, summary_lines, write_review
 from ..model.registry import resolve_model
-from ..inference.segmenter import found_classes, segment_image
+from ..inference.options import InferenceOptions
+from ..inference.segmenter import Segmenter, found_classes, write_sidecar
 
 DEMO_SEED = 4  # a held-out seed: training uses 1000 and above
 
 
 def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, spacing: float = 2.0,
-             device: str = "auto", progress: Optional[Callable[[float, str], None]] = None,
-             stitch: int = 1, mirror: Optional[bool] = None) -> dict:
+             options: Optional[InferenceOptions] = None,
+             progress: Optional[Callable[[float, str], None]] = None) -> dict:
+    options = options or InferenceOptions()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ct, reference, spec = make_phantom(seed, spacing=spacing, partial=False)
     loaded = load_model(resolve_model(model))
-    result = segment_image(ct, loaded, device=device, progress=progress, stitch=stitch,
-                           mirror=mirror)
+    segmenter = Segmenter(loaded, options)
+    result = segmenter.segment(ct, progress=progress)
     files = {
         "ct": write_image(ct, out / "phantom_ct.nii.gz", overwrite=True),
         "reference": write_image(reference, out / "phantom_reference_labels.nii.gz", overwrite=True),
@@ -39,15 +41,19 @@ def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, 
     evaluation = evaluate_images(result.labels, reference)
     table_md = markdown_table(evaluation)
     (out / "evaluation.md").write_text(f"# Demo evaluation (phantom seed {seed})\n\nModel: "
-                                       f"{loaded.metadata['name']} {loaded.metadata['version']} — "
+                                       f"{loaded.label} — "
                                        f"{loaded.metadata['description']}\n\nInference: left-right mirror averaging "
-                                       f"{'on' if result.mirrored else 'off'}, stitch {stitch}.\n\n{table_md}",
+                                       f"{'on' if result.mirrored else 'off'}, stitch {options.stitch}, overlap "
+                                       f"{options.overlap:g}, device {result.device}.\n\n{table_md}",
                                        encoding="utf-8")
     files["evaluation"] = write_csv(evaluation, out / "evaluation.csv")
     files["boxplot"] = boxplot_png(evaluation, out / "evaluation.png", title=f"Demo, phantom seed {seed}")
     files["review"] = write_review(result.review, out / "review.json",
-                                   model=f"{loaded.metadata['name']} {loaded.metadata['version']}", overwrite=True)
+                                   model=loaded.label, overwrite=True)
     files["overview"] = overview_png(ct, result.labels, out / "overview.png", result.review)
+    files["sidecar"] = write_sidecar(out / "bones.json", segmenter.record(
+        result, ct, input_name=f"phantom seed {seed} at {spacing:g} mm",
+        outputs={k: str(v) for k, v in files.items()}))
     return {"files": files, "evaluation": evaluation, "timings": result.timings, "spec": spec,
             "found": found_classes(result.labels), "review": result.review}
 

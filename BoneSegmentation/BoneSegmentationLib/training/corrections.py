@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
-from ..training.dataset import allocate_case_id, case_stem, commit_case, init_dataset
+from .dataset import allocate_case_id, case_stem, commit_case, init_dataset
 from ..core.errors import DatasetError
 from ..core.imageio import same_geometry
 from ..core.labelmaps import label_counts

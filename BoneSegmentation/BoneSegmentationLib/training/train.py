@@ -19,45 +19,21 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
-from ..training.augment import augment
+from .augment import augment
 from ..core.bones import default_table
 from ..evaluation.metrics import dice_per_class
 from ..core.labelmaps import label_counts
-from ..training.losses import sparse_ce_dice
+from .losses import sparse_ce_dice
 from ..inference.mirror import can_mirror
 from ..core.errors import BoneSegmentationError, ModelFileError
 from ..model.modelfile import load_model, make_metadata, read_metadata, save_model
 from ..model.network import NoNewNet
 from ..inference.preprocess import normalise, to_model_grid
-from ..training.sampling import PatchSampler, class_locations
+from .sampling import PatchSampler, class_locations
+from .plan import ARCHITECTURE_KEYS, TrainConfig, kfold_splits, parent_architecture  # noqa: F401 (re-exported)
 from ..inference.sliding_window import predict_streaming
 
 INTENSITY = {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0}
-
-
-@dataclass
-class TrainConfig:
-    out_dir: str
-    spacing: float = 2.0
-    patch: int = 96
-    width: int = 30
-    levels: int = 5
-    iterations: int = 1000
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # the paper's; "poly" decays as nnU-Net: lr * (1 - it / iterations) ** 0.9
-    sampling: str = "balanced"
-    augment: bool = True
-    seed: int = 0
-    validate_every: int = 100
-    checkpoint_every: int = 50
-    init_model: Optional[str] = None
-    device: str = "auto"
-    name: str = "bones-model"
-    version: str = "0.1"
-    description: str = ""
-    data_description: str = ""
-    extra: dict = field(default_factory=dict)
-    group_weights: dict = field(default_factory=dict)  # share of patches per Case.group (empty: balanced over all)
 
 
 @dataclass
@@ -94,15 +70,6 @@ def load_dataset(folder: Path, spacing: float, ids: Optional[list[str]] = None) 
     return cases
 
 
-def kfold_splits(n: int, folds: int = 5, n_val: int = 1, n_test: int = 1) -> list[dict[str, list[int]]]:
-    """Rotating splits as in the paper (5 scans: 3 train / 1 validation / 1 test per fold)."""
-    out = []
-    for f in range(folds):
-        order = [(f + i) % n for i in range(n)]
-        out.append({"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]})
-    return out
-
-
 def _distributed() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -117,9 +84,6 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-ARCHITECTURE_KEYS = ("spacing", "patch", "width", "levels")
-
-
 def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
     """A fresh No-New-Net, or the parent model's weights when fine-tuning (``init_model``)."""
     net = NoNewNet(num_classes, base_features=cfg.width, levels=cfg.levels)
@@ -132,13 +96,6 @@ def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
                                  f"differs from width={cfg.width}, levels={cfg.levels}; take them from the parent "
                                  "(the CLI does this when --init is given)") from None
     return net
-
-
-def parent_architecture(model_path: Path) -> dict:
-    """Spacing, patch, width and levels of a model file, so that fine-tuning keeps them."""
-    meta = read_metadata(Path(model_path))
-    return {"spacing": float(meta["spacing_mm"][0]), "patch": int(meta["patch_size"][0]),
-            "width": int(meta["network"]["base_features"]), "levels": int(meta["network"]["levels"])}
 
 
 def weights_digest(net: torch.nn.Module) -> str:

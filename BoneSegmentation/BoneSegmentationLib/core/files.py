@@ -1,0 +1,56 @@
+"""File facts used everywhere: the atomic write (temp file + rename), SHA-256 of a file, and
+the LPS <-> RAS flip between ITK's and Slicer's patient coordinates. One home for each."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+def temp_path(path: Path, suffix: str = "") -> Path:
+    """A hidden name beside ``path`` that no other writer (process or thread) uses."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], object], suffix: str = "") -> Path:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it over ``path``:
+    readers see the old file or the new one, never half of one. The temporary file is removed if
+    writing fails; files get the user's umask like any other file they create."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def lps_to_ras(point: Sequence[float]) -> list[float]:
+    """ITK/DICOM patient coordinates (LPS) to Slicer's (RAS) and back: the same flip."""
+    return [-float(point[0]), -float(point[1]), float(point[2])]
+
+
+ras_to_lps = lps_to_ras

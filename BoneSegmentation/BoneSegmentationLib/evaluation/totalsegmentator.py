@@ -1,0 +1,92 @@
+"""Evaluation against TotalSegmentator outputs (v2 "total" task) as a reference.
+
+The reference is mapped onto the bone table (``core/totalsegmentator.py``: S1 into the sacrum,
+its one sternum against our three parts merged) and compared by physical position, so a
+reference stored with another direction matrix still lines up. Only bones both have are scored;
+everything else TotalSegmentator labels (organs, vessels, costal cartilage) is background.
+
+Beyond Dice it measures the two failures a synthetic-only model shows on real scans: bone
+predicted inside the heart and great vessels, and bone predicted outside the body (table, air).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..core.bones import BoneTable, default_table
+from ..core.totalsegmentator import merge_sternum, ts_index, ts_to_table
+from .metrics import evaluate_arrays
+
+NOT_BONE = ("heart", "aorta", "inferior_vena_cava", "superior_vena_cava")
+BODY_HU = -300.0  # denser than this is patient (or table); the body is the largest such piece per slice
+
+
+def reference_on_grid(reference: sitk.Image, grid: sitk.Image) -> np.ndarray:
+    """TotalSegmentator indices resampled (nearest) onto ``grid`` by physical position."""
+    ref = sitk.Resample(reference, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(ref)
+
+
+def body_mask(ct: sitk.Image) -> sitk.Image:
+    """The patient on the CT's grid: per axial slice (LPS), the largest piece denser than -300 HU,
+    holes filled. The table lies apart from the body (cushion, air gap) and so is left out."""
+    arr = sitk.GetArrayFromImage(sitk.DICOMOrient(ct, "LPS"))
+    out = np.zeros(arr.shape, bool)
+    for z in range(arr.shape[0]):
+        pieces, n = ndimage.label(arr[z] > BODY_HU)
+        if n:
+            sizes = np.bincount(pieces.ravel())[1:]
+            out[z] = ndimage.binary_fill_holes(pieces == 1 + int(np.argmax(sizes)))
+    oriented = sitk.GetImageFromArray(out.astype(np.uint8))
+    oriented.CopyInformation(sitk.DICOMOrient(ct, "LPS"))
+    return sitk.Resample(oriented, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def evaluate_against_totalsegmentator(prediction: sitk.Image, reference: sitk.Image, ct: sitk.Image | None = None,
+                                      table: BoneTable | None = None) -> dict:
+    """The paper's table for the bones both label maps have, plus the not-bone measures:
+    ``bone_in_vessels`` (fraction of the heart/aorta/venae cavae voxels predicted bone) and, given
+    the CT, ``bone_outside_body`` (fraction of predicted bone outside the patient)."""
+    table = table or default_table()
+    ts = reference_on_grid(reference, prediction)
+    ref = ts_to_table(table)[ts]
+    pred = merge_sternum(sitk.GetArrayFromImage(prediction), table)
+    present = np.zeros(table.num_classes, bool)
+    present[np.unique(ref)] = True
+    result = evaluate_arrays(pred, ref, table)
+    result["per_bone"] = {k: v for k, v in result["per_bone"].items() if present[table.by_name(k).index]}
+    result["reference"] = "TotalSegmentator v2 total (sternum parts merged, S1 in sacrum)"
+    vessels = np.isin(ts, [ts_index(n) for n in NOT_BONE])
+    result["bone_in_vessels"] = float(np.count_nonzero(vessels & (pred > 0)) / max(1, np.count_nonzero(vessels)))
+    if ct is not None:
+        body = reference_on_grid(body_mask(ct), prediction).astype(bool)
+        bone = pred > 0
+        result["bone_outside_body"] = float(np.count_nonzero(bone & ~body) / max(1, np.count_nonzero(bone)))
+    result["level_agreement"] = vertebra_level_agreement(pred, ref, table)
+    return result
+
+
+def vertebra_level_agreement(pred: np.ndarray, ref: np.ndarray, table: BoneTable) -> float:
+    """Of the reference's vertebrae, the fraction whose voxels the prediction mostly labels with
+    the same level (identity, not outline)."""
+    levels = [b.index for b in table.foreground() if b.name.startswith("vertebra_")]
+    hits = total = 0
+    for c in levels:
+        m = ref == c
+        if np.count_nonzero(m) < 20:
+            continue
+        votes = np.bincount(pred[m][pred[m] > 0], minlength=table.num_classes)
+        total += 1
+        hits += int(votes.any() and int(np.argmax(votes)) == c)
+    return hits / total if total else float("nan")
+
+
+def not_bone_lines(result: dict) -> list[str]:
+    lines = [f"Bone predicted inside heart, aorta and venae cavae: {100 * result['bone_in_vessels']:.2f} % of their voxels"]
+    if "bone_outside_body" in result:
+        lines.append(f"Bone predicted outside the body (table, air): {100 * result['bone_outside_body']:.2f} % "
+                     "of predicted bone")
+    lines.append(f"Vertebra level agreement: {result['level_agreement']:.2f}")
+    return lines

@@ -1,0 +1,117 @@
+"""The model file's metadata (``metadata.json`` inside the TorchScript zip): its schema, how to
+make it and read it without loading the network. Free of PyTorch, so that the Slicer panel can
+describe models before PyTorch is installed."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..core.bones import BoneTable, default_table
+from ..core.errors import ModelFileError
+
+FORMAT_NAME = "bonesegmentation-model"
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+
+REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
+    "format": str, "format_version": int, "name": str, "version": str, "description": str,
+    "modality": str, "spacing_mm": list, "orientation": str, "patch_size": list,
+    "intensity": dict, "classes": list, "network": dict, "training": dict,
+}
+
+
+def class_entries(table: BoneTable) -> list[dict[str, Any]]:
+    """Class list for the metadata, derived from the bone table (the source of truth)."""
+    return [{"index": b.index, "name": b.name, "display_name": b.display_name,
+             "sct_code": b.sct_code, "color": list(b.rgb)} for b in table]
+
+
+def make_metadata(*, name: str, version: str, description: str, network: dict[str, Any],
+                  training: dict[str, Any], table: BoneTable | None = None,
+                  spacing_mm: float = 2.0, patch_size: int = 96,
+                  intensity: dict[str, float] | None = None, mirror: bool = False) -> dict[str, Any]:
+    """Metadata with the project's defaults (2 mm, LPS, CT window -1024..2048 HU). ``mirror``
+    says whether inference should average over left-right mirroring by default (``mirror.py``)."""
+    table = table or default_table()
+    return {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": name, "version": version,
+        "description": description, "modality": "CT", "spacing_mm": [spacing_mm] * 3,
+        "orientation": "LPS", "patch_size": [patch_size] * 3,
+        "intensity": intensity or {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0},
+        "classes": class_entries(table), "network": network, "training": training,
+        "inference": {"mirror": mirror},
+    }
+
+
+def model_label(meta: dict[str, Any]) -> str:
+    """How a model is named to people: 'name version'."""
+    return f"{meta['name']} {meta['version']}"
+
+
+def validate_metadata(meta: Any) -> None:
+    """Raise ``ModelFileError`` naming the first problem found in the metadata."""
+    if not isinstance(meta, dict):
+        raise ModelFileError("model metadata.json is not a JSON object")
+    if meta.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"not a BoneSegmentation model: metadata format is {meta.get('format')!r}, "
+                             f"expected {FORMAT_NAME!r}")
+    for key, kind in REQUIRED_KEYS.items():
+        if key not in meta:
+            raise ModelFileError(f"model metadata lacks the required key '{key}'")
+        if not isinstance(meta[key], kind):
+            raise ModelFileError(f"model metadata key '{key}' has the wrong type "
+                                 f"({type(meta[key]).__name__})")
+    if meta["format_version"] > FORMAT_VERSION:
+        raise ModelFileError(f"model format version {meta['format_version']} is newer than this "
+                             f"software supports ({FORMAT_VERSION}); update BoneSegmentation")
+    if meta["modality"] != "CT":
+        raise ModelFileError(f"model is for modality {meta['modality']!r}; only CT models are supported")
+    for key in ("spacing_mm", "patch_size"):
+        values = meta[key]
+        if len(values) != 3 or not all(isinstance(v, (int, float)) and v > 0 for v in values):
+            raise ModelFileError(f"model metadata '{key}' must be three positive numbers, got {values}")
+    for key in ("clip_low", "clip_high", "mean", "std"):
+        if not isinstance(meta["intensity"].get(key), (int, float)):
+            raise ModelFileError(f"model metadata 'intensity' lacks the number '{key}'")
+    if meta["intensity"]["std"] <= 0 or meta["intensity"]["clip_high"] <= meta["intensity"]["clip_low"]:
+        raise ModelFileError("model metadata 'intensity' has std <= 0 or an empty clip window")
+    inference = meta.get("inference", {})
+    if not isinstance(inference, dict) or not isinstance(inference.get("mirror", False), bool):
+        raise ModelFileError("model metadata 'inference' must be an object whose 'mirror' is true or false")
+    classes = meta["classes"]
+    if len(classes) < 2:
+        raise ModelFileError("model metadata lists fewer than 2 classes")
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict) or c.get("index") != i or not isinstance(c.get("name"), str):
+            raise ModelFileError(f"model class entry {i} must be an object with index {i} and a name")
+    if classes[0]["name"] != "background":
+        raise ModelFileError("model class 0 must be 'background'")
+    if len({c["name"] for c in classes}) != len(classes):
+        raise ModelFileError("model metadata lists a class name twice")
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """Metadata only, without loading the weights (fast: reads one member of the zip)."""
+    path = _check_file(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            member = next((n for n in zf.namelist() if n.endswith("/extra/" + METADATA_FILE)), None)
+            if member is None:
+                raise ModelFileError(f"{path} has no embedded {METADATA_FILE}: not a BoneSegmentation model")
+            meta = json.loads(zf.read(member))
+    except zipfile.BadZipFile:
+        raise ModelFileError(f"{path} is not a TorchScript model file (corrupt or truncated)") from None
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path}: embedded {METADATA_FILE} is not valid JSON ({e})") from None
+    validate_metadata(meta)
+    return meta
+
+
+def _check_file(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    return path

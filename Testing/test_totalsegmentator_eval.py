@@ -1,0 +1,52 @@
+"""Evaluation against TotalSegmentator outputs, with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from BoneSegmentationLib.cli import main
+from BoneSegmentationLib.core.bones import default_table
+from BoneSegmentationLib.core.totalsegmentator import ts_index, ts_to_table
+from BoneSegmentationLib.evaluation.totalsegmentator import evaluate_against_totalsegmentator
+
+
+def test_mapping_follows_the_bone_table():
+    lut, table = ts_to_table(), default_table()
+    assert lut[ts_index("vertebrae_L3")] == table.by_name("vertebra_L3").index
+    assert lut[ts_index("vertebrae_S1")] == table.by_name("sacrum").index
+    assert lut[ts_index("sternum")] == table.by_name("sternum_body").index
+    assert lut[ts_index("rib_left_7")] == table.by_name("rib_left_7").index
+    assert lut[ts_index("heart")] == 0 and lut[ts_index("costal_cartilages")] == 0
+
+
+def test_reference_itself_scores_one_and_a_flipped_copy_aligns(real_data, tmp_path):
+    """The TotalSegmentator reference mapped onto our table scores Dice 1 against itself, even
+    when stored with another direction matrix (the thorax reference is flipped in y)."""
+    ref = sitk.ReadImage(str(real_data / "ts_abdomen_totalseg.nii.gz"))
+    ours = sitk.GetImageFromArray(ts_to_table()[sitk.GetArrayFromImage(ref)])
+    ours.CopyInformation(ref)
+    flipped = sitk.Flip(ref, [False, True, False])
+    result = evaluate_against_totalsegmentator(ours, flipped)
+    assert result["foreground_dice"] == 1.0 and result["bone_in_vessels"] == 0.0
+    assert all(d == 1.0 for d in result["per_bone"].values()) and "vertebra_L3" in result["per_bone"]
+    assert result["level_agreement"] == 1.0
+
+
+def test_not_bone_measures_count_bone_in_the_aorta_and_outside_the_body(real_data, tmp_path):
+    ref = sitk.ReadImage(str(real_data / "ts_abdomen_totalseg.nii.gz"))
+    ct = sitk.ReadImage(str(real_data / "ts_abdomen_ct.nii.gz"))
+    ts = sitk.GetArrayFromImage(ref)
+    pred = ts_to_table()[ts].copy()
+    aorta = ts == ts_index("aorta")
+    pred[aorta] = default_table().by_name("femur_left").index  # every aorta voxel called bone
+    pred[0, 0, 0:5] = default_table().by_name("cranium").index  # 5 voxels of bone in the air corner
+    img = sitk.GetImageFromArray(pred)
+    img.CopyInformation(ref)
+    result = evaluate_against_totalsegmentator(img, ref, ct)
+    vessels = np.isin(ts, [ts_index(n) for n in ("heart", "aorta", "inferior_vena_cava", "superior_vena_cava")])
+    assert abs(result["bone_in_vessels"] - aorta.sum() / vessels.sum()) < 1e-9
+    assert abs(result["bone_outside_body"] - 5 / np.count_nonzero(pred)) < 1e-9
+    sitk.WriteImage(img, str(tmp_path / "pred.nii.gz"))
+    assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(real_data / "ts_abdomen_totalseg.nii.gz"),
+                 "--reference", "totalsegmentator", "--ct", str(real_data / "ts_abdomen_ct.nii.gz")]) == 0
