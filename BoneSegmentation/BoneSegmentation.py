@@ -17,10 +17,12 @@ import os
 from pathlib import Path
 
 import slicer
+import vtk
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from BoneSegmentationLib.inference.options import InferenceOptions
 from BoneSegmentationLib.slicer.logic import SlicerSegmentationLogic, missing_dependencies
 
 CITATION = ("E. Schnider, A. Horváth, G. Rauter, A. Zam, M. Müller-Gerbl, P. C. Cattin: 3D Segmentation "
@@ -73,6 +75,9 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.timeout.connect(self._poll)
 
         self.ui.deviceComboBox.addItems(["auto", "cuda", "cpu"])
+        for label, value in (("Mirror averaging: as the model says", "model"), ("Mirror averaging: on (2x time)", "on"),
+                             ("Mirror averaging: off (faster)", "off")):
+            self.ui.mirrorComboBox.addItem(label, value)
         self.ui.meshFormatComboBox.addItems(MESH_FORMATS)
         self.ui.meshCoordinatesComboBox.addItems(["RAS", "LPS"])
         self._fillModels()

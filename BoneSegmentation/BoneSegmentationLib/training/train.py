@@ -28,7 +28,7 @@ from ..inference.mirror import can_mirror
 from ..core.errors import BoneSegmentationError, ModelFileError
 from ..model.modelfile import load_model, make_metadata, read_metadata, save_model
 from ..model.network import NoNewNet
-from ..inference.preprocess import normalise, to_model_grid
+from ..inference.preprocess import normalise, padding_value, to_model_grid
 from .sampling import PatchSampler, class_locations
 from .plan import ARCHITECTURE_KEYS, TrainConfig, kfold_splits, parent_architecture  # noqa: F401 (re-exported)
 from ..inference.sliding_window import predict_streaming
@@ -218,7 +218,7 @@ def _crop(case: Case, corner, patch) -> tuple[np.ndarray, np.ndarray]:
     img, lab = case.image[sl], case.labels[sl]
     if img.shape != tuple(patch):
         pad = [(0, p - s) for s, p in zip(img.shape, patch)]
-        img = np.pad(img, pad, constant_values=(INTENSITY["clip_low"] - INTENSITY["mean"]) / INTENSITY["std"])
+        img = np.pad(img, pad, constant_values=padding_value(INTENSITY))
         lab = np.pad(lab, pad)
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
@@ -229,7 +229,7 @@ def validate(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, d
     scores = []
     for case in cases:
         pred, _ = predict_streaming(net, torch.from_numpy(case.image), num_classes, patch, overlap=0.25,
-                                    device=device, pad_value=-1.024)
+                                    device=device, pad_value=padding_value(INTENSITY))
         d = dice_per_class(pred, case.labels, num_classes)[1:]
         present = label_counts(case.labels, num_classes)[1:] > 0
         if case.labelled is not None:
