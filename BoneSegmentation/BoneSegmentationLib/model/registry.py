@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..core.files import sha256_file
 from ..core.errors import DownloadError, ModelFileError
 from .metadata import read_metadata
 from ..core.resources import resource_path
@@ -105,12 +106,7 @@ def cache_dir() -> Path:
     return base / "bonesegmentation" / "models"
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_of = sha256_file  # one implementation: core/files.py
 
 
 def bundled_path(entry: ModelEntry) -> Optional[Path]:

@@ -25,6 +25,7 @@ from typing import Optional
 import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
+from ..core.files import sha256_file
 from ..core.errors import DatasetError
 from ..core.imageio import write_image
 
@@ -130,12 +131,7 @@ def read_manifest(folder: Path, case_id: str) -> Optional[dict]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # one implementation: core/files.py
 
 
 def case_stem(name: str) -> str:
