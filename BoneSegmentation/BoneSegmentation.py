@@ -13,7 +13,6 @@ Console use:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import slicer

@@ -77,3 +77,29 @@ def test_info_prints_metadata_table(random_model_file, capsys):
 def test_models_lists_registry(capsys):
     assert main(["models"]) == 0
     assert "cache:" in capsys.readouterr().out
+
+
+def test_models_trained_on_synthetic_data_say_so(tmp_path, capsys):
+    """segment and the panel's model text carry one line for synthetic-only models, none otherwise."""
+    import numpy as np
+    import torch
+
+    from BoneSegmentationLib.model.metadata import SYNTHETIC_NOTICE
+    from BoneSegmentationLib.model.modelfile import make_metadata, save_model
+    from BoneSegmentationLib.model.network import NoNewNet
+    from BoneSegmentationLib.slicer.environment import model_description
+
+    ct = sitk.GetImageFromArray((np.random.default_rng(0).normal(0, 300, (24, 24, 24))).astype(np.int16))
+    ct.SetSpacing((4.0, 4.0, 4.0))
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    for synthetic in (True, False):
+        torch.manual_seed(0)
+        meta = make_metadata(name="synthetic-test", version="1", description="d",
+                             network={"architecture": "NoNewNet", "base_features": 4, "levels": 3, "size_divisor": 4},
+                             training={"trained_on_synthetic_data_only": synthetic}, patch_size=32, spacing_mm=4.0)
+        model = save_model(NoNewNet(126, base_features=4, levels=3), meta, tmp_path / f"m{synthetic}.pt")
+        out = tmp_path / f"labels{synthetic}.nii.gz"
+        assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(out), "--model", str(model), "-q"]) == 0
+        err = capsys.readouterr().err
+        assert (SYNTHETIC_NOTICE in err) is synthetic
+        assert ("trained on synthetic images only" in model_description(str(model))) is synthetic

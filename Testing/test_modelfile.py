@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from BoneSegmentationLib.core.errors import ModelFileError
-from BoneSegmentationLib.model.modelfile import load_model, make_metadata, read_metadata, save_model
+from BoneSegmentationLib.model.modelfile import (ModelMetadata, load_model, make_metadata, read_metadata,
+                                                 read_model_metadata, save_model)
 from BoneSegmentationLib.model.network import NoNewNet, count_parameters
 
 from conftest import make_random_model
@@ -25,6 +26,20 @@ def test_round_trip_keeps_metadata_and_weights(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(model.module(x), fresh.eval()(x))
     assert read_metadata(path) == model.metadata
+
+
+def test_typed_metadata_matches_the_file(tmp_path):
+    """Code reads the typed view; the raw JSON is kept for writing back unchanged."""
+    path = make_random_model(tmp_path / "m.pt", seed=7)
+    info = read_model_metadata(path)
+    assert info.raw == read_metadata(path) and info == load_model(path).info
+    assert info.spacing_mm == (2.0, 2.0, 2.0) and info.orientation == "LPS" and info.num_classes == 126
+    assert info.intensity.clip_low == -1024.0 and info.intensity.std == 1000.0
+    assert info.classes[1].name == "cranium" and len(info.classes[1].color) == 3
+    assert info.label == f"{info.name} {info.version}" and info.size_divisor == 2 ** (3 - 1)
+    bad = dict(info.raw, intensity={"clip_low": 0, "clip_high": -1, "mean": 0, "std": 1})
+    with pytest.raises(ModelFileError, match="empty clip window"):
+        ModelMetadata.from_dict(bad)
 
 
 def test_default_network_matches_no_new_net():

@@ -125,3 +125,25 @@ def test_shipped_registry_entries_are_consistent():
             path = local_copy(e)
             assert path is not None, f"bundled model {e.bundled} missing or checksum differs"
         assert find_entry(e.name) == e
+
+
+def test_install_bundled_copies_and_lists_the_model(monkeypatch, tmp_path):
+    """The recipes' install step: the file lands in Resources/ and models.json lists its checksum,
+    replacing the old entry of that name and keeping the others."""
+    from BoneSegmentationLib.model import registry
+
+    resources = tmp_path / "Resources"
+    resources.mkdir()
+    (resources / "models.json").write_text(json.dumps({"models": [
+        {"name": "demo", "version": "0.1", "url": "https://x/0.1", "sha256": "0" * 64, "size": 1},
+        {"name": "other", "version": "1", "url": "https://x/1", "sha256": "1" * 64, "size": 1}]}))
+    monkeypatch.setattr(registry, "resource_path", lambda name: resources / name)
+    model = tmp_path / "new.pt"
+    model.write_bytes(PAYLOAD)
+    entry = registry.install_bundled(model, "demo", "0.2", "a better one")
+    assert (resources / "demo.pt").read_bytes() == PAYLOAD
+    listed = json.loads((resources / "models.json").read_text())["models"]
+    assert [m["name"] for m in listed] == ["other", "demo"]
+    assert listed[1]["sha256"] == hashlib.sha256(PAYLOAD).hexdigest() == entry.sha256
+    assert listed[1]["url"].endswith("/v0.2/demo-0.2.pt") and listed[1]["bundled"] == "demo.pt"
+    assert not [p for p in resources.iterdir() if p.name.startswith(".")]  # no temp files left

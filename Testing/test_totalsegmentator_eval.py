@@ -50,3 +50,19 @@ def test_not_bone_measures_count_bone_in_the_aorta_and_outside_the_body(real_dat
     sitk.WriteImage(img, str(tmp_path / "pred.nii.gz"))
     assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(real_data / "ts_abdomen_totalseg.nii.gz"),
                  "--reference", "totalsegmentator", "--ct", str(real_data / "ts_abdomen_ct.nii.gz")]) == 0
+
+
+def test_body_mask_keeps_the_arms_and_leaves_out_the_table(real_data):
+    """The thorax scan: arms lie apart from the trunk (they are patient), the table below is not."""
+    from BoneSegmentationLib.core.imageio import read_ct
+    from BoneSegmentationLib.evaluation.totalsegmentator import body_mask, reference_on_grid
+
+    ct = read_ct(real_data / "ts_thorax_dicom")[0]
+    ts = reference_on_grid(sitk.ReadImage(str(real_data / "ts_thorax_totalseg.nii.gz")), ct)
+    body = sitk.GetArrayFromImage(body_mask(ct)).astype(bool)
+    assert np.count_nonzero(body & (ts > 0)) == np.count_nonzero(ts > 0)  # every structure, humeri included
+    assert np.count_nonzero(body & np.isin(ts, [ts_index("humerus_left"), ts_index("humerus_right")])) > 1000
+    hu = sitk.GetArrayFromImage(ct)
+    back = np.nonzero((ts > 0).any(axis=(0, 2)))[0].max()  # LPS rows grow towards the back
+    table = (hu > -300) & (np.arange(hu.shape[1]) > back + 30)[None, :, None]  # 3 cm behind the deepest muscle
+    assert np.count_nonzero(table) > 10000 and not np.any(body & table)

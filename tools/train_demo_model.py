@@ -9,15 +9,12 @@ seeds 0..4), reduced-width No-New-Net on the CPU. Resumes from runs/demo/checkpo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from BoneSegmentationLib.synthetic.phantom import make_phantom
-from BoneSegmentationLib.model.registry import DEFAULT_MODEL
-from BoneSegmentationLib.core.resources import resource_path
+from BoneSegmentationLib.model.registry import DEFAULT_MODEL, install_bundled
 from BoneSegmentationLib.training.train import TrainConfig, prepare_case, train, write_history
 
 TRAIN_SEED0 = 1000
@@ -65,20 +62,9 @@ def main() -> None:
             print(json.dumps(record), flush=True)
 
     path = train(cfg, cases[1:], cases[:1], log)
-    target = resource_path(f"{DEFAULT_MODEL}.pt")
-    shutil.copyfile(path, target)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    registry = resource_path("models.json")
-    data = json.loads(registry.read_text())
-    data["models"] = [m for m in data["models"] if m["name"] != DEFAULT_MODEL] + [{
-        "name": DEFAULT_MODEL, "version": args.version,
-        "url": f"https://github.com/bonesegmentation/SlicerBoneSegmentation/releases/download/"
-               f"v{args.version}/{DEFAULT_MODEL}-{args.version}.pt",
-        "sha256": digest, "size": target.stat().st_size,
-        "description": "Demo model trained on synthetic phantoms only (not for real anatomy)",
-        "bundled": target.name}]
-    registry.write_text(json.dumps(data, indent=2) + "\n")
-    print(f"wrote {target} ({target.stat().st_size / 2**20:.1f} MiB), sha256 {digest}", file=sys.stderr)
+    entry = install_bundled(path, DEFAULT_MODEL, args.version,
+                            "Demo model trained on synthetic phantoms only (not for real anatomy)")
+    print(f"installed {entry.bundled} ({entry.size / 2**20:.1f} MiB), sha256 {entry.sha256}", file=sys.stderr)
 
 
 if __name__ == "__main__":

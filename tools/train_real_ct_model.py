@@ -18,7 +18,6 @@ hold hands, forearms, skull parts and C1-C6).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -30,7 +29,7 @@ import numpy as np
 
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.core.resources import resource_path
-from BoneSegmentationLib.model.registry import DEFAULT_MODEL
+from BoneSegmentationLib.model.registry import DEFAULT_MODEL, install_bundled
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise
 from BoneSegmentationLib.synthetic.phantom import make_phantom
 from BoneSegmentationLib.training.train import Case, TrainConfig, prepare_case, train, write_history
@@ -142,20 +141,9 @@ def main() -> None:
 
 
 def install(path: Path, version: str) -> None:
-    target = resource_path(f"{DEFAULT_MODEL}.pt")
-    shutil.copyfile(path, target)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    registry = resource_path("models.json")
-    data = json.loads(registry.read_text())
-    data["models"] = [m for m in data["models"] if m["name"] != DEFAULT_MODEL] + [{
-        "name": DEFAULT_MODEL, "version": version,
-        "url": f"https://github.com/bonesegmentation/SlicerBoneSegmentation/releases/download/"
-               f"v{version}/{DEFAULT_MODEL}-{version}.pt",
-        "sha256": digest, "size": target.stat().st_size,
-        "description": "Synthetic-data model (real-anatomy synthesis + phantoms); see the README for real-scan figures",
-        "bundled": target.name}]
-    registry.write_text(json.dumps(data, indent=2) + "\n")
-    print(f"installed {target} ({target.stat().st_size / 2**20:.1f} MiB), sha256 {digest}", file=sys.stderr)
+    entry = install_bundled(path, DEFAULT_MODEL, version, "Synthetic-data model (real-anatomy synthesis + "
+                            "phantoms); see the README for real-scan figures")
+    print(f"installed {entry.bundled} ({entry.size / 2**20:.1f} MiB), sha256 {entry.sha256}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -23,11 +24,12 @@ from .evaluation.compare import compare_models
 from .evaluation.totalsegmentator import evaluate_against_totalsegmentator, not_bone_lines
 from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, side_by_side_table, write_csv
 from .export.meshes import export_meshes, preview_png
+from .inference.device import set_threads
 from .inference.options import InferenceOptions
 from .inference.review import summary_lines, write_review
-from .inference.segmenter import (SYNTHETIC_NOTICE, Segmenter, found_classes, sidecar_path_for,
-                                  trained_on_synthetic_data_only, write_sidecar)
-from .model.modelfile import load_model, model_label, read_metadata
+from .inference.segmenter import Segmenter, found_classes, sidecar_path_for, write_sidecar
+from .model.metadata import SYNTHETIC_NOTICE
+from .model.modelfile import load_model, read_model_metadata
 from .model.registry import cache_dir, load_registry, local_copy, register_model, resolve_model
 from .synthetic.demo import run_demo
 from .synthetic.phantom import make_phantom
@@ -91,7 +93,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     image, _ = read_ct(args.input)
     bar = JsonProgress("download") if args.progress_json else ProgressBar("download", not args.quiet)
     model = load_model(resolve_model(args.model, progress=_bytes_progress(bar)))
-    if trained_on_synthetic_data_only(model.metadata):
+    if model.info.trained_on_synthetic_data_only:
         print(SYNTHETIC_NOTICE, file=sys.stderr)
     segmenter = Segmenter(model, options)
     result = segmenter.segment(image, progress=JsonProgress("segment") if args.progress_json else
@@ -121,19 +123,20 @@ def review_path_for(output: Path) -> Path:
 
 def cmd_info(args: argparse.Namespace) -> int:
     path = resolve_model(args.model, allow_download=False)
-    meta = load_model(path).metadata if args.check else read_metadata(path)
+    meta = load_model(path).info if args.check else read_model_metadata(path)
     if args.json:
-        print(json.dumps(meta, indent=2))
+        print(json.dumps(meta.raw, indent=2))
         return 0
     rows = [
-        ("file", str(path)), ("name", meta["name"]), ("version", meta["version"]),
-        ("description", meta["description"]), ("modality", meta["modality"]),
-        ("classes", f"{len(meta['classes'])} (incl. background)"),
-        ("spacing (mm)", " x ".join(f"{s:g}" for s in meta["spacing_mm"])),
-        ("orientation", meta["orientation"]), ("patch size", " x ".join(map(str, meta["patch_size"]))),
-        ("intensity", ", ".join(f"{k}={v:g}" for k, v in meta["intensity"].items())),
-        ("network", ", ".join(f"{k}={v}" for k, v in meta["network"].items())),
-    ] + [(f"training.{k}", str(v)) for k, v in meta["training"].items()]
+        ("file", str(path)), ("name", meta.name), ("version", meta.version),
+        ("description", meta.description), ("modality", meta.modality),
+        ("classes", f"{meta.num_classes} (incl. background)"),
+        ("spacing (mm)", " x ".join(f"{s:g}" for s in meta.spacing_mm)),
+        ("orientation", meta.orientation), ("patch size", " x ".join(map(str, meta.patch_size))),
+        ("intensity", ", ".join(f"{k}={v:g}" for k, v in asdict(meta.intensity).items())),
+        ("network", ", ".join(f"{k}={v}" for k, v in meta.network.items())),
+        ("mirror averaging by default", "yes" if meta.mirror else "no"),
+    ] + [(f"training.{k}", str(v)) for k, v in meta.training.items()]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -239,7 +242,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    set_torch_threads(args.threads)
+    set_threads(args.threads)
     ids = check_dataset(Path(args.dataset))
     if args.init:
         args.init = str(resolve_model(args.init, allow_download=False))
@@ -293,11 +296,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def set_torch_threads(n: Optional[int]) -> None:
-    if n:
-        torch.set_num_threads(n)
-
-
 def cmd_meshes(args: argparse.Namespace) -> int:
 
     labels = read_image(args.labelmap)
@@ -318,6 +316,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     result = run_demo(Path(args.output), model=args.model, spacing=args.spacing,
                       options=InferenceOptions.from_args(args), progress=ProgressBar("demo    ", not args.quiet))
+    if result["synthetic_only"]:
+        print(SYNTHETIC_NOTICE, file=sys.stderr)
     print(markdown_table(result["evaluation"]))
     print(f"{len(result['found'])} bones found in {result['timings']['total_s']:.1f} s; outputs:")
     for name, path in result["files"].items():

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.bones import EVAL_GROUPS, BoneTable, default_table
+from ..core.files import atomic_write
 from ..core.labelmaps import label_counts
 
 GROUPS = EVAL_GROUPS + ("all",)
@@ -153,8 +154,8 @@ def boxplot_png(result: dict, path: Path, title: str = "Per-bone Dice by group",
     ax.set_title(f"{title} (foreground Dice {result['foreground_dice']:.3f})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return Path(path)

@@ -20,7 +20,9 @@ from ..core.totalsegmentator import merge_sternum, ts_index, ts_to_table
 from .metrics import evaluate_arrays
 
 NOT_BONE = ("heart", "aorta", "inferior_vena_cava", "superior_vena_cava")
-BODY_HU = -300.0  # denser than this is patient (or table); the body is the largest such piece per slice
+BODY_HU = -300.0  # denser than this is patient (or table)
+TABLE_MM = 12.0  # thinner dense shells are table or cushion, not patient
+MIN_PIECE_CM2 = 10.0  # an arm's cross-section is far larger; bits of table and cables are smaller
 
 
 def reference_on_grid(reference: sitk.Image, grid: sitk.Image) -> np.ndarray:
@@ -30,15 +32,26 @@ def reference_on_grid(reference: sitk.Image, grid: sitk.Image) -> np.ndarray:
 
 
 def body_mask(ct: sitk.Image) -> sitk.Image:
-    """The patient on the CT's grid: per axial slice (LPS), the largest piece denser than -300 HU,
-    holes filled. The table lies apart from the body (cushion, air gap) and so is left out."""
-    arr = sitk.GetArrayFromImage(sitk.DICOMOrient(ct, "LPS"))
+    """The patient on the CT's grid, per axial slice (LPS): what is denser than -300 HU after an
+    opening that removes shells thinner than ``TABLE_MM`` (table tops, cushions' covers, blankets),
+    every piece of at least ``MIN_PIECE_CM2`` (trunk and arms beside it), holes filled, and grown
+    back by the opening's radius within the dense voxels (skin)."""
+    oriented = sitk.DICOMOrient(ct, "LPS")
+    arr = sitk.GetArrayFromImage(oriented)
+    sx, sy = oriented.GetSpacing()[:2]
+    radius = (max(1, int(round(TABLE_MM / 2 / sy))), max(1, int(round(TABLE_MM / 2 / sx))))
+    disk = np.add.outer((np.arange(-radius[0], radius[0] + 1) / radius[0]) ** 2,
+                        (np.arange(-radius[1], radius[1] + 1) / radius[1]) ** 2) <= 1
+    min_voxels = MIN_PIECE_CM2 * 100 / (sx * sy)
     out = np.zeros(arr.shape, bool)
     for z in range(arr.shape[0]):
-        pieces, n = ndimage.label(arr[z] > BODY_HU)
+        dense = arr[z] > BODY_HU
+        pieces, n = ndimage.label(ndimage.binary_opening(dense, disk))
         if n:
-            sizes = np.bincount(pieces.ravel())[1:]
-            out[z] = ndimage.binary_fill_holes(pieces == 1 + int(np.argmax(sizes)))
+            sizes = np.bincount(pieces.ravel())
+            keep = np.nonzero(sizes >= min_voxels)[0]
+            body = ndimage.binary_fill_holes(np.isin(pieces, keep[keep > 0]))
+            out[z] = ndimage.binary_fill_holes(ndimage.binary_dilation(body, disk) & dense | body)
     oriented = sitk.GetImageFromArray(out.astype(np.uint8))
     oriented.CopyInformation(sitk.DICOMOrient(ct, "LPS"))
     return sitk.Resample(oriented, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)

@@ -11,7 +11,6 @@ OBJ + MTL (one group and material per bone), STL (one file per bone, named by ma
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -23,13 +22,12 @@ import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
 from ..core.errors import InputImageError
+from ..core.files import atomic_write, atomic_write_bytes, atomic_write_text
 from ..core.labelmaps import label_counts, make_well_composed
 
 DEFAULT_SMOOTHING = 0.25  # measured: every phantom bone, distal phalanges included, within 2 % of its voxel volume
 FORMATS = ("glb", "gltf", "obj", "stl", "ply")
 FLIP = np.diag([-1.0, -1.0, 1.0])
-GROUPS = {"skull": "skull", "spine": "spine", "thorax": "thorax", "shoulder_girdle": "arms", "arm": "arms",
-          "hand": "hands", "pelvis": "pelvis", "leg": "pelvis"}
 
 
 @dataclass
@@ -138,7 +136,7 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
             faces = faces[:, ::-1]
         mesh = _finish(world, faces, max_triangles, smoothing)
         bone = table[value]
-        meshes.append(BoneMesh(value, bone.name, bone.display_name, GROUPS.get(bone.region, "other"), bone.rgb,
+        meshes.append(BoneMesh(value, bone.name, bone.display_name, bone.region, bone.rgb,
                                *mesh, voxel_volume_ml=float(counts[value]) * voxel_ml))
     return meshes
 
@@ -218,7 +216,7 @@ def export_meshes(labels: sitk.Image, out_dir: Path, fmt: str = "glb", smoothing
                "note": "glTF files hold mm under a root node scaled by 0.001 (glTF uses metres)",
                "smoothing": smoothing, "max_triangles_per_bone": max_triangles,
                "bones": [m.summary() for m in meshes]}
-    files.append(_atomic_text(out / "bones.json", json.dumps(sidecar, indent=1)))
+    files.append(atomic_write_text(out / "bones.json", json.dumps(sidecar, indent=1)))
     return MeshExport(meshes, files, time.perf_counter() - t0, coordinates)
 
 
@@ -229,15 +227,7 @@ def _planned_files(meshes: list[BoneMesh], out: Path, fmt: str) -> list[Path]:
     return [out / f"bones.{fmt}"] + [out / e for e in extra] + [out / "bones.json"]
 
 
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
-
-def _atomic_text(path: Path, text: str) -> Path:
-    return _atomic_bytes(path, text.encode("utf-8"))
 
 
 def write_stl(meshes: list[BoneMesh], out: Path) -> list[Path]:
@@ -250,7 +240,7 @@ def write_stl(meshes: list[BoneMesh], out: Path) -> list[Path]:
         rec = np.zeros(len(p), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
         rec["n"], rec["v"] = normals, p
         header = f"BoneSegmentation {m.name} mm".encode()[:80].ljust(80, b" ")
-        files.append(_atomic_bytes(out / f"{m.name}.stl", header + struct.pack("<I", len(p)) + rec.tobytes()))
+        files.append(atomic_write_bytes(out / f"{m.name}.stl", header + struct.pack("<I", len(p)) + rec.tobytes()))
     return files
 
 
@@ -273,7 +263,7 @@ def write_ply(meshes: list[BoneMesh], out: Path) -> list[Path]:
               "property float nx\nproperty float ny\nproperty float nz\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\n"
               f"element face {len(f)}\nproperty list uchar int vertex_indices\nend_header\n").encode()
-    return [_atomic_bytes(out / "bones.ply", header + verts.tobytes() + frec.tobytes())]
+    return [atomic_write_bytes(out / "bones.ply", header + verts.tobytes() + frec.tobytes())]
 
 
 def write_obj(meshes: list[BoneMesh], out: Path) -> list[Path]:
@@ -289,7 +279,7 @@ def write_obj(meshes: list[BoneMesh], out: Path) -> list[Path]:
         obj += [f"vn {x:.4f} {y:.4f} {z:.4f}" for x, y, z in m.normals]
         obj += [f"f {a}//{a} {b_}//{b_} {c}//{c}" for a, b_, c in (m.triangles.astype(np.int64) + base)]
         base += len(m.points)
-    return [_atomic_text(out / "bones.mtl", "\n".join(mtl) + "\n"), _atomic_text(out / "bones.obj", "\n".join(obj) + "\n")]
+    return [atomic_write_text(out / "bones.mtl", "\n".join(mtl) + "\n"), atomic_write_text(out / "bones.obj", "\n".join(obj) + "\n")]
 
 
 def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb") -> list[Path]:
@@ -334,12 +324,12 @@ def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb") -> list[Path
            "buffers": [{"byteLength": len(blob)}]}
     if fmt == "gltf":
         doc["buffers"][0]["uri"] = "bones.bin"
-        return [_atomic_bytes(out / "bones.bin", bytes(blob)), _atomic_text(out / "bones.gltf", json.dumps(doc))]
+        return [atomic_write_bytes(out / "bones.bin", bytes(blob)), atomic_write_text(out / "bones.gltf", json.dumps(doc))]
     js = json.dumps(doc, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 4)
     blob += b"\0" * (-len(blob) % 4)
     body = struct.pack("<II", len(js), 0x4E4F534A) + js + struct.pack("<II", len(blob), 0x004E4942) + bytes(blob)
-    return [_atomic_bytes(out / "bones.glb", struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body)]
+    return [atomic_write_bytes(out / "bones.glb", struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body)]
 
 
 def _srgb_to_linear(c: float) -> float:
@@ -385,9 +375,9 @@ def preview_png(meshes: list[BoneMesh], path: Path, coordinates: str = "RAS", si
     grab.SetInput(window)
     grab.Update()
     writer = vtk.vtkPNGWriter()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    writer.SetFileName(str(tmp))
     writer.SetInputConnection(grab.GetOutputPort())
-    writer.Write()
-    os.replace(tmp, path)
-    return Path(path)
+
+    def write(tmp: Path) -> None:
+        writer.SetFileName(str(tmp))
+        writer.Write()
+    return atomic_write(Path(path), write, suffix=".png")

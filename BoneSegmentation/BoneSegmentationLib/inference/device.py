@@ -8,6 +8,12 @@ import torch
 from ..core.errors import BoneSegmentationError
 
 
+def set_threads(threads: int | None) -> None:
+    """CPU threads for PyTorch (None or 0: PyTorch's default, all cores)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def resolve_device(requested: str = "auto") -> torch.device:
     requested = (requested or "auto").lower()
     if requested == "auto":

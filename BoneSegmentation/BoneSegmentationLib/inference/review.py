@@ -22,7 +22,6 @@ confidence)`` so that, among bones without findings, the least certain come firs
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -32,6 +31,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..core.bones import BoneTable, default_table
+from ..core.files import atomic_write_text
 
 WEIGHTS = {"missing": 1.0, "side": 0.9, "order": 0.8, "volume": 0.6, "fragmented": 0.4, "confidence": 0.3}
 LOW_CONFIDENCE = 0.6
@@ -188,10 +188,7 @@ def write_review(items: list[ReviewItem], path: Path, model: str = "", overwrite
     doc = {"about": "bones ranked for review, most suspicious first (see BoneSegmentationLib.review)",
            "model": model, "coordinate_system": "LPS (mm)",
            "flagged": sum(1 for it in items if it.reasons), "bones": [asdict(it) for it in items]}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(doc, indent=1))
 
 
 def summary_lines(items: list[ReviewItem], limit: int = 10) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
@@ -18,10 +18,10 @@ import torch
 
 from .. import __version__
 from ..core.files import atomic_write_text
-from ..core.imageio import check_ct
+from ..core.imageio import check_ct, strip_image_suffix
 from ..core.labelmaps import present_labels
 from ..model.modelfile import LoadedModel
-from .device import autocast_dtype, describe, resolve_device
+from .device import autocast_dtype, describe, resolve_device, set_threads
 from .mirror import MirrorAveraged
 from .options import InferenceOptions
 from .preprocess import labels_to_input_grid, normalise, padding_value
@@ -51,12 +51,11 @@ class Segmenter:
     def __init__(self, model: LoadedModel, options: Optional[InferenceOptions] = None):
         self.model = model
         self.options = options or InferenceOptions()
-        if self.options.threads:
-            torch.set_num_threads(self.options.threads)
+        set_threads(self.options.threads)
         self.device = resolve_device(self.options.device)
         self.mirrored = self.options.mirror_for(model.mirror_by_default)
         module = model.module.to(self.device)
-        self.network = MirrorAveraged(module, model.class_names, model.metadata["orientation"]) if self.mirrored \
+        self.network = MirrorAveraged(module, model.class_names, model.info.orientation) if self.mirrored \
             else module
 
     def segment(self, image: sitk.Image, progress: Optional[ProgressCallback] = None,
@@ -66,10 +65,10 @@ class Segmenter:
         ``options.stitch`` > 1 runs the model stitch^3 times on shifted grids and returns labels at
         model spacing / stitch (``stitch.py``); mirror averaging (``mirror.py``) doubles the time.
         """
-        opts, meta = self.options, self.model.metadata
+        opts, meta = self.options, self.model.info
         shifts = stitch_shifts(opts.stitch)
         warnings = check_ct(image)
-        inten = meta["intensity"]
+        inten = meta.intensity
         timings = {"preprocess_s": 0.0, "inference_s": 0.0}
 
         def report(fraction: float, message: str) -> None:
@@ -78,20 +77,20 @@ class Segmenter:
 
         t0 = time.perf_counter()
         report(0.0, "resampling to model spacing")
-        oriented = sitk.DICOMOrient(image, meta["orientation"])
+        oriented = sitk.DICOMOrient(image, meta.orientation)
         fine = fine_grid(oriented, self.model.spacing, opts.stitch)
         labels = np.zeros(fine.GetSize()[::-1], np.uint8)
         confidence = np.zeros(labels.shape, np.float32)
         for k, shift in enumerate(shifts):
             t1 = time.perf_counter()
             grid = shifted_grid(oriented, fine, opts.stitch, shift)
-            volume = normalise(grid, inten["clip_low"], inten["clip_high"], inten["mean"], inten["std"])
+            volume = normalise(grid, inten.clip_low, inten.clip_high, inten.mean, inten.std)
             t2 = time.perf_counter()
             timings["preprocess_s"] += t2 - t1
             prefix = f"pass {k + 1}/{len(shifts)}: " if len(shifts) > 1 else ""
             pass_labels, pass_confidence = predict_streaming(
                 self.network, volume, self.model.num_classes, self.model.patch_size, overlap=opts.overlap,
-                device=self.device, pad_value=padding_value(inten), autocast_dtype=autocast_dtype(self.device),
+                device=self.device, pad_value=padding_value(asdict(inten)), autocast_dtype=autocast_dtype(self.device),
                 progress=lambda f, m: report(0.02 + 0.93 * (k + f) / len(shifts), prefix + m), cancel=cancel)
             interleave(labels, pass_labels, opts.stitch, shift)
             interleave(confidence, pass_confidence, opts.stitch, shift)
@@ -124,14 +123,14 @@ class Segmenter:
     def record(self, result: SegmentationResult, image: sitk.Image, input_name: str = "",
                outputs: Optional[dict[str, str]] = None) -> dict:
         """What made ``result``: the sidecar's content (see ``write_sidecar``)."""
-        meta = self.model.metadata
+        meta = self.model.info
         return {
             "format": SIDECAR_FORMAT, "format_version": 1,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "code_version": __version__,
-            "model": {"name": meta["name"], "version": meta["version"], "sha256": self.model.sha256,
+            "model": {"name": meta.name, "version": meta.version, "sha256": self.model.sha256,
                       "file": str(self.model.path) if self.model.path else "",
-                      "trained_on_synthetic_data_only": trained_on_synthetic_data_only(meta)},
+                      "trained_on_synthetic_data_only": meta.trained_on_synthetic_data_only},
             "options": result.options.to_json(),
             "resolved": {"device": result.device, "device_description": describe(self.device),
                          "mirrored": result.mirrored, "torch": torch.__version__},
@@ -145,19 +144,10 @@ class Segmenter:
         }
 
 
-def trained_on_synthetic_data_only(meta: dict) -> bool:
-    """Whether the model's metadata says it never saw a real CT image (then we say so)."""
-    t = meta.get("training", {})
-    return bool(t.get("trained_on_synthetic_data_only") or t.get("trained_on_synthetic_phantoms"))
-
-
-SYNTHETIC_NOTICE = ("note: this model was trained on synthetic images only (no real CT); treat its labels as a "
-                    "prior to check and correct")
 
 
 def sidecar_path_for(output: Path) -> Path:
     """``bones.nii.gz`` -> ``bones.json`` beside it (as BIDS names its sidecars)."""
-    from ..core.imageio import strip_image_suffix
     return Path(output).with_name(strip_image_suffix(Path(output).name) + ".json")
 
 

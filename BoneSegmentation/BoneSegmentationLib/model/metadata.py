@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ def class_entries(table: BoneTable) -> list[dict[str, Any]]:
     return [{"index": b.index, "name": b.name, "display_name": b.display_name,
              "sct_code": b.sct_code, "color": list(b.rgb)} for b in table]
 
+# The CT window and scaling every model of this project is trained with (training and metadata)
+DEFAULT_INTENSITY = {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0}
+
 
 def make_metadata(*, name: str, version: str, description: str, network: dict[str, Any],
                   training: dict[str, Any], table: BoneTable | None = None,
@@ -40,7 +44,7 @@ def make_metadata(*, name: str, version: str, description: str, network: dict[st
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": name, "version": version,
         "description": description, "modality": "CT", "spacing_mm": [spacing_mm] * 3,
         "orientation": "LPS", "patch_size": [patch_size] * 3,
-        "intensity": intensity or {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0},
+        "intensity": dict(intensity or DEFAULT_INTENSITY),
         "classes": class_entries(table), "network": network, "training": training,
         "inference": {"mirror": mirror},
     }
@@ -91,6 +95,93 @@ def validate_metadata(meta: Any) -> None:
         raise ModelFileError("model class 0 must be 'background'")
     if len({c["name"] for c in classes}) != len(classes):
         raise ModelFileError("model metadata lists a class name twice")
+
+# Printed by ``segment``/``demo`` and shown in the panel for models that never saw a real CT image
+SYNTHETIC_NOTICE = ("note: this model was trained on synthetic images only (no real CT); treat its labels as a "
+                    "prior to check and correct")
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """How CT numbers become network input: clip to [clip_low, clip_high], then (x - mean) / std."""
+
+    clip_low: float
+    clip_high: float
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    index: int
+    name: str
+    display_name: str
+    sct_code: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The validated metadata as a typed object; ``raw`` is the JSON it came from (written back
+    unchanged into models and sidecars, so unknown future keys survive)."""
+
+    name: str
+    version: str
+    description: str
+    modality: str
+    spacing_mm: tuple[float, float, float]
+    orientation: str
+    patch_size: tuple[int, int, int]
+    intensity: Intensity
+    classes: tuple[ModelClass, ...]
+    network: dict[str, Any]
+    training: dict[str, Any]
+    mirror: bool  # left-right mirror averaging recommended by default
+    format_version: int = FORMAT_VERSION
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, meta: Any) -> "ModelMetadata":
+        validate_metadata(meta)
+        inten = meta["intensity"]
+        return cls(
+            name=meta["name"], version=meta["version"], description=meta["description"],
+            modality=meta["modality"], spacing_mm=tuple(float(s) for s in meta["spacing_mm"]),
+            orientation=meta["orientation"], patch_size=tuple(int(p) for p in meta["patch_size"]),
+            intensity=Intensity(*(float(inten[k]) for k in ("clip_low", "clip_high", "mean", "std"))),
+            classes=tuple(ModelClass(int(c["index"]), c["name"], c.get("display_name", c["name"]),
+                                     c.get("sct_code", ""), tuple(c.get("color", (128, 128, 128))))
+                          for c in meta["classes"]),
+            network=dict(meta["network"]), training=dict(meta["training"]),
+            mirror=bool(meta.get("inference", {}).get("mirror", False)),
+            format_version=int(meta["format_version"]), raw=meta)
+
+    @property
+    def label(self) -> str:
+        return model_label(self.raw)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def size_divisor(self) -> int:
+        return int(self.network.get("size_divisor", 16))
+
+    @property
+    def trained_on_synthetic_data_only(self) -> bool:
+        """Set by the training recipes for models that never saw a real CT image."""
+        return bool(self.training.get("trained_on_synthetic_data_only")
+                    or self.training.get("trained_on_synthetic_phantoms"))
+
+
+def read_model_metadata(path: Path) -> ModelMetadata:
+    """``read_metadata`` as a typed object."""
+    return ModelMetadata.from_dict(read_metadata(path))
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

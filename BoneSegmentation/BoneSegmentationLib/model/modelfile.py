@@ -10,49 +10,53 @@ from __future__ import annotations
 
 import json
 import warnings
-import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..core.bones import BoneTable, default_table
 from ..core.errors import ModelFileError
 from ..core.files import atomic_write, sha256_file
 from .metadata import (FORMAT_NAME, FORMAT_VERSION, METADATA_FILE, REQUIRED_KEYS, _check_file,  # noqa: F401
-                       class_entries, make_metadata, model_label, read_metadata, validate_metadata)
+                       ModelMetadata, class_entries, make_metadata, model_label, read_metadata,
+                       read_model_metadata, validate_metadata)
 
 @dataclass
 class LoadedModel:
     """A validated model: the TorchScript module plus its metadata."""
 
     module: torch.jit.ScriptModule
-    metadata: dict[str, Any]
+    metadata: dict[str, Any]  # the raw JSON (written back unchanged); ``info`` is the typed view
     path: Path | None = None
     _sha256: str | None = None
 
+    @cached_property
+    def info(self) -> ModelMetadata:
+        return ModelMetadata.from_dict(self.metadata)
+
     @property
     def num_classes(self) -> int:
-        return len(self.metadata["classes"])
+        return self.info.num_classes
 
     @property
     def class_names(self) -> list[str]:
-        return [c["name"] for c in self.metadata["classes"]]
+        return self.info.class_names
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in self.metadata["spacing_mm"])  # type: ignore[return-value]
+        return self.info.spacing_mm
 
     @property
     def mirror_by_default(self) -> bool:
         """Whether the model's author recommends left-right mirror averaging (optional key)."""
-        return bool(self.metadata.get("inference", {}).get("mirror", False))
+        return self.info.mirror
 
     @property
     def label(self) -> str:
         """'name version', as outputs and the panel name the model."""
-        return model_label(self.metadata)
+        return self.info.label
 
     @property
     def sha256(self) -> str:
@@ -65,11 +69,11 @@ class LoadedModel:
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
-        return tuple(int(p) for p in self.metadata["patch_size"])  # type: ignore[return-value]
+        return self.info.patch_size
 
     @property
     def size_divisor(self) -> int:
-        return int(self.metadata["network"].get("size_divisor", 16))
+        return self.info.size_divisor
 
 
 def save_model(module: torch.nn.Module, metadata: dict[str, Any], path: Path) -> Path:

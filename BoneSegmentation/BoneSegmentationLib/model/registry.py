@@ -8,10 +8,10 @@ earlier one was interrupted; a file whose checksum does not match is refused and
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
+import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..core.files import sha256_file
+from ..core.files import atomic_write, atomic_write_text, sha256_file
 from ..core.errors import DownloadError, ModelFileError
-from .metadata import read_metadata
+from .metadata import read_model_metadata
 from ..core.resources import resource_path
 
 CHUNK = 1 << 16
@@ -64,23 +64,34 @@ def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
 
 def register_model(model_file: Path, description: str = "") -> ModelEntry:
     """Copy a model file into the cache and list it in the user registry (older versions stay)."""
-    from ..model.metadata import read_metadata
-
-    meta = read_metadata(Path(model_file))
-    entry = ModelEntry(meta["name"], str(meta["version"]), url="", sha256=sha256_of(Path(model_file)),
-                       size=Path(model_file).stat().st_size, description=description or meta["description"])
+    meta = read_model_metadata(Path(model_file))
+    entry = ModelEntry(meta.name, meta.version, url="", sha256=sha256_of(Path(model_file)),
+                       size=Path(model_file).stat().st_size, description=description or meta.description)
     target = cached_path(entry)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(Path(model_file).read_bytes())
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: shutil.copyfile(model_file, tmp))
     path = user_registry_path()
     models = json.loads(path.read_text(encoding="utf-8"))["models"] if path.is_file() else []
     models = [m for m in models if (m["name"], m["version"]) != (entry.name, entry.version)]
     models.append(entry.__dict__.copy())
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"models": models}, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"models": models}, indent=2) + "\n")
+    return entry
+
+
+RELEASES = "https://github.com/bonesegmentation/SlicerBoneSegmentation/releases/download"
+
+
+def install_bundled(model_file: Path, name: str, version: str, description: str) -> ModelEntry:
+    """Ship ``model_file`` as the extension's bundled model ``name``: copy it into Resources/ and
+    list it (release URL, SHA-256, size) in Resources/models.json, replacing that name's entry.
+    Used by the training recipes in tools/ when a new model is better than the bundled one."""
+    target = resource_path(f"{name}.pt")
+    atomic_write(target, lambda tmp: shutil.copyfile(model_file, tmp))
+    entry = ModelEntry(name, version, url=f"{RELEASES}/v{version}/{name}-{version}.pt",
+                       sha256=sha256_file(target), size=target.stat().st_size, description=description,
+                       bundled=target.name)
+    path = registry_path()
+    models = [m for m in json.loads(path.read_text(encoding="utf-8"))["models"] if m["name"] != name]
+    atomic_write_text(path, json.dumps({"models": models + [entry.__dict__.copy()]}, indent=2) + "\n")
     return entry
 
 

@@ -8,7 +8,7 @@ import os
 from typing import Optional
 
 from ..core.errors import BoneSegmentationError
-from ..model.metadata import read_metadata
+from ..model.metadata import SYNTHETIC_NOTICE, read_model_metadata
 from ..model.registry import DEFAULT_MODEL, load_registry, local_copy, resolve_model
 
 REQUIREMENTS = {"torch": "torch", "SimpleITK": "SimpleITK", "scipy": "scipy"}  # import name -> pip name
@@ -30,12 +30,14 @@ def model_choices() -> list[tuple[str, str]]:
 
 def model_description(model: Optional[str]) -> str:
     try:
-        meta = read_metadata(resolve_model(model or None, allow_download=False))
+        meta = read_model_metadata(resolve_model(model or None, allow_download=False))
     except BoneSegmentationError as e:
         return str(e)
-    t = meta.get("training", {})
-    return (f"{len(meta['classes']) - 1} bones, {meta['spacing_mm'][0]:g} mm, patch {meta['patch_size'][0]}. "
-            f"{meta['description']} Trained on: {t.get('data', '?')}; {t.get('iterations', '?')} iterations"
+    t = meta.training
+    text = SYNTHETIC_NOTICE.removeprefix("note: ")
+    notice = f"{text[0].upper()}{text[1:]}.\n" if meta.trained_on_synthetic_data_only else ""
+    return notice + (f"{meta.num_classes - 1} bones, {meta.spacing_mm[0]:g} mm, patch {meta.patch_size[0]}. "
+            f"{meta.description} Trained on: {t.get('data', '?')}; {t.get('iterations', '?')} iterations"
             f"{'; parent ' + t['parent_model'] if t.get('parent_model') else ''}.")
 
 def device_description() -> str:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from ..core.bones import BoneTable, default_table
 from ..core.errors import InputImageError

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from ..core.bones import default_table
 from ..evaluation.metrics import boxplot_png, evaluate_images, markdown_table, write_csv
+from ..core.files import atomic_write_text
 from ..core.imageio import write_image
 from ..model.modelfile import load_model
 from .phantom import make_phantom
@@ -40,12 +41,11 @@ def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, 
     }
     evaluation = evaluate_images(result.labels, reference)
     table_md = markdown_table(evaluation)
-    (out / "evaluation.md").write_text(f"# Demo evaluation (phantom seed {seed})\n\nModel: "
+    atomic_write_text(out / "evaluation.md", f"# Demo evaluation (phantom seed {seed})\n\nModel: "
                                        f"{loaded.label} — "
                                        f"{loaded.metadata['description']}\n\nInference: left-right mirror averaging "
                                        f"{'on' if result.mirrored else 'off'}, stitch {options.stitch}, overlap "
-                                       f"{options.overlap:g}, device {result.device}.\n\n{table_md}",
-                                       encoding="utf-8")
+                                       f"{options.overlap:g}, device {result.device}.\n\n{table_md}")
     files["evaluation"] = write_csv(evaluation, out / "evaluation.csv")
     files["boxplot"] = boxplot_png(evaluation, out / "evaluation.png", title=f"Demo, phantom seed {seed}")
     files["review"] = write_review(result.review, out / "review.json",
@@ -55,7 +55,8 @@ def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, 
         result, ct, input_name=f"phantom seed {seed} at {spacing:g} mm",
         outputs={k: str(v) for k, v in files.items()}))
     return {"files": files, "evaluation": evaluation, "timings": result.timings, "spec": spec,
-            "found": found_classes(result.labels), "review": result.review}
+            "found": found_classes(result.labels), "review": result.review,
+            "synthetic_only": loaded.info.trained_on_synthetic_data_only}
 
 
 def overview_png(ct: sitk.Image, labels: sitk.Image, path: Path, review: Optional[list[ReviewItem]] = None) -> Path:

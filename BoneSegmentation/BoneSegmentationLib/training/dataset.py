@@ -25,22 +25,16 @@ from typing import Optional
 import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
-from ..core.files import sha256_file
+from ..core.files import atomic_write_text, sha256_file
 from ..core.errors import DatasetError
 from ..core.imageio import write_image
+from ..core.labelmaps import label_counts
 
 DATASET_JSON = "dataset.json"
 IMAGE_SUFFIX = "_0000.nii.gz"
 LABEL_SUFFIX = ".nii.gz"
 MANIFESTS = "manifests"
 PENDING = ".pending"
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def dataset_description(table: BoneTable, num_training: int, name: str = "BoneSegmentation",
@@ -243,7 +237,6 @@ def dataset_digest(folder: Path, ids: Optional[list[str]] = None) -> str:
 def summarise_dataset(folder: Path, min_cases: int = 3, table: BoneTable | None = None) -> dict:
     """Cases, the bones labelled in each, voxels per bone, and warnings (bones with fewer than
     ``min_cases`` labelled examples; files that no longer match their manifest)."""
-    from ..core.labelmaps import label_counts
 
     table = table or default_table()
     folder = Path(folder)

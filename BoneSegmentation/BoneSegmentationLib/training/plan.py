@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.errors import BoneSegmentationError
 from ..core.files import atomic_write_text
-from ..model.metadata import read_metadata
+from ..model.metadata import read_model_metadata
 
 @dataclass
 class TrainConfig:
@@ -46,9 +46,9 @@ ARCHITECTURE_KEYS = ("spacing", "patch", "width", "levels")
 
 def parent_architecture(model_path: Path) -> dict:
     """Spacing, patch, width and levels of a model file, so that fine-tuning keeps them."""
-    meta = read_metadata(Path(model_path))
-    return {"spacing": float(meta["spacing_mm"][0]), "patch": int(meta["patch_size"][0]),
-            "width": int(meta["network"]["base_features"]), "levels": int(meta["network"]["levels"])}
+    meta = read_model_metadata(Path(model_path))
+    return {"spacing": meta.spacing_mm[0], "patch": meta.patch_size[0],
+            "width": int(meta.network["base_features"]), "levels": int(meta.network["levels"])}
 
 
 def kfold_splits(n: int, folds: int = 5, n_val: int = 1, n_test: int = 1) -> list[dict[str, list[int]]]:
@@ -142,5 +142,5 @@ def finetune_run(dataset: Path, parent: str, run_dir: Optional[Path] = None) -> 
     if not record.is_file():
         atomic_write_text(record, json.dumps({"parent": parent, "version": time.strftime("%Y%m%d-%H%M%S")}))
     stamp = json.loads(record.read_text(encoding="utf-8"))["version"]
-    name = read_metadata(Path(parent))["name"].removesuffix(FINETUNED_SUFFIX) + FINETUNED_SUFFIX
+    name = read_model_metadata(Path(parent)).name.removesuffix(FINETUNED_SUFFIX) + FINETUNED_SUFFIX
     return run, name, stamp

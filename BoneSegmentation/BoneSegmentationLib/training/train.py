@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,14 +26,18 @@ from ..core.labelmaps import label_counts
 from .losses import sparse_ce_dice
 from ..inference.mirror import can_mirror
 from ..core.errors import BoneSegmentationError, ModelFileError
+from ..core.files import atomic_write
+from ..model.metadata import DEFAULT_INTENSITY
 from ..model.modelfile import load_model, make_metadata, read_metadata, save_model
 from ..model.network import NoNewNet
+from .corrections import labelled_mask
+from .dataset import check_dataset, image_path, label_path, read_manifest
 from ..inference.preprocess import normalise, padding_value, to_model_grid
 from .sampling import PatchSampler, class_locations
 from .plan import ARCHITECTURE_KEYS, TrainConfig, kfold_splits, parent_architecture  # noqa: F401 (re-exported)
 from ..inference.sliding_window import predict_streaming
 
-INTENSITY = {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std": 1000.0}
+INTENSITY = DEFAULT_INTENSITY
 
 
 @dataclass
@@ -56,8 +60,6 @@ def prepare_case(name: str, ct: sitk.Image, labels: sitk.Image, spacing: float) 
 
 def load_dataset(folder: Path, spacing: float, ids: Optional[list[str]] = None) -> list[Case]:
     """Cases of an nnU-Net style folder (checked against the bone table), at model spacing."""
-    from ..training.corrections import labelled_mask
-    from ..training.dataset import check_dataset, image_path, label_path, read_manifest
 
     folder = Path(folder)
     ids = ids if ids is not None else check_dataset(folder)
@@ -79,9 +81,7 @@ def _distributed() -> tuple[int, int]:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:

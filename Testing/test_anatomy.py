@@ -1,0 +1,118 @@
+"""The anatomy synthesiser: CT-like images from a real body's TotalSegmentator labels.
+
+Needs ../shared/data/anatomy/s0011_labels.nii.gz (beside the repository, as in CI)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from BoneSegmentationLib.core.bones import default_table
+from BoneSegmentationLib.core.totalsegmentator import ts_classes
+from BoneSegmentationLib.synthetic import tissue
+from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise
+
+SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
+TABLE = default_table()
+pytestmark = pytest.mark.skipif(not SOURCE.is_file(), reason=f"{SOURCE} not present")
+
+
+@pytest.fixture(scope="module")
+def source():
+    return load_source(SOURCE)
+
+
+def _source_mask_on(case_image: sitk.Image, source, *names: str) -> np.ndarray:
+    """The source's mask of TotalSegmentator structures resampled onto a synthesised grid (valid
+    for deform=0, where the synthesiser's transform is the identity)."""
+    idx = {n: i for i, n in ts_classes().items()}
+    lut = np.zeros(256, np.uint8)
+    lut[[idx[n] for n in names]] = 1
+    on_grid = sitk.Resample(source.labels, case_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return lut[sitk.GetArrayFromImage(on_grid)].astype(bool)
+
+
+def test_same_seed_same_case_other_seed_other_case(source):
+    a = synthesise(source, 11, spacing=4.0)
+    b = synthesise(source, 11, spacing=4.0)
+    c = synthesise(source, 12, spacing=4.0)
+    assert np.array_equal(sitk.GetArrayViewFromImage(a.ct), sitk.GetArrayViewFromImage(b.ct))
+    assert np.array_equal(sitk.GetArrayViewFromImage(a.labels), sitk.GetArrayViewFromImage(b.labels))
+    assert {k: v for k, v in a.spec.items() if k != "seconds"} == {k: v for k, v in b.spec.items() if k != "seconds"}
+    same_grid = a.ct.GetSize() == c.ct.GetSize()
+    assert not same_grid or not np.array_equal(sitk.GetArrayViewFromImage(a.ct), sitk.GetArrayViewFromImage(c.ct))
+
+
+def test_image_and_labels_share_the_grid_and_bone_is_where_the_labels_say(source):
+    case = synthesise(source, 3, spacing=4.0, fov="whole", phase="native", deform=0.0)
+    for attr in ("GetSize", "GetOrigin", "GetSpacing", "GetDirection"):
+        assert getattr(case.ct, attr)() == getattr(case.labels, attr)()
+    assert case.ct.GetPixelID() == sitk.sitkInt16 and case.labels.GetPixelID() == sitk.sitkUInt8
+    ct = sitk.GetArrayViewFromImage(case.ct)
+    labels = sitk.GetArrayViewFromImage(case.labels)
+    bone = labels > 0
+    assert np.median(ct[bone]) > 200  # cortical shell and trabecular core
+    assert np.median(ct[~bone]) < 0  # air, fat, lungs and soft tissue
+    # without deformation the labels are the source's, voxel for voxel: L3 lands where it was
+    l3 = TABLE.by_name("vertebra_L3").index
+    src_l3 = _source_mask_on(case.labels, source, "vertebrae_L3")
+    ours = labels == l3
+    assert ours.sum() > 100 and (ours & src_l3).sum() / (ours | src_l3).sum() > 0.99
+
+
+def test_bones_the_source_lacks_are_unlabelled_not_background(source):
+    case = synthesise(source, 5, spacing=4.0)
+    labelled = set(case.labelled)
+    lacking = [b.name for b in TABLE.foreground() if b.region == "hand" or b.name.startswith(("radius", "ulna"))]
+    lacking += ["maxilla", "mandible", "hyoid", "coccyx"] + [f"vertebra_C{i}" for i in range(1, 7)]
+    assert not labelled & set(lacking)
+    assert {"vertebra_L3", "rib_left_7", "femur_right", "hip_left", "sternum_body"} <= labelled
+    present = set(np.unique(sitk.GetArrayViewFromImage(case.labels)).tolist()) - {0}
+    assert not present & {TABLE.by_name(n).index for n in lacking}
+    assert "CC BY 4.0" in ATTRIBUTION and "s0011" in ATTRIBUTION
+
+
+def test_sternum_is_split_into_its_three_parts_top_to_bottom(source):
+    case = synthesise(source, 9, spacing=4.0, fov="thorax", deform=0.0)
+    labels = sitk.GetArrayViewFromImage(case.labels)
+    z = {}
+    for name in ("sternum_manubrium", "sternum_body", "sternum_xiphoid"):
+        zs = np.nonzero((labels == TABLE.by_name(name).index).any(axis=(1, 2)))[0]
+        assert len(zs), name
+        z[name] = case.labels.TransformIndexToPhysicalPoint((0, 0, int(zs.mean())))[2]
+    assert z["sternum_manubrium"] > z["sternum_body"] > z["sternum_xiphoid"]  # LPS z: up is +
+
+
+@pytest.mark.parametrize("phase, low, high", [("native", 20, 70), ("arterial", 150, 470), ("portal_venous", 100, 250)])
+def test_aorta_intensity_follows_the_contrast_phase(source, phase, low, high):
+    case = synthesise(source, 21, spacing=4.0, fov="thorax", phase=phase, deform=0.0)
+    assert case.spec["phase"] == phase
+    ct = sitk.GetArrayViewFromImage(case.ct)
+    aorta = _source_mask_on(case.ct, source, "aorta")
+    # the lumen, away from the wall (calcifications) and partial volume
+    core = sitk.GetArrayFromImage(sitk.BinaryErode(sitk.GetImageFromArray(aorta.astype(np.uint8)), [1, 1, 1])) > 0
+    assert core.sum() > 50
+    assert low <= np.median(ct[core]) <= high
+
+
+def test_phase_ranges_are_those_of_clinical_ct():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, a, p = (tissue.draw_phase(rng, k) for k in tissue.PHASES)
+        assert 30 <= n.arteries <= 55 and 30 <= n.heart <= 55
+        assert 180 <= a.arteries <= 450 and a.heart <= a.arteries
+        assert 120 <= p.arteries <= 230 and 110 <= p.veins <= 210
+    with pytest.raises(ValueError, match="unknown contrast phase"):
+        tissue.draw_phase(rng, "delayed")
+
+
+def test_fields_of_view_and_spacing_vary_between_seeds(source):
+    specs = [synthesise(source, s, spacing=None, fov="clinical_crop", deform=0.0).spec for s in range(100, 104)]
+    assert len({tuple(s["spacing_mm"]) for s in specs}) > 1
+    assert all(1.6 <= s["spacing_mm"][0] <= 2.6 and 1.6 <= s["spacing_mm"][2] <= 5.0 for s in specs)
+    crop = synthesise(source, 7, spacing=(2.5, 5.0), fov="clinical_crop")
+    assert crop.spec["fov"] == "clinical_crop" and 20 <= crop.ct.GetSize()[2] <= 61
+    assert crop.ct.GetSpacing() == (2.5, 2.5, 5.0)
+    with pytest.raises(ValueError, match="unknown field of view"):
+        synthesise(source, 1, spacing=4.0, fov="legs")
