@@ -88,11 +88,16 @@ def test_checksum_mismatch_is_refused_and_deleted(server, tmp_path):
     bad = ModelEntry(name="m", version="1", url=f"{server}/m.pt", sha256="0" * 64, size=len(PAYLOAD))
     with pytest.raises(DownloadError, match="does not match the registry"):
         download(bad, cache=tmp_path)
-    assert not any(tmp_path.iterdir()), "a mismatching file must not be kept"
+    kept = [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # the empty lock file stays
+    assert not kept, "a mismatching file must not be kept"
 
 
 def test_unreachable_server_keeps_partial_and_says_so(tmp_path):
     e = ModelEntry(name="m", version="1", url="http://127.0.0.1:9/m.pt", sha256="0" * 64, size=10)
+    with pytest.raises(DownloadError, match="failed .*Connection refused") as info:
+        download(e, cache=tmp_path, retries=1, timeout=2)
+    assert "partial file" not in str(info.value)  # there is none to claim
+    (tmp_path / "m-1.pt.part").write_bytes(b"12345")
     with pytest.raises(DownloadError, match="failed .*next attempt resumes"):
         download(e, cache=tmp_path, retries=1, timeout=2)
 

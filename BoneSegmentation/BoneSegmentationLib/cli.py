@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -30,7 +31,8 @@ from .inference.review import summary_lines, write_review
 from .inference.segmenter import Segmenter, found_classes, sidecar_path_for, write_sidecar
 from .model.metadata import SYNTHETIC_NOTICE
 from .model.modelfile import load_model, read_model_metadata
-from .model.registry import cache_dir, load_registry, local_copy, register_model, resolve_model
+from .model.registry import (UNVERIFIED_NOTICE, cache_dir, load_registry, local_copy, register_model,
+                             registered_entry, resolve_model)
 from .synthetic.demo import run_demo
 from .synthetic.phantom import make_phantom
 from .training.corrections import add_case
@@ -81,18 +83,40 @@ def _bytes_progress(bar: ProgressBar) -> Callable[[int, int], None]:
     return lambda have, total: bar(have / total if total else 0.0, f"{have / 2**20:.1f} MiB")
 
 
+def check_outputs(targets: list[Path], inputs: list[Path], overwrite: bool) -> None:
+    """Before any work: no output is an input (same file after resolving links; an input folder
+    holds none), none exists unless ``overwrite``, and every output folder is writable."""
+    sources = [p.resolve() for p in inputs if p.exists()]
+    for path in targets:
+        resolved = path.resolve()
+        for source in sources:
+            if resolved == source or (source.is_dir() and source in resolved.parents):
+                raise BoneSegmentationError(f"output {path} would replace the input {source}; choose another "
+                                            "output name")
+        if path.exists() and not overwrite:
+            raise BoneSegmentationError(f"{path} already exists; pass --overwrite to replace it")
+        folder = resolved.parent
+        while not folder.exists():
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise BoneSegmentationError(f"cannot write {path}: the folder {folder} is not writable; choose "
+                                        "another output location")
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     options = InferenceOptions.from_args(args)
     output = Path(args.output)
     output_suffix(output)  # refuse unsupported formats before any work
     review_path = Path(args.review) if args.review else review_path_for(output)
     sidecar = sidecar_path_for(output)
-    for path in (output, review_path, sidecar):
-        if path.exists() and not args.overwrite:
-            raise BoneSegmentationError(f"{path} already exists; pass --overwrite to replace it")
+    targets = [output, review_path, sidecar] + ([Path(args.confidence)] if args.confidence else [])
+    check_outputs(targets, [Path(args.input)], args.overwrite)
     image, _ = read_ct(args.input)
     bar = JsonProgress("download") if args.progress_json else ProgressBar("download", not args.quiet)
-    model = load_model(resolve_model(args.model, progress=_bytes_progress(bar)))
+    path = resolve_model(args.model, progress=_bytes_progress(bar))
+    if registered_entry(path) is None:
+        print(UNVERIFIED_NOTICE.format(path=path), file=sys.stderr)
+    model = load_model(path)
     if model.info.trained_on_synthetic_data_only:
         print(SYNTHETIC_NOTICE, file=sys.stderr)
     segmenter = Segmenter(model, options)

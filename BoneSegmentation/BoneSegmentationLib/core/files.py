@@ -3,11 +3,27 @@ the LPS <-> RAS flip between ITK's and Slicer's patient coordinates. One home fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
+
+from .errors import BoneSegmentationError
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def safe_name(value: str, what: str, error: type[BoneSegmentationError] = BoneSegmentationError) -> str:
+    """``value`` if it can be one path component (letters, digits, '.', '_', '-'; not starting
+    with '.' or '-'; at most 100 characters), else ``error`` saying what was wrong. Every name
+    that becomes part of a path (case IDs, model names and versions, run names) passes here."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise error(f"{what} {value!r} is not allowed: use letters, digits, '.', '_' and '-' only, starting "
+                    "with a letter or digit (no '/', '..' or leading '.')")
+    return value
 
 
 def temp_path(path: Path, suffix: str = "") -> Path:
@@ -38,6 +54,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive OS lock on ``path`` (created if needed) for the ``with`` block: other
+    processes and threads wait. The lock goes with the process, so a killed writer never leaves
+    a stale one behind (unlike a lock *file* whose existence is the lock)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if os.name == "nt":  # pragma: no cover - Slicer on Windows
+            import msvcrt
+            while True:
+                try:
+                    msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    continue
+        else:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def sha256_file(path: Path) -> str:

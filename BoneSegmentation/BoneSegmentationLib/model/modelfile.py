@@ -19,6 +19,7 @@ import torch
 
 from ..core.errors import ModelFileError
 from ..core.files import atomic_write, sha256_file
+from .safety import check_archive, check_graph
 from .metadata import (FORMAT_NAME, FORMAT_VERSION, METADATA_FILE, REQUIRED_KEYS, _check_file,  # noqa: F401
                        ModelMetadata, class_entries, make_metadata, model_label, read_metadata,
                        read_model_metadata, validate_metadata)
@@ -91,6 +92,7 @@ def load_model(path: Path, device: str | torch.device = "cpu", check_output: boo
     """Load and validate a model file; refuse anything inconsistent with a specific message."""
     path = _check_file(path)
     meta = read_metadata(path)
+    check_archive(path)  # intact, and nothing that runs while loading
     extra = {METADATA_FILE: ""}
     try:
         with warnings.catch_warnings():
@@ -99,6 +101,7 @@ def load_model(path: Path, device: str | torch.device = "cpu", check_output: boo
     except Exception as e:  # torch raises RuntimeError with long C++ traces for corrupt files
         first = _last_line(e)
         raise ModelFileError(f"{path} could not be loaded as TorchScript: {first}") from None
+    check_graph(module, path)  # before any forward pass: only what a network needs
     module.eval()
     model = LoadedModel(module=module, metadata=meta, path=path)
     if check_output:

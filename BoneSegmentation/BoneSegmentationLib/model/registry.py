@@ -13,13 +13,15 @@ import json
 import os
 import shutil
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..core.files import atomic_write, atomic_write_text, sha256_file
+from ..core.files import atomic_write, atomic_write_text, file_lock, safe_name, sha256_file
 from ..core.errors import DownloadError, ModelFileError
 from .metadata import read_model_metadata
 from ..core.resources import resource_path
@@ -58,13 +60,37 @@ def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
     entries = []
     for p in paths:
         if p.is_file():
-            entries += [ModelEntry(**m) for m in json.loads(p.read_text(encoding="utf-8"))["models"]]
+            entries += [_entry(m, p) for m in _registry_models(p)]
     return entries
+
+
+def _registry_models(path: Path) -> list:
+    try:
+        models = json.loads(path.read_text(encoding="utf-8"))["models"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ModelFileError(f"model registry {path} is unreadable ({type(e).__name__}: {e}); fix or delete "
+                             "it") from None
+    if not isinstance(models, list):
+        raise ModelFileError(f"model registry {path}: 'models' must be a list; fix or delete it")
+    return models
+
+
+def _entry(m: object, path: Path) -> ModelEntry:
+    """One registry entry, checked: its name and version become a file name in the cache."""
+    try:
+        entry = ModelEntry(**m)  # type: ignore[arg-type]
+    except TypeError as e:
+        raise ModelFileError(f"model registry {path} has an invalid entry ({e}); fix or delete it") from None
+    safe_name(entry.name, f"model name in {path}", ModelFileError)
+    safe_name(entry.version, f"model version in {path}", ModelFileError)
+    return entry
 
 
 def register_model(model_file: Path, description: str = "") -> ModelEntry:
     """Copy a model file into the cache and list it in the user registry (older versions stay)."""
     meta = read_model_metadata(Path(model_file))
+    safe_name(meta.name, "model name", ModelFileError)
+    safe_name(meta.version, "model version", ModelFileError)
     entry = ModelEntry(meta.name, meta.version, url="", sha256=sha256_of(Path(model_file)),
                        size=Path(model_file).stat().st_size, description=description or meta.description)
     target = cached_path(entry)
@@ -93,6 +119,21 @@ def install_bundled(model_file: Path, name: str, version: str, description: str)
     models = [m for m in json.loads(path.read_text(encoding="utf-8"))["models"] if m["name"] != name]
     atomic_write_text(path, json.dumps({"models": models + [entry.__dict__.copy()]}, indent=2) + "\n")
     return entry
+
+
+def is_model_path(spec: str) -> bool:
+    """Whether ``spec`` names a file rather than a registered model."""
+    return spec.endswith(".pt") or "/" in spec or os.sep in spec or spec.startswith("~")
+
+
+def registered_entry(path: Path) -> Optional[ModelEntry]:
+    """The registry entry whose SHA-256 the file has, or None: such a file is "unverified"."""
+    digest = sha256_of(Path(path))
+    return next((e for e in reversed(load_registry()) if e.sha256 == digest), None)
+
+
+UNVERIFIED_NOTICE = ("note: {path} is not in the model registry (unverified): its origin and contents are not "
+                     "checked against a published checksum")
 
 
 def find_entry(name: str, entries: Optional[list[ModelEntry]] = None) -> ModelEntry:
@@ -140,40 +181,72 @@ def local_copy(entry: ModelEntry, cache: Optional[Path] = None) -> Optional[Path
     return None
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_DEADLINE_S = 1800.0  # a whole download; a 10 MB model needs seconds on any working link
+
+
+def check_url(url: str) -> str:
+    """https only (plain http to this machine's loopback, for tests and local mirrors)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK):
+        return url
+    raise DownloadError(f"refusing to download from {url}: only https:// addresses are allowed")
+
+
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (release downloads redirect to a file host) only to allowed addresses."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_url(urllib.parse.urljoin(req.full_url, newurl))
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SafeRedirects())
+
+
 def download(entry: ModelEntry, cache: Optional[Path] = None,
              progress: Optional[Callable[[int, int], None]] = None, retries: int = 3,
-             timeout: float = 30.0) -> Path:
-    """Download into the cache, resuming a partial file, verifying size and SHA-256."""
+             timeout: float = 30.0, deadline_s: float = DEFAULT_DEADLINE_S) -> Path:
+    """Download into the cache, resuming a partial file, verifying size and SHA-256.
+
+    One process at a time per model file (an OS lock beside it); a process that waited finds the
+    file another one finished. Never reads past the declared size; gives up after ``deadline_s``."""
+    check_url(entry.url)
     target = cached_path(entry, cache)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    last_error = ""
-    for _ in range(max(1, retries)):
-        try:
-            _fetch(entry.url, part, entry.size, progress, timeout)
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            last_error = str(getattr(e, "reason", e))
-            continue
-        if part.stat().st_size < entry.size:
-            last_error = f"connection ended at {part.stat().st_size} of {entry.size} bytes"
-            continue
-        break
-    else:
-        raise DownloadError(f"download of {entry.name} from {entry.url} failed ({last_error}); "
-                            f"the partial file {part} is kept and the next attempt resumes it")
-    have = part.stat().st_size
-    digest = sha256_of(part)
-    if have != entry.size or digest != entry.sha256:
-        part.unlink()
-        raise DownloadError(f"downloaded {entry.name} does not match the registry (size {have} vs "
-                            f"{entry.size}, SHA-256 {digest[:12]}... vs {entry.sha256[:12]}...); "
-                            "the file was deleted and not used")
-    os.replace(part, target)
+    with file_lock(target.with_name(target.name + ".lock")):
+        if target.is_file() and target.stat().st_size == entry.size and sha256_of(target) == entry.sha256:
+            return target  # finished by another process while this one waited
+        last_error = ""
+        stop_at = time.monotonic() + deadline_s
+        for _ in range(max(1, retries)):
+            try:
+                _fetch(entry.url, part, entry.size, progress, timeout, stop_at)
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                last_error = str(getattr(e, "reason", e))
+                continue
+            if part.stat().st_size < entry.size:
+                last_error = f"connection ended at {part.stat().st_size} of {entry.size} bytes"
+                continue
+            break
+        else:
+            kept = (f"; the partial file {part} is kept and the next attempt resumes it"
+                    if part.is_file() and part.stat().st_size else "")
+            raise DownloadError(f"download of {entry.name} from {entry.url} failed ({last_error}){kept}")
+        have = part.stat().st_size
+        digest = sha256_of(part)
+        if have != entry.size or digest != entry.sha256:
+            part.unlink()
+            raise DownloadError(f"downloaded {entry.name} does not match the registry (size {have} vs "
+                                f"{entry.size}, SHA-256 {digest[:12]}... vs {entry.sha256[:12]}...); "
+                                "the file was deleted and not used")
+        os.replace(part, target)
     return target
 
 
 def _fetch(url: str, part: Path, size: int, progress: Optional[Callable[[int, int], None]],
-           timeout: float) -> None:
+           timeout: float, stop_at: float) -> None:
     have = part.stat().st_size if part.exists() else 0
     if have > size:
         part.unlink()
@@ -181,31 +254,44 @@ def _fetch(url: str, part: Path, size: int, progress: Optional[Callable[[int, in
     if have == size:
         return
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with _OPENER.open(request, timeout=timeout) as response:
         if have and response.status != 206:  # server ignored the range: start again
             have = 0
         with open(part, "ab" if have else "wb") as f:
-            while True:
-                block = response.read(CHUNK)
+            while have < size:
+                if time.monotonic() > stop_at:
+                    raise DownloadError(f"download from {url} did not finish in time ({have} of {size} bytes; "
+                                        "the server is too slow); the partial file is kept, try again later")
+                block = response.read1(min(CHUNK, size - have))  # what has arrived: the deadline is checked often
                 if not block:
                     break
                 f.write(block)
                 have += len(block)
                 if progress is not None:
                     progress(have, size)
+            if have >= size and response.read(1):
+                raise DownloadError(f"{url} sends more than the registry's {size} bytes; the download was "
+                                    "stopped at that size")
 
 
 def resolve_model(spec: Optional[str] = None, cache: Optional[Path] = None,
                   progress: Optional[Callable[[int, int], None]] = None,
                   allow_download: bool = True) -> Path:
-    """A local model file for ``spec``: an existing path, or a registry name (default model)."""
+    """A local model file for ``spec``: a registry name (default: the bundled model, verified by its
+    SHA-256), or a file given as a path (with a '/' or ending in '.pt'). A bare name is never
+    looked up in the current folder, so a stray file cannot stand in for a registered model."""
     spec = spec or DEFAULT_MODEL
-    candidate = Path(spec).expanduser()
-    if candidate.suffix == ".pt" or candidate.exists():
+    if is_model_path(spec):
+        candidate = Path(spec).expanduser()
         if not candidate.is_file():
             raise ModelFileError(f"model file not found: {candidate}")
         return candidate
-    entry = find_entry(spec)
+    try:
+        entry = find_entry(spec)
+    except ModelFileError as e:
+        if Path(spec).is_file():
+            raise ModelFileError(f"{e}; to use the file of that name, give it as ./{spec}") from None
+        raise
     path = local_copy(entry, cache)
     if path is not None:
         return path

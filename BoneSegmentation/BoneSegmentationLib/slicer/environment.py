@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..core.errors import BoneSegmentationError
 from ..model.metadata import SYNTHETIC_NOTICE, read_model_metadata
-from ..model.registry import DEFAULT_MODEL, load_registry, local_copy, resolve_model
+from ..model.registry import DEFAULT_MODEL, load_registry, local_copy, registered_entry, resolve_model
 
 REQUIREMENTS = {"torch": "torch", "SimpleITK": "SimpleITK", "scipy": "scipy"}  # import name -> pip name
 
@@ -30,13 +30,15 @@ def model_choices() -> list[tuple[str, str]]:
 
 def model_description(model: Optional[str]) -> str:
     try:
-        meta = read_model_metadata(resolve_model(model or None, allow_download=False))
+        path = resolve_model(model or None, allow_download=False)
+        meta = read_model_metadata(path)
     except BoneSegmentationError as e:
         return str(e)
+    unverified = "" if registered_entry(path) else "Unverified model file: it is not in the model registry.\n"
     t = meta.training
     text = SYNTHETIC_NOTICE.removeprefix("note: ")
     notice = f"{text[0].upper()}{text[1:]}.\n" if meta.trained_on_synthetic_data_only else ""
-    return notice + (f"{meta.num_classes - 1} bones, {meta.spacing_mm[0]:g} mm, patch {meta.patch_size[0]}. "
+    return unverified + notice + (f"{meta.num_classes - 1} bones, {meta.spacing_mm[0]:g} mm, patch {meta.patch_size[0]}. "
             f"{meta.description} Trained on: {t.get('data', '?')}; {t.get('iterations', '?')} iterations"
             f"{'; parent ' + t['parent_model'] if t.get('parent_model') else ''}.")
 

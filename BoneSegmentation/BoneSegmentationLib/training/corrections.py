@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from ..core.bones import BoneTable, default_table
 from .dataset import allocate_case_id, case_stem, commit_case, init_dataset
 from ..core.errors import DatasetError
+from ..core.files import safe_name
 from ..core.imageio import same_geometry
 from ..core.labelmaps import label_counts
 
@@ -115,6 +116,8 @@ def add_case(folder, ct: sitk.Image, labels: sitk.Image, source_name: str, prior
              prior_model: str = "", labelled: str | Sequence[str] | None = None, case_id: Optional[str] = None,
              overwrite: bool = False, table: Optional[BoneTable] = None) -> dict:
     """Check, describe and commit one case; returns its manifest (with ``case_id``)."""
+    if case_id is not None:
+        safe_name(case_id, "case ID", DatasetError)
     manifest = build_manifest(ct, labels, source_name, prior, prior_model, labelled, table)
     init_dataset(folder, table)
     case_id = case_id or allocate_case_id(folder, case_stem(source_name))

@@ -25,7 +25,7 @@ from typing import Optional
 import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
-from ..core.files import atomic_write_text, sha256_file
+from ..core.files import atomic_write_text, safe_name, sha256_file
 from ..core.errors import DatasetError
 from ..core.imageio import write_image
 from ..core.labelmaps import label_counts
@@ -158,6 +158,7 @@ def commit_case(folder: Path, case_id: str, ct: sitk.Image, labels: sitk.Image, 
                 overwrite: bool = False) -> dict:
     """Write image, label map and manifest of one case as one atomic step (see module doc)."""
     folder = Path(folder)
+    safe_name(case_id, "case ID", DatasetError)
     recover(folder)
     if label_path(folder, case_id).exists() and not overwrite:
         raise DatasetError(f"case {case_id} already exists in {folder}; choose another case ID or confirm "

@@ -8,6 +8,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from ..core.labelmaps import label_counts
 from .losses import sparse_ce_dice
 from ..inference.mirror import can_mirror
 from ..core.errors import BoneSegmentationError, ModelFileError
-from ..core.files import atomic_write
+from ..core.files import atomic_write, safe_name
 from ..model.metadata import DEFAULT_INTENSITY
 from ..model.modelfile import load_model, make_metadata, read_metadata, save_model
 from ..model.network import NoNewNet
@@ -80,6 +81,20 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def load_checkpoint(path: Path, device) -> dict:
+    """A checkpoint's tensors and plain values; a pickle that asks for anything else (a function
+    to call, a class to build) is refused instead of run, a damaged file named."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise BoneSegmentationError(f"{path} is refused: it holds objects other than tensors and plain values "
+                                    "(a checkpoint must not run code); delete it to start the run over") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise BoneSegmentationError(f"{path} is corrupt or incomplete ({first}); delete it to start the run "
+                                    "over") from None
+
+
 def _atomic_save(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
@@ -112,6 +127,8 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
           should_stop: Callable[[], bool] = lambda: False) -> Optional[Path]:
     """Train (resuming from ``out_dir/checkpoint.pt`` if present); returns the exported model, or
     None when ``should_stop`` asked to stop (the checkpoint is saved first, so a later call resumes)."""
+    safe_name(cfg.name, "model name")
+    safe_name(cfg.version, "model version")
     rank, world = _distributed()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     out = Path(cfg.out_dir)
@@ -125,7 +142,7 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     start, best, history = 0, -1.0, []
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(ckpt_path, device)
         old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS}
         if old != {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}:
             raise BoneSegmentationError(f"{ckpt_path} was trained with {old}; resume with the same settings "
@@ -192,7 +209,7 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
             raise RuntimeError(f"DistributedDataParallel ranks ended with different weights: {digests}")
     if rank == 0:
         if (out / "best.pt").is_file():
-            net.load_state_dict(torch.load(out / "best.pt", map_location=device))
+            net.load_state_dict(load_checkpoint(out / "best.pt", device))
         validated = [r for r in history if r.get("val_dice") == best]
         path = export(net.cpu(), cfg, best, len(history) and history[-1]["iteration"], out / f"{cfg.name}.pt",
                       best_iteration=validated[0]["iteration"] if validated else None)

@@ -1,0 +1,306 @@
+"""Hostile inputs: files from outside must not run code or write outside where we said.
+
+Each payload here would do real harm if it ran (write a marker file, overwrite a file through
+``torch.from_file(..., shared=True)``); the tests check that it did not run and that the refusal
+is one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from BoneSegmentationLib.core.errors import BoneSegmentationError, DatasetError, ModelFileError
+from BoneSegmentationLib.core.files import safe_name
+from BoneSegmentationLib.model import registry
+from BoneSegmentationLib.model.modelfile import load_model, make_metadata, save_model
+from BoneSegmentationLib.model.registry import DEFAULT_MODEL, resolve_model
+from BoneSegmentationLib.training.corrections import add_case
+from BoneSegmentationLib.training.train import TrainConfig, load_checkpoint, train
+
+from conftest import make_random_model
+
+
+def _metadata(name: str = "hostile") -> dict:
+    return make_metadata(name=name, version="1", description="payload", training={},
+                         network={"architecture": "x", "base_features": 4, "levels": 3, "size_divisor": 4})
+
+
+class _RunsShell:
+    """Unpickling this calls os.system: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_with_a_code_payload_is_refused_and_the_payload_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"model": {}, "iteration": 1, "x": _RunsShell(marker)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(BoneSegmentationError, match="refused: it holds objects other than tensors"):
+        load_checkpoint(tmp_path / "checkpoint.pt", "cpu")
+    assert not marker.exists()
+    # and through training's resume path, which reads the same file
+    cfg = TrainConfig(out_dir=str(tmp_path), iterations=2, width=4, levels=3, patch=16, spacing=4.0)
+    with pytest.raises(BoneSegmentationError, match="refused"):
+        train(cfg, [], [])
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_named_not_a_traceback(tmp_path):
+    torch.save({"model": {"w": torch.zeros(1000)}, "iteration": 3}, tmp_path / "checkpoint.pt")
+    data = (tmp_path / "checkpoint.pt").read_bytes()
+    (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BoneSegmentationError, match="corrupt or incomplete.*delete it") as e:
+        load_checkpoint(tmp_path / "checkpoint.pt", "cpu")
+    assert "\n" not in str(e.value)
+
+
+class _WritesThroughFromFile(torch.nn.Module):
+    """A 'network' whose forward pass overwrites a file (torch.from_file with shared=True)."""
+
+    def __init__(self, target: str):
+        super().__init__()
+        self.target = target
+        self.conv = torch.nn.Conv3d(1, 126, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        written = torch.from_file(self.target, shared=True, size=4, dtype=torch.uint8).fill_(65)
+        return self.conv(x) + written.sum() * 0  # used, so TorchScript keeps the call
+
+
+class _WritesWhileLoading(torch.nn.Module):
+    """A module whose __setstate__ (run by torch.jit.load itself) overwrites a file."""
+
+    def __init__(self, target: str):
+        super().__init__()
+        self.target = target
+        self.conv = torch.nn.Conv3d(1, 126, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, bool]:
+        return self.target, self.training
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, bool]) -> None:
+        self.target = state[0]
+        self.training = state[1]
+        written = torch.from_file(self.target, shared=True, size=4, dtype=torch.uint8).fill_(66)
+        if bool(written.sum() > 0):
+            self.training = True
+
+
+@pytest.mark.parametrize("network, message", [
+    (_WritesThroughFromFile, "operations a segmentation network does not need .*aten::from_file"),
+    (_WritesWhileLoading, "defines __setstate__"),
+])
+def test_torchscript_payloads_are_refused_before_they_run(tmp_path, network, message):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep")
+    scripted = torch.jit.script(network(str(victim)))
+    model = tmp_path / "model.pt"
+    torch.jit.save(scripted, str(model), _extra_files={"metadata.json": json.dumps(_metadata())})
+    assert victim.read_bytes() == b"keep"
+    if network is _WritesThroughFromFile:  # the payload is real: run unchecked, it writes
+        torch.jit.load(str(model))(torch.zeros(1, 1, 2, 2, 2))
+        assert victim.read_bytes() == b"AAAA"
+        victim.write_bytes(b"keep")
+    with pytest.raises(ModelFileError, match=message) as e:
+        load_model(model)
+    assert victim.read_bytes() == b"keep" and "\n" not in str(e.value)
+
+
+def test_flipped_bytes_in_a_model_file_are_caught_by_the_zip_checksums(tmp_path):
+    path = make_random_model(tmp_path / "m.pt")
+    with zipfile.ZipFile(path) as zf:
+        member = max(zf.infolist(), key=lambda i: i.file_size)
+        start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    data = bytearray(path.read_bytes())
+    for k in range(64):
+        data[start + 100 + k] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="is corrupt: .*(fails its checksum|fails to decompress)"):
+        load_model(path)
+
+
+def test_a_file_named_like_the_default_model_does_not_replace_it(tmp_path, monkeypatch):
+    impostor = tmp_path / DEFAULT_MODEL
+    make_random_model(impostor)
+    monkeypatch.chdir(tmp_path)
+    bundled = resolve_model(None)
+    assert bundled != impostor and bundled.resolve() != impostor.resolve()
+    assert resolve_model(DEFAULT_MODEL) == bundled
+    assert registry.registered_entry(bundled) is not None and registry.registered_entry(impostor) is None
+    assert resolve_model(f"./{DEFAULT_MODEL}") == Path(f"./{DEFAULT_MODEL}")  # explicit path: the user's choice
+    make_random_model(tmp_path / "mine")
+    with pytest.raises(ModelFileError, match="give it as ./mine"):
+        resolve_model("mine")
+
+
+@pytest.mark.parametrize("name", ["../../x", "x/../y", ".hidden", "a\\b", "", "-rf", "x" * 101, "ok/.."])
+def test_unsafe_names_are_refused(name):
+    with pytest.raises(BoneSegmentationError, match="is not allowed"):
+        safe_name(name, "case ID")
+
+
+@pytest.mark.parametrize("case_id", ["../../x", "x/../y", ".hidden"])
+def test_case_ids_cannot_leave_the_dataset(tmp_path, case_id):
+    ct = sitk.GetImageFromArray(np.zeros((8, 8, 8), np.int16))
+    labels = sitk.GetImageFromArray(np.zeros((8, 8, 8), np.uint8))
+    dataset = tmp_path / "a" / "b" / "dataset"
+    with pytest.raises(DatasetError, match="case ID .* is not allowed"):
+        add_case(dataset, ct, labels, source_name="ct.nii.gz", case_id=case_id)
+    assert list(tmp_path.rglob("*")) == []  # nothing written anywhere
+
+
+def test_registry_entries_cannot_name_paths_outside_the_cache(tmp_path, monkeypatch):
+    reg = tmp_path / "models.json"
+    reg.write_text(json.dumps({"models": [{"name": "../../escaped", "version": "1", "url": "https://x/y.pt",
+                                           "sha256": "0" * 64, "size": 1}]}))
+    monkeypatch.setattr(registry, "registry_path", lambda: reg)
+    monkeypatch.setenv("BONESEGMENTATION_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelFileError, match="model name in .* is not allowed"):
+        resolve_model("whatever")
+    reg.write_text("{not json")
+    with pytest.raises(ModelFileError, match="unreadable .* fix or delete it"):
+        resolve_model("whatever")
+
+
+def test_training_run_names_cannot_leave_the_output_folder(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), iterations=1, name="../../evil")
+    with pytest.raises(BoneSegmentationError, match="model name '../../evil' is not allowed"):
+        train(cfg, [], [])
+    assert not (tmp_path / "run").exists()
+
+
+def _small_ct(path: Path) -> Path:
+    image = sitk.GetImageFromArray(np.full((16, 16, 16), -1000, np.int16))
+    image.SetSpacing((4.0, 4.0, 4.0))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_segment_refuses_to_write_over_its_input(tmp_path, capsys):
+    from BoneSegmentationLib.cli import main
+
+    ct = _small_ct(tmp_path / "ct.nii.gz")
+    before = ct.read_bytes()
+    (tmp_path / "link.nii.gz").symlink_to(ct)
+    for output in (ct, tmp_path / "link.nii.gz"):
+        assert main(["segment", str(ct), "-o", str(output), "--overwrite", "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "would replace the input" in err and len(err.splitlines()) == 1
+    assert ct.read_bytes() == before
+
+
+def test_segment_checks_every_output_before_any_work(tmp_path, capsys):
+    from BoneSegmentationLib.cli import main
+
+    ct = _small_ct(tmp_path / "ct.nii.gz")
+    (tmp_path / "conf.nii.gz").write_bytes(b"mine")
+    rc = main(["segment", str(ct), "-o", str(tmp_path / "labels.nii.gz"), "--confidence",
+               str(tmp_path / "conf.nii.gz"), "-q"])
+    assert rc == 2 and "conf.nii.gz already exists" in capsys.readouterr().err
+    assert not (tmp_path / "labels.nii.gz").exists() and (tmp_path / "conf.nii.gz").read_bytes() == b"mine"
+
+
+class _HostileServer:
+    """A server on 127.0.0.1 that misbehaves on purpose: /big sends more than it declares,
+    /slow one byte every 0.5 s, /redirect points at plain http elsewhere, /ok serves the payload."""
+
+    payload = bytes(range(256)) * 256  # 64 KiB
+
+    def __enter__(self):
+        import http.server
+        import threading
+        import time
+
+        payload = self.payload
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", "http://example.com/m.pt")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload) * (100 if self.path == "/big" else 1)))
+                self.end_headers()
+                try:
+                    if self.path == "/big":
+                        for _ in range(100):
+                            self.wfile.write(payload)
+                    elif self.path == "/slow":
+                        for k in range(len(payload)):
+                            self.wfile.write(payload[k:k + 1])
+                            self.wfile.flush()
+                            time.sleep(0.5)
+                    else:
+                        time.sleep(0.2)  # long enough for parallel clients to overlap
+                        self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+
+    def entry(self, path: str):
+        import hashlib
+
+        return registry.ModelEntry(name="m", version="1", url=self.url + path, size=len(self.payload),
+                                   sha256=hashlib.sha256(self.payload).hexdigest())
+
+
+@pytest.mark.parametrize("url", ["http://example.com/m.pt", "file:///etc/passwd", "ftp://127.0.0.1/m.pt"])
+def test_downloads_are_https_only(tmp_path, url):
+    entry = registry.ModelEntry(name="m", version="1", url=url, sha256="0" * 64, size=10)
+    with pytest.raises(registry.DownloadError, match="only https:// addresses are allowed"):
+        registry.download(entry, cache=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_hostile_servers_are_cut_off(tmp_path):
+    with _HostileServer() as server:
+        with pytest.raises(registry.DownloadError, match="only https://"):
+            registry.download(server.entry("/redirect"), cache=tmp_path / "a", retries=1)
+        with pytest.raises(registry.DownloadError, match="sends more than the registry's 65536 bytes"):
+            registry.download(server.entry("/big"), cache=tmp_path / "b", retries=1)
+        big = [p.stat().st_size for p in (tmp_path / "b").glob("*.part")]
+        assert big in ([], [65536])  # never more than declared on disk
+        with pytest.raises(registry.DownloadError, match="did not finish in time"):
+            registry.download(server.entry("/slow"), cache=tmp_path / "c", retries=1, deadline_s=2)
+
+
+def test_parallel_downloads_of_one_model_all_succeed(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _HostileServer() as server:
+        entry = server.entry("/ok")
+        for _ in range(2):  # repeated: races are intermittent
+            cache = tmp_path / f"cache{_}"
+            with ThreadPoolExecutor(6) as pool:
+                paths = list(pool.map(lambda k: registry.download(entry, cache=cache), range(6)))
+            assert len(set(paths)) == 1 and paths[0].read_bytes() == server.payload
+            assert not list(cache.glob("*.part"))
