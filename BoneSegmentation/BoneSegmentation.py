@@ -44,8 +44,9 @@ class BoneSegmentation(ScriptedLoadableModule):
             "Check the bones listed under <i>Review first</i> (click one to centre the views), correct them in "
             "Segment Editor, then <i>Export meshes</i> for VR / 3D printing or <i>Add corrected case</i> to a "
             "training dataset and fine-tune the model.<br>"
-            "The bundled demo model was trained on synthetic phantoms only: it shows the workflow and is not "
-            "meant for real anatomy.")
+            "The bundled model was trained on synthetic images only (images synthesised from a real body's "
+            "labels, and phantoms), never on real CT: on real scans treat its labels as a prior to check and "
+            "correct (figures in the README).")
         self.parent.acknowledgementText = f"Method: {CITATION}"
 
 

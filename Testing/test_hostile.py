@@ -304,3 +304,43 @@ def test_parallel_downloads_of_one_model_all_succeed(tmp_path):
                 paths = list(pool.map(lambda k: registry.download(entry, cache=cache), range(6)))
             assert len(set(paths)) == 1 and paths[0].read_bytes() == server.payload
             assert not list(cache.glob("*.part"))
+
+
+@pytest.mark.parametrize("writers", [4, 8])
+def test_parallel_dataset_adds_give_distinct_complete_cases(tmp_path, writers):
+    """Each process adds a different scan of the same file name (so all want the ID ct_000; the
+    scan's voxels carry its number): every one must be kept, under its own ID."""
+    import subprocess
+    import sys
+
+    from BoneSegmentationLib.training.dataset import case_ids, image_path
+
+    for k in range(writers):
+        ct = sitk.GetImageFromArray(np.full((12, 12, 12), k, np.int16))
+        (tmp_path / f"s{k}").mkdir()
+        sitk.WriteImage(ct, str(tmp_path / f"s{k}" / "ct.nii.gz"))
+        lab = sitk.GetImageFromArray(np.zeros((12, 12, 12), np.uint8))
+        lab[2, 2, 2] = 1
+        sitk.WriteImage(lab, str(tmp_path / f"lab{k}.nii.gz"))
+    for repeat in range(2):
+        dataset = tmp_path / f"dataset{repeat}"  # the first add into a new dataset races too
+        runs = [subprocess.Popen([sys.executable, "-m", "BoneSegmentationLib", "dataset", "add", str(dataset),
+                                  "--image", str(tmp_path / f"s{k}" / "ct.nii.gz"), "--labels", str(tmp_path / f"lab{k}.nii.gz")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(writers)]
+        outputs = [r.communicate() for r in runs]
+        assert all(r.returncode == 0 for r in runs), [o[1] for o in outputs]
+        ids = case_ids(dataset)
+        assert ids == [f"ct_{k:03d}" for k in range(writers)] == sorted(o[0].split()[2] for o in outputs)
+        scans = sorted(int(sitk.GetArrayFromImage(sitk.ReadImage(str(image_path(dataset, i))))[0, 0, 0]) for i in ids)
+        assert scans == list(range(writers))
+        assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == writers
+        assert not [p for p in (dataset / ".pending").iterdir()]
+
+
+def test_a_first_add_that_died_leaves_a_dataset_that_takes_the_next_add(tmp_path):
+    from BoneSegmentationLib.training.dataset import case_ids, init_dataset
+
+    init_dataset(tmp_path / "d")  # what a first add had done when it was killed
+    ct = sitk.GetImageFromArray(np.zeros((8, 8, 8), np.int16))
+    add_case(tmp_path / "d", ct, sitk.GetImageFromArray(np.zeros((8, 8, 8), np.uint8)), source_name="x.nii.gz")
+    assert case_ids(tmp_path / "d") == ["x_000"]

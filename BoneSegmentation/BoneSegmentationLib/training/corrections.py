@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
-from .dataset import allocate_case_id, case_stem, commit_case, init_dataset
+from .dataset import case_stem, commit_case, init_dataset
 from ..core.errors import DatasetError
 from ..core.files import safe_name
 from ..core.imageio import same_geometry
@@ -120,9 +120,8 @@ def add_case(folder, ct: sitk.Image, labels: sitk.Image, source_name: str, prior
         safe_name(case_id, "case ID", DatasetError)
     manifest = build_manifest(ct, labels, source_name, prior, prior_model, labelled, table)
     init_dataset(folder, table)
-    case_id = case_id or allocate_case_id(folder, case_stem(source_name))
     lab = labels if labels.GetPixelID() == sitk.sitkUInt8 else sitk.Cast(labels, sitk.sitkUInt8)
-    return commit_case(folder, case_id, ct, lab, manifest, overwrite=overwrite)
+    return commit_case(folder, case_id, ct, lab, manifest, overwrite=overwrite, stem=case_stem(source_name))
 
 
 def labelled_mask(manifest: Optional[dict], table: Optional[BoneTable] = None) -> Optional[np.ndarray]:

@@ -10,6 +10,10 @@ is committed through a journal: all files are written in ``.pending/`` first, th
 is written atomically, then the files are renamed into place. ``recover()`` (run by every
 operation on the folder) rolls a commit record forward and drops staged files of a writer that
 died before its record: after a crash the folder holds the old case or the new one, whole.
+
+Writers stage their files in parallel; choosing the case ID, the commit and recovery happen under
+an OS lock on ``<dataset>/.lock`` (released by the OS if a writer dies), so parallel adds get
+distinct IDs and never roll the same journal twice.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -25,7 +30,7 @@ from typing import Optional
 import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
-from ..core.files import atomic_write_text, safe_name, sha256_file
+from ..core.files import atomic_write_text, file_lock, safe_name, sha256_file
 from ..core.errors import DatasetError
 from ..core.imageio import write_image
 from ..core.labelmaps import label_counts
@@ -35,6 +40,7 @@ IMAGE_SUFFIX = "_0000.nii.gz"
 LABEL_SUFFIX = ".nii.gz"
 MANIFESTS = "manifests"
 PENDING = ".pending"
+LOCK = ".lock"
 
 
 def dataset_description(table: BoneTable, num_training: int, name: str = "BoneSegmentation",
@@ -45,15 +51,19 @@ def dataset_description(table: BoneTable, num_training: int, name: str = "BoneSe
 
 def init_dataset(folder: Path, table: BoneTable | None = None, name: str = "BoneSegmentation",
                  description: str = "") -> Path:
-    """Create (or check) a dataset folder; an existing one must carry the same class table."""
+    """Create (or check) a dataset folder; an existing one must carry the same class table (it may
+    have no case yet: a first add that died leaves an empty dataset, not a broken one)."""
     table = table or default_table()
     folder = Path(folder)
-    if (folder / DATASET_JSON).is_file():
-        check_dataset(folder, table)
-        return folder
-    for sub in ("imagesTr", "labelsTr"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / DATASET_JSON, json.dumps(dataset_description(table, 0, name, description), indent=1))
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / LOCK):
+        if (folder / DATASET_JSON).is_file():
+            _check_description(folder, table)
+            return folder
+        for sub in ("imagesTr", "labelsTr"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / DATASET_JSON,
+                          json.dumps(dataset_description(table, 0, name, description), indent=1))
     return folder
 
 
@@ -72,25 +82,32 @@ def check_dataset(folder: Path, table: BoneTable | None = None) -> list[str]:
     if not folder.is_dir():
         raise DatasetError(f"dataset folder not found: {folder}")
     recover(folder)
+    _check_description(folder, table)
+    ids = case_ids(folder)
+    if not ids:
+        raise DatasetError(f"{folder} has no complete case (imagesTr/<case>{IMAGE_SUFFIX} with "
+                           f"labelsTr/<case>{LABEL_SUFFIX})")
+    return ids
+
+
+def _check_description(folder: Path, table: BoneTable) -> None:
+    """dataset.json exists, is an object with a class table, and that table is ours."""
     meta_path = folder / DATASET_JSON
     if not meta_path.is_file():
         raise DatasetError(f"{folder} has no {DATASET_JSON}; expected the nnU-Net layout "
                            "(imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz, dataset.json)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{meta_path} is not valid JSON ({e})") from None
-    labels = meta.get("labels", {})
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict):
+        raise DatasetError(f"{meta_path} must be a JSON object with a 'labels' table (nnU-Net's dataset.json)")
+    labels = meta["labels"]
     ours = {b.name: b.index for b in table}
     wrong = [f"{k}={v} (ours {ours.get(k, 'none')})" for k, v in labels.items() if ours.get(k) != int(v)]
     if wrong:
         raise DatasetError(f"{meta_path}: class table differs from the bone table: {', '.join(wrong[:8])}"
                            f"{' ...' if len(wrong) > 8 else ''}")
-    ids = case_ids(folder)
-    if not ids:
-        raise DatasetError(f"{folder} has no complete case (imagesTr/<case>{IMAGE_SUFFIX} with "
-                           f"labelsTr/<case>{LABEL_SUFFIX})")
-    return ids
 
 
 def update_count(folder: Path) -> None:
@@ -134,71 +151,75 @@ def case_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_") or "case"
 
 
-def allocate_case_id(folder: Path, stem: str) -> str:
-    """The first free ``<stem>_NNN``, reserved at once (an exclusive lock file in ``.pending``) so
-    two writers never get the same ID."""
-    pending = Path(folder) / PENDING
-    pending.mkdir(parents=True, exist_ok=True)
+def _free_case_id(folder: Path, stem: str) -> str:
+    """The first ``<stem>_NNN`` with none of its files present (call with the dataset lock held)."""
     for k in range(1000):
         case_id = f"{stem}_{k:03d}"
-        if any(p.exists() for p in (image_path(folder, case_id), label_path(folder, case_id),
-                                    manifest_path(folder, case_id))):
-            continue
-        try:
-            fd = os.open(pending / f"{case_id}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            continue
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return case_id
+        if not any(p.exists() for p in (image_path(folder, case_id), label_path(folder, case_id),
+                                        manifest_path(folder, case_id))):
+            return case_id
     raise DatasetError(f"no free case ID left for {stem!r} in {folder}")
 
 
-def commit_case(folder: Path, case_id: str, ct: sitk.Image, labels: sitk.Image, manifest: dict,
-                overwrite: bool = False) -> dict:
-    """Write image, label map and manifest of one case as one atomic step (see module doc)."""
+def commit_case(folder: Path, case_id: Optional[str], ct: sitk.Image, labels: sitk.Image, manifest: dict,
+                overwrite: bool = False, stem: str = "case") -> dict:
+    """Write image, label map and manifest of one case as one atomic step (see module doc);
+    ``case_id`` None: the first free ``<stem>_NNN``, chosen under the lock."""
     folder = Path(folder)
-    safe_name(case_id, "case ID", DatasetError)
-    recover(folder)
-    if label_path(folder, case_id).exists() and not overwrite:
-        raise DatasetError(f"case {case_id} already exists in {folder}; choose another case ID or confirm "
-                           "overwriting it (--overwrite)")
-    stage = folder / PENDING / f"{case_id}.{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    write_image(ct, stage / "image.nii.gz")
-    write_image(labels, stage / "labels.nii.gz")
-    manifest = {**manifest, "case_id": case_id, "image_sha256": file_sha256(stage / "image.nii.gz"),
+    if case_id is not None:
+        safe_name(case_id, "case ID", DatasetError)
+    (folder / PENDING).mkdir(parents=True, exist_ok=True)
+    stage = folder / PENDING / f"stage.{os.getpid()}.{secrets.token_hex(4)}"
+    stage.mkdir()
+    try:
+        write_image(ct, stage / "image.nii.gz")  # the slow part runs in parallel, outside the lock
+        write_image(labels, stage / "labels.nii.gz")
+        sums = {"image_sha256": file_sha256(stage / "image.nii.gz"),
                 "labels_sha256": file_sha256(stage / "labels.nii.gz")}
-    atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
-    (folder / MANIFESTS).mkdir(exist_ok=True)
-    moves = [(stage / "image.nii.gz", image_path(folder, case_id)),
-             (stage / "manifest.json", manifest_path(folder, case_id)),
-             (stage / "labels.nii.gz", label_path(folder, case_id))]  # the label map last: it completes a case
-    journal = folder / PENDING / f"{case_id}.commit.json"
-    atomic_write_text(journal, json.dumps({"stage": stage.name,
-                                           "moves": [[str(a.relative_to(folder)), str(b.relative_to(folder))]
-                                                     for a, b in moves]}))  # the commit point
-    _roll_forward(folder, journal)
-    update_count(folder)
+        with file_lock(folder / LOCK):
+            _recover(folder)
+            if case_id is None:
+                case_id = _free_case_id(folder, stem)
+            elif label_path(folder, case_id).exists() and not overwrite:
+                raise DatasetError(f"case {case_id} already exists in {folder}; choose another case ID or "
+                                   "confirm overwriting it (--overwrite)")
+            manifest = {**manifest, "case_id": case_id, **sums}
+            atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=1))
+            (folder / MANIFESTS).mkdir(exist_ok=True)
+            moves = [(stage / "image.nii.gz", image_path(folder, case_id)),
+                     (stage / "manifest.json", manifest_path(folder, case_id)),
+                     (stage / "labels.nii.gz", label_path(folder, case_id))]  # the label map last: it completes a case
+            journal = folder / PENDING / f"{stage.name}.commit.json"
+            atomic_write_text(journal, json.dumps({"stage": stage.name,
+                                                   "moves": [[str(a.relative_to(folder)), str(b.relative_to(folder))]
+                                                             for a, b in moves]}))  # the commit point
+            _roll_forward(folder, journal)
+            update_count(folder)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return manifest
 
 
 def recover(folder: Path) -> None:
     """Finish commits interrupted after their commit point; drop staging of dead writers."""
-    pending = Path(folder) / PENDING
+    folder = Path(folder)
+    if (folder / PENDING).is_dir():
+        with file_lock(folder / LOCK):
+            _recover(folder)
+
+
+def _recover(folder: Path) -> None:
+    pending = folder / PENDING
     if not pending.is_dir():
         return
     for journal in sorted(pending.glob("*.commit.json")):
-        _roll_forward(Path(folder), journal)
-    for entry in pending.iterdir():  # staging folders are <case>.<pid>, reservations hold the pid
-        pid = entry.name.rsplit(".", 1)[-1] if entry.is_dir() else entry.read_text().strip()
-        if not _alive(pid):
-            if entry.is_dir():
+        _roll_forward(folder, journal)
+    for entry in pending.iterdir():  # staging folders are stage.<pid>.<token> (older code: <case>.<pid>)
+        if entry.is_dir():
+            parts = entry.name.split(".")
+            pid = parts[1] if entry.name.startswith("stage.") and len(parts) == 3 else parts[-1]
+            if not _alive(pid):
                 shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
 
 
 def _roll_forward(folder: Path, journal: Path) -> None:
@@ -208,7 +229,6 @@ def _roll_forward(folder: Path, journal: Path) -> None:
             os.replace(folder / source, folder / target)
     shutil.rmtree(folder / PENDING / record["stage"], ignore_errors=True)
     journal.unlink()
-    (folder / PENDING / f"{journal.name[:-len('.commit.json')]}.lock").unlink(missing_ok=True)
 
 
 def _alive(pid: str) -> bool:
