@@ -186,7 +186,7 @@ def test_training_run_names_cannot_leave_the_output_folder(tmp_path):
 
 
 def _small_ct(path: Path) -> Path:
-    image = sitk.GetImageFromArray(np.full((16, 16, 16), -1000, np.int16))
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1500, (16, 16, 16)).astype(np.int16))
     image.SetSpacing((4.0, 4.0, 4.0))
     sitk.WriteImage(image, str(path))
     return path
@@ -344,3 +344,110 @@ def test_a_first_add_that_died_leaves_a_dataset_that_takes_the_next_add(tmp_path
     ct = sitk.GetImageFromArray(np.zeros((8, 8, 8), np.int16))
     add_case(tmp_path / "d", ct, sitk.GetImageFromArray(np.zeros((8, 8, 8), np.uint8)), source_name="x.nii.gz")
     assert case_ids(tmp_path / "d") == ["x_000"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["intensity"].update(std=float("nan")), "not a number a model can use"),
+    (lambda m: m["intensity"].update(clip_high=float("inf")), "not a number a model can use"),
+    (lambda m: m.update(spacing_mm=[0.05, 0.05, 0.05]), "outside 0.1-20 mm"),
+    (lambda m: m.update(patch_size=[4, 4, 4]), "8-512 voxels"),
+    (lambda m: m.update(patch_size=[1024, 64, 64]), "8-512 voxels"),
+    (lambda m: m.update(orientation="LPX"), "not a DICOM orientation code"),
+    (lambda m: m.update(orientation="LLS"), "not a DICOM orientation code"),
+    (lambda m: m["network"].update(size_divisor=3), "power of two"),
+    (lambda m: m["network"].update(size_divisor=2 ** 20), "power of two"),
+])
+def test_absurd_model_metadata_is_one_clear_line(tmp_path, capsys, change, message):
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.model.network import NoNewNet
+
+    meta = _metadata()
+    change(meta)
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(NoNewNet(126, base_features=4, levels=3)), str(path),
+                   _extra_files={"metadata.json": json.dumps(meta)})
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def _nifti(tmp_path: Path, name: str, array: np.ndarray) -> Path:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(image, str(tmp_path / name))
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
+def test_truncated_nifti_is_refused_not_zero_filled(tmp_path, name, capsys):
+    from BoneSegmentationLib.cli import main
+
+    path = _nifti(tmp_path, name, np.random.default_rng(0).integers(-1000, 1000, (40, 40, 40)).astype(np.int16))
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.7)])
+    assert main(["segment", str(path), "-o", str(tmp_path / "out.nii.gz"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert ("truncated" in err or "damaged" in err) and len(err.splitlines()) == 1
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_nifti_nan_and_zero_voxel_size_are_refused(tmp_path):
+    from BoneSegmentationLib.core.errors import InputImageError
+    from BoneSegmentationLib.core.imageio import read_ct
+
+    values = np.random.default_rng(0).normal(0, 500, (20, 20, 20)).astype(np.float32)
+    values[3, 4, 5] = np.nan
+    with pytest.raises(InputImageError, match="contains 1 NaN voxel values"):
+        read_ct(_nifti(tmp_path, "nan.nii.gz", values))
+    zero = _nifti(tmp_path, "zero.nii", values * 0 + 1)
+    data = bytearray(zero.read_bytes())
+    data[80:84] = np.float32(0).tobytes()  # pixdim[1]
+    zero.write_bytes(bytes(data))
+    with pytest.raises(InputImageError, match="voxel size of .*zero or not a number"):
+        read_ct(zero)
+    nans = _nifti(tmp_path, "allnan.nii.gz", np.full((8, 8, 8), np.nan, np.float32))
+    with pytest.raises(InputImageError, match="512 NaN"):
+        read_ct(nans)
+
+
+def test_a_short_write_fails_loudly_and_replaces_nothing(tmp_path, monkeypatch, capsys, random_model_file):
+    """SimpleITK reports success on a full disk and leaves a short file; the stand-in below writes
+    the real file and then cuts it, as a full disk does."""
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.core import imageio
+
+    real_write = sitk.WriteImage
+
+    def full_disk(image, name, *args, **kwargs):
+        real_write(image, name, *args, **kwargs)
+        data = Path(name).read_bytes()
+        Path(name).write_bytes(data[: len(data) // 3])
+
+    ct = _small_ct(tmp_path / "ct.nii.gz")
+    out = tmp_path / "labels.nii.gz"
+    out.write_bytes(b"previous result")
+    monkeypatch.setattr(imageio.sitk, "WriteImage", full_disk)
+    rc = main(["segment", str(ct), "-o", str(out), "--model", str(random_model_file), "--overwrite", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: cannot write") and "incomplete" in err[-1]
+    assert out.read_bytes() == b"previous result"
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_enospc_from_python_writes_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.training import dataset
+
+    def no_space(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(dataset, "atomic_write_text", no_space)
+    ct = _small_ct(tmp_path / "ct.nii.gz")
+    lab = sitk.GetImageFromArray(np.zeros((16, 16, 16), np.uint8))
+    lab.SetSpacing((4.0, 4.0, 4.0))
+    sitk.WriteImage(lab, str(tmp_path / "lab.nii.gz"))
+    assert main(["dataset", "add", str(tmp_path / "d"), "--image", str(ct), "--labels", str(tmp_path / "lab.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the disk is full" in err and len(err.splitlines()) == 1

@@ -7,6 +7,7 @@ Errors are printed as one line and give a non-zero exit status, never a tracebac
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -499,6 +500,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, quota, permissions: the OS's reason in one line
+        if args.debug:
+            raise
+        reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or type(e).__name__)
+        print(f"error: cannot write {e.filename or 'an output'}: {reason}; nothing was replaced", file=sys.stderr)
         return 2
 
 

@@ -6,8 +6,12 @@ matrix is accepted.
 
 from __future__ import annotations
 
+import errno
+import gzip
 import logging
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +34,62 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise InputImageError(f"input not found: {path}")
     if path.is_dir():
         return _read_dicom_folder(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        check_nifti_file(path)  # what ITK's NIfTI reader lets through silently
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
         detail = _first_itk_line(e)
         raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image "
                               f"format (NIfTI, NRRD, MHA, DICOM folder). {detail}") from None
+
+
+_NIFTI_FLOATS = {16: np.float32, 64: np.float64}  # NIfTI datatype codes of real-valued voxels
+
+
+def check_nifti_file(path: Path) -> None:
+    """Refuse a NIfTI-1 file whose data are shorter than its header declares (ITK fills the
+    missing slices with zeros), whose gzip stream is damaged, whose voxel size is zero (ITK makes
+    it 1 mm), or whose float voxels hold NaN (ITK turns them into 0). Streams the file once."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(352)
+            if len(header) < 348:
+                raise InputImageError(f"cannot read {path}: the NIfTI header is incomplete (truncated file)")
+            endian = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+            if struct.unpack(endian + "i", header[:4])[0] != 348:
+                return  # NIfTI-2 or not NIfTI at all: ITK's reader decides
+            dims = struct.unpack(endian + "8h", header[40:56])
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
+            pixdim = struct.unpack(endian + "8f", header[76:108])
+            vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            ndim = max(1, min(int(dims[0]), 7))
+            if any(not np.isfinite(p) or p == 0 for p in pixdim[1:min(ndim, 3) + 1]):
+                raise InputImageError(f"{path} declares a voxel size of {tuple(pixdim[1:4])} mm (zero or not a "
+                                      "number); fix the file's header (pixdim) with the right spacing")
+            expected = int(np.prod([max(1, int(d)) for d in dims[1:ndim + 1]])) * max(1, bitpix // 8)
+            f.read(max(0, vox_offset - 352))
+            dtype = np.dtype(_NIFTI_FLOATS[datatype]).newbyteorder(endian) if datatype in _NIFTI_FLOATS else None
+            have, nans, tail = 0, 0, b""
+            while True:
+                block = f.read(1 << 22)
+                if not block:
+                    break
+                have += len(block)
+                if dtype is not None:
+                    data = tail + block
+                    usable = len(data) - len(data) % dtype.itemsize
+                    nans += int(np.count_nonzero(np.isnan(np.frombuffer(data[:usable], dtype))))
+                    tail = data[usable:]
+    except (EOFError, OSError, zlib.error, struct.error) as e:
+        raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image format "
+                              f"(damaged or truncated: {e})") from None
+    if have < expected:
+        raise InputImageError(f"{path} is truncated: its data hold {have} of the {expected} bytes its header "
+                              "declares; copy or export the file again")
+    if nans:
+        raise InputImageError(f"{path} contains {nans} NaN voxel values; fix or mask them first")
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
@@ -128,7 +182,35 @@ def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = Fa
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=compress), suffix=suffix)
+
+    def write(tmp: Path) -> None:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        verify_written(tmp, image, path)  # before the rename: a short file never replaces anything
+    return atomic_write(path, write, suffix=suffix)
+
+
+def verify_written(tmp: Path, image: sitk.Image, path: Path) -> None:
+    """SimpleITK does not fail on a full disk: read the written file's header back and, for
+    NIfTI, stream its data (gzip checksum and length)."""
+    try:
+        if tmp.name.lower().endswith((".nii", ".nii.gz")):
+            check_nifti_file(tmp)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(tmp))
+        reader.ReadImageInformation()
+        ok = reader.GetSize() == image.GetSize()
+    except (InputImageError, RuntimeError):
+        ok = False
+    if not ok:
+        raise OSError(errno.ENOSPC if _disk_full(tmp) else errno.EIO,
+                      "the written file is incomplete (disk full or quota?)", str(path))
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return False
 
 
 def strip_image_suffix(name: str) -> str:

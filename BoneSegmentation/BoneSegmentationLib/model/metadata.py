@@ -5,6 +5,7 @@ describe models before PyTorch is installed."""
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..core.errors import ModelFileError
 FORMAT_NAME = "bonesegmentation-model"
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
+_AXIS_OF = {"L": "x", "R": "x", "P": "y", "A": "y", "S": "z", "I": "z"}
 
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "format": str, "format_version": int, "name": str, "version": str, "description": str,
@@ -75,11 +77,25 @@ def validate_metadata(meta: Any) -> None:
         raise ModelFileError(f"model is for modality {meta['modality']!r}; only CT models are supported")
     for key in ("spacing_mm", "patch_size"):
         values = meta[key]
-        if len(values) != 3 or not all(isinstance(v, (int, float)) and v > 0 for v in values):
+        if len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and
+                                       math.isfinite(v) and v > 0 for v in values):
             raise ModelFileError(f"model metadata '{key}' must be three positive numbers, got {values}")
+    if not all(0.1 < s <= 20 for s in meta["spacing_mm"]):
+        raise ModelFileError(f"model metadata 'spacing_mm' {meta['spacing_mm']} is outside 0.1-20 mm")
+    if not all(isinstance(p, int) and 8 <= p <= 512 for p in meta["patch_size"]):
+        raise ModelFileError(f"model metadata 'patch_size' {meta['patch_size']} must be whole numbers of 8-512 voxels")
+    orientation = meta["orientation"]
+    if len(orientation) != 3 or sorted(_AXIS_OF.get(c, "?") for c in orientation) != ["x", "y", "z"]:
+        raise ModelFileError(f"model metadata 'orientation' {orientation!r} is not a DICOM orientation code "
+                             "such as LPS or RAS")
+    divisor = meta["network"].get("size_divisor", 16)
+    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1 or divisor > 256 or \
+            divisor & (divisor - 1):
+        raise ModelFileError(f"model metadata 'network.size_divisor' {divisor!r} must be a power of two up to 256")
     for key in ("clip_low", "clip_high", "mean", "std"):
-        if not isinstance(meta["intensity"].get(key), (int, float)):
-            raise ModelFileError(f"model metadata 'intensity' lacks the number '{key}'")
+        value = meta["intensity"].get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ModelFileError(f"model metadata 'intensity' lacks the number '{key}' (or it is not finite)")
     if meta["intensity"]["std"] <= 0 or meta["intensity"]["clip_high"] <= meta["intensity"]["clip_low"]:
         raise ModelFileError("model metadata 'intensity' has std <= 0 or an empty clip window")
     inference = meta.get("inference", {})
@@ -192,13 +208,17 @@ def read_metadata(path: Path) -> dict[str, Any]:
             member = next((n for n in zf.namelist() if n.endswith("/extra/" + METADATA_FILE)), None)
             if member is None:
                 raise ModelFileError(f"{path} has no embedded {METADATA_FILE}: not a BoneSegmentation model")
-            meta = json.loads(zf.read(member))
+            meta = json.loads(zf.read(member), parse_constant=_no_constants)
     except zipfile.BadZipFile:
         raise ModelFileError(f"{path} is not a TorchScript model file (corrupt or truncated)") from None
     except json.JSONDecodeError as e:
         raise ModelFileError(f"{path}: embedded {METADATA_FILE} is not valid JSON ({e})") from None
     validate_metadata(meta)
     return meta
+
+
+def _no_constants(name: str) -> float:
+    raise ModelFileError(f"model metadata holds {name}, which is not a number a model can use")
 
 
 def _check_file(path: Path) -> Path:
