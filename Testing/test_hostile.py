@@ -451,3 +451,79 @@ def test_enospc_from_python_writes_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["dataset", "add", str(tmp_path / "d"), "--image", str(ct), "--labels", str(tmp_path / "lab.nii.gz")]) == 2
     err = capsys.readouterr().err.strip()
     assert "the disk is full" in err and len(err.splitlines()) == 1
+
+
+def test_history_has_each_iteration_once_after_a_resume(tmp_path):
+    from BoneSegmentationLib.training.train import write_history
+
+    path = tmp_path / "history.jsonl"
+    for it in range(1, 8):  # a run killed at 7, its checkpoint at 5
+        write_history(path, {"iteration": it, "loss": 1.0 / it})
+    for it in range(6, 10):  # the resumed run repeats 6 and 7
+        write_history(path, {"iteration": it, "loss": 0.5 / it})
+    write_history(path, {"iteration": 9, "ranks_weights_sha256": ["x"]})  # a note about step 9 stays
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    steps = [r["iteration"] for r in records if "loss" in r]
+    assert steps == list(range(1, 10)) and records[5]["loss"] == 0.5 / 6 and "ranks_weights_sha256" in records[-1]
+
+
+def test_a_job_that_cannot_fit_is_refused_with_the_figure_before_allocating(tmp_path, capsys):
+    """200^3 voxels of 20 mm: a 4 m cube, 2000^3 voxels at 2 mm. Refused at once, not by a
+    numpy allocation traceback minutes later."""
+    import time
+
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.inference.budget import check_fits, estimate
+
+    big = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1500, (200, 200, 200)).astype(np.int16))
+    big.SetSpacing((20.0, 20.0, 20.0))
+    sitk.WriteImage(big, str(tmp_path / "huge.nii.gz"))
+    t0 = time.perf_counter()
+    assert main(["segment", str(tmp_path / "huge.nii.gz"), "-o", str(tmp_path / "out.nii.gz"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: this job needs about") and "GiB of memory" in err[-1] and "crop" in err[-1]
+    assert time.perf_counter() - t0 < 30 and not (tmp_path / "out.nii.gz").exists()
+    small = estimate(big, (20.0, 20.0, 20.0), 126, (64, 64, 64), 12)
+    check_fits(small, available=64 * 2 ** 30)  # the same scan at the model's own 20 mm fits
+    with pytest.raises(Exception, match="needs about"):
+        check_fits(small, available=2 ** 20)
+
+
+def test_dataset_info_notices_an_image_edited_after_it_was_added(tmp_path):
+    from BoneSegmentationLib.training.dataset import image_path, summarise_dataset
+
+    ct = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1500, (12, 12, 12)).astype(np.int16))
+    lab = sitk.GetImageFromArray(np.zeros((12, 12, 12), np.uint8))
+    lab[3, 3, 3] = 1
+    add_case(tmp_path / "d", ct, lab, source_name="scan.nii.gz")
+    assert not [w for w in summarise_dataset(tmp_path / "d", min_cases=0)["warnings"] if "changed" in w]
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((12, 12, 12), np.int16)), str(image_path(tmp_path / "d", "scan_000")))
+    warnings = summarise_dataset(tmp_path / "d", min_cases=0)["warnings"]
+    assert any("scan_000: the image changed since it was added" in w for w in warnings)
+
+
+def test_dicom_series_with_a_missing_slice_is_refused_in_one_line(tmp_path, capsys):
+    import shutil
+
+    from BoneSegmentationLib.cli import main
+    from conftest import REAL_DATA
+
+    source = REAL_DATA / "ts_thorax_dicom"
+    if not source.is_dir():
+        pytest.skip("real DICOM series not present")
+    files = sorted(source.iterdir())
+    series = tmp_path / "series"
+    series.mkdir()
+    reader = sitk.ImageFileReader()
+    by_position = []
+    for f in files:
+        reader.SetFileName(str(f))
+        reader.ReadImageInformation()
+        by_position.append((float(reader.GetMetaData("0020|0032").split("\\")[2]), f))
+    by_position.sort()
+    for k, (_, f) in enumerate(by_position):
+        if k != len(by_position) // 2:  # drop one slice in the middle
+            shutil.copy(f, series / f.name)
+    assert main(["segment", str(series), "-o", str(tmp_path / "out.nii.gz"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "uneven slice spacing" in err and "missing" in err and len(err.splitlines()) == 1

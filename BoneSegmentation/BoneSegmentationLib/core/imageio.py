@@ -102,11 +102,40 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     if len(series) > 1:
         log.warning("folder %s holds %d DICOM series; using the largest (%s, %d files)",
                     folder, len(series), chosen, len(files_per_series[chosen]))
-    reader.SetFileNames(files_per_series[chosen])
+    files = files_per_series[chosen]
+    _check_slice_positions(folder, files)
+    reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as e:
         raise InputImageError(f"cannot read the DICOM series in {folder}: {_first_itk_line(e)}") from None
+
+
+def _check_slice_positions(folder: Path, files: list[str]) -> None:
+    """Refuse a series with a missing or duplicated slice: ITK would stack it with one average
+    spacing (the anatomy beyond the gap lands at the wrong place) and print a multi-line warning."""
+    if len(files) < 3:
+        return
+    header = sitk.ImageFileReader()
+    positions, normal = [], None
+    for name in files:
+        header.SetFileName(name)
+        try:
+            header.ReadImageInformation()
+            position = [float(v) for v in header.GetMetaData("0020|0032").split("\\")]
+            if normal is None:
+                row_col = [float(v) for v in header.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(row_col[:3], row_col[3:])
+        except (RuntimeError, ValueError):
+            return  # no usable position tags: leave the decision to ITK
+        positions.append(float(np.dot(position, normal)))
+    steps = np.diff(np.sort(positions))
+    typical = float(np.median(steps))
+    if typical <= 0 or np.any(np.abs(steps - typical) > 0.1 * typical + 1e-3):
+        k = int(np.argmax(np.abs(steps - typical)))
+        raise InputImageError(f"the DICOM series in {folder} has uneven slice spacing (slices {typical:.2f} mm apart, "
+                              f"but {steps[k]:.2f} mm at slice {k + 1} of {len(files)}): a slice is missing or "
+                              "duplicated; export the complete series again")
 
 
 def _first_itk_line(e: Exception) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..core.files import atomic_write_text
 from ..core.imageio import check_ct, strip_image_suffix
 from ..core.labelmaps import present_labels
 from ..model.modelfile import LoadedModel
+from .budget import check_fits, estimate
 from .device import autocast_dtype, describe, resolve_device, set_threads
 from .mirror import MirrorAveraged
 from .options import InferenceOptions
@@ -28,6 +30,8 @@ from .preprocess import labels_to_input_grid, normalise, padding_value
 from .review import ReviewItem, review_ranking
 from .sliding_window import CancelCheck, ProgressCallback, predict_streaming
 from .stitch import fine_grid, interleave, shifted_grid, stitch_shifts
+
+log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "bonesegmentation-segmentation"
 
@@ -75,6 +79,12 @@ class Segmenter:
             if progress is not None:
                 progress(fraction, message)
 
+        budget = estimate(image, self.model.spacing, self.model.num_classes, self.model.patch_size,
+                          int(meta.network.get("base_features", 30)), opts.stitch, self.mirrored)
+        check_fits(budget)  # refuse with the figure before any large allocation
+        if budget.passes > 8:
+            log.warning("--stitch %d runs the network %d times over the scan: about %d times as long as one pass",
+                        opts.stitch, budget.passes, budget.passes)
         t0 = time.perf_counter()
         report(0.0, "resampling to model spacing")
         oriented = sitk.DICOMOrient(image, meta.orientation)

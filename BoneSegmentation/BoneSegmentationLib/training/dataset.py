@@ -274,6 +274,9 @@ def summarise_dataset(folder: Path, min_cases: int = 3, table: BoneTable | None 
             if file_sha256(label_path(folder, case_id)) != m.get("labels_sha256"):
                 warnings.append(f"{case_id}: the label file changed since it was added (its manifest's checksum "
                                 "differs); re-add the case to record the change")
+            if m.get("image_sha256") and file_sha256(image_path(folder, case_id)) != m["image_sha256"]:
+                warnings.append(f"{case_id}: the image changed since it was added (its manifest's checksum "
+                                "differs): its labels may no longer fit it; re-add the case")
             voxels, labelled, source = m["voxels"], m["labelled_classes"], m["source"]["name"]
             edited = m["edits"]["edited"] if "edits" in m else None
         for name, n in voxels.items():

@@ -27,7 +27,7 @@ from ..core.labelmaps import label_counts
 from .losses import sparse_ce_dice
 from ..inference.mirror import can_mirror
 from ..core.errors import BoneSegmentationError, ModelFileError
-from ..core.files import atomic_write, safe_name
+from ..core.files import atomic_write, atomic_write_text, safe_name
 from ..model.metadata import DEFAULT_INTENSITY
 from ..model.modelfile import load_model, make_metadata, read_metadata, save_model
 from ..model.network import NoNewNet
@@ -282,5 +282,28 @@ def _describe_parent(model_path: Optional[str]) -> str:
 
 
 def write_history(history_path: Path, record: dict) -> None:
+    """Append one record to the JSON-lines history. A training step at or before the last one
+    written means the run resumed from an earlier checkpoint: the lines it repeats are dropped
+    first, so every iteration appears once."""
+    history_path = Path(history_path)
+    step = record.get("iteration") if "loss" in record else None
+    if step is not None and history_path.is_file() and _last_step(history_path) >= step:
+        kept = [line for line in history_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("iteration", -1) < step]
+        atomic_write_text(history_path, "".join(line + "\n" for line in kept))
     with open(history_path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _last_step(history_path: Path) -> int:
+    with open(history_path, "rb") as f:
+        f.seek(max(0, f.seek(0, 2) - 4096))
+        lines = [ln for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record:
+            return int(record.get("iteration", -1))
+    return -1

@@ -1,0 +1,66 @@
+"""What a segmentation will cost, known before anything large is allocated: peak memory from the
+grid sizes (input, model grid, ring buffer, windows) and the number of network passes, so a job
+that cannot fit is refused with the figure instead of dying in an allocation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.errors import InputImageError
+
+ACTIVATION_FACTOR = 40  # float32 values per window voxel and base feature held by a U-Net forward pass
+
+
+@dataclass(frozen=True)
+class JobBudget:
+    model_grid: tuple[int, int, int]  # (x, y, z) voxels at model spacing
+    passes: int  # stitch^3
+    peak_bytes: int
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / 2 ** 30
+
+
+def estimate(image: sitk.Image, spacing_mm: tuple[float, float, float], num_classes: int,
+             patch: tuple[int, int, int], width: int, stitch: int = 1, mirrored: bool = False) -> JobBudget:
+    """Peak host memory of ``Segmenter.segment`` for ``image`` (an upper estimate)."""
+    extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
+    grid = tuple(int(np.ceil(e / s)) + 1 for e, s in zip(extent, spacing_mm))
+    fine = tuple(g * stitch for g in grid)
+    n_in, n_grid, n_fine = int(np.prod(image.GetSize())), int(np.prod(grid)), int(np.prod(fine))
+    padded = [max(g, p) for g, p in zip(grid, patch)]
+    ring = num_classes * min(patch[2], padded[2]) * padded[0] * padded[1] * 4 * 2  # logits + weights, rounding
+    windows = (2 if mirrored else 1) * int(np.prod(patch)) * (num_classes + ACTIVATION_FACTOR * width) * 4
+    peak = (n_in * image.GetSizeOfPixelComponent() * 2  # the input and its reoriented copy
+            + n_grid * 4 * 2  # resampled grid and normalised volume (float32)
+            + n_grid * 3  # labels and float16 confidence of one pass
+            + n_fine * 5  # labels and confidence of all passes
+            + n_in * 5  # labels and confidence back on the input grid
+            + ring + windows)
+    return JobBudget(grid, stitch ** 3, int(peak))
+
+
+def available_bytes() -> int | None:
+    """Memory the OS can give now (Linux /proc/meminfo; None where unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(budget: JobBudget, available: int | None = None) -> None:
+    available = available_bytes() if available is None else available
+    if available is not None and budget.peak_bytes > 0.9 * available:
+        raise InputImageError(
+            f"this job needs about {budget.peak_gib:.1f} GiB of memory (model grid "
+            f"{' x '.join(map(str, budget.model_grid))} voxels, {budget.passes} pass(es)) but "
+            f"{available / 2 ** 30:.1f} GiB are free; crop the CT to the region of interest, use a model with a "
+            "coarser spacing, or lower --stitch")
