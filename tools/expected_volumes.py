@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from BoneSegmentationLib.core.files import atomic_write
 from BoneSegmentationLib.synthetic.phantom import make_phantom
 from BoneSegmentationLib.core.resources import resource_path
 
@@ -43,12 +44,12 @@ def main() -> None:
         i = int(r["index"])
         low, high = (0.0, 0.0) if i == 0 else (LOW_FACTOR * v[:, i].min(), HIGH_FACTOR * v[:, i].max())
         r["volume_ml_low"], r["volume_ml_high"] = f"{low:.3g}", f"{high:.3g}"
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\r\n")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=fields, lineterminator="\r\n")
+            w.writeheader()
+            w.writerows(rows)
+    atomic_write(Path(path), write)
     print(f"updated {path} from seeds {args.seeds}")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from BoneSegmentationLib.core.bones import default_table
+from BoneSegmentationLib.core.files import atomic_write
 from BoneSegmentationLib.core.resources import resource_path
 from BoneSegmentationLib.model.registry import DEFAULT_MODEL, install_bundled
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise
@@ -71,8 +72,7 @@ def build_cases(out: Path, jobs: list[tuple[str, int, float, str]], workers: int
     t0 = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
         for name, arrays in pool.map(_make, todo):
-            np.savez_compressed(cache / f"{name}.tmp.npz", **arrays)
-            (cache / f"{name}.tmp.npz").replace(cache / f"{name}.npz")
+            atomic_write(cache / f"{name}.npz", lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
             print(f"case {name}: {arrays['image'].shape} ({time.perf_counter() - t0:.0f} s)", flush=True)
     cases = {}
     for kind, seed, _, _ in jobs:

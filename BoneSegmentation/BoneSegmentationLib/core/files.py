@@ -11,6 +11,8 @@ import secrets
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
+
 from .errors import BoneSegmentationError
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -95,3 +97,6 @@ def lps_to_ras(point: Sequence[float]) -> list[float]:
 
 
 ras_to_lps = lps_to_ras
+
+# the same flip as a matrix, for directions and vertex arrays
+LPS_RAS_FLIP = np.diag([-1.0, -1.0, 1.0])

@@ -22,12 +22,12 @@ import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
 from ..core.errors import InputImageError
-from ..core.files import atomic_write, atomic_write_bytes, atomic_write_text
+from ..core.files import LPS_RAS_FLIP, atomic_write, atomic_write_bytes, atomic_write_text
 from ..core.labelmaps import label_counts, make_well_composed
 
 DEFAULT_SMOOTHING = 0.25  # measured: every phantom bone, distal phalanges included, within 2 % of its voxel volume
 FORMATS = ("glb", "gltf", "obj", "stl", "ply")
-FLIP = np.diag([-1.0, -1.0, 1.0])
+FLIP = LPS_RAS_FLIP
 
 
 @dataclass

@@ -22,10 +22,11 @@ import SimpleITK as sitk
 
 from ..core.bones import Bone, BoneTable, default_table
 from ..core.errors import BoneSegmentationError
+from ..core.files import LPS_RAS_FLIP
 from ..core.labelmaps import present_labels
 from ..export.meshes import bone_meshes
 
-FLIP = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS
+FLIP = LPS_RAS_FLIP
 BINARY_LABELMAP = "Binary labelmap"
 CLOSED_SURFACE = "Closed surface"
 SLICER_SURFACE_SMOOTHING = 0.5  # Slicer's default for 3D display: edited bones, which Slicer
