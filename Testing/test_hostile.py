@@ -527,3 +527,39 @@ def test_dicom_series_with_a_missing_slice_is_refused_in_one_line(tmp_path, caps
     assert main(["segment", str(series), "-o", str(tmp_path / "out.nii.gz"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert "uneven slice spacing" in err and "missing" in err and len(err.splitlines()) == 1
+
+
+def test_outputs_get_the_users_umask_not_0600(tmp_path):
+    from BoneSegmentationLib.core.imageio import write_image
+
+    old = os.umask(0o022)
+    try:
+        path = write_image(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.uint8)), tmp_path / "x.nii.gz")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # a colleague or a shared nnU-Net folder can read it
+
+
+def test_checkpoint_with_flipped_bytes_is_refused(tmp_path):
+    torch.save({"model": {"w": torch.arange(100000, dtype=torch.float32)}, "iteration": 3}, tmp_path / "checkpoint.pt")
+    data = bytearray((tmp_path / "checkpoint.pt").read_bytes())
+    with zipfile.ZipFile(tmp_path / "checkpoint.pt") as zf:
+        member = max(zf.infolist(), key=lambda i: i.file_size)
+        start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    for k in range(64):
+        data[start + 1000 + k] ^= 0xFF
+    (tmp_path / "checkpoint.pt").write_bytes(bytes(data))
+    with pytest.raises(BoneSegmentationError, match="corrupt"):
+        load_checkpoint(tmp_path / "checkpoint.pt", "cpu")
+
+
+@pytest.mark.parametrize("args", [["segment", "x.nii.gz", "-o", "y.nii.gz", "--threads", "-1"],
+                                  ["segment", "x.nii.gz", "-o", "y.nii.gz", "--overlap", "2"],
+                                  ["segment", "x.nii.gz"], ["no-such-command"]])
+def test_usage_errors_are_one_line_with_exit_2(args):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "BoneSegmentationLib", *args], capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "error:" in result.stderr and "Traceback" not in result.stderr

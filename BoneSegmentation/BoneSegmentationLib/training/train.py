@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import pickle
+import zipfile
+import zlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,11 +87,16 @@ def load_checkpoint(path: Path, device) -> dict:
     """A checkpoint's tensors and plain values; a pickle that asks for anything else (a function
     to call, a class to build) is refused instead of run, a damaged file named."""
     try:
+        with zipfile.ZipFile(path) as zf:  # torch does not check the members' CRCs: flipped bytes load
+            broken = zf.testzip()
+        if broken is not None:
+            raise BoneSegmentationError(f"{path} is corrupt ({broken} fails its checksum); delete it to start the "
+                                        "run over")
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise BoneSegmentationError(f"{path} is refused: it holds objects other than tensors and plain values "
                                     "(a checkpoint must not run code); delete it to start the run over") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, zlib.error) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise BoneSegmentationError(f"{path} is corrupt or incomplete ({first}); delete it to start the run "
                                     "over") from None
