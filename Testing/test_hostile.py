@@ -563,3 +563,19 @@ def test_usage_errors_are_one_line_with_exit_2(args):
     result = subprocess.run([sys.executable, "-m", "BoneSegmentationLib", *args], capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write into read-only folders")
+def test_read_only_output_folder_is_refused_before_any_work(tmp_path, capsys):
+    from BoneSegmentationLib.cli import main
+
+    ct = _small_ct(tmp_path / "ct.nii.gz")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["segment", str(ct), "-o", str(locked / "out.nii.gz"), "-q"]) == 2
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err.strip()
+    assert "is not writable" in err and len(err.splitlines()) == 1
