@@ -103,3 +103,11 @@ def test_models_trained_on_synthetic_data_say_so(tmp_path, capsys):
         err = capsys.readouterr().err
         assert (SYNTHETIC_NOTICE in err) is synthetic
         assert ("trained on synthetic images only" in model_description(str(model))) is synthetic
+
+
+def test_info_says_whether_the_file_is_registered_and_that_the_check_passed(random_model_file, capsys):
+    assert main(["info"]) == 0
+    assert "verified: SHA-256 matches bones-phantom-demo" in capsys.readouterr().out
+    assert main(["info", str(random_model_file), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "unverified" in out and "passed: archive intact, only network operations, 126 output channels" in out

@@ -165,6 +165,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    entry = registered_entry(path)
+    print(f"{'registry':<{width}}  " + (f"verified: SHA-256 matches {entry.name} {entry.version}" if entry else
+                                       "unverified: this file's SHA-256 is in no model registry"))
+    if args.check:
+        print(f"{'check':<{width}}  passed: archive intact, only network operations, {meta.num_classes} output "
+              "channels on a test input")
     return 0
 
 
