@@ -270,11 +270,15 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
                 "date": _dt.date.today().isoformat(), "code_version": __version__, "sampling": cfg.sampling,
                 "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1",
                 "loss": "cross-entropy + soft Dice over all classes, no numerator smooth", "parent_model": _describe_parent(cfg.init_model), **cfg.extra}
+    mirror = can_mirror(default_table().names())
+    if mirror:
+        training["inference_mirror"] = ("left-right mirror averaging on by default (metadata inference.mirror): "
+                                        "every left bone has its right partner")
     meta = make_metadata(name=cfg.name, version=cfg.version, description=cfg.description,
                          network={"architecture": "NoNewNet", "base_features": cfg.width, "levels": cfg.levels,
                                   "size_divisor": 2 ** (cfg.levels - 1)},
                          training=training, spacing_mm=cfg.spacing, patch_size=cfg.patch, intensity=INTENSITY,
-                         mirror=can_mirror(default_table().names()))
+                         mirror=mirror)
     return save_model(net.eval(), meta, path)
 
 
