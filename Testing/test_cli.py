@@ -17,7 +17,8 @@ def run_cli(*args):
 def test_segment_writes_nifti_and_confidence(real_data, random_model_file, tmp_path, capsys):
     out, conf = tmp_path / "labels.nii.gz", tmp_path / "conf.nii.gz"
     rc = main(["segment", str(real_data / "ts_abdomen_ct.nii.gz"), "-o", str(out), "--model",
-               str(random_model_file), "--overlap", "0", "--confidence", str(conf), "-q", "-v"])
+               str(random_model_file), "--overlap", "0", "--confidence", str(conf), "--confidence-grid", "model",
+               "-q", "-v"])
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "bones found" in stdout and "wrote" in stdout
@@ -111,3 +112,15 @@ def test_info_says_whether_the_file_is_registered_and_that_the_check_passed(rand
     assert main(["info", str(random_model_file), "--check"]) == 0
     out = capsys.readouterr().out
     assert "unverified" in out and "passed: archive intact, only network operations, 126 output channels" in out
+
+
+def test_confidence_overlays_the_ct_by_default(real_data, random_model_file, tmp_path):
+    ct_path = real_data / "ts_abdomen_ct.nii.gz"
+    conf = tmp_path / "conf.nii.gz"
+    assert main(["segment", str(ct_path), "-o", str(tmp_path / "l.nii.gz"), "--model", str(random_model_file),
+                 "--overlap", "0", "--confidence", str(conf), "-q"]) == 0
+    ct, c = sitk.ReadImage(str(ct_path)), sitk.ReadImage(str(conf))
+    assert c.GetSize() == ct.GetSize() and c.GetDirection() == ct.GetDirection()
+    assert c.GetOrigin() == pytest.approx(ct.GetOrigin()) and c.GetSpacing() == pytest.approx(ct.GetSpacing())
+    values = sitk.GetArrayViewFromImage(c)
+    assert 0.0 <= float(values.min()) and float(values.max()) <= 1.0 + 1e-6 and float(values.max()) > 0

@@ -174,3 +174,25 @@ def test_bad_label_maps_are_refused(labels, tmp_path, capsys):
     sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
     assert main(["meshes", str(tmp_path / "empty.nii.gz"), "-o", str(tmp_path / "out")]) == 2
     assert "no bone" in capsys.readouterr().err
+
+
+def test_output_file_names_its_format_and_a_folder_gets_bones(tmp_path, capsys):
+    """-o X.glb writes the file X.glb (not a folder named X.glb); -o DIR writes DIR/bones.<format>."""
+    lab = sitk.Image(24, 24, 24, sitk.sitkUInt8)
+    lab.SetSpacing((2.0, 2.0, 2.0))
+    arr = np.zeros((24, 24, 24), np.uint8)
+    arr[6:18, 6:18, 6:18] = T.by_name("femur_left").index
+    lab = sitk.GetImageFromArray(arr)
+    lab.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(lab, str(tmp_path / "labels.nii.gz"))
+    for name in ("skeleton.glb", "skeleton.obj", "skeleton.ply", "skeleton.gltf"):
+        assert main(["meshes", str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "out" / name)]) == 0
+        assert (tmp_path / "out" / name).is_file() and (tmp_path / "out" / "skeleton.json").is_file()
+        (tmp_path / "out" / "skeleton.json").unlink()
+    assert (tmp_path / "out" / "skeleton.mtl").is_file() and (tmp_path / "out" / "skeleton.bin").is_file()
+    assert "mtllib skeleton.mtl" in (tmp_path / "out" / "skeleton.obj").read_text()
+    assert main(["meshes", str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "folder"), "--format", "stl"]) == 0
+    assert (tmp_path / "folder" / "femur_left.stl").is_file() and (tmp_path / "folder" / "bones.json").is_file()
+    capsys.readouterr()
+    assert main(["meshes", str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "x.glb"), "--format", "obj"]) == 2
+    assert "drop one of them" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, si
 from .export.meshes import export_meshes, preview_png
 from .inference.device import set_threads
 from .inference.options import InferenceOptions
+from .inference.preprocess import confidence_to_input_grid
 from .inference.review import summary_lines, write_review
 from .inference.segmenter import Segmenter, found_classes, sidecar_path_for, write_sidecar
 from .model.metadata import SYNTHETIC_NOTICE
@@ -125,7 +126,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                                ProgressBar("segment ", not args.quiet))
     outputs = {"labels": str(write_image(result.labels, output, overwrite=args.overwrite))}
     if args.confidence:
-        outputs["confidence"] = str(write_image(result.confidence, args.confidence, overwrite=args.overwrite))
+        confidence = result.confidence if args.confidence_grid == "model" else \
+            confidence_to_input_grid(result.confidence, image)
+        outputs["confidence"] = str(write_image(confidence, args.confidence, overwrite=args.overwrite))
     outputs["review"] = str(write_review(result.review, review_path, model=model.label, overwrite=args.overwrite))
     write_sidecar(sidecar, segmenter.record(result, image, input_name=str(args.input), outputs=outputs))
     names = model.class_names
@@ -327,13 +330,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def mesh_target(output: Path, fmt: Optional[str]) -> tuple[Path, str, str]:
+    """``-o FILE.glb|.gltf|.obj|.ply``: that file (the format from its suffix); anything else is a
+    folder that gets ``bones.<format>`` (STL: one file per bone)."""
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix in ("glb", "gltf", "obj", "ply"):
+        if fmt and fmt != suffix:
+            raise BoneSegmentationError(f"-o {output} asks for {suffix} but --format says {fmt}; drop one of them")
+        return output.parent, output.stem, suffix
+    if suffix == "stl":
+        raise BoneSegmentationError("STL holds one bone per file: give a folder with -o and --format stl")
+    return output, "bones", fmt or "glb"
+
+
 def cmd_meshes(args: argparse.Namespace) -> int:
 
+    folder, stem, fmt = mesh_target(Path(args.output), args.format)
     labels = read_image(args.labelmap)
-    result = export_meshes(labels, Path(args.output), fmt=args.format, smoothing=args.smoothing,
-                           max_triangles=args.max_triangles, coordinates=args.coordinates, overwrite=args.overwrite)
+    result = export_meshes(labels, folder, fmt=fmt, smoothing=args.smoothing, max_triangles=args.max_triangles,
+                           coordinates=args.coordinates, overwrite=args.overwrite, stem=stem)
     if args.preview:
-        result.files.append(preview_png(result.bones, Path(args.output) / "preview.png", args.coordinates))
+        result.files.append(preview_png(result.bones, folder / f"{stem}.preview.png" if stem != "bones"
+                                        else folder / "preview.png", args.coordinates))
     triangles = sum(len(m.triangles) for m in result.bones)
     print(f"{len(result.bones)} bones, {triangles} triangles, {args.coordinates} mm, in {result.seconds:.1f} s:")
     for path in result.files[:6]:
@@ -375,7 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz or .nrrd)")
     p.add_argument("--model", default=None, help="registered model name or .pt file (default: bundled)")
     InferenceOptions.add_arguments(p)
-    p.add_argument("--confidence", default=None, help="also write the top-1 probability map (model spacing)")
+    p.add_argument("--confidence", default=None,
+                   help="also write the top-1 probability map (a file name: .nii.gz, .nrrd, ...)")
+    p.add_argument("--confidence-grid", choices=["ct", "model"], default="ct",
+                   help="ct (default): on the input CT's grid, linearly resampled, to overlay it voxel for voxel; "
+                        "model: as the network made it, at the model's spacing")
     p.add_argument("--review", default=None,
                    help="where to write the ranked review list (default: OUTPUT with .review.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -480,8 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("meshes", help="one surface per bone for VR and 3D printing")
     p.add_argument("labelmap", help="label map (.nii.gz, .nrrd) in the bone table's values")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--format", choices=["glb", "gltf", "obj", "stl", "ply"], default="glb")
+    p.add_argument("-o", "--output", required=True,
+                   help="a file (.glb, .gltf, .obj, .ply: the format follows the suffix) or a folder for bones.<format>")
+    p.add_argument("--format", choices=["glb", "gltf", "obj", "stl", "ply"], default=None,
+                   help="format when -o is a folder (default glb; stl: one file per bone)")
     p.add_argument("--smoothing", type=float, default=0.25, help="0 (voxel surface) .. 1 (smoothest)")
     p.add_argument("--max-triangles", type=int, default=20000, help="per bone; 0 = no decimation")
     p.add_argument("--coordinates", choices=["RAS", "LPS"], default="RAS",

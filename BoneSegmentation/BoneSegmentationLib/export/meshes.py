@@ -197,8 +197,9 @@ def _signed_volume(points: np.ndarray, faces: np.ndarray) -> float:
 
 def export_meshes(labels: sitk.Image, out_dir: Path, fmt: str = "glb", smoothing: float = DEFAULT_SMOOTHING,
                   max_triangles: int = 20000, coordinates: str = "RAS", bones: Optional[list[int]] = None,
-                  overwrite: bool = False, table: Optional[BoneTable] = None) -> MeshExport:
-    """Write the meshes in ``fmt`` to ``out_dir`` plus ``bones.json``; returns what was written."""
+                  overwrite: bool = False, table: Optional[BoneTable] = None, stem: str = "bones") -> MeshExport:
+    """Write the meshes in ``fmt`` to ``out_dir`` as ``<stem>.<fmt>`` (STL: one file per bone) plus
+    ``<stem>.json``; returns what was written."""
     if fmt not in FORMATS:
         raise ValueError(f"mesh format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     t0 = time.perf_counter()
@@ -206,25 +207,26 @@ def export_meshes(labels: sitk.Image, out_dir: Path, fmt: str = "glb", smoothing
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     writers = {"glb": write_gltf, "gltf": write_gltf, "obj": write_obj, "stl": write_stl, "ply": write_ply}
-    planned = _planned_files(meshes, out, fmt)
+    planned = _planned_files(meshes, out, fmt, stem)
     existing = [p for p in planned if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} already exists (and {len(existing) - 1} more); "
                               "choose another folder or allow overwriting")
-    files = writers[fmt](meshes, out, fmt) if fmt in ("glb", "gltf") else writers[fmt](meshes, out)
+    files = writers[fmt](meshes, out, fmt, stem) if fmt in ("glb", "gltf") else \
+        writers[fmt](meshes, out) if fmt == "stl" else writers[fmt](meshes, out, stem)
     sidecar = {"units": "mm", "coordinates": coordinates,
                "note": "glTF files hold mm under a root node scaled by 0.001 (glTF uses metres)",
                "smoothing": smoothing, "max_triangles_per_bone": max_triangles,
                "bones": [m.summary() for m in meshes]}
-    files.append(atomic_write_text(out / "bones.json", json.dumps(sidecar, indent=1)))
+    files.append(atomic_write_text(out / f"{stem}.json", json.dumps(sidecar, indent=1)))
     return MeshExport(meshes, files, time.perf_counter() - t0, coordinates)
 
 
-def _planned_files(meshes: list[BoneMesh], out: Path, fmt: str) -> list[Path]:
+def _planned_files(meshes: list[BoneMesh], out: Path, fmt: str, stem: str = "bones") -> list[Path]:
     if fmt == "stl":
-        return [out / f"{m.name}.stl" for m in meshes] + [out / "bones.json"]
-    extra = {"gltf": ["bones.bin"], "obj": ["bones.mtl"]}.get(fmt, [])
-    return [out / f"bones.{fmt}"] + [out / e for e in extra] + [out / "bones.json"]
+        return [out / f"{m.name}.stl" for m in meshes] + [out / f"{stem}.json"]
+    extra = {"gltf": [f"{stem}.bin"], "obj": [f"{stem}.mtl"]}.get(fmt, [])
+    return [out / f"{stem}.{fmt}"] + [out / e for e in extra] + [out / f"{stem}.json"]
 
 
 
@@ -244,7 +246,7 @@ def write_stl(meshes: list[BoneMesh], out: Path) -> list[Path]:
     return files
 
 
-def write_ply(meshes: list[BoneMesh], out: Path) -> list[Path]:
+def write_ply(meshes: list[BoneMesh], out: Path, stem: str = "bones") -> list[Path]:
     """One binary PLY with all bones and per-vertex colours."""
     verts = np.zeros(sum(len(m.points) for m in meshes),
                      dtype=[("p", "<f4", 3), ("n", "<f4", 3), ("c", "u1", 3)])
@@ -263,13 +265,13 @@ def write_ply(meshes: list[BoneMesh], out: Path) -> list[Path]:
               "property float nx\nproperty float ny\nproperty float nz\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\n"
               f"element face {len(f)}\nproperty list uchar int vertex_indices\nend_header\n").encode()
-    return [atomic_write_bytes(out / "bones.ply", header + verts.tobytes() + frec.tobytes())]
+    return [atomic_write_bytes(out / f"{stem}.ply", header + verts.tobytes() + frec.tobytes())]
 
 
-def write_obj(meshes: list[BoneMesh], out: Path) -> list[Path]:
+def write_obj(meshes: list[BoneMesh], out: Path, stem: str = "bones") -> list[Path]:
     """OBJ with one group and one MTL material per bone."""
     mtl = ["# BoneSegmentation materials"]
-    obj = ["# BoneSegmentation bones, mm", "mtllib bones.mtl"]
+    obj = ["# BoneSegmentation bones, mm", f"mtllib {stem}.mtl"]
     base = 1
     for m in meshes:
         r, g, b = (c / 255 for c in m.rgb)
@@ -279,10 +281,11 @@ def write_obj(meshes: list[BoneMesh], out: Path) -> list[Path]:
         obj += [f"vn {x:.4f} {y:.4f} {z:.4f}" for x, y, z in m.normals]
         obj += [f"f {a}//{a} {b_}//{b_} {c}//{c}" for a, b_, c in (m.triangles.astype(np.int64) + base)]
         base += len(m.points)
-    return [atomic_write_text(out / "bones.mtl", "\n".join(mtl) + "\n"), atomic_write_text(out / "bones.obj", "\n".join(obj) + "\n")]
+    return [atomic_write_text(out / f"{stem}.mtl", "\n".join(mtl) + "\n"),
+            atomic_write_text(out / f"{stem}.obj", "\n".join(obj) + "\n")]
 
 
-def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb") -> list[Path]:
+def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb", stem: str = "bones") -> list[Path]:
     """glTF 2.0: a node per bone (display name), a material per colour, region group nodes."""
     blob = bytearray()
     views, accessors, gl_meshes, materials, nodes = [], [], [], [], []
@@ -323,13 +326,13 @@ def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb") -> list[Path
            "materials": materials, "accessors": accessors, "bufferViews": views,
            "buffers": [{"byteLength": len(blob)}]}
     if fmt == "gltf":
-        doc["buffers"][0]["uri"] = "bones.bin"
-        return [atomic_write_bytes(out / "bones.bin", bytes(blob)), atomic_write_text(out / "bones.gltf", json.dumps(doc))]
+        doc["buffers"][0]["uri"] = f"{stem}.bin"
+        return [atomic_write_bytes(out / f"{stem}.bin", bytes(blob)), atomic_write_text(out / f"{stem}.gltf", json.dumps(doc))]
     js = json.dumps(doc, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 4)
     blob += b"\0" * (-len(blob) % 4)
     body = struct.pack("<II", len(js), 0x4E4F534A) + js + struct.pack("<II", len(blob), 0x004E4942) + bytes(blob)
-    return [atomic_write_bytes(out / "bones.glb", struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body)]
+    return [atomic_write_bytes(out / f"{stem}.glb", struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body)]
 
 
 def _srgb_to_linear(c: float) -> float:

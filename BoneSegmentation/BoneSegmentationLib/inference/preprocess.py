@@ -54,6 +54,14 @@ def padding_value(intensity: dict) -> float:
     return (max(float(intensity["clip_low"]), AIR_HU) - float(intensity["mean"])) / float(intensity["std"])
 
 
+def confidence_to_input_grid(confidence: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """Linear resampling of the model-grid confidence onto the input CT's exact grid, so it
+    overlays the CT voxel for voxel (outside the model grid: 0)."""
+    out = sitk.Resample(confidence, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    out.CopyInformation(reference)
+    return out
+
+
 def labels_to_input_grid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """Nearest-neighbour resampling of a label map onto the input CT's exact grid."""
     out = sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
