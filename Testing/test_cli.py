@@ -124,3 +124,22 @@ def test_confidence_overlays_the_ct_by_default(real_data, random_model_file, tmp
     assert c.GetOrigin() == pytest.approx(ct.GetOrigin()) and c.GetSpacing() == pytest.approx(ct.GetSpacing())
     values = sitk.GetArrayViewFromImage(c)
     assert 0.0 <= float(values.min()) and float(values.max()) <= 1.0 + 1e-6 and float(values.max()) > 0
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from BoneSegmentationLib.cli import build_parser
+
+    missing = []
+
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, prefix + [name])
+            elif not action.help:
+                missing.append(f"{' '.join(prefix)} {action.option_strings or action.dest}")
+
+    walk(build_parser(), [])
+    assert not missing, missing
