@@ -14,6 +14,15 @@ from BoneSegmentationLib.cli import build_parser, main
 from BoneSegmentationLib.inference.options import InferenceOptions, OptionError
 from BoneSegmentationLib.synthetic.phantom import make_phantom
 
+from conftest import make_random_model
+
+
+@pytest.fixture(scope="module")
+def coarse_model(tmp_path_factory):
+    """A random-weight model at the 6 mm of the phantoms below: the tests check options and
+    records, not accuracy, so the network need not run at 2 mm (minutes on a CPU)."""
+    return make_random_model(tmp_path_factory.mktemp("coarse") / "random.pt", spacing=6.0, patch=32)
+
 SAMPLES = [InferenceOptions(), InferenceOptions(device="cpu", overlap=0.25, stitch=2, mirror="on", threads=1),
            InferenceOptions(device="cuda:1", overlap=0.0, stitch=4, mirror="off")]
 
@@ -66,11 +75,11 @@ def test_cli_refuses_a_bad_device_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "device must be auto, cpu, cuda" in err
 
 
-def test_segment_writes_a_sidecar_naming_options_and_model(tmp_path, random_model_file):
+def test_segment_writes_a_sidecar_naming_options_and_model(tmp_path, coarse_model):
     ct, _, _ = make_phantom(3, spacing=6.0, partial=True)
     sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
     out = tmp_path / "bones.nii.gz"
-    assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(out), "--model", str(random_model_file),
+    assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(out), "--model", str(coarse_model),
                  "--device", "cpu", "--overlap", "0.1", "--no-mirror", "-q"]) == 0
     sidecar = json.loads((tmp_path / "bones.json").read_text())
     assert sidecar["options"] == InferenceOptions(device="cpu", overlap=0.1, mirror="off").to_json()
@@ -79,10 +88,10 @@ def test_segment_writes_a_sidecar_naming_options_and_model(tmp_path, random_mode
     assert sidecar["input"]["size"] == list(ct.GetSize()) and sidecar["timings_s"]["total_s"] > 0
     # an existing sidecar is not overwritten silently
     assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "other.nii.gz"),
-                 "--model", str(random_model_file), "--device", "cpu", "-q"]) == 0
+                 "--model", str(coarse_model), "--device", "cpu", "-q"]) == 0
     (tmp_path / "other.nii.gz").unlink()
     assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "other.nii.gz"),
-                 "--model", str(random_model_file), "--device", "cpu", "-q"]) == 2
+                 "--model", str(coarse_model), "--device", "cpu", "-q"]) == 2
 
 
 def test_demo_and_compare_parse_every_option():
@@ -92,10 +101,10 @@ def test_demo_and_compare_parse_every_option():
         assert InferenceOptions.from_args(args) == InferenceOptions("cpu", 0.3, 2, "on", 1)
 
 
-def test_demo_honours_the_options(tmp_path, random_model_file):
+def test_demo_honours_the_options(tmp_path, coarse_model):
     from BoneSegmentationLib.synthetic.demo import run_demo
     options = InferenceOptions(device="cpu", overlap=0.0, mirror="off")
-    result = run_demo(tmp_path, model=str(random_model_file), spacing=6.0, options=options)
+    result = run_demo(tmp_path, model=str(coarse_model), spacing=6.0, options=options)
     sidecar = json.loads(result["files"]["sidecar"].read_text())
     assert InferenceOptions.from_json(sidecar["options"]) == options and sidecar["resolved"]["mirrored"] is False
     assert "overlap 0" in (tmp_path / "evaluation.md").read_text()
