@@ -53,6 +53,23 @@ class BoneMesh:
         p = self.points.astype(np.float64)[self.triangles]
         return float(np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1).sum() / 2.0)
 
+    def polydata(self):
+        """The mesh as a ``vtkPolyData`` with point normals named "Normals" (for Slicer and rendering)."""
+        import vtk
+        from vtk.util import numpy_support
+
+        poly = vtk.vtkPolyData()
+        points = vtk.vtkPoints()
+        points.SetData(numpy_support.numpy_to_vtk(self.points, deep=True))
+        poly.SetPoints(points)
+        cells = vtk.vtkCellArray()
+        cells.SetData(3, numpy_support.numpy_to_vtkIdTypeArray(self.triangles.astype(np.int64).ravel(), deep=True))
+        poly.SetPolys(cells)
+        normals = numpy_support.numpy_to_vtk(self.normals, deep=True)
+        normals.SetName("Normals")
+        poly.GetPointData().SetNormals(normals)
+        return poly
+
     def summary(self) -> dict:
         return {"index": self.index, "name": self.name, "display_name": self.display_name, "group": self.group,
                 "colour_rgb": list(self.rgb), "volume_ml": round(self.volume_ml, 3),
@@ -342,7 +359,6 @@ def _srgb_to_linear(c: float) -> float:
 def preview_png(meshes: list[BoneMesh], path: Path, coordinates: str = "RAS", size: int = 600) -> Path:
     """Front (anterior) and side views rendered off-screen with VTK."""
     import vtk
-    from vtk.util import numpy_support
 
     window = vtk.vtkRenderWindow()
     window.SetOffScreenRendering(1)
@@ -352,16 +368,8 @@ def preview_png(meshes: list[BoneMesh], path: Path, coordinates: str = "RAS", si
         ren.SetViewport(*viewport)
         ren.SetBackground(1, 1, 1)
         for m in meshes:
-            poly = vtk.vtkPolyData()
-            pts = vtk.vtkPoints()
-            pts.SetData(numpy_support.numpy_to_vtk(m.points, deep=True))
-            poly.SetPoints(pts)
-            cells = vtk.vtkCellArray()
-            cells.SetData(3, numpy_support.numpy_to_vtkIdTypeArray(m.triangles.astype(np.int64).ravel(), deep=True))
-            poly.SetPolys(cells)
-            poly.GetPointData().SetNormals(numpy_support.numpy_to_vtk(m.normals, deep=True))
             mapper = vtk.vtkPolyDataMapper()
-            mapper.SetInputData(poly)
+            mapper.SetInputData(m.polydata())
             actor = vtk.vtkActor()
             actor.SetMapper(mapper)
             actor.GetProperty().SetColor(*(c / 255 for c in m.rgb))

@@ -179,26 +179,13 @@ def add_closed_surfaces(segmentation_node, labels: sitk.Image, smoothing: float 
     (what the node holds), instead of Slicer converting segment by segment; returns the triangle
     count. The surfaces are derived representations: when a segment is edited, Slicer drops its
     surface and converts that segment again with its own rule."""
-    import vtk
-    from vtk.util import numpy_support
-
     segmentation = segmentation_node.GetSegmentation()
     wanted = {segmentation.GetNthSegmentID(k) for k in range(segmentation.GetNumberOfSegments())}
     triangles = 0
     for mesh in bone_meshes(labels, smoothing=smoothing, max_triangles=0, coordinates="RAS", manifold=False):
         if mesh.name not in wanted:
             continue
-        poly = vtk.vtkPolyData()
-        points = vtk.vtkPoints()
-        points.SetData(numpy_support.numpy_to_vtk(mesh.points, deep=True))
-        poly.SetPoints(points)
-        cells = vtk.vtkCellArray()
-        cells.SetData(3, numpy_support.numpy_to_vtkIdTypeArray(mesh.triangles.astype(np.int64).ravel(), deep=True))
-        poly.SetPolys(cells)
-        normals = numpy_support.numpy_to_vtk(mesh.normals, deep=True)
-        normals.SetName("Normals")
-        poly.GetPointData().SetNormals(normals)
-        segmentation.GetSegment(mesh.name).AddRepresentation(CLOSED_SURFACE, poly)
+        segmentation.GetSegment(mesh.name).AddRepresentation(CLOSED_SURFACE, mesh.polydata())
         triangles += len(mesh.triangles)
     return triangles
 
