@@ -103,7 +103,8 @@ def test_cli_stitch_option(tmp_path, capsys):
     sitk.WriteImage(smooth_ct(), str(ct_path))
     model = pointwise_model(tmp_path / "c.pt", 4.0)
     assert main(["segment", str(ct_path), "-o", str(out), "--model", str(model.path), "--stitch", "2",
-                 "--confidence", str(tmp_path / "conf.nii.gz"), "-q"]) == 0
+                 "--confidence", str(tmp_path / "conf.nii.gz"), "--confidence-grid", "model", "-q"]) == 0
+    # On the model's grid the confidence is stitched to 4 mm / 2 = 2 mm.
     assert sitk.ReadImage(str(tmp_path / "conf.nii.gz")).GetSpacing() == pytest.approx((2.0, 2.0, 2.0))
     with pytest.raises(SystemExit):
         main(["segment", str(ct_path), "-o", str(tmp_path / "x.nii.gz"), "--stitch", "0"])
