@@ -4,6 +4,10 @@ real readers load; clear errors for bad label maps."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +19,9 @@ from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.cli import main
 from BoneSegmentationLib.core.errors import InputImageError
 from BoneSegmentationLib.core.labelmaps import make_well_composed
-from BoneSegmentationLib.export.meshes import bone_meshes, export_meshes, preview_png
+from BoneSegmentationLib.core.totalsegmentator import ts_to_table
+from BoneSegmentationLib.export.meshes import (bone_meshes, export_meshes, is_closed_manifold, preview_png, write_gltf,
+                                               write_obj, write_ply, write_stl)
 from BoneSegmentationLib.synthetic.phantom import make_phantom
 
 T = default_table()
@@ -79,8 +85,13 @@ def test_edge_and_corner_contacts_are_resolved():
 
 
 def test_decimated_meshes_stay_within_budget_and_volume(labels):
+    """A small budget is met by every bone whose surface stays closed at it; the hip bones (a
+    ring around the obturator foramen) stop where a further step would break them, well below
+    their 36 000 undecimated triangles."""
     meshes = bone_meshes(labels, max_triangles=2000)
-    assert max(len(m.triangles) for m in meshes) <= 2000 * 1.05
+    assert all(is_closed_manifold(m.triangles) for m in meshes)
+    over = {m.name: len(m.triangles) for m in meshes if len(m.triangles) > 2000 * 1.05}
+    assert len(over) <= 3 and all(n < 6000 for n in over.values()), over
     assert all(abs(m.volume_ml / m.voxel_volume_ml - 1) < 0.1 for m in meshes)
 
 
@@ -127,7 +138,8 @@ def test_formats_load_back_with_real_readers(labels, tmp_path):
         if fmt in ("glb", "gltf"):
             g = pygltflib.GLTF2().load(str(tmp_path / fmt / f"bones.{fmt}"))
             names = [n.name for n in g.nodes]
-            assert {"Left femur", "L3 vertebra", "Right lunate", "pelvis", "spine", "hand", "skull"}  # bones.csv regions <= set(names)
+            regions = {T.by_name(n).region for n in ("femur_left", "vertebra_L3", "lunate_right", "cranium")}
+            assert {"Left femur", "L3 vertebra", "Right lunate"} | regions <= set(names)  # bones and region groups
             femur = next(n for n in g.nodes if n.name == "Left femur")
             mat = g.materials[g.meshes[femur.mesh].primitives[0].material]
             assert mat.name == "femur_left"
@@ -196,3 +208,113 @@ def test_output_file_names_its_format_and_a_folder_gets_bones(tmp_path, capsys):
     capsys.readouterr()
     assert main(["meshes", str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "x.glb"), "--format", "obj"]) == 2
     assert "drop one of them" in capsys.readouterr().err
+
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+VALIDATOR = Path(os.environ.get("GLTF_VALIDATOR", Path(__file__).resolve().parents[1] / ".ci" / "node" /
+                                "node_modules" / "gltf-validator"))
+
+
+def _abdomen_segmentation() -> sitk.Image:
+    """TotalSegmentator's segmentation of the real abdomen scan, in our bone table's values."""
+    path = REAL / "ts_abdomen_totalseg.nii.gz"
+    if not path.exists():
+        pytest.skip(f"{path} is not here (../shared beside the repository)")
+    ts = sitk.ReadImage(str(path))
+    ours = sitk.GetImageFromArray(ts_to_table()[sitk.GetArrayFromImage(ts)])
+    ours.CopyInformation(ts)
+    return ours
+
+
+@pytest.mark.parametrize("source", ["phantom 1", "phantom 7", "phantom 8", "real abdomen"])
+def test_default_decimation_keeps_every_bone_watertight_in_every_format(source, tmp_path):
+    """Seeds 7 and 8 each had one bone (right hip, cranium) that quadric decimation left with an
+    edge of three or four triangles; every bone must load closed and manifold with trimesh."""
+    trimesh = pytest.importorskip("trimesh")
+    labels = _abdomen_segmentation() if source == "real abdomen" else \
+        make_phantom(int(source.split()[1]), spacing=2.0, partial=False)[1]
+    meshes = bone_meshes(labels)
+    assert len(meshes) >= (20 if source == "real abdomen" else 125)
+    assert all(is_closed_manifold(m.triangles) for m in meshes)
+    assert max(len(m.triangles) for m in meshes) > 20000 * 0.9  # decimation really ran
+    write_gltf(meshes, tmp_path, "glb")
+    write_obj(meshes, tmp_path)
+    write_stl(meshes, tmp_path)
+    write_ply(meshes, tmp_path)
+
+    def closed(mesh) -> bool:
+        return bool(mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0)
+
+    scene = trimesh.load(str(tmp_path / "bones.glb"))
+    assert len(scene.geometry) == len(meshes) and all(closed(g) for g in scene.geometry.values())
+    for m in meshes:
+        assert closed(trimesh.load(str(tmp_path / f"{m.name}.stl"))), m.name
+    obj = trimesh.load(str(tmp_path / "bones.obj"))  # one geometry per group, named by the bone
+    assert sorted(obj.geometry) == sorted(m.name for m in meshes)
+    assert all(closed(g) for g in obj.geometry.values())
+    whole = trimesh.load(str(tmp_path / "bones.ply"), process=False)  # one mesh: cut it back into bones
+    assert len(whole.faces) == sum(len(m.triangles) for m in meshes)
+    start = 0
+    for m in meshes:
+        bone = trimesh.Trimesh(np.asarray(whole.vertices), np.asarray(whole.faces)[start:start + len(m.triangles)],
+                               process=False)
+        start += len(m.triangles)
+        assert closed(bone), f"ply {m.name}"
+
+
+def _world_centroid(scene, node_name: str) -> np.ndarray:
+    transform, geometry = scene.graph[node_name]
+    return trimesh_transform(transform, scene.geometry[geometry].center_mass)
+
+
+def trimesh_transform(matrix: np.ndarray, point: np.ndarray) -> np.ndarray:
+    return (np.asarray(matrix) @ np.append(point, 1.0))[:3]
+
+
+@pytest.mark.parametrize("coordinates", ["RAS", "LPS"])
+def test_glb_stands_up_in_metres_centred(labels, tmp_path, coordinates):
+    """glTF is +Y up, +Z front, metres: the skull above the pelvis, the sternum in front of the
+    spine, the patient's left towards +X, the skeleton's centre at the origin."""
+    trimesh = pytest.importorskip("trimesh")
+    out = export_meshes(labels, tmp_path, fmt="glb", coordinates=coordinates, max_triangles=3000)
+    scene = trimesh.load(str(tmp_path / "bones.glb"))
+    skull, pelvis = _world_centroid(scene, "Cranium (skull without mandible and maxilla)"), \
+        _world_centroid(scene, "Sacrum")
+    assert skull[1] - pelvis[1] > 0.4  # metres: about half a metre from skull to sacrum
+    assert abs(skull[0] - pelvis[0]) < 0.05 and abs(skull[2] - pelvis[2]) < 0.1
+    sternum, spine = _world_centroid(scene, "Body of sternum"), _world_centroid(scene, "T6 vertebra")
+    assert sternum[2] - spine[2] > 0.03
+    left, right = _world_centroid(scene, "Left femur"), _world_centroid(scene, "Right femur")
+    assert left[0] - right[0] > 0.1
+    nodes = list(scene.graph.nodes_geometry)
+    volumes = np.array([scene.geometry[scene.graph[n][1]].volume for n in nodes])
+    centres = [_world_centroid(scene, n) for n in nodes]
+    assert np.linalg.norm((np.array(centres) * volumes[:, None]).sum(0) / volumes.sum()) < 0.005  # < 5 mm
+    side = json.loads((tmp_path / "bones.json").read_text())
+    assert side["gltf_frame"] == "upright" and side["coordinates"] == coordinates
+    assert side["bones"][0]["bbox_min_mm"] == [round(float(v), 2) for v in out.bones[0].points.min(0)]
+
+
+def test_glb_scanner_frame_keeps_ct_coordinates(labels, tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    out = export_meshes(labels, tmp_path, fmt="glb", gltf_frame="scanner", max_triangles=3000,
+                        bones=[T.by_name("femur_left").index])
+    scene = trimesh.load(str(tmp_path / "bones.glb"))
+    assert np.allclose(scene.bounds, np.array([out.bones[0].points.min(0), out.bones[0].points.max(0)]) / 1000,
+                       atol=1e-6)
+    with pytest.raises(SystemExit):
+        main(["meshes", "x.nii.gz", "-o", str(tmp_path / "y.glb"), "--gltf-frame", "sideways"])
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed (.ci/run installs it)")
+def test_khronos_validator_finds_no_errors_or_warnings(labels, tmp_path):
+    if not (VALIDATOR / "package.json").exists():
+        pytest.skip(f"gltf-validator is not installed at {VALIDATOR} (.ci/run installs it with npm)")
+    sub = [T.by_name(n).index for n in ("cranium", "vertebra_L3", "lunate_right", "femur_left", "rib_left_7")]
+    for fmt in ("glb", "gltf"):
+        export_meshes(labels, tmp_path / fmt, fmt=fmt, bones=sub, max_triangles=3000)
+        run = subprocess.run(["node", str(Path(__file__).with_name("gltf_validate.js")), str(VALIDATOR),
+                              str(tmp_path / fmt / f"bones.{fmt}")], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        assert report["errors"] == 0 and report["warnings"] == 0, report["messages"]

@@ -25,7 +25,7 @@ from .core.imageio import output_suffix, read_ct, read_image, strip_image_suffix
 from .evaluation.compare import compare_models
 from .evaluation.totalsegmentator import evaluate_against_totalsegmentator, not_bone_lines
 from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, side_by_side_table, write_csv
-from .export.meshes import export_meshes, preview_png
+from .export.meshes import GLTF_FRAMES, export_meshes, preview_png
 from .inference.device import set_threads
 from .inference.options import InferenceOptions
 from .inference.preprocess import confidence_to_input_grid
@@ -348,12 +348,14 @@ def cmd_meshes(args: argparse.Namespace) -> int:
     folder, stem, fmt = mesh_target(Path(args.output), args.format)
     labels = read_image(args.labelmap)
     result = export_meshes(labels, folder, fmt=fmt, smoothing=args.smoothing, max_triangles=args.max_triangles,
-                           coordinates=args.coordinates, overwrite=args.overwrite, stem=stem)
+                           coordinates=args.coordinates, overwrite=args.overwrite, stem=stem,
+                           gltf_frame=args.gltf_frame)
     if args.preview:
         result.files.append(preview_png(result.bones, folder / f"{stem}.preview.png" if stem != "bones"
                                         else folder / "preview.png", args.coordinates))
     triangles = sum(len(m.triangles) for m in result.bones)
-    print(f"{len(result.bones)} bones, {triangles} triangles, {args.coordinates} mm, in {result.seconds:.1f} s:")
+    frame = f"glTF {args.gltf_frame} frame" if fmt in ("glb", "gltf") else f"{args.coordinates} mm"
+    print(f"{len(result.bones)} bones, {triangles} triangles, {frame}, in {result.seconds:.1f} s:")
     for path in result.files[:6]:
         print(f"  {path}")
     if len(result.files) > 6:
@@ -511,7 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing", type=float, default=0.25, help="0 (voxel surface) .. 1 (smoothest)")
     p.add_argument("--max-triangles", type=int, default=20000, help="per bone; 0 = no decimation")
     p.add_argument("--coordinates", choices=["RAS", "LPS"], default="RAS",
-                   help="RAS as Slicer shows it (default) or LPS as DICOM/ITK")
+                   help="OBJ/STL/PLY vertices in mm: RAS as Slicer shows it (default) or LPS as DICOM/ITK")
+    p.add_argument("--gltf-frame", choices=list(GLTF_FRAMES), default="upright",
+                   help="glTF/GLB: upright (metres, +Y up, +Z front, centre of mass at the origin: what "
+                        "viewers and headsets expect; default) or scanner (metres in the CT's axes, for registration)")
     p.add_argument("--preview", action="store_true", help="also render preview.png (front and side)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same names")
     p.set_defaults(func=cmd_meshes)

@@ -3,7 +3,9 @@ multi-label pass (VTK's ``vtkSurfaceNets3D``), constrained smoothing, quadric de
 triangle budget, outward normals, millimetres in the CT's physical space (RAS as in Slicer, or LPS).
 
 Formats: glTF/GLB (one node per bone named by its display name, a material of its colour, nodes
-grouped by region; vertex data in mm under a root node that scales by 0.001 to glTF's metres),
+grouped by region; vertex data in mm under a root node that turns them into glTF's frame: metres,
++Y up (superior), +Z the body's front, centred at the skeleton's centre of mass; ``gltf_frame=
+"scanner"`` keeps the CT's RAS/LPS axes and origin, in metres, for registration work),
 OBJ + MTL (one group and material per bone), STL (one file per bone, named by machine name), PLY
 (all bones, vertex colours). A JSON sidecar lists volume, area, triangles and bounding box.
 """
@@ -27,7 +29,11 @@ from ..core.labelmaps import label_counts, make_well_composed
 
 DEFAULT_SMOOTHING = 0.25  # measured: every phantom bone, distal phalanges included, within 2 % of its voxel volume
 FORMATS = ("glb", "gltf", "obj", "stl", "ply")
+GLTF_FRAMES = ("upright", "scanner")
 FLIP = LPS_RAS_FLIP
+# glTF is +Y up, +Z front, right-handed: x = patient's left, y = superior, z = anterior
+TO_GLTF_AXES = {"RAS": np.array([[-1.0, 0, 0], [0, 0, 1], [0, 1, 0]]),
+                "LPS": np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])}
 
 
 @dataclass
@@ -47,6 +53,13 @@ class BoneMesh:
         """Enclosed volume (divergence theorem), in ml."""
         p = self.points.astype(np.float64)[self.triangles]
         return float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0 / 1000.0)
+
+    @property
+    def centroid_mm(self) -> np.ndarray:
+        """Centre of the enclosed volume (of the tetrahedra from the origin to each face)."""
+        p = self.points.astype(np.float64)[self.triangles]
+        volumes = np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])) / 6.0
+        return (volumes[:, None] * p.sum(1) / 4.0).sum(0) / volumes.sum()
 
     @property
     def area_mm2(self) -> float:
@@ -85,6 +98,28 @@ class MeshExport:
     files: list[Path]
     seconds: float
     coordinates: str
+    gltf_frame: str = "upright"
+
+
+def centre_of_mass_mm(meshes: list[BoneMesh]) -> np.ndarray:
+    """Volume-weighted centre of all bones (bone density taken as uniform)."""
+    volumes = np.array([m.volume_ml for m in meshes])
+    return (np.array([m.centroid_mm for m in meshes]) * volumes[:, None]).sum(0) / volumes.sum()
+
+
+def gltf_root_matrix(meshes: list[BoneMesh], coordinates: str, frame: str) -> np.ndarray:
+    """The 4x4 transform from vertex millimetres to the glTF scene: ``upright`` turns the body to
+    +Y up and +Z front and puts its centre of mass at the origin; ``scanner`` only scales to metres."""
+    if frame not in GLTF_FRAMES:
+        raise ValueError(f"glTF frame must be one of {', '.join(GLTF_FRAMES)}, not {frame!r}")
+    matrix = np.eye(4)
+    if frame == "scanner":
+        matrix[:3, :3] *= 0.001
+        return matrix
+    axes = TO_GLTF_AXES[coordinates] * 0.001
+    matrix[:3, :3] = axes
+    matrix[:3, 3] = -axes @ centre_of_mass_mm(meshes)
+    return matrix
 
 
 def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_triangles: int = 20000,
@@ -186,12 +221,7 @@ def _finish(world: np.ndarray, tris: np.ndarray, max_triangles: int, smoothing: 
         sinc.Update()
         poly = sinc.GetOutput()
     if max_triangles and len(faces) > max_triangles:
-        dec = vtk.vtkQuadricDecimation()
-        dec.SetInputData(poly)
-        dec.SetTargetReduction(1.0 - max_triangles / len(faces))
-        dec.VolumePreservationOn()
-        dec.Update()
-        poly = dec.GetOutput()
+        poly = _decimate_closed(poly, 1.0 - max_triangles / len(faces))
     normals = vtk.vtkPolyDataNormals()
     normals.SetInputData(poly)
     normals.SplittingOff()
@@ -207,6 +237,84 @@ def _finish(world: np.ndarray, tris: np.ndarray, max_triangles: int, smoothing: 
     return p, n, f
 
 
+def _decimate_closed(poly, reduction: float):
+    """Decimate to about ``1 - reduction`` of the triangles, keeping the surface closed and
+    manifold (what 3D printing needs). Quadric decimation keeps the shape best but may join two
+    close sheets (a thin skull) into an edge shared by more than two triangles (one bone in a few
+    phantoms at the default budget, more at small budgets). Each step keeps only a closed manifold
+    result; when a step breaks the surface, the largest step that does not is found by bisection
+    (a topology-preserving decimation when even that fails), and steps repeat from the last good
+    surface, so the budget is approached as far as a closed surface allows."""
+    import vtk
+
+    def quadric(source, r: float):
+        dec = vtk.vtkQuadricDecimation()
+        dec.SetInputData(source)
+        dec.SetTargetReduction(r)
+        dec.VolumePreservationOn()
+        dec.Update()
+        return dec.GetOutput()
+
+    def topology_preserving(source, r: float):
+        dec = vtk.vtkDecimatePro()
+        dec.SetInputData(source)
+        dec.SetTargetReduction(r)
+        dec.PreserveTopologyOn()
+        dec.SplittingOff()
+        dec.BoundaryVertexDeletionOff()
+        dec.Update()
+        return dec.GetOutput()
+
+    def closed(result) -> bool:
+        return is_closed_manifold(_faces(result))
+
+    target = (1.0 - reduction) * poly.GetNumberOfCells()
+    current = poly
+    for _ in range(6):
+        cells = current.GetNumberOfCells()
+        if cells <= target * 1.02:
+            break
+        full = 1.0 - target / cells
+        result = quadric(current, full)
+        if not closed(result):  # bisect the reduction: the largest step that keeps the surface closed
+            good, bad, result = 0.0, full, None
+            for _ in range(4):
+                trial = quadric(current, (good + bad) / 2)
+                if closed(trial):
+                    good, result = (good + bad) / 2, trial
+                else:
+                    bad = (good + bad) / 2
+        if result is None or result.GetNumberOfCells() > 0.95 * cells:
+            result = topology_preserving(current, full)
+            if not closed(result) or result.GetNumberOfCells() > 0.95 * cells:
+                break
+        current = result
+    return current
+
+
+def _faces(poly) -> np.ndarray:
+    from vtk.util import numpy_support
+
+    return numpy_support.vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+
+
+def is_closed_manifold(faces: np.ndarray) -> bool:
+    """Watertight and manifold with consistent winding: every edge belongs to exactly two
+    triangles, traversed once in each direction, and no triangle repeats a vertex."""
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) == 0 or ((f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2])).any():
+        return False
+    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    n = int(f.max()) + 1
+    forward = directed[:, 0] * n + directed[:, 1]
+    backward = directed[:, 1] * n + directed[:, 0]
+    forward.sort()
+    if (np.diff(forward) == 0).any():  # a directed edge twice: a third triangle or flipped winding
+        return False
+    backward.sort()
+    return bool(np.array_equal(forward, backward))  # every edge has its opposite: closed
+
+
 def _signed_volume(points: np.ndarray, faces: np.ndarray) -> float:
     p = points.astype(np.float64)[faces]
     return float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0)
@@ -214,29 +322,41 @@ def _signed_volume(points: np.ndarray, faces: np.ndarray) -> float:
 
 def export_meshes(labels: sitk.Image, out_dir: Path, fmt: str = "glb", smoothing: float = DEFAULT_SMOOTHING,
                   max_triangles: int = 20000, coordinates: str = "RAS", bones: Optional[list[int]] = None,
-                  overwrite: bool = False, table: Optional[BoneTable] = None, stem: str = "bones") -> MeshExport:
+                  overwrite: bool = False, table: Optional[BoneTable] = None, stem: str = "bones",
+                  gltf_frame: str = "upright") -> MeshExport:
     """Write the meshes in ``fmt`` to ``out_dir`` as ``<stem>.<fmt>`` (STL: one file per bone) plus
     ``<stem>.json``; returns what was written."""
     if fmt not in FORMATS:
         raise ValueError(f"mesh format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if gltf_frame not in GLTF_FRAMES:
+        raise ValueError(f"glTF frame must be one of {', '.join(GLTF_FRAMES)}, not {gltf_frame!r}")
     t0 = time.perf_counter()
     meshes = bone_meshes(labels, smoothing, max_triangles, coordinates, bones, table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    writers = {"glb": write_gltf, "gltf": write_gltf, "obj": write_obj, "stl": write_stl, "ply": write_ply}
     planned = _planned_files(meshes, out, fmt, stem)
     existing = [p for p in planned if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} already exists (and {len(existing) - 1} more); "
                               "choose another folder or allow overwriting")
-    files = writers[fmt](meshes, out, fmt, stem) if fmt in ("glb", "gltf") else \
-        writers[fmt](meshes, out) if fmt == "stl" else writers[fmt](meshes, out, stem)
     sidecar = {"units": "mm", "coordinates": coordinates,
-               "note": "glTF files hold mm under a root node scaled by 0.001 (glTF uses metres)",
-               "smoothing": smoothing, "max_triangles_per_bone": max_triangles,
-               "bones": [m.summary() for m in meshes]}
+               "smoothing": smoothing, "max_triangles_per_bone": max_triangles}
+    if fmt in ("glb", "gltf"):
+        root = gltf_root_matrix(meshes, coordinates, gltf_frame)
+        files = write_gltf(meshes, out, fmt, stem, root)
+        sidecar.update(gltf_frame=gltf_frame, gltf_root_matrix=[[round(v, 9) for v in row] for row in root],
+                       note=("glTF vertex data are the mm below; the root node's matrix takes them to "
+                             + ("metres, +Y up (superior), +Z front, centre of mass at the origin"
+                                if gltf_frame == "upright" else f"metres in the CT's {coordinates} axes")))
+    else:
+        files = write_stl(meshes, out) if fmt == "stl" else \
+            write_obj(meshes, out, stem) if fmt == "obj" else write_ply(meshes, out, stem)
+    sidecar["bones"] = [m.summary() for m in meshes]
+    over = [m.name for m in meshes if max_triangles and len(m.triangles) > 1.05 * max_triangles]
+    if over:  # kept closed rather than decimated to the budget
+        sidecar["over_budget_to_stay_closed"] = over
     files.append(atomic_write_text(out / f"{stem}.json", json.dumps(sidecar, indent=1)))
-    return MeshExport(meshes, files, time.perf_counter() - t0, coordinates)
+    return MeshExport(meshes, files, time.perf_counter() - t0, coordinates, gltf_frame)
 
 
 def _planned_files(meshes: list[BoneMesh], out: Path, fmt: str, stem: str = "bones") -> list[Path]:
@@ -244,8 +364,6 @@ def _planned_files(meshes: list[BoneMesh], out: Path, fmt: str, stem: str = "bon
         return [out / f"{m.name}.stl" for m in meshes] + [out / f"{stem}.json"]
     extra = {"gltf": [f"{stem}.bin"], "obj": [f"{stem}.mtl"]}.get(fmt, [])
     return [out / f"{stem}.{fmt}"] + [out / e for e in extra] + [out / f"{stem}.json"]
-
-
 
 
 
@@ -302,8 +420,11 @@ def write_obj(meshes: list[BoneMesh], out: Path, stem: str = "bones") -> list[Pa
             atomic_write_text(out / f"{stem}.obj", "\n".join(obj) + "\n")]
 
 
-def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb", stem: str = "bones") -> list[Path]:
-    """glTF 2.0: a node per bone (display name), a material per colour, region group nodes."""
+def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb", stem: str = "bones",
+               root: Optional[np.ndarray] = None) -> list[Path]:
+    """glTF 2.0: a node per bone (display name), a material per colour, region group nodes, under a
+    root node with the 4x4 ``root`` transform (default: mm to metres only)."""
+    root = np.diag([0.001, 0.001, 0.001, 1.0]) if root is None else np.asarray(root, dtype=np.float64)
     blob = bytearray()
     views, accessors, gl_meshes, materials, nodes = [], [], [], [], []
 
@@ -336,7 +457,8 @@ def write_gltf(meshes: list[BoneMesh], out: Path, fmt: str = "glb", stem: str = 
     for g, children in groups.items():
         nodes.append({"name": g, "children": children})
         group_nodes.append(len(nodes) - 1)
-    nodes.append({"name": "BoneSegmentation", "children": group_nodes, "scale": [0.001, 0.001, 0.001],
+    nodes.append({"name": "BoneSegmentation", "children": group_nodes,
+                  "matrix": [float(v) for v in root.T.ravel()],  # glTF matrices are column-major
                   "extras": {"units_of_vertex_data": "mm"}})
     doc = {"asset": {"version": "2.0", "generator": "BoneSegmentation"}, "scene": 0,
            "scenes": [{"nodes": [len(nodes) - 1]}], "nodes": nodes, "meshes": gl_meshes,
