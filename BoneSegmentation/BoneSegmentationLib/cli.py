@@ -26,6 +26,7 @@ from .evaluation.compare import compare_models
 from .evaluation.totalsegmentator import evaluate_against_totalsegmentator, not_bone_lines
 from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, side_by_side_table, write_csv
 from .export.meshes import GLTF_FRAMES, export_meshes, preview_png
+from .export.nnunet import export_nnunet
 from .inference.device import set_threads
 from .inference.options import InferenceOptions
 from .inference.preprocess import confidence_to_input_grid
@@ -264,6 +265,18 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_export_nnunet(args: argparse.Namespace) -> int:
+
+    result = export_nnunet(Path(args.dataset), Path(args.output), args.id, name=args.name,
+                           progress=None if args.quiet else print)
+    print(f"wrote {result.folder}: {result.cases} cases"
+          + (f"; {len(result.partial_cases)} partially labelled, {result.ignored_voxels} unchecked voxels carry "
+             f"the ignore label {result.ignore_label}" if result.partial_cases else "; all fully labelled"))
+    print(f"next: nnUNetv2_plan_and_preprocess -d {args.id} --verify_dataset_integrity "
+          f"(with nnUNet_raw={Path(args.output).resolve()})")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
 
     results = compare_models(Path(args.dataset), args.models, cases=args.cases, split=args.split,
@@ -474,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("dataset", help="training data from corrected segmentations (add a case, show a dataset)")
+    p = sub.add_parser("dataset", help="training data from corrected segmentations (add a case, show a dataset, export for nnU-Net)")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
     p = dsub.add_parser("add", help="add a CT and its corrected label map as a new case")
     p.add_argument("dataset", help="dataset folder (created in the nnU-Net layout if missing)")
@@ -493,6 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cases", type=int, default=3, help="warn for bones labelled in fewer cases")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_dataset_info)
+
+    p = dsub.add_parser("export-nnunet", help="write the dataset as an nnU-Net v2 raw dataset (partial cases: "
+                                              "unchecked voxels get nnU-Net's ignore label)")
+    p.add_argument("dataset", help="our dataset folder")
+    p.add_argument("output", help="nnU-Net raw folder (nnUNet_raw) that gets DatasetNNN_<name>/")
+    p.add_argument("--id", type=int, default=501, help="nnU-Net dataset ID, 1-999 (default 501)")
+    p.add_argument("--name", default="BoneSegmentation", help="dataset name after the ID (letters, digits, _ -)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_dataset_export_nnunet)
 
     p = sub.add_parser("compare", help="evaluate models side by side on a dataset's held-out cases")
     p.add_argument("dataset", help="dataset folder (nnU-Net layout) holding the cases to compare on")
