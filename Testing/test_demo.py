@@ -45,3 +45,41 @@ def test_evaluate_cli_on_identical_maps(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| all | 1.000 | 1.000 | 1.000 | 125/125 |" in out
     assert "Foreground Dice (all bone vs background): 1.000" in out
+
+
+def test_overview_is_readable():
+    """Review reasons in full (never cut mid-word), a legend of only the bones found, grouped by
+    region, in at least 7 pt; the largest bones named on the slices; one count in the title."""
+    import matplotlib.pyplot as plt
+
+    from BoneSegmentationLib.inference.review import ReviewItem
+    from BoneSegmentationLib.synthetic.demo import legend_by_region, overview_figure
+    from BoneSegmentationLib.synthetic.phantom import make_phantom
+
+    table = default_table()
+    ct, labels, _ = make_phantom(4, spacing=6.0, partial=False)
+    a = sitk.GetArrayFromImage(labels)
+    gone = [b.index for b in table.foreground() if b.region == "hand"][:10]
+    a[np.isin(a, gone)] = 0
+    cut = sitk.GetImageFromArray(a)
+    cut.CopyInformation(labels)
+    long_reason = ("in pieces: the largest holds 5 % of its voxels; low confidence (mean 0.38); on the wrong side: "
+                   "centre 2 mm right of the midline; nearer the right hand than its own; touches the scan's edge")
+    review = [ReviewItem(27, "vertebra_L4", "L4 vertebra", 1.0, True, [long_reason]),
+              ReviewItem(3, "mandible", "Mandible", 0.5, True, ["low confidence (mean 0.41)"])]
+    fig = overview_figure(ct, cut, review, detected=(113, 125))
+    texts = [t for ax in fig.axes for t in ax.texts] + ([fig._suptitle] if fig._suptitle else [])
+    joined = " ".join(" ".join(t.get_text().split()) for t in texts)
+    assert long_reason in joined and "Mandible: low confidence (mean 0.41)" in joined
+    assert fig._suptitle.get_text() == "115 of 125 bones labelled; 113 of 125 overlap the reference"
+    assert min(t.get_fontsize() for t in texts) >= 7
+    groups = legend_by_region(cut)
+    listed = [b.index for _, bones in groups for b in bones]
+    assert len(listed) == 115 and not set(gone) & set(listed)
+    assert [g for g, _ in groups] == list(dict.fromkeys(b.region for b in table.foreground()))
+    legend_text = {t.get_text() for t in fig.axes[3].texts}
+    assert "hand (44)" in legend_text and "Left femur" in legend_text
+    assert table[gone[0]].display_name not in legend_text
+    slice_names = {t.get_text() for ax in fig.axes[:3] for t in ax.texts}
+    assert {"Cranium", "Left femur"} & slice_names and len(slice_names) >= 6
+    plt.close(fig)
