@@ -318,3 +318,74 @@ def test_khronos_validator_finds_no_errors_or_warnings(labels, tmp_path):
         assert run.returncode == 0, run.stderr
         report = json.loads(run.stdout)
         assert report["errors"] == 0 and report["warnings"] == 0, report["messages"]
+
+
+PLAIN_INSTALL_GUARD = r'''
+import importlib.abc, importlib.metadata as md, re, sys, tomllib
+from pathlib import Path
+
+def closure(names):
+    """The distributions a plain `pip install .` brings: the declared ones and what they require."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = re.split(r"[ <>=!~;\[]", todo.pop())[0].lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        todo += [r for r in requires if "extra ==" not in r]
+    return seen
+
+project = tomllib.loads(Path(sys.argv[1]).read_text())["project"]
+allowed_dists = closure(project["dependencies"]) | {"bonesegmentation"}
+allowed = set(sys.stdlib_module_names) | {"BoneSegmentationLib"}
+for module, dists in md.packages_distributions().items():
+    if any(d.lower().replace("_", "-") in allowed_dists for d in dists):
+        allowed.add(module)
+
+class PlainInstall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top not in allowed and not top.startswith("_"):
+            raise ModuleNotFoundError(f"{top} is not part of a plain install", name=name)
+        return None
+
+sys.meta_path.insert(0, PlainInstall())
+from BoneSegmentationLib.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+def test_plain_install_runs_meshes(labels, tmp_path):
+    """`meshes` needs only the declared dependencies (and theirs): a subprocess that refuses to
+    import anything else (slicer-core, trimesh, nnU-Net... of the test extra) writes the GLB."""
+    import sys
+    sub = sitk.GetArrayFromImage(labels)[150:230]
+    img = sitk.GetImageFromArray(sub)
+    img.SetSpacing(labels.GetSpacing())
+    sitk.WriteImage(img, str(tmp_path / "bones.nii.gz"))
+    guard = tmp_path / "guard.py"
+    guard.write_text(PLAIN_INSTALL_GUARD)
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    run = subprocess.run([sys.executable, str(guard), str(pyproject), "meshes", str(tmp_path / "bones.nii.gz"),
+                          "-o", str(tmp_path / "out.glb"), "--max-triangles", "2000"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "out.glb").read_bytes()[:4] == b"glTF"
+    blocked = subprocess.run([sys.executable, str(guard), str(pyproject), "--version"], capture_output=True,
+                             text=True, timeout=120)
+    assert blocked.returncode == 0  # the guard itself lets the CLI start
+    probe = guard.read_text().replace("from BoneSegmentationLib.cli import main", "import trimesh")
+    guard.write_text(probe)
+    refused = subprocess.run([sys.executable, str(guard), str(pyproject)], capture_output=True, text=True, timeout=120)
+    assert "trimesh is not part of a plain install" in refused.stderr  # the guard really refuses
+    without_vtk = tmp_path / "pyproject-without-vtk.toml"
+    without_vtk.write_text("\n".join(line for line in pyproject.read_text().splitlines() if '"vtk' not in line))
+    guard.write_text(PLAIN_INSTALL_GUARD)
+    missing = subprocess.run([sys.executable, str(guard), str(without_vtk), "meshes", str(tmp_path / "bones.nii.gz"),
+                              "-o", str(tmp_path / "other.glb")], capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        "error: this command needs the Python package vtk, which is not installed; install it with: pip install vtk")

@@ -562,6 +562,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:  # an installation without a package this command needs
+        if args.debug:
+            raise
+        package = e.name.split(".")[0] if e.name else "the missing package"  # our imports' pip names are the same
+        print(f"error: this command needs the Python package {package}, which is not installed; "
+              f"install it with: pip install {package}", file=sys.stderr)
+        return 2
     except (BoneSegmentationError, FileExistsError, FileNotFoundError, ValueError) as e:
         if args.debug:
             raise
