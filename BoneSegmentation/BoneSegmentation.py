@@ -23,6 +23,7 @@ from slicer.util import VTKObservationMixin
 
 from BoneSegmentationLib.inference.options import InferenceOptions
 from BoneSegmentationLib.slicer.logic import SlicerSegmentationLogic, missing_dependencies
+from BoneSegmentationLib.slicer.nodes import load_bone_terminology
 
 CITATION = ("E. Schnider, A. Horváth, G. Rauter, A. Zam, M. Müller-Gerbl, P. C. Cattin: 3D Segmentation "
             "Networks for Excessive Numbers of Classes: Distinct Bone Segmentation in Upper Bodies. "
@@ -48,6 +49,12 @@ class BoneSegmentation(ScriptedLoadableModule):
             "labels, and phantoms), never on real CT: on real scans treat its labels as a prior to check and "
             "correct (figures in the README).")
         self.parent.acknowledgementText = f"Method: {CITATION}"
+        # Segment Editor should know the bones from the start, not only once the panel was opened
+        slicer.app.connect("startupCompleted()", _loadTerminology)
+
+
+def _loadTerminology():
+    load_bone_terminology(slicer.modules.terminologies.logic())
 
 
 class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -354,6 +361,8 @@ class BoneSegmentationLogic(ScriptedLoadableModuleLogic, SlicerSegmentationLogic
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         SlicerSegmentationLogic.__init__(self)
+        if hasattr(slicer.modules, "terminologies"):  # our names and colours in Segment Editor
+            load_bone_terminology(slicer.modules.terminologies.logic())
 
     def setDefaultParameters(self, parameterNode):
         for key, value in self.default_parameters().items():

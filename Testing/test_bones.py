@@ -98,9 +98,17 @@ def test_terminology_entry_strings():
     assert humerus[2] == "SCT^85050009^Humerus"
     assert humerus[3] == "SCT^7771000^Left"
     phalanx = TABLE.by_name("middle_phalanx_right_ring").terminology_entry().split("~")
-    assert phalanx[3] == "SCT^11896004^Intermediate"
+    assert phalanx[2] == "SCT^28641004^Phalanx structure"  # the standard parent concept stays the type
+    # shared type + position with the other fingers: a modifier of its own in a local scheme
+    assert phalanx[3] == "99BONESEG^middle_phalanx_right_ring^Right ring finger middle phalanx"
     assert phalanx[5] == "SCT^7569003^Finger" and phalanx[6] == "SCT^24028007^Right"
+    assert TABLE.by_name("capitate_left").terminology_entry().split("~")[2:4] == [
+        "SCT^83936004^Carpus", "99BONESEG^capitate_left^Left capitate"]
+    assert TABLE.by_name("scaphoid_left").terminology_entry().split("~")[3] == "SCT^7771000^Left"  # own code
     assert TABLE.by_name("sacrum").terminology_entry().split("~")[3] == "^^"
+    keys = [tuple(b.terminology_entry().split("~")[2:4]) for b in TABLE.foreground()]
+    assert len(set(keys)) == 125  # type + type modifier tell every bone apart (what Slicer looks up)
+    assert sum(b.shares_standard_codes for b in TABLE.foreground()) == 52  # 14 carpals, 10 metacarpals, 28 phalanges
 
 
 def test_generated_terminology_file_is_current_and_complete():
@@ -109,6 +117,6 @@ def test_generated_terminology_file_is_current_and_complete():
     types = {t["CodeValue"]: t for t in committed["SegmentationCodes"]["Category"][0]["Type"]}
     for b in TABLE.foreground():
         assert b.sct_code in types, b.name
-        modifier = b.type_modifier_code or {"left": "7771000", "right": "24028007"}.get(b.laterality)
+        modifier = b.type_modifier_code_triple()
         if modifier:
-            assert modifier in {m["CodeValue"] for m in types[b.sct_code]["Modifier"]}, b.name
+            assert modifier[1] in {m["CodeValue"] for m in types[b.sct_code]["Modifier"]}, b.name

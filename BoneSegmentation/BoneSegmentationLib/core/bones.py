@@ -6,10 +6,11 @@ Slicer terminology, segment names, mesh names, evaluation groups) is derived fro
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .resources import resource_path
 
@@ -42,10 +43,18 @@ class Bone:
     totalsegmentator_total_name: str
     volume_ml_low: float = 0.0  # plausible volume range, used by the review ranking
     volume_ml_high: float = 0.0
+    # set by BoneTable: the standard codes (type + modifier) are shared with another bone
+    shares_standard_codes: bool = False
 
     @property
     def is_background(self) -> bool:
         return self.index == 0
+
+    def type_modifier_code_triple(self) -> Optional[tuple[str, str, str]]:
+        """(scheme, value, meaning) of the terminology type modifier, or None."""
+        if self.shares_standard_codes:
+            return (PRIVATE_SCHEME, self.name, self.display_name)
+        return _standard_type_modifier(self)
 
     def terminology_entry(self) -> str:
         """Slicer's 7-part terminology entry string (context~category~type~typeModifier~
@@ -55,6 +64,12 @@ class Bone:
         no specific code carry their position (proximal/intermediate/distal) as the type
         modifier and the digit region (thumb/finger) with the laterality as region modifier,
         so that no information is lost and no code is invented.
+
+        Slicer finds a segment's name and colour by type and type modifier alone, so bones
+        that share both (the carpals, metacarpals and phalanges under their parent SNOMED CT
+        concept) get a type modifier of their own in a private coding scheme (DICOM reserves
+        designators starting with "99" for local codes): the standard parent concept stays
+        the type, the region stays, and each bone resolves to itself.
         """
         def code(scheme: str, value: str, meaning: str) -> str:
             return f"{scheme}^{value}^{meaning}" if value else "^^"
@@ -66,12 +81,19 @@ class Bone:
         if self.anatomic_region_code:
             region = code(SCT, self.anatomic_region_code, self.anatomic_region_meaning)
             region_modifier = code(*lat) if lat else "^^"
-            type_modifier = code(SCT, self.type_modifier_code, self.type_modifier_meaning)
-        else:
-            type_modifier = code(*lat) if lat else "^^"
+        type_modifier = code(*self.type_modifier_code_triple()) if self.type_modifier_code_triple() else "^^"
         return "~".join(
             [TERMINOLOGY_CONTEXT, category, typ, type_modifier, REGION_CONTEXT, region, region_modifier]
         )
+
+
+PRIVATE_SCHEME = "99BONESEG"  # local coding scheme for bones without a distinguishing standard code
+
+
+def _standard_type_modifier(bone: "Bone") -> Optional[tuple[str, str, str]]:
+    if bone.type_modifier_code:
+        return (SCT, bone.type_modifier_code, bone.type_modifier_meaning)
+    return LATERALITY.get(bone.laterality)
 
 
 class BoneTable:
@@ -80,6 +102,9 @@ class BoneTable:
     def __init__(self, bones: list[Bone]):
         if [b.index for b in bones] != list(range(len(bones))):
             raise ValueError("bone table indices must be 0..N-1 in order")
+        keys = Counter((b.sct_code, _standard_type_modifier(b)) for b in bones if b.index)
+        bones = [replace(b, shares_standard_codes=b.index > 0 and keys[(b.sct_code, _standard_type_modifier(b))] > 1)
+                 for b in bones]
         self.bones = bones
         self._by_name = {b.name: b for b in bones}
         if len(self._by_name) != len(bones):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .bones import ANATOMICAL_STRUCTURE, LATERALITY, TERMINOLOGY_CONTEXT, BoneTable, default_table
+from .bones import ANATOMICAL_STRUCTURE, TERMINOLOGY_CONTEXT, BoneTable, default_table
 
 SCHEMA = "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/segment-context-schema.json#"
 
@@ -18,8 +18,9 @@ def _code(scheme: str, value: str, meaning: str) -> dict:
 def build_terminology(table: BoneTable | None = None) -> dict:
     """One Type per SNOMED code; its Modifiers are the laterality / position modifiers used.
 
-    Bones that share a parent code (e.g. the carpals other than the scaphoid) share one Type;
-    their segment names keep them apart, as documented in the README.
+    Bones that share a parent code (e.g. the carpals other than the scaphoid) share one Type
+    and are told apart by a modifier of their own (``Bone.type_modifier_code_triple``), so that
+    Slicer resolves each to its own name and colour.
     """
     table = table or default_table()
     types: dict[str, dict] = {}
@@ -29,12 +30,10 @@ def build_terminology(table: BoneTable | None = None) -> dict:
             "recommendedDisplayRGBValue": list(bone.rgb),
             "3dSlicerLabel": bone.display_name,
         })
-        if bone.type_modifier_code:
-            modifier = _code("SCT", bone.type_modifier_code, bone.type_modifier_meaning)
-        elif bone.laterality in LATERALITY:
-            modifier = _code(*LATERALITY[bone.laterality])
-        else:
+        triple = bone.type_modifier_code_triple()
+        if triple is None:
             continue
+        modifier = _code(*triple)
         modifiers = entry.setdefault("Modifier", [])
         if all(m["CodeValue"] != modifier["CodeValue"] for m in modifiers):
             modifiers.append({**modifier, "recommendedDisplayRGBValue": list(bone.rgb),
