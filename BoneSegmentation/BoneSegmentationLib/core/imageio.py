@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from .errors import InputImageError
 from .files import atomic_write
+from .seg_nrrd import as_segmentation, is_seg_nrrd
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +206,12 @@ def output_suffix(path: Path) -> str:
 def write_image(image: sitk.Image, path: str | os.PathLike, overwrite: bool = False,
                 compress: bool = True) -> Path:
     """Write atomically: a temporary file in the same folder, then rename. Never replaces an
-    existing file unless ``overwrite`` is true."""
+    existing file unless ``overwrite`` is true. A ``.seg.nrrd`` path gets a Slicer segmentation
+    (names, colours, terminology from the bone table); only a label map can be one."""
     path = Path(path)
     suffix = output_suffix(path)
+    if is_seg_nrrd(path):
+        image = as_segmentation(image)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
