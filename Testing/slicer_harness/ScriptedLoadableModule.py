@@ -66,12 +66,6 @@ class ScriptedLoadableModuleWidget:
     def setup(self):
         pass
 
-    def enter(self):
-        pass
-
-    def exit(self):
-        pass
-
 
 class ScriptedLoadableModuleLogic:
     def __init__(self, parent=None):

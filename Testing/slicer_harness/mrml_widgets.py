@@ -33,16 +33,14 @@ class qMRMLNodeComboBox(_qt._wrapped("QWidget")):
     selected once one exists, as in Slicer."""
 
     currentNodeChanged = Signal(object)
-    currentNodeChangedValid = Signal(bool)
+    _currentNodeChangedValid = Signal(bool)  # the currentNodeChanged(bool) overload
     currentNodeIDChanged = Signal(str)
     nodeAdded = Signal(object)
     nodeActivated = Signal(object)
-    mrmlSceneChanged = Signal(object)
     CPP_SIGNALS = {"currentNodeChanged(vtkMRMLNode*)": "currentNodeChanged",
-                   "currentNodeChanged(bool)": "currentNodeChangedValid",
+                   "currentNodeChanged(bool)": "_currentNodeChangedValid",
                    "currentNodeIDChanged(QString)": "currentNodeIDChanged",
-                   "nodeAdded(vtkMRMLNode*)": "nodeAdded", "nodeActivated(vtkMRMLNode*)": "nodeActivated",
-                   "mrmlSceneChanged(vtkMRMLScene*)": "mrmlSceneChanged"}
+                   "nodeAdded(vtkMRMLNode*)": "nodeAdded", "nodeActivated(vtkMRMLNode*)": "nodeActivated"}
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -71,7 +69,6 @@ class qMRMLNodeComboBox(_qt._wrapped("QWidget")):
                           scene.EndCloseEvent, scene.EndImportEvent):
                 self._observations.append((scene, scene.AddObserver(event, lambda *_: self._refresh())))
         self._refresh()
-        self.mrmlSceneChanged.emit(scene)
 
     def _nodes(self) -> list:
         if self._scene is None:
@@ -109,7 +106,7 @@ class qMRMLNodeComboBox(_qt._wrapped("QWidget")):
             node = self.currentNode()
             self.currentNodeIDChanged.emit(node_id)
             self.currentNodeChanged.emit(node)
-            self.currentNodeChangedValid.emit(node is not None)
+            self._currentNodeChangedValid.emit(node is not None)
 
     # -- selection ---------------------------------------------------------------------------
     def currentNode(self):
