@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from BoneSegmentationLib.inference.options import InferenceOptions
-from BoneSegmentationLib.slicer.logic import SlicerSegmentationLogic, missing_dependencies
+from BoneSegmentationLib.slicer.logic import SAMPLE_NAME, SlicerSegmentationLogic, missing_dependencies
 from BoneSegmentationLib.slicer.nodes import load_bone_terminology
 
 CITATION = ("E. Schnider, A. Horváth, G. Rauter, A. Zam, M. Müller-Gerbl, P. C. Cattin: 3D Segmentation "
@@ -49,12 +49,22 @@ class BoneSegmentation(ScriptedLoadableModule):
             "labels, and phantoms), never on real CT: on real scans treat its labels as a prior to check and "
             "correct (figures in the README).")
         self.parent.acknowledgementText = f"Method: {CITATION}"
-        # Segment Editor should know the bones from the start, not only once the panel was opened
-        slicer.app.connect("startupCompleted()", _loadTerminology)
+        # Segment Editor should know the bones, and Sample Data the phantom, from the start
+        slicer.app.connect("startupCompleted()", _onStartupCompleted)
 
 
-def _loadTerminology():
+def _onStartupCompleted():
     load_bone_terminology(slicer.modules.terminologies.logic())
+    registerSampleData()
+
+
+def registerSampleData():
+    """"Bone phantom CT" in Sample Data, made locally by the phantom generator (no download)."""
+    import SampleData
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="Bone Segmentation", sampleName=SAMPLE_NAME, nodeNames=SAMPLE_NAME,
+        thumbnailFileName=str(Path(__file__).parent / "Resources" / "Icons" / "BoneSegmentation.png"),
+        customDownloader=lambda source: BoneSegmentationLogic().load_sample_phantom())
 
 
 class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

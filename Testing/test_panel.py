@@ -183,3 +183,14 @@ def test_parameters_survive_closing_and_reloading_the_scene(panel, tmp_path):
     assert ui.overlapSliderWidget.value == pytest.approx(0.25)
     assert ui.finerLabelsCheckBox.checked and ui.mirrorComboBox.currentData == "on"
     assert np.isclose(float(panel.widget._parameterNode.GetParameter("Overlap")), 0.25)
+
+
+def test_sample_data_offers_a_bone_phantom_made_locally(panel):
+    """At startup the module registers "Bone phantom CT" in Sample Data; choosing it makes the
+    phantom here (no download) and loads it as a volume the panel can segment."""
+    sources = slicer.modules.sampleDataSources["Bone Segmentation"]
+    source = next(s for s in sources if s.sampleName == "Bone phantom CT")
+    assert source.uris is None and __import__("os").path.isfile(source.thumbnailFileName)
+    volume = source.customDownloader(source)
+    assert volume.GetName() == "Bone phantom CT" and volume.GetImageData().GetDimensions()[2] > 100
+    assert volume.GetSpacing() == pytest.approx((3.0, 3.0, 3.0))

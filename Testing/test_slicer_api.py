@@ -202,3 +202,27 @@ def test_harness_module_bases_have_only_real_members():
             own |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
                     and isinstance(n.value, ast.Name) and n.value.id == "self"}
             assert own - {"__init__"} <= set(real[node.name]), (node.name, sorted(own - set(real[node.name])))
+
+
+def test_extension_catalog_entry_and_sample_data_call_match_slicer():
+    """BoneSegmentation.json is a valid Extensions Index entry (keys of Slicer's newest schema;
+    category and dependencies as in CMakeLists.txt); the Sample Data call uses the real parameters."""
+    import re
+    schema = SLICER_API["extension_catalog_schema"]
+    entry = json.loads((HERE.parent / "BoneSegmentation.json").read_text())
+    assert entry["$schema"] == schema["id"]
+    assert set(schema["required"]) <= set(entry) <= set(schema["properties"])
+    cmake = (HERE.parent / "CMakeLists.txt").read_text()
+    assert entry["category"] == re.search(r'EXTENSION_CATEGORY "([^"]+)"', cmake).group(1)
+    assert entry["build_dependencies"] == re.search(r'EXTENSION_DEPENDS "([^"]+)"', cmake).group(1).split()
+    assert (HERE.parent / "BoneSegmentation.png").is_file()
+    real = SLICER_API["SampleData.registerCustomSampleDataSource"]
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == "registerCustomSampleDataSource"]
+    assert calls and all(k.arg in real for c in calls for k in c.keywords)
+    import inspect
+    import sys
+    sys.path.insert(0, str(HERE / "slicer_harness"))
+    import SampleData
+    assert list(inspect.signature(SampleData.SampleDataLogic.registerCustomSampleDataSource).parameters) == real

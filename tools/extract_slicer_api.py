@@ -127,6 +127,21 @@ def module_names(repo: Path) -> list[str]:
     return sorted(names)
 
 
+def function_parameters(source: str, name: str) -> list[str]:
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return [a.arg for a in node.args.args]
+    raise ValueError(f"{name} not found")
+
+
+def catalog_schema(repo: Path) -> dict:
+    """The newest Extensions Index entry schema: its id, required and allowed keys."""
+    names = [f for f in git(repo, "ls-tree", "-r", "--name-only", "HEAD", "Schemas").splitlines()
+             if "slicer-extension-catalog-entry-schema" in f]
+    schema = json.loads(read(repo, sorted(names)[-1]))
+    return {"id": schema["$id"], "required": schema["required"], "properties": sorted(schema["properties"])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slicer", required=True, type=Path, help="a clone (or bare mirror) of Slicer/Slicer")
@@ -141,7 +156,10 @@ def main() -> None:
                              list(python_members(read(args.slicer, "Base/Python/slicer/util.py"))["classes"])),
               "ScriptedLoadableModule": python_members(
                   read(args.slicer, "Base/Python/slicer/ScriptedLoadableModule.py"))["classes"],
-              "modules": module_names(args.slicer)}
+              "modules": module_names(args.slicer),
+              "extension_catalog_schema": catalog_schema(args.slicer),
+              "SampleData.registerCustomSampleDataSource": function_parameters(
+                  read(args.slicer, "Modules/Scripted/SampleData/SampleData.py"), "registerCustomSampleDataSource")}
     for name, data in (("ctk", ctk), ("slicer", slicer)):
         (OUT / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {OUT / name}.json ({data['commit'][:12]})")

@@ -5,7 +5,7 @@ only what CTK offers."""
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 import qt as _qt
 
@@ -22,8 +22,23 @@ class ctkCollapsibleButton(_qt._wrapped("QAbstractButton")):
         self.setCheckable(True)
         self.setChecked(True)
 
-    def paintEvent(self, event):  # a plain header; the real one draws an arrow
-        pass
+    def paintEvent(self, event):  # a plain header line with an arrow, as the real one draws
+        painter = QtGui.QPainter(self)
+        header = QtCore.QRect(0, 0, QtWidgets.QWidget.width(self), 22)
+        painter.fillRect(header, QtWidgets.QWidget.palette(self).button())
+        painter.drawText(header.adjusted(6, 0, 0, 0), QtCore.Qt.AlignVCenter,
+                         ("\u25b8 " if self._collapsed else "\u25be ") + QtWidgets.QAbstractButton.text(self))
+        painter.end()
+
+    def showEvent(self, event):  # the contents start below the header
+        layout = QtWidgets.QWidget.layout(self)
+        if layout is not None:
+            margins = layout.contentsMargins()
+            layout.setContentsMargins(margins.left(), 28, margins.right(), margins.bottom())
+        if self._collapsed:  # children the loader added after `collapsed` was set
+            for child in self.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindDirectChildrenOnly):
+                child.setVisible(False)
+        super().showEvent(event)
 
     def collapsed(self):
         return self._collapsed

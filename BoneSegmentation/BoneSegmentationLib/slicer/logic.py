@@ -26,6 +26,7 @@ from ..inference.review import ReviewItem
 from ..model.registry import resolve_model
 from ..training.corrections import GeometryMismatchError, add_case
 from ..training.dataset import summarise_dataset
+from ..synthetic.phantom import DEMO_SEED, make_phantom
 from ..training.plan import finetune_run
 from . import environment
 from .background import BackgroundSegmentation, BackgroundTraining
@@ -34,6 +35,9 @@ from .nodes import (SLICER_SURFACE_SMOOTHING, add_closed_surfaces, image_to_volu
                     map_segments, off_grid_segments, register_surface_rules, segmentation_node_to_labels,
                     volume_node_to_image)
 from .prediction_cache import labels_digest, load_prediction, store_prediction
+
+SAMPLE_NAME = "Bone phantom CT"
+SAMPLE_SEED = DEMO_SEED  # a held-out phantom: training uses seeds 1000 and above
 
 LABELS_DIGEST_ATTRIBUTE = "BoneSegmentation.LabelsSHA256"
 MODEL_ATTRIBUTE = "BoneSegmentation.Model"
@@ -194,6 +198,12 @@ class SlicerSegmentationLogic:
             bones = [c for seg_id, c in mapping.classes.items() if display.GetSegmentVisibility(seg_id)]
         return export_meshes(labels, Path(folder), fmt=fmt, smoothing=smoothing, max_triangles=max_triangles,
                              coordinates=coordinates, bones=bones, gltf_frame=gltf_frame)
+
+    def load_sample_phantom(self, seed: int = SAMPLE_SEED, spacing: float = 3.0):
+        """The "Bone phantom CT" of Slicer's Sample Data: a synthetic CT made here by the phantom
+        generator (no download), so the module can be tried without a CT of one's own."""
+        ct = make_phantom(seed, spacing=spacing, partial=False)[0]
+        return image_to_volume_node(ct, self.scene, SAMPLE_NAME)
 
     def start_training(self, dataset: str, model: Optional[str], iterations: int,
                        run_dir: Optional[str] = None) -> BackgroundTraining:

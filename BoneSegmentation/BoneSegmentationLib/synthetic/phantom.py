@@ -29,6 +29,8 @@ from scipy import ndimage
 from ..core.bones import BoneTable, default_table
 from . import tissue
 
+DEMO_SEED = 4  # the demo's and Sample Data's phantom: a held-out seed (training uses 1000 and above)
+
 DIGITS = ("thumb", "index", "middle", "ring", "little")
 # tissue codes painted into Painter.tissue where surroundings are drawn (rendered per contrast phase)
 HEART, ARTERY, VEIN = 5001.0, 5002.0, 5003.0
