@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -27,6 +27,7 @@ from .evaluation.totalsegmentator import evaluate_against_totalsegmentator, not_
 from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, side_by_side_table, write_csv
 from .export.meshes import GLTF_FRAMES, export_meshes, preview_png
 from .export.nnunet import export_nnunet
+from .inference.cohort import Scan, is_cohort, list_scans, plan, rank_and_world, run_cohort, share, summary_table
 from .inference.device import set_threads
 from .inference.options import InferenceOptions
 from .inference.preprocess import confidence_to_input_grid
@@ -107,32 +108,20 @@ def check_outputs(targets: list[Path], inputs: list[Path], overwrite: bool) -> N
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    if is_cohort(args.input):
+        return cmd_segment_cohort(args)
     options = InferenceOptions.from_args(args)
     output = Path(args.output)
     output_suffix(output)  # refuse unsupported formats before any work
     review_path = Path(args.review) if args.review else review_path_for(output)
     sidecar = sidecar_path_for(output)
     targets = [output, review_path, sidecar] + ([Path(args.confidence)] if args.confidence else [])
-    check_outputs(targets, [Path(args.input)], args.overwrite)
-    image, _ = read_ct(args.input)
-    bar = JsonProgress("download") if args.progress_json else ProgressBar("download", not args.quiet)
-    path = resolve_model(args.model, progress=_bytes_progress(bar))
-    if registered_entry(path) is None:
-        print(UNVERIFIED_NOTICE.format(path=path), file=sys.stderr)
-    model = load_model(path)
-    if model.info.trained_on_synthetic_data_only:
-        print(SYNTHETIC_NOTICE, file=sys.stderr)
+    check_outputs(targets, [Path(args.input[0])], args.overwrite)
+    image, _ = read_ct(args.input[0])  # a bad input fails before the model is loaded
+    model = _load_for_segment(args)
     segmenter = Segmenter(model, options)
-    result = segmenter.segment(image, progress=JsonProgress("segment") if args.progress_json else
-                               ProgressBar("segment ", not args.quiet))
-    outputs = {"labels": str(write_image(result.labels, output, overwrite=args.overwrite))}
-    if args.confidence:
-        confidence = result.confidence if args.confidence_grid == "model" else \
-            confidence_to_input_grid(result.confidence, image)
-        outputs["confidence"] = str(write_image(confidence, args.confidence, overwrite=args.overwrite))
-    outputs["review"] = str(write_review(result.review, review_path, model=model.label, overwrite=args.overwrite))
-    write_sidecar(sidecar, segmenter.record(result, image, input_name=str(args.input), outputs=outputs))
-    names = model.class_names
+    result = _segment_and_write(segmenter, args.input[0], output, review_path, sidecar, args,
+                                confidence=Path(args.confidence) if args.confidence else None, image=image)
     found = found_classes(result.labels_model_grid)
     print(f"wrote {output}: {len(found)} of {model.num_classes - 1} bones found "
           f"in {result.timings['total_s']:.1f} s on {result.device} (options and model in {sidecar.name})")
@@ -141,8 +130,90 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for line in flagged:
         print(f"  {line}")
     if args.verbose:
-        print(", ".join(names[i] for i in found))
+        print(", ".join(model.class_names[i] for i in found))
     return 0
+
+
+def _load_for_segment(args: argparse.Namespace):
+    bar = JsonProgress("download") if args.progress_json else ProgressBar("download", not args.quiet)
+    path = resolve_model(args.model, progress=_bytes_progress(bar))
+    if registered_entry(path) is None:
+        print(UNVERIFIED_NOTICE.format(path=path), file=sys.stderr)
+    model = load_model(path)
+    if model.info.trained_on_synthetic_data_only:
+        print(SYNTHETIC_NOTICE, file=sys.stderr)
+    return model
+
+
+def _segment_and_write(segmenter: Segmenter, source: str, output: Path, review_path: Path, sidecar: Path,
+                       args: argparse.Namespace, confidence: Optional[Path] = None, extra: Optional[dict] = None,
+                       image=None):
+    """Segment one CT and write its label map, confidence, review list and (last) sidecar."""
+    if image is None:
+        image, _ = read_ct(source)
+    result = segmenter.segment(image, progress=JsonProgress("segment") if args.progress_json else
+                               ProgressBar("segment ", not args.quiet))
+    outputs = {"labels": str(write_image(result.labels, output, overwrite=True if extra else args.overwrite))}
+    if confidence is not None:
+        grid = result.confidence if args.confidence_grid == "model" else \
+            confidence_to_input_grid(result.confidence, image)
+        outputs["confidence"] = str(write_image(grid, confidence, overwrite=args.overwrite))
+    outputs["review"] = str(write_review(result.review, review_path, model=segmenter.model.label,
+                                         overwrite=True if extra else args.overwrite))
+    record = segmenter.record(result, image, input_name=str(source), outputs=outputs)
+    write_sidecar(sidecar, {**record, **(extra or {})})
+    return result
+
+
+def cmd_segment_cohort(args: argparse.Namespace) -> int:
+    """Several scans into the folder ``-o``; resumable; shared out under torchrun."""
+    if args.confidence or args.review:
+        raise BoneSegmentationError("--confidence and --review name one file: for many scans give -o a folder "
+                                    "(each scan gets NAME.nii.gz, NAME.review.json and NAME.json there)")
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BoneSegmentationError(f"-o {out_dir} must be a folder when segmenting several scans")
+    scans = plan(list_scans(args.input), out_dir, args.format)
+    check_outputs([out_dir / "x"], [s.source for s in scans], overwrite=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = rank_and_world()
+    options = InferenceOptions.from_args(args)
+    if world > 1 and options.device in ("auto", "cuda") and torch.cuda.is_available():
+        options = replace(options, device=f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}")  # one GPU each
+    mine = share(scans, rank, world)
+    model = _load_for_segment(args)
+    segmenter = Segmenter(model, options)
+
+    def one(scan: Scan) -> int:
+        result = _segment_and_write(segmenter, str(scan.source), scan.labels, scan.review, scan.sidecar, args,
+                                    extra={"cohort": {"rank": rank, "world_size": world}})
+        return len(found_classes(result.labels_model_grid))
+
+    def show(k: int, n: int, scan: Scan) -> None:
+        if not args.quiet:
+            print(f"[{'#' * (20 * k // max(n, 1)):<20}] scan {k + 1}/{n}{f' (rank {rank})' if world > 1 else ''}: "
+                  f"{scan.source.name}", flush=True)
+
+    outcomes = run_cohort(mine, one, overwrite=args.overwrite, rank=rank, progress=show)
+    outcomes = _gather(outcomes, world)
+    if rank == 0:
+        print(summary_table(sorted(outcomes, key=lambda o: [s.source for s in scans].index(o.scan.source))))
+    return 2 if any(o.status.startswith("failed") for o in outcomes) else 0
+
+
+def _gather(outcomes: list, world: int) -> list:
+    """All ranks' outcomes on rank 0 (a gloo process group, so it works without GPUs)."""
+    if world == 1:
+        return outcomes
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        everything = [None] * world
+        dist.all_gather_object(everything, outcomes)
+        return [o for part in everything for o in part]
+    finally:
+        dist.destroy_process_group()
 
 
 def review_path_for(output: Path) -> Path:
@@ -403,9 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("segment", help="segment a CT (file or DICOM folder) into a label map")
-    p.add_argument("input", help="CT: .nii/.nii.gz/.nrrd/.mha file or a DICOM folder")
-    p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz or .nrrd)")
+    p = sub.add_parser("segment", help="segment a CT (file or DICOM folder), or many, into label maps")
+    p.add_argument("input", nargs="+",
+                   help="CT: .nii/.nii.gz/.nrrd/.mha file or a DICOM folder; for many scans: several of these, "
+                        "a folder of them, or a .txt list (one path per line)")
+    p.add_argument("-o", "--output", required=True,
+                   help="label map to write (.nii.gz, .nrrd, .seg.nrrd); for many scans a folder")
+    p.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nrrd", ".seg.nrrd"],
+                   help="label map format of each scan's output when segmenting many scans")
     p.add_argument("--model", default=None, help="registered model name or .pt file (default: bundled)")
     InferenceOptions.add_arguments(p)
     p.add_argument("--confidence", default=None,
