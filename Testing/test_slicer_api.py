@@ -226,3 +226,28 @@ def test_extension_catalog_entry_and_sample_data_call_match_slicer():
     sys.path.insert(0, str(HERE / "slicer_harness"))
     import SampleData
     assert list(inspect.signature(SampleData.SampleDataLogic.registerCustomSampleDataSource).parameters) == real
+
+
+def test_harness_application_and_module_parent_have_only_real_members():
+    """slicer.app, its module manager and a module's parent in the harness: no member the real
+    qSlicerApplication, qSlicerModuleManager or qSlicerAbstractCoreModule lacks."""
+    tree = ast.parse((HERE / "slicer_harness" / "__init__.py").read_text(encoding="utf-8"))
+    real = {"qSlicerApplication": class_members("qSlicerApplication"),
+            "ModuleManager": class_members("qSlicerModuleManager"),
+            "ModuleParent": class_members("qSlicerAbstractCoreModule")}
+    seen = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name in real:
+            seen.add(node.name)
+            names, signals = real[node.name]
+            own = {n.name for n in node.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+            own |= {t.id for n in node.body if isinstance(n, ast.Assign) for t in n.targets
+                    if isinstance(t, ast.Name) and t.id != "CPP_SIGNALS"}
+            own |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+                    and isinstance(n.value, ast.Name) and n.value.id == "self" and not n.attr.startswith("_")}
+            assert own <= names, (node.name, sorted(own - names))
+            for n in node.body:
+                if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CPP_SIGNALS"
+                                                     for t in n.targets):
+                    assert set(ast.literal_eval(n.value)) <= signals, node.name
+    assert seen == set(real)

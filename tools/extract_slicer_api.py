@@ -26,6 +26,7 @@ CTK_HEADERS = {"ctkCollapsibleButton": "Libs/Widgets/ctkCollapsibleButton.h",
 SLICER_HEADERS = {"qMRMLNodeComboBox": "Libs/MRML/Widgets/qMRMLNodeComboBox.h",
                   "qMRMLWidget": "Libs/MRML/Widgets/qMRMLWidget.h",
                   "qSlicerCoreApplication": "Base/QTCore/qSlicerCoreApplication.h",
+                  "qSlicerModuleManager": "Base/QTCore/qSlicerModuleManager.h",
                   "qSlicerApplication": "Base/QTGUI/qSlicerApplication.h",
                   "qSlicerAbstractCoreModule": "Base/QTCore/qSlicerAbstractCoreModule.h",
                   "qSlicerAbstractModuleWidget": "Base/QTGUI/qSlicerAbstractModuleWidget.h",
@@ -160,6 +161,10 @@ def main() -> None:
               "extension_catalog_schema": catalog_schema(args.slicer),
               "SampleData.registerCustomSampleDataSource": function_parameters(
                   read(args.slicer, "Modules/Scripted/SampleData/SampleData.py"), "registerCustomSampleDataSource")}
+    decorators = read(args.slicer, "Base/QTCore/qSlicerBaseQTCorePythonQtDecorators.h")
+    slicer["classes"]["qSlicerCoreApplication"]["methods"] = sorted(  # PythonQt decorators add these
+        set(slicer["classes"]["qSlicerCoreApplication"]["methods"]) |
+        set(re.findall(r"static_qSlicerCoreApplication_(\w+)\(", decorators)))
     for name, data in (("ctk", ctk), ("slicer", slicer)):
         (OUT / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {OUT / name}.json ({data['commit'][:12]})")

@@ -54,11 +54,8 @@ def _application(slicer):
             self._manager = ModuleManager()
             self._testing = True
 
-        def testingEnabled(self):
+        def testingEnabled(self):  # a PythonQt decorator in Slicer (qSlicerBaseQTCorePythonQtDecorators.h)
             return self._testing
-
-        def setTestingEnabled(self, value):
-            self._testing = bool(value)
 
         def moduleManager(self):
             return self._manager
