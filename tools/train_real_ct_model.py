@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--validate-every", type=int, default=250)
     ap.add_argument("--init", default=str(resource_path(f"{DEFAULT_MODEL}.pt")))
-    ap.add_argument("--version", default="0.7")
+    ap.add_argument("--version", default="0.8")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--anatomy", default=str(ANATOMY))
     ap.add_argument("--install", action="store_true", help="copy the exported model into Resources/")
