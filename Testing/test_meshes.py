@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import vtk
-from vtk.util import numpy_support
 
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.cli import main
@@ -33,13 +32,7 @@ def labels():
 
 
 def _open_edges(m, non_manifold: bool = False) -> int:
-    poly = vtk.vtkPolyData()
-    pts = vtk.vtkPoints()
-    pts.SetData(numpy_support.numpy_to_vtk(m.points, deep=True))
-    poly.SetPoints(pts)
-    cells = vtk.vtkCellArray()
-    cells.SetData(3, numpy_support.numpy_to_vtkIdTypeArray(m.triangles.astype(np.int64).ravel(), deep=True))
-    poly.SetPolys(cells)
+    poly = m.polydata()
     edges = vtk.vtkFeatureEdges()
     edges.SetInputData(poly)
     edges.BoundaryEdgesOn()
