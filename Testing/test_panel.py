@@ -61,6 +61,14 @@ def test_panel_opens_with_defaults_and_follows_the_scene(panel, ct):
     assert panel.widget._parameterNode.GetNodeReference("InputVolume").GetID() == volume.GetID()
     ui.mirrorComboBox.setCurrentIndex(ui.mirrorComboBox.findData("off"))
     assert panel.widget._parameterNode.GetParameter("Mirror") == "off"
+    assert ui.anatomyCheckBox.checked and panel.widget._parameterNode.GetParameter("Anatomy") == "true"
+    ui.anatomyCheckBox.checked = False  # the step can be switched off, and the logic's options follow
+    assert panel.widget._parameterNode.GetParameter("Anatomy") == "false"
+    from BoneSegmentationLib.slicer.logic import SlicerSegmentationLogic
+    options = SlicerSegmentationLogic.options_from_parameters(panel.widget._parameterNode)
+    assert options.anatomy is False and "--no-anatomy" in options.to_argv()
+    ui.anatomyCheckBox.checked = True
+    assert panel.widget._parameterNode.GetParameter("Anatomy") == "true"
 
 
 def test_segment_bones_builds_the_named_segmentation(panel):

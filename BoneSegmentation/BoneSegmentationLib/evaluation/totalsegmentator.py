@@ -15,13 +15,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..consistency.body import BODY_HU, TABLE_MM
 from ..core.bones import BoneTable, default_table
 from ..core.totalsegmentator import merge_sternum, ts_index, ts_to_table
 from .metrics import evaluate_arrays
 
 NOT_BONE = ("heart", "aorta", "inferior_vena_cava", "superior_vena_cava")
-BODY_HU = -300.0  # denser than this is patient (or table)
-TABLE_MM = 12.0  # thinner dense shells are table or cushion, not patient
 MIN_PIECE_CM2 = 10.0  # an arm's cross-section is far larger; bits of table and cables are smaller
 
 

@@ -63,6 +63,7 @@ class InferenceOptions:
     mirror: str = "model"  # left-right mirror averaging: model (as its metadata says), on, off
     threads: Optional[int] = None  # CPU threads for PyTorch (None: PyTorch's default)
     engine: str = "torch"
+    anatomy: bool = True  # the anatomical consistency step after the network (consistency/)
 
     def __post_init__(self) -> None:
         device = (self.device or "auto").lower()
@@ -79,6 +80,8 @@ class InferenceOptions:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or not 1 <= self.threads <= 1024):
             raise OptionError(f"threads must be a whole number of at least 1, not {self.threads!r}")
+        if not isinstance(self.anatomy, bool):
+            raise OptionError(f"anatomy must be true or false, not {self.anatomy!r}")
         if self.engine not in ENGINES:
             raise OptionError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
 
@@ -108,6 +111,10 @@ class InferenceOptions:
                             help="no mirror averaging, whatever the model's metadata says (faster)")
         parser.add_argument("--threads", type=_threads, default=d.threads,
                             help="CPU threads for PyTorch (default: PyTorch's choice)")
+        parser.add_argument("--no-anatomy", dest="anatomy", action="store_false", default=d.anatomy,
+                            help="skip the anatomical consistency step (vertebrae and ribs renumbered in order, "
+                                 "sides from patient coordinates, stray pieces reassigned, bone outside the body "
+                                 "removed); the network's labels as they are")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "InferenceOptions":
@@ -120,15 +127,18 @@ class InferenceOptions:
             argv.append("--mirror" if self.mirror == "on" else "--no-mirror")
         if self.threads is not None:
             argv += ["--threads", str(self.threads)]
+        if not self.anatomy:
+            argv.append("--no-anatomy")
         return argv
 
     # -- Slicer parameter node (strings) ---------------------------------------------------------
     PARAMETERS = {"device": "Device", "overlap": "Overlap", "stitch": "Stitch", "mirror": "Mirror",
-                  "threads": "Threads", "engine": "Engine"}
+                  "threads": "Threads", "engine": "Engine", "anatomy": "Anatomy"}
 
     def to_parameters(self) -> dict[str, str]:
         values = asdict(self)
-        return {key: "" if values[name] is None else str(values[name]) for name, key in self.PARAMETERS.items()}
+        return {key: "" if values[name] is None else str(values[name]).lower() if isinstance(values[name], bool)
+                else str(values[name]) for name, key in self.PARAMETERS.items()}
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> "InferenceOptions":
@@ -141,6 +151,11 @@ class InferenceOptions:
                 continue
             default = getattr(d, name)
             try:
+                if name == "anatomy":
+                    if text.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError(text)
+                    kw[name] = text.lower() in ("true", "1")
+                    continue
                 kw[name] = (float(text) if name == "overlap" else int(text) if name in ("stitch", "threads")
                             else str(text))
             except ValueError:

@@ -13,7 +13,9 @@ confidence and from simple anatomical checks that need no reference:
   bone is instead flagged when nearer the other hand's bones than its own hand's;
 - ``order``: a vertebra whose centre is not below the one above it (C1 ... L5, sacrum, coccyx);
 - ``fragmented``: the largest connected piece holds less than 90 % of the bone's voxels;
-- ``confidence``: mean top-1 probability inside the bone below 0.6.
+- ``confidence``: mean top-1 probability inside the bone below 0.6;
+- ``anatomy``: the anatomical consistency step changed the bone ("renumbered T8 → T7", "moved to
+  the right side", "took a stray piece", "removed: outside the body"): the user should check it.
 
 Each finding adds a weight to the bone's score; every bone also gets ``0.5 * (1 - mean
 confidence)`` so that, among bones without findings, the least certain come first.
@@ -30,15 +32,14 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..consistency.spine import BONE_NAMES
 from ..core.bones import BoneTable, default_table
 from ..core.files import atomic_write_text
 
-WEIGHTS = {"missing": 1.0, "side": 0.9, "order": 0.8, "volume": 0.6, "fragmented": 0.4, "confidence": 0.3}
+WEIGHTS = {"anatomy": 0.7, "missing": 1.0, "side": 0.9, "order": 0.8, "volume": 0.6, "fragmented": 0.4, "confidence": 0.3}
 LOW_CONFIDENCE = 0.6
 MIN_LARGEST_PIECE = 0.9
-SPINE_ORDER = [f"vertebra_{v}" for v in
-               [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
-               ] + ["sacrum", "coccyx"]
+SPINE_ORDER = BONE_NAMES  # C1 ... L5, sacrum, coccyx
 
 
 @dataclass
@@ -55,11 +56,12 @@ class ReviewItem:
 
 
 def review_ranking(labels: sitk.Image, confidence: Optional[sitk.Image] = None,
-                   table: Optional[BoneTable] = None) -> list[ReviewItem]:
+                   table: Optional[BoneTable] = None, changes: Optional[dict[str, list[str]]] = None
+                   ) -> list[ReviewItem]:
     """Rank all bones of the table, most in need of review first.
 
     ``labels`` may be on any grid (the model grid is cheapest); ``confidence``, when given, must
-    share its grid.
+    share its grid; ``changes`` (bone name -> what the consistency step did) are listed first.
     """
     table = table or default_table()
     lab = sitk.GetArrayViewFromImage(labels)
@@ -90,6 +92,9 @@ def review_ranking(labels: sitk.Image, confidence: Optional[sitk.Image] = None,
         items[i].score += WEIGHTS[kind]
 
     by_name = {b.name: b.index for b in table.foreground()}
+    for name, texts in (changes or {}).items():
+        if name in by_name:
+            flag(by_name[name], "anatomy", "; ".join(texts))
     neighbours = table.neighbours()
     for b in table.foreground():
         i = b.index

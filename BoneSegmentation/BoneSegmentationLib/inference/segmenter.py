@@ -21,6 +21,8 @@ from .. import __version__
 from ..core.files import atomic_write_text
 from ..core.imageio import check_ct, strip_image_suffix
 from ..core.labelmaps import present_labels
+from ..consistency.changes import ConsistencyReport
+from ..consistency.step import make_consistent
 from ..model.modelfile import LoadedModel
 from .budget import check_fits, estimate
 from .device import autocast_dtype, describe, resolve_device, set_threads
@@ -47,6 +49,7 @@ class SegmentationResult:
     device: str = "cpu"
     mirrored: bool = False  # left-right mirror averaging was used
     options: InferenceOptions = field(default_factory=InferenceOptions)
+    anatomy: ConsistencyReport = field(default_factory=ConsistencyReport)  # what the consistency step changed
 
 
 class Segmenter:
@@ -107,6 +110,14 @@ class Segmenter:
             del volume, grid
             timings["inference_s"] += time.perf_counter() - t2
 
+        anatomy = ConsistencyReport(skipped="" if opts.anatomy else "switched off (--no-anatomy)")
+        if opts.anatomy:
+            report(0.95, "anatomical consistency")
+            ct_hu = sitk.GetArrayFromImage(sitk.Resample(oriented, fine, sitk.Transform(), sitk.sitkLinear,
+                                                         float(inten.clip_low), sitk.sitkFloat32))
+            labels, anatomy = make_consistent(labels, fine, ct_hu)
+            del ct_hu
+            timings["anatomy_s"] = anatomy.seconds
         t3 = time.perf_counter()
         report(0.96, "resampling labels to the input grid")
         labels_grid = sitk.GetImageFromArray(labels)
@@ -117,12 +128,12 @@ class Segmenter:
         timings["postprocess_s"] = time.perf_counter() - t3
         t4 = time.perf_counter()
         report(0.98, "ranking bones for review")
-        review = review_ranking(labels_grid, conf_img)
+        review = review_ranking(labels_grid, conf_img, changes=anatomy.by_bone())
         timings["review_s"] = time.perf_counter() - t4
         timings["total_s"] = time.perf_counter() - t0
         report(1.0, "done")
         return SegmentationResult(labels_input, labels_grid, conf_img, review, warnings, timings, str(self.device),
-                                  self.mirrored, opts)
+                                  self.mirrored, opts, anatomy)
 
     def segment_many(self, images: Iterable[sitk.Image], cancel: Optional[CancelCheck] = None
                      ) -> Iterator[SegmentationResult]:
@@ -149,6 +160,7 @@ class Segmenter:
                       "direction": list(image.GetDirection()), "coordinate_system": "LPS"},
             "outputs": outputs or {},
             "bones_found": len(present_labels(sitk.GetArrayViewFromImage(result.labels_model_grid))),
+            "anatomy": result.anatomy.to_json(),
             "warnings": list(result.warnings),
             "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         }

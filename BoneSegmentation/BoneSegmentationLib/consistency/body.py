@@ -1,0 +1,77 @@
+"""The patient's body in a CT, to tell bone from the table and the air around it.
+
+Per axial slice, what is denser than ``BODY_HU``, with holes filled (the lungs: a lean patient's
+chest wall is thinner than a table top), minus the table: voxels in a dense run thinner than
+``TABLE_MM`` front to back yet wider than ``PLATE_WIDTH_MM`` left to right. That is a plate (the
+table top, a cushion's cover, a blanket); a finger or a thumb is as thin but narrow, so it stays
+body, and where the patient lies directly on the table the run continues into the body and stays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .geometry import Grid
+
+BODY_HU = -300.0  # denser than this is patient (or table)
+TABLE_MM = 15.0  # dense shells thinner than this front to back ...
+PLATE_WIDTH_MM = 150.0  # ... and wider than this left to right are a table top, not patient
+COARSE_MM = 3.0
+
+
+def _line(axis: int) -> np.ndarray:
+    structure = np.zeros((3, 3, 3), bool)
+    index = [1, 1, 1]
+    for k in range(3):
+        index[axis] = k
+        structure[tuple(index)] = True
+    return structure
+
+
+def run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Length (voxels) of the run of True along ``axis`` that each voxel belongs to (0 outside)."""
+    runs, _ = ndimage.label(mask, structure=_line(axis))
+    sizes = np.bincount(runs.ravel())
+    sizes[0] = 0
+    return sizes[runs]
+
+
+def fill_holes_per_slice(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Holes filled in every slice across ``axis`` (what no path within the slice joins to the
+    slice's edge), in one labelling of the background with in-slice connectivity."""
+    structure = np.zeros((3, 3, 3), bool)
+    middle = [slice(None)] * 3
+    middle[axis] = 1
+    structure[tuple(middle)] = ndimage.generate_binary_structure(2, 1)
+    background, _ = ndimage.label(~mask, structure=structure)
+    edge = np.zeros(mask.shape, bool)
+    for a in range(3):
+        if a == axis:
+            continue
+        for end in (0, -1):
+            index = [slice(None)] * 3
+            index[a] = end
+            edge[tuple(index)] = True
+    outside = np.zeros(int(background.max()) + 1, bool)
+    outside[np.unique(background[edge])] = True
+    outside[0] = False
+    return mask | ~outside[background] & (background > 0)
+
+
+def body_mask(ct_hu: np.ndarray, grid: Grid) -> np.ndarray:
+    """Boolean mask of the body on the CT's grid (see the module docstring). Grids finer than
+    ``COARSE_MM`` are measured on every other voxel (a table top is still several voxels thick)."""
+    steps = np.linalg.norm(grid.matrix, axis=0)
+    if steps.max() < COARSE_MM:
+        coarse = Grid(grid.origin, grid.matrix * 2, tuple((n + 1) // 2 for n in ct_hu.shape))
+        small = body_mask(ct_hu[::2, ::2, ::2], coarse)
+        full = small.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
+        return full[:ct_hu.shape[0], :ct_hu.shape[1], :ct_hu.shape[2]]
+    si_axis = int(np.argmax(np.abs(grid.matrix[2])))
+    ap_axis = int(np.argmax(np.abs(grid.matrix[1])))
+    lr_axis = int(np.argmax(np.abs(grid.matrix[0])))
+    filled = fill_holes_per_slice(ct_hu > BODY_HU, si_axis)
+    thin = run_lengths(filled, ap_axis) * steps[ap_axis] < TABLE_MM
+    wide = run_lengths(filled & thin, lr_axis) * steps[lr_axis] >= PLATE_WIDTH_MM
+    return filled & ~(thin & wide)

@@ -1,0 +1,33 @@
+"""What the consistency step changed, bone by bone, in words a user can check."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Change:
+    bone: str  # machine name of the bone the user should look at (the label after the change)
+    kind: str  # renumbered | side | fragment | removed
+    text: str  # for the review list: "renumbered T8 → T7", "moved to the right side"
+    voxels: int = 0
+
+
+@dataclass
+class ConsistencyReport:
+    changes: list[Change] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: str = ""  # why the step did not run ("--no-anatomy"), else ""
+
+    def add(self, bone: str, kind: str, text: str, voxels: int = 0) -> None:
+        self.changes.append(Change(bone, kind, text, int(voxels)))
+
+    def by_bone(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for c in self.changes:
+            out.setdefault(c.bone, []).append(c.text)
+        return out
+
+    def to_json(self) -> dict:
+        return {"ran": not self.skipped, "skipped": self.skipped, "seconds": round(self.seconds, 3),
+                "changes": [asdict(c) for c in self.changes]}

@@ -1,0 +1,131 @@
+"""One piece per bone: stray fragments go where their surroundings say, and what is not bone
+(outside the body, soft-tissue intensities) goes to the background.
+
+A bone's pieces are its 26-connected components. The bone is the largest (with the CT: the most
+voxels times brightness above soft tissue, so a speck in muscle does not outrank a small real
+bone). A piece mostly wrapped in another, far larger bone (half its one-voxel shell is that bone)
+is part of that bone, whatever its label: a T8 island inside the skull is skull, a speck of C2
+inside C3 is C3. Another piece belongs to the bone when it is large (``KEEP_FRACTION`` of the
+largest, and bone-like) or close (within ``NEAR_VOXELS``). Any other piece is a stray: it takes
+the label that covers most of its one-voxel shell (the bone it grew out of); with no bone around
+it, it goes to the background when it is not bone-like and is kept otherwise, so a bone that is
+really there is never dropped. With the CT at hand, pieces with less than half their voxels in
+the body, or whose brightest tenth is below ``BONE_HU`` (no cortex anywhere; pieces under
+``BONE_HU_MIN_ML`` are spared, partial volume dims them), are removed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.bones import BoneTable
+from .changes import ConsistencyReport
+
+KEEP_FRACTION = 0.25
+ENGULFED_SHELL = 0.5  # a piece whose shell is mostly one other bone ...
+ENGULFED_SIZE = 0.5  # ... far larger than the piece belongs to that bone (even if it is all of its label)
+NEAR_VOXELS = 2
+BONE_HU = 120.0  # 90th percentile of a piece's HU: cortical bone is far above, soft tissue below
+SOFT_TISSUE_HU = 50.0
+BONE_HU_MIN_ML = 2.0  # smaller pieces are not judged by intensity (partial volume dims them)
+FULL = np.ones((3, 3, 3), bool)
+
+
+def _grow(box: tuple[slice, ...], shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
+    return tuple(slice(max(0, s.start - margin), min(n, s.stop + margin)) for s, n in zip(box, shape))
+
+
+def _around(view: np.ndarray, pieces: np.ndarray, box, p: int, margin: int):
+    """The piece's mask and the labels in a box around it grown by ``margin`` (local, so that a
+    speck in a femur costs a speck's work)."""
+    grown = _grow(box, view.shape, margin)
+    return pieces[grown] == p, view[grown], pieces[grown], grown
+
+
+def _engulfing(mask: np.ndarray, local: np.ndarray, index: int, size: int, totals: np.ndarray) -> int:
+    """The bone that surrounds a small piece (most of its shell, and far larger), or 0."""
+    shell = ndimage.binary_dilation(mask, FULL) & ~mask
+    around = local[shell]
+    around = around[around != index]
+    if not around.size:
+        return 0
+    counts = np.bincount(around)
+    counts[0] = 0
+    host = int(counts.argmax())
+    if host and counts[host] >= ENGULFED_SHELL * around.size and size < ENGULFED_SIZE * totals[host]:
+        return host
+    return 0
+
+
+def clean_pieces(labels: np.ndarray, table: BoneTable, report: ConsistencyReport, voxel_ml: float,
+                 ct_hu: Optional[np.ndarray] = None, body: Optional[np.ndarray] = None) -> None:
+    """Reassign stray pieces in place (see the module docstring)."""
+    boxes = ndimage.find_objects(labels, max_label=table.num_classes - 1)
+    totals = np.bincount(labels.ravel(), minlength=table.num_classes).astype(np.int64)
+    moved: dict[tuple[int, int], int] = {}
+    removed: dict[tuple[int, str], int] = {}
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        box = _grow(box, labels.shape, NEAR_VOXELS + 1)
+        view = labels[box]
+        pieces, count = ndimage.label(view == index, structure=FULL)
+        sizes = np.bincount(pieces.ravel())[1:]
+        hu = ct_hu[box] if ct_hu is not None else None
+        weight = sizes.astype(float)
+        p90 = np.zeros(count)
+        piece_boxes = ndimage.find_objects(pieces)
+        if hu is not None and count > 1:  # the bone is the biggest bright piece, not a larger speck in soft tissue
+            p90 = np.array([np.percentile(hu[b][pieces[b] == p], 90) for p, b in enumerate(piece_boxes, start=1)])
+            weight *= np.maximum(p90 - SOFT_TISSUE_HU, 1.0)
+        order = np.argsort(-weight, kind="stable") + 1
+        inside = body[box] if body is not None else None
+        keep = np.zeros(count + 1, bool)
+        main = order[0]
+        for p in order:
+            size = int(sizes[p - 1])
+            mask, local, local_pieces, grown = _around(view, pieces, piece_boxes[p - 1], p, NEAR_VOXELS + 1)
+            host = _engulfing(mask, local, index, size, totals) if size < ENGULFED_SIZE * totals.max() else 0
+            if host:
+                local[mask] = host
+                moved[(index, host)] = moved.get((index, host), 0) + size
+                totals[host] += size
+                totals[index] -= size
+                continue
+            if inside is not None and inside[grown][mask].mean() < 0.5:
+                local[mask] = 0
+                removed[(index, "outside the body")] = removed.get((index, "outside the body"), 0) + size
+                continue
+            if hu is not None and size * voxel_ml >= BONE_HU_MIN_ML and np.percentile(hu[grown][mask], 90) < BONE_HU:
+                local[mask] = 0
+                removed[(index, "not bone-like")] = removed.get((index, "not bone-like"), 0) + size
+                continue
+            if not keep.any():
+                main = p
+                keep[p] = True
+                continue
+            if size >= KEEP_FRACTION * sizes[main - 1] and (hu is None or p90[p - 1] >= BONE_HU):
+                keep[p] = True
+                continue
+            near = ndimage.binary_dilation(mask, FULL, iterations=NEAR_VOXELS)
+            if np.any(near & keep[local_pieces]):
+                keep[p] = True
+                continue
+            shell = ndimage.binary_dilation(mask, FULL) & ~mask
+            around = local[shell]
+            around = around[(around != 0) & (around != index)]
+            if around.size:
+                target = int(np.bincount(around).argmax())
+                local[mask] = target
+                moved[(index, target)] = moved.get((index, target), 0) + size
+            elif hu is not None and np.percentile(hu[grown][mask], 90) < BONE_HU:
+                local[mask] = 0
+                removed[(index, "a stray piece, not bone-like")] = removed.get((index, "a stray piece, not bone-like"), 0) + size
+    for (index, target), n in moved.items():
+        report.add(table[target].name, "fragment",
+                   f"took a stray piece labelled {table[index].display_name} ({n} voxels)", n)
+    for (index, why), n in removed.items():
+        report.add(table[index].name, "removed", f"{n} voxels removed: {why}", n)

@@ -1,0 +1,354 @@
+"""The vertebral column as one sequence: C1 ... L5, sacrum, coccyx, consecutive and in order.
+
+The column's pieces (26-connected components of each column label) are ordered by height in
+patient coordinates; pieces closer than half the local vertebra pitch are one vertebra (split
+between two labels), and a piece as big as two of its neighbours is two vertebrae (one label on
+both) and is cut at its thinnest cross-section. Then one assignment of consecutive levels is
+decoded by dynamic programming over the ordered vertebrae with the level as state: each vertebra
+scores the fraction of its voxels the network gave that level (and, at half weight, the
+fraction of the rib voxels it meets that carry rib number k for Tk), gaps in the levels cost and are
+allowed only where the distance shows one, and anatomical anchors in view outweigh the network:
+C1 touches the skull above it, C2's dens rises into C1, T1-T12 carry ribs and L1-L5 do not, the sacrum
+meets the hip bones. With no anchor in view (a mid-thoracic slab), the sequence is applied only
+when most of the column already agrees with it (``DECISIVE``): when the network split its votes
+between two offsets, its labels are kept rather than replaced by a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.bones import BoneTable
+from .changes import ConsistencyReport
+from .geometry import Grid
+
+LEVELS = [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] \
+    + ["sacrum", "coccyx"]
+BONE_NAMES = [f"vertebra_{v}" for v in LEVELS[:24]] + ["sacrum", "coccyx"]
+T1, T12, L1, SACRUM = LEVELS.index("T1"), LEVELS.index("T12"), LEVELS.index("L1"), LEVELS.index("sacrum")
+C2 = LEVELS.index("C2")
+SPLIT_FACTOR = 1.8  # a vertebra this many times its neighbours' volume is two vertebrae
+MERGE_FRACTION = 0.45  # pieces closer than this fraction of the local pitch are one vertebra
+WHOLE_FACTOR = 1.6  # ... unless together they are as big as two vertebrae
+PARTIAL_FRACTION = 0.5
+SPECK_FRACTION = 0.35  # a unit this small against its neighbours is a fragment, not a vertebra
+CORE = 0.6  # middle fraction of a vertebra's height where another piece's centre makes it the same vertebra
+COLUMN_MM = 40.0  # pieces further apart than this across the body are not one vertebra
+ISOLATED_PITCHES = 3.0
+SKULL_MM = 16.0  # C1 sits below the occipital condyles, closer than one cervical vertebra
+RIB_VOTE_WEIGHT = 0.5  # the numbers of the ribs a vertebra meets, against its own labels' 1.0
+DECISIVE = 0.6  # without an anchor, renumber only when this share of the column already agrees
+GAP_COST = 1.0  # per level skipped (one vertebra's full evidence)
+GAP_ROOM = 0.75
+NO_RIB_BONUS = 1.5  # a vertebra beyond the rib-bearing ones is likely cervical or lumbar (worth 1.5 votes)  # a skipped level needs this fraction of a pitch of distance
+FULL = np.ones((3, 3, 3), bool)
+
+
+@dataclass
+class Vertebra:
+    voxels: np.ndarray  # flat indices into the label array
+    votes: np.ndarray  # voxels per column level (top-1 labels)
+    centre: np.ndarray  # LPS mm
+    top_mm: float = 0.0
+    bottom_mm: float = 0.0
+    anchors: dict[int, float] = field(default_factory=dict)  # level -> bonus (hard when large)
+    anchor_sets: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (allowed levels mask, bonus)
+    rib_votes: np.ndarray = field(default_factory=lambda: np.zeros(len(LEVELS)))  # rib voxels touching, by their number
+
+    @property
+    def size(self) -> int:
+        return int(self.voxels.size)
+
+    @property
+    def label_level(self) -> int:
+        return int(np.argmax(self.votes))
+
+
+@dataclass
+class SpineResult:
+    vertebrae: list[Vertebra]
+    levels: list[int]  # decoded level of each vertebra, superior to inferior
+
+    def centres_by_level(self) -> dict[int, np.ndarray]:
+        out: dict[int, list] = {}
+        for v, level in zip(self.vertebrae, self.levels):
+            out.setdefault(level, []).append((v.size, v.centre))
+        return {lv: sum(s * c for s, c in items) / sum(s for s, _ in items) for lv, items in out.items()}
+
+
+def _pieces(labels: np.ndarray, column: np.ndarray, grid: Grid) -> list[Vertebra]:
+    """Every 26-connected piece of every column label, as a candidate vertebra."""
+    level_of = np.full(256, -1, np.int16)
+    level_of[column] = np.arange(len(column))
+    out = []
+    boxes = ndimage.find_objects(labels, max_label=int(column.max()))
+    for level, index in enumerate(column):
+        box = boxes[index - 1] if index - 1 < len(boxes) else None
+        if box is None:
+            continue
+        parts, count = ndimage.label(labels[box] == index, structure=FULL)
+        for p in range(1, count + 1):
+            coords = np.argwhere(parts == p) + np.array([s.start for s in box])
+            out.append(_vertebra(coords, labels, level_of, grid))
+    return out
+
+
+def _vertebra(coords: np.ndarray, labels: np.ndarray, level_of: np.ndarray, grid: Grid) -> Vertebra:
+    flat = np.ravel_multi_index(coords.T, labels.shape)
+    levels = level_of[labels.ravel()[flat]]
+    votes = np.bincount(levels[levels >= 0], minlength=len(LEVELS)).astype(float)
+    mm = grid.to_mm(coords)
+    return Vertebra(flat, votes, mm.mean(axis=0), float(mm[:, 2].max()), float(mm[:, 2].min()))
+
+
+def _merge(a: Vertebra, b: Vertebra, labels: np.ndarray, grid: Grid) -> Vertebra:
+    n = a.size + b.size
+    return Vertebra(np.concatenate([a.voxels, b.voxels]), a.votes + b.votes, (a.centre * a.size + b.centre * b.size) / n,
+                    max(a.top_mm, b.top_mm), min(a.bottom_mm, b.bottom_mm))
+
+
+def _group_pieces(pieces: list[Vertebra], step_mm: float) -> list[Vertebra]:
+    """Pieces of one vertebra (several labels on it) become one unit: from the largest down, a piece
+    whose centre lies in the middle ``CORE`` of a larger unit's height, in the same column, joins it."""
+    units: list[tuple[Vertebra, float, float]] = []  # unit, core bottom, core top (mm)
+    for piece in sorted(pieces, key=lambda p: -p.size):
+        host = None
+        for k, (u, lo, hi) in enumerate(units):
+            if lo <= piece.centre[2] <= hi and np.linalg.norm(piece.centre[:2] - u.centre[:2]) <= COLUMN_MM:
+                host = k
+                break
+        if host is None:
+            half = max(0.5 * CORE * (piece.top_mm - piece.bottom_mm), 1.5 * step_mm)
+            units.append((piece, piece.centre[2] - half, piece.centre[2] + half))
+        else:
+            u, lo, hi = units[host]
+            units[host] = (_merge(u, piece, None, None), lo, hi)
+    return [u for u, _, _ in units]
+
+
+def _isolated(units: list[Vertebra]) -> list[bool]:
+    """Units far above or below the rest of the column (a vertebra label inside the skull or the
+    pelvis): not part of the sequence."""
+    if len(units) < 3:
+        return [False] * len(units)
+    z = np.array([u.centre[2] for u in units])
+    gaps = np.abs(np.diff(z))
+    pitch = float(np.median(gaps)) or 1.0
+    above = np.r_[np.inf, gaps]
+    below = np.r_[gaps, np.inf]
+    return list((np.minimum(above, below) > ISOLATED_PITCHES * pitch))
+
+
+def _local(values: list[float], i: int, radius: int = 3) -> float:
+    window = [v for j, v in enumerate(values) if abs(j - i) <= radius and j != i] or values
+    return float(np.median(window))
+
+
+def _fold_specks(units: list[Vertebra], labels: np.ndarray, grid: Grid) -> list[Vertebra]:
+    """Units far smaller than their neighbours (a fragment between two vertebrae) join the nearer
+    neighbour instead of taking a level of their own; the ends are spared (the coccyx is small)."""
+    while len(units) > 2:
+        sizes = [float(u.size) for u in units]
+        small = [i for i, s in enumerate(sizes[1:-1], start=1) if s < SPECK_FRACTION * _local(sizes, i, 2)]
+        if not small:
+            break
+        i = min(small, key=lambda k: sizes[k])
+        near = [j for j in (i - 1, i + 1) if 0 <= j < len(units)]
+        j = min(near, key=lambda k: float(np.linalg.norm(units[k].centre - units[i].centre)))
+        a, b = min(i, j), max(i, j)
+        units = units[:a] + [_merge(units[a], units[b], labels, grid)] + units[b + 1:]
+    return units
+
+
+def _merge_split_pieces(units: list[Vertebra], labels: np.ndarray, grid: Grid) -> list[Vertebra]:
+    """Partial pieces that are one vertebra together (a level boundary through a vertebra, left and
+    right halves) become one: neighbours closer than ``MERGE_FRACTION`` of the local pitch whose
+    union is no bigger than ``WHOLE_FACTOR`` local vertebrae (two whole vertebrae never merge)."""
+    while len(units) > 2:  # height apart, not distance: a vertebral body and its arch are 3 cm apart front to back
+        gaps = [abs(float(units[i + 1].centre[2] - units[i].centre[2])) for i in range(len(units) - 1)]
+        sizes = [float(u.size) for u in units]
+        ratios = [g / max(_local(gaps, i), 1e-6)
+                  if sizes[i] + sizes[i + 1] <= WHOLE_FACTOR * _local(sizes, i, 2) else np.inf
+                  for i, g in enumerate(gaps)]
+        i = int(np.argmin(ratios))
+        if ratios[i] >= MERGE_FRACTION:
+            break
+        merged = _merge(units[i], units[i + 1], labels, grid)
+        units = units[:i] + [merged] + units[i + 2:]
+    return units
+
+
+def _split_doubles(units: list[Vertebra], labels: np.ndarray, grid: Grid, level_of: np.ndarray,
+                   hips: np.ndarray) -> list[Vertebra]:
+    """A vertebra piece as large as two of its neighbours (one label given to two vertebrae) is cut
+    at its thinnest cross-section near the middle of its height; the sacrum (the piece that meets
+    the hip bones, whatever its label) is large by nature and stays whole."""
+    if len(units) < 3:
+        return units
+    sizes = [float(u.size) for u in units]
+    out = []
+    si_axis = int(np.argmax(np.abs(grid.matrix[2])))
+    for i, u in enumerate(units):
+        level = u.label_level
+        if not (C2 < level < SACRUM) or u.size < SPLIT_FACTOR * _local(sizes, i, 2) \
+                or (hips.size and _touching(u, labels, hips, 1).sum()):
+            out.append(u)
+            continue
+        coords = np.stack(np.unravel_index(u.voxels, labels.shape), axis=1)
+        along = coords[:, si_axis]
+        counts = np.bincount(along - along.min())
+        n = len(counts)
+        lo, hi = int(n * 0.3), max(int(n * 0.7), int(n * 0.3) + 1)
+        cut = along.min() + lo + int(np.argmin(counts[lo:hi]))
+        upper_is_high = grid.matrix[2, si_axis] > 0
+        first = (along >= cut) if upper_is_high else (along < cut)
+        for part in (first, ~first):
+            if part.any():
+                out.append(_vertebra(coords[part], labels, level_of, grid))
+    return out
+
+
+def _touching(unit: Vertebra, labels: np.ndarray, indices: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """Voxel counts of the given labels within ``iterations`` voxels of the unit."""
+    coords = np.stack(np.unravel_index(unit.voxels, labels.shape), axis=1)
+    lo = np.maximum(coords.min(axis=0) - iterations, 0)
+    hi = np.minimum(coords.max(axis=0) + iterations + 1, labels.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    mask = np.zeros(hi - lo, bool)
+    mask[tuple((coords - lo).T)] = True
+    shell = ndimage.binary_dilation(mask, FULL, iterations=iterations) & ~mask
+    around = labels[box][shell]
+    return np.array([int(np.count_nonzero(around == i)) for i in indices])
+
+
+def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTable, min_rib_voxels: int,
+            skull_reach: int) -> bool:
+    """Attach the anatomical anchors in view to the units (bonuses added by ``decode``);
+    ``skull_reach``: voxels between C1 and the skull that still count as touching. True when an
+    anchor fixes a level absolutely (skull, sacrum, or the end of the rib-bearing vertebrae in view)."""
+    big = 2.0 * len(units) + 4.0
+    idx = {b.name: b.index for b in table.foreground()}
+    ribs = np.array([b.index for b in table.foreground() if b.name.startswith("rib_")])
+    rib_numbers = [int(table[i].name.rsplit("_", 1)[1]) for i in ribs]
+    cranium = np.array([idx["cranium"]]) if "cranium" in idx else np.array([], int)
+    hips = np.array([idx[n] for n in ("hip_left", "hip_right") if n in idx])
+    levels = np.arange(len(LEVELS))
+    bearing = []
+    for k, u in enumerate(units):
+        contact = _touching(u, labels, ribs) if ribs.size else np.zeros(0)
+        rib_contact = int(contact.sum())
+        bearing.append(rib_contact >= min_rib_voxels)
+        if bearing[-1]:  # the ribs' own numbers vote too: rib k meets vertebra Tk
+            for n, c in zip(rib_numbers, contact):
+                u.rib_votes[T1 + n - 1] += c
+        if bearing[-1]:
+            u.anchor_sets.append(((levels >= T1) & (levels <= T12), big))
+        if hips.size and _touching(u, labels, hips, 1).sum() >= min_rib_voxels and k >= len(units) - 2:
+            u.anchors[SACRUM] = u.anchors.get(SACRUM, 0.0) + big
+    skull_above = bool(cranium.size and units) and _centre_z(labels, cranium[0], grid) > units[0].top_mm
+    if skull_above and _touching(units[0], labels, cranium, skull_reach).sum() > 0:
+        units[0].anchors[0] = units[0].anchors.get(0, 0.0) + big
+        if len(units) > 1 and units[1].top_mm > units[0].bottom_mm + 0.25 * (units[0].top_mm - units[0].bottom_mm):
+            units[1].anchors[C2] = units[1].anchors.get(C2, 0.0) + big / 2  # the dens rises into C1
+    if any(bearing):
+        first, last = bearing.index(True), len(bearing) - 1 - bearing[::-1].index(True)
+        for k, u in enumerate(units):  # soft: a rib the network missed must not move a vertebra out of T
+            if k < first:
+                u.anchor_sets.append((levels < T1, NO_RIB_BONUS))
+            elif k > last:
+                u.anchor_sets.append((levels > T12, NO_RIB_BONUS))
+        if first > 0 or last < len(units) - 1:
+            return True
+    return any(u.anchors for u in units)
+
+
+def _centre_z(labels: np.ndarray, index: int, grid: Grid) -> float:
+    """Height (mm) of a label's centre (-inf when absent)."""
+    coords = np.argwhere(labels == index)
+    return float(grid.to_mm(coords.mean(axis=0))[2]) if len(coords) else -np.inf
+
+
+def decode(units: list[Vertebra]) -> list[int]:
+    """Consecutive levels for the ordered vertebrae that agree best with their votes and anchors."""
+    n_levels = len(LEVELS)
+    if not units:
+        return []
+    median_size = float(np.median([u.size for u in units]))
+    gaps = [float(np.linalg.norm(units[i + 1].centre - units[i].centre)) for i in range(len(units) - 1)]
+    score = np.zeros((len(units), n_levels))
+    for k, u in enumerate(units):
+        weight = min(1.0, u.size / (0.5 * median_size)) if median_size else 1.0
+        score[k] = weight * u.votes / max(u.votes.sum(), 1.0)
+        if u.rib_votes.any():
+            score[k] += RIB_VOTE_WEIGHT * weight * u.rib_votes / u.rib_votes.sum()
+        for level, bonus in u.anchors.items():
+            score[k, level] += bonus
+        for allowed, bonus in u.anchor_sets:
+            score[k, allowed] += bonus
+    best = np.full((len(units), n_levels), -np.inf)
+    back = np.zeros((len(units), n_levels), int)
+    best[0] = score[0]
+    for k in range(1, len(units)):
+        pitch = _local(gaps, k - 1) if gaps else 1.0
+        for b in range(1, n_levels):
+            a = np.arange(b)  # candidate previous levels
+            skipped = b - a - 1
+            room = gaps[k - 1] >= (skipped + 1) * GAP_ROOM * pitch
+            cand = np.where((skipped == 0) | room, best[k - 1, :b] - GAP_COST * skipped, -np.inf)
+            j = int(np.argmax(cand))
+            best[k, b] = cand[j] + score[k, b]
+            back[k, b] = j
+    levels = [int(np.argmax(best[-1]))]
+    for k in range(len(units) - 1, 0, -1):
+        levels.append(int(back[k, levels[-1]]))
+    return levels[::-1]
+
+
+def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: ConsistencyReport) -> Optional[SpineResult]:
+    """Relabel the column in place as one consecutive sequence; None when no vertebra is found."""
+    column = np.array([table.by_name(n).index for n in BONE_NAMES])
+    level_of = np.full(256, -1, np.int16)
+    level_of[column] = np.arange(len(column))
+    units = _pieces(labels, column, grid)
+    if not units:
+        return None
+    units = _group_pieces(units, float(np.abs(grid.matrix[2]).max()))
+    units.sort(key=lambda u: -u.centre[2])
+    units = [u for u, alone in zip(units, _isolated(units)) if not alone]
+    if not units:
+        return None
+    units = _fold_specks(units, labels, grid)
+    units = _merge_split_pieces(units, labels, grid)
+    hips = np.array([table.by_name(n).index for n in ("hip_left", "hip_right")])
+    units = _split_doubles(units, labels, grid, level_of, hips)
+    units.sort(key=lambda u: -u.centre[2])
+    while len(units) > len(LEVELS):  # more pieces than levels: fold the smallest into a neighbour
+        k = int(np.argmin([u.size for u in units]))
+        j = k - 1 if k == len(units) - 1 or (k > 0 and abs(units[k - 1].centre[2] - units[k].centre[2])
+                                              < abs(units[k + 1].centre[2] - units[k].centre[2])) else k + 1
+        merged = _merge(units[min(j, k)], units[max(j, k)], labels, grid)
+        units = units[:min(j, k)] + [merged] + units[max(j, k) + 1:]
+    min_rib = max(3, int(round(0.05 / grid.voxel_ml)))  # a few voxels of rib, at least 0.05 ml
+    skull_reach = max(1, int(np.ceil(SKULL_MM / grid.voxel_mm)))
+    cranium = np.array([table.by_name("cranium").index])
+    while len(units) > 1 and units[0].size < PARTIAL_FRACTION * units[1].size \
+            and _touching(units[0], labels, cranium, skull_reach).sum():  # a fragment at the skull base is not C1
+        units = [_merge(units[0], units[1], labels, grid)] + units[2:]
+    anchored = _anchor(units, labels, grid, table, min_rib, skull_reach)
+    levels = decode(units)
+    agreement = sum(u.votes[level] for u, level in zip(units, levels)) / max(1.0, sum(u.votes.sum() for u in units))
+    if not anchored and agreement < DECISIVE:  # no anchor in view and the network split: leave its labels
+        return SpineResult(units, [u.label_level for u in units])
+    flat = labels.reshape(-1)
+    for u, level in zip(units, levels):
+        before = flat[u.voxels]
+        flat[u.voxels] = column[level]
+        changed = int(np.count_nonzero(before != column[level]))
+        if changed and changed >= 0.5 * u.size:
+            report.add(BONE_NAMES[level], "renumbered", f"renumbered {LEVELS[u.label_level]} → {LEVELS[level]}",
+                       changed)
+    return SpineResult(units, levels)

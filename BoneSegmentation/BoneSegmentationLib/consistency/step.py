@@ -1,0 +1,47 @@
+"""``make_consistent``: the anatomical consistency step, run after the network (on by default,
+``--no-anatomy`` to skip). Order matters: stray pieces first (so that every bone is one piece
+when the spine is counted), the spine next (its levels number the ribs and give the midline),
+then ribs and the other paired bones."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.bones import BoneTable, default_table
+from .body import body_mask
+from .changes import ConsistencyReport
+from .geometry import Grid, Midline
+from .pieces import clean_pieces
+from .ribs import number_ribs, thoracic_heights
+from .sides import fix_sides
+from .spine import order_spine
+
+
+def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[np.ndarray] = None,
+                    table: Optional[BoneTable] = None) -> tuple[np.ndarray, ConsistencyReport]:
+    """A consistent copy of ``labels`` (array of ``grid_image``'s grid) and what changed.
+
+    ``ct_hu``, the CT in HU on the same grid, lets the step remove bone outside the body or
+    without any bone-like intensity; without it only the labels' own geometry is used.
+    """
+    t0 = time.perf_counter()
+    table = table or default_table()
+    grid = Grid.of(grid_image)
+    if labels.shape != grid.shape or (ct_hu is not None and ct_hu.shape != labels.shape):
+        raise ValueError(f"labels {labels.shape}, CT {None if ct_hu is None else ct_hu.shape} and grid "
+                         f"{grid.shape} differ")
+    out = np.ascontiguousarray(labels).copy()
+    report = ConsistencyReport()
+    body = body_mask(ct_hu, grid) if ct_hu is not None else None
+    clean_pieces(out, table, report, grid.voxel_ml, ct_hu, body)
+    spine = order_spine(out, grid, table, report)
+    centres = spine.centres_by_level() if spine else {}
+    midline = Midline(list(centres.values()))
+    number_ribs(out, grid, table, midline, thoracic_heights(centres), report)
+    fix_sides(out, grid, table, midline, report)
+    report.seconds = time.perf_counter() - t0
+    return out, report

@@ -1,0 +1,79 @@
+"""The price of the anatomical consistency step, side by side in one process:
+
+1. a full 2 mm upper body (phantom seed 4, 648 x 211 x 299 voxels, 125 bones) whose label map is
+   broken as networks break it (spine shifted by one level, ribs swapped, 40 stray fragments):
+   the step on the 2 mm grid, against the same map's ``review_ranking`` (the step that already
+   ran after every segmentation) as the reference;
+2. the bundled model on the same phantom (``--no-anatomy``), then the step on its labels on the
+   model's grid, as the pipeline runs it: step time as a fraction of the network's.
+
+    pip install -e ".[benchmark]"
+    python benchmarks/bench_anatomy.py             # both parts (the network takes minutes on a CPU)
+    python benchmarks/bench_anatomy.py --no-network
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import measure  # noqa: E402
+
+from BoneSegmentationLib.consistency.step import make_consistent  # noqa: E402
+from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
+from BoneSegmentationLib.inference.review import review_ranking  # noqa: E402
+from BoneSegmentationLib.inference.segmenter import Segmenter  # noqa: E402
+from BoneSegmentationLib.model.modelfile import load_model  # noqa: E402
+from BoneSegmentationLib.model.registry import resolve_model  # noqa: E402
+from BoneSegmentationLib.synthetic.label_errors import SHIFT_DOWN, SWAP_RIBS, sprinkle  # noqa: E402
+from BoneSegmentationLib.synthetic.phantom import make_phantom  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--no-network", action="store_true")
+    args = ap.parse_args()
+    ct, ref, _ = make_phantom(args.seed, spacing=2.0, partial=False)
+    ct_lps, ref_lps = sitk.DICOMOrient(ct, "LPS"), sitk.DICOMOrient(ref, "LPS")
+    labels = sitk.GetArrayFromImage(ref_lps)
+    hu = sitk.GetArrayFromImage(ct_lps).astype(np.float32)
+    broken = sprinkle(SWAP_RIBS[SHIFT_DOWN[labels]], hu, 3)
+    broken_image = sitk.GetImageFromArray(broken)
+    broken_image.CopyInformation(ref_lps)
+    with measure() as ref_run:
+        review_ranking(broken_image)
+    with measure() as step_run:
+        fixed, report = make_consistent(broken, ref_lps, hu)
+    wrong = int(np.count_nonzero(fixed != labels))
+    print(f"phantom seed {args.seed} at 2 mm: {labels.shape[::-1]} voxels, "
+          f"{int(np.count_nonzero(broken != labels))} voxels broken, {wrong} wrong after the step, "
+          f"{len(report.changes)} changes listed")
+    rows = [("review ranking (reference)", ref_run), ("consistency step", step_run)]
+    if not args.no_network:
+        model = load_model(resolve_model(None))
+        segmenter = Segmenter(model, InferenceOptions(device="cpu", anatomy=False))
+        with measure() as net_run:
+            result = segmenter.segment(ct)
+        grid = result.labels_model_grid
+        grid_hu = sitk.GetArrayFromImage(sitk.Resample(sitk.DICOMOrient(ct, model.info.orientation), grid,
+                                                       sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32))
+        with measure() as model_grid_run:
+            make_consistent(sitk.GetArrayFromImage(grid), grid, grid_hu)
+        rows += [(f"network, {model.info.name} {model.info.version} (reference for the next row)", net_run),
+                 (f"step on the network's labels, model grid {grid.GetSize()}", model_grid_run)]
+    print("| run | time s | peak MiB above start | time ratio to the row's reference |")
+    print("|---|---|---|---|")
+    for name, run in rows:
+        reference = ref_run if name == "consistency step" else net_run if name.startswith("step on") else None
+        ratio = f"{run.elapsed_s / reference.elapsed_s:.2f}x" if reference else "-"
+        print(f"| {name} | {run.elapsed_s:.2f} | {run.peak_mib:.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
