@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from ..core.bones import BoneTable
 from .changes import ConsistencyReport
@@ -38,6 +39,8 @@ PARTIAL_FRACTION = 0.5
 SPECK_FRACTION = 0.35  # a unit this small against its neighbours is a fragment, not a vertebra
 CORE = 0.6  # middle fraction of a vertebra's height where another piece's centre makes it the same vertebra
 COLUMN_MM = 40.0  # pieces further apart than this across the body are not one vertebra
+GROUP_GAP_MM = 10.0  # pieces of one vertebra lie within this distance of each other
+OFF_COLUMN_MM = 25.0  # a vertebra piece further than this from every other one is not in the column
 ISOLATED_PITCHES = 3.0
 SKULL_MM = 16.0  # C1 sits below the occipital condyles, closer than one cervical vertebra
 RIB_VOTE_WEIGHT = 0.5  # the numbers of the ribs a vertebra meets, against its own labels' 1.0
@@ -111,36 +114,60 @@ def _merge(a: Vertebra, b: Vertebra, labels: np.ndarray, grid: Grid) -> Vertebra
                     max(a.top_mm, b.top_mm), min(a.bottom_mm, b.bottom_mm))
 
 
-def _group_pieces(pieces: list[Vertebra], step_mm: float) -> list[Vertebra]:
+def _group_pieces(pieces: list[Vertebra], step_mm: float, grid: Grid, shape: tuple[int, ...]) -> list[Vertebra]:
     """Pieces of one vertebra (several labels on it) become one unit: from the largest down, a piece
-    whose centre lies in the middle ``CORE`` of a larger unit's height, in the same column, joins it."""
-    units: list[tuple[Vertebra, float, float]] = []  # unit, core bottom, core top (mm)
+    within ``GROUP_GAP_MM`` of a larger unit whose centre lies in the middle ``CORE`` of that unit's
+    height joins it (a hand beside the lumbar spine, however labelled, does not)."""
+    units: list[list] = []  # [unit, core bottom, core top, tree of its voxels in mm]
     for piece in sorted(pieces, key=lambda p: -p.size):
         host = None
-        for k, (u, lo, hi) in enumerate(units):
+        for k, (u, lo, hi, tree) in enumerate(units):
             if lo <= piece.centre[2] <= hi and np.linalg.norm(piece.centre[:2] - u.centre[:2]) <= COLUMN_MM:
-                host = k
-                break
+                if tree is None:
+                    tree = units[k][3] = cKDTree(_mm(u, grid, shape))
+                if tree.query(_mm(piece, grid, shape), distance_upper_bound=GROUP_GAP_MM)[0].min() <= GROUP_GAP_MM:
+                    host = k
+                    break
         if host is None:
             half = max(0.5 * CORE * (piece.top_mm - piece.bottom_mm), 1.5 * step_mm)
-            units.append((piece, piece.centre[2] - half, piece.centre[2] + half))
+            units.append([piece, piece.centre[2] - half, piece.centre[2] + half, None])
         else:
-            u, lo, hi = units[host]
-            units[host] = (_merge(u, piece, None, None), lo, hi)
-    return [u for u, _, _ in units]
+            units[host][0] = _merge(units[host][0], piece, None, None)
+            units[host][3] = None
+    return [u[0] for u in units]
+
+
+def _mm(unit: Vertebra, grid: Grid, shape: tuple[int, ...]) -> np.ndarray:
+    return grid.to_mm(np.stack(np.unravel_index(unit.voxels, shape), axis=1))
+
+
+def _off_column(units: list[Vertebra], grid: Grid, shape: tuple[int, ...]) -> list[bool]:
+    """Units that touch no other unit's neighbourhood (further than ``OFF_COLUMN_MM`` from every
+    other vertebra piece), such as a hand bone labelled as a vertebra: vertebrae sit a disc apart."""
+    if len(units) < 2:
+        return [False] * len(units)
+    points = [_mm(u, grid, shape) for u in units]
+    owner = np.concatenate([np.full(len(p), k) for k, p in enumerate(points)])
+    tree = cKDTree(np.concatenate(points))
+    out = []
+    for k, p in enumerate(points):
+        near = tree.query_ball_point(p[:: max(1, len(p) // 200)], OFF_COLUMN_MM)
+        out.append(not any(owner[j] != k for idx in near for j in idx))
+    return out
 
 
 def _isolated(units: list[Vertebra]) -> list[bool]:
-    """Units far above or below the rest of the column (a vertebra label inside the skull or the
-    pelvis): not part of the sequence."""
+    """Units apart from the column (a vertebra label inside the skull or the pelvis): the ordered
+    units are cut where the gap in height exceeds ``ISOLATED_PITCHES`` pitches, and only the run
+    holding most voxels is the column."""
     if len(units) < 3:
         return [False] * len(units)
     z = np.array([u.centre[2] for u in units])
     gaps = np.abs(np.diff(z))
     pitch = float(np.median(gaps)) or 1.0
-    above = np.r_[np.inf, gaps]
-    below = np.r_[gaps, np.inf]
-    return list((np.minimum(above, below) > ISOLATED_PITCHES * pitch))
+    run = np.r_[0, np.cumsum(gaps > ISOLATED_PITCHES * pitch)]
+    weight = np.bincount(run, weights=[u.size for u in units])
+    return list(run != int(np.argmax(weight)))
 
 
 def _local(values: list[float], i: int, radius: int = 3) -> float:
@@ -316,8 +343,9 @@ def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: Consis
     units = _pieces(labels, column, grid)
     if not units:
         return None
-    units = _group_pieces(units, float(np.abs(grid.matrix[2]).max()))
+    units = _group_pieces(units, float(np.abs(grid.matrix[2]).max()), grid, labels.shape)
     units.sort(key=lambda u: -u.centre[2])
+    units = [u for u, off in zip(units, _off_column(units, grid, labels.shape)) if not off]
     units = [u for u, alone in zip(units, _isolated(units)) if not alone]
     if not units:
         return None
