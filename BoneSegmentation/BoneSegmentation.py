@@ -21,7 +21,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from BoneSegmentationLib.inference.options import InferenceOptions
+from BoneSegmentationLib.inference.options import ENGINES, InferenceOptions
+from BoneSegmentationLib.slicer.environment import openvino_missing
 from BoneSegmentationLib.slicer.logic import SAMPLE_NAME, SlicerSegmentationLogic, missing_dependencies
 from BoneSegmentationLib.slicer.nodes import load_bone_terminology
 
@@ -92,6 +93,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.timeout.connect(self._poll)
 
         self.ui.deviceComboBox.addItems(["auto", "cuda", "cpu"])
+        self.ui.engineComboBox.addItems(list(ENGINES))
         for label, value in (("Mirror averaging: as the model says", "model"), ("Mirror averaging: on (2x time)", "on"),
                              ("Mirror averaging: off (faster)", "off")):
             self.ui.mirrorComboBox.addItem(label, value)
@@ -105,6 +107,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                    self.updateParameterNodeFromGUI)
         self.ui.modelComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.deviceComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        self.ui.engineComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.overlapSliderWidget.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
         self.ui.finerLabelsCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.mirrorComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
@@ -166,6 +169,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         index = self.ui.modelComboBox.findData(p.GetParameter("Model"))
         self.ui.modelComboBox.setCurrentIndex(max(index, 0))
         self.ui.deviceComboBox.setCurrentText(p.GetParameter("Device"))
+        self.ui.engineComboBox.setCurrentText(p.GetParameter("Engine") or "auto")
         self.ui.overlapSliderWidget.value = float(p.GetParameter("Overlap"))
         self.ui.finerLabelsCheckBox.checked = int(p.GetParameter("Stitch") or 1) > 1
         self.ui.mirrorComboBox.setCurrentIndex(max(0, self.ui.mirrorComboBox.findData(p.GetParameter("Mirror") or "model")))
@@ -182,6 +186,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.SetNodeReferenceID("OutputSegmentation", self.ui.outputSegmentationSelector.currentNodeID)
         self._parameterNode.SetParameter("Model", self.ui.modelComboBox.currentData or "")
         self._parameterNode.SetParameter("Device", self.ui.deviceComboBox.currentText)
+        self._parameterNode.SetParameter("Engine", self.ui.engineComboBox.currentText)
         self._parameterNode.SetParameter("Overlap", str(self.ui.overlapSliderWidget.value))
         self._parameterNode.SetParameter("Stitch", "2" if self.ui.finerLabelsCheckBox.checked else "1")
         self._parameterNode.SetParameter("Mirror", self.ui.mirrorComboBox.currentData or "model")
@@ -277,6 +282,9 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- dependencies: never installed silently ----------------------------------------------
     def _ensureDependencies(self) -> bool:
         missing = missing_dependencies()
+        if self._parameterNode is not None and self._parameterNode.GetParameter("Engine") == "openvino" \
+                and openvino_missing():
+            missing.append("openvino")
         if not missing:
             return True
         if not slicer.util.confirmOkCancelDisplay(
@@ -294,7 +302,8 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     pass
             if missing:
                 slicer.util.pip_install(" ".join(missing))
-        return not missing_dependencies()
+        wants_openvino = self._parameterNode is not None and self._parameterNode.GetParameter("Engine") == "openvino"
+        return not missing_dependencies() and not (wants_openvino and openvino_missing())
 
     # -- meshes -----------------------------------------------------------------------------
     def onExportMeshes(self):

@@ -75,3 +75,21 @@ def test_slicer_logic_loads_without_torch(tmp_path):
             "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_consistency_works_on_labels_alone():
+    """The anatomical step is geometry on label maps: no training, Slicer or network code."""
+    for path in (LIB / "consistency").glob("*.py"):
+        bad = {m for m in imports_of(path) if m.startswith(("BoneSegmentationLib.training", "BoneSegmentationLib.slicer",
+                                                               "BoneSegmentationLib.model"))}
+        assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml names every package folder (a missing one installs without it)."""
+    import tomllib
+    pyproject = tomllib.loads((LIB.parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = set(pyproject["tool"]["setuptools"]["packages"])
+    folders = {"BoneSegmentationLib"} | {f"BoneSegmentationLib.{p.name}" for p in LIB.iterdir()
+                                          if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders <= declared, sorted(folders - declared)

@@ -17,7 +17,7 @@ from typing import Mapping, Optional
 from ..core.errors import BoneSegmentationError
 
 MIRROR_MODES = ("model", "on", "off")
-ENGINES = ("torch",)  # the OpenVINO engine (a later issue) becomes one more value here
+ENGINES = ("auto", "torch", "openvino")  # auto: OpenVINO on the CPU when installed (inference/engine.py)
 MAX_STITCH = 4
 
 
@@ -62,7 +62,7 @@ class InferenceOptions:
     stitch: int = 1  # shift-and-stitch factor: labels at model spacing / stitch, stitch^3 passes
     mirror: str = "model"  # left-right mirror averaging: model (as its metadata says), on, off
     threads: Optional[int] = None  # CPU threads for PyTorch (None: PyTorch's default)
-    engine: str = "torch"
+    engine: str = "auto"  # what runs the network: auto, torch or openvino (CPU)
     anatomy: bool = True  # the anatomical consistency step after the network (consistency/)
 
     def __post_init__(self) -> None:
@@ -111,6 +111,9 @@ class InferenceOptions:
                             help="no mirror averaging, whatever the model's metadata says (faster)")
         parser.add_argument("--threads", type=_threads, default=d.threads,
                             help="CPU threads for PyTorch (default: PyTorch's choice)")
+        parser.add_argument("--engine", choices=ENGINES, default=d.engine,
+                            help="what runs the network: auto (OpenVINO on the CPU when installed, else PyTorch; "
+                                 "default), torch, or openvino (CPU only; pip install \"bonesegmentation[fast-cpu]\")")
         parser.add_argument("--no-anatomy", dest="anatomy", action="store_false", default=d.anatomy,
                             help="skip the anatomical consistency step (vertebrae and ribs renumbered in order, "
                                  "sides from patient coordinates, stray pieces reassigned, bone outside the body "
@@ -127,6 +130,8 @@ class InferenceOptions:
             argv.append("--mirror" if self.mirror == "on" else "--no-mirror")
         if self.threads is not None:
             argv += ["--threads", str(self.threads)]
+        if self.engine != "auto":
+            argv += ["--engine", self.engine]
         if not self.anatomy:
             argv.append("--no-anatomy")
         return argv

@@ -26,6 +26,7 @@ from ..consistency.step import make_consistent
 from ..model.modelfile import LoadedModel
 from .budget import check_fits, estimate
 from .device import autocast_dtype, describe, resolve_device, set_threads
+from .engine import build_network, choose_engine
 from .mirror import MirrorAveraged
 from .options import InferenceOptions
 from .preprocess import labels_to_input_grid, normalise, padding_value
@@ -61,7 +62,12 @@ class Segmenter:
         set_threads(self.options.threads)
         self.device = resolve_device(self.options.device)
         self.mirrored = self.options.mirror_for(model.mirror_by_default)
-        module = model.module.to(self.device)
+        self.engine = choose_engine(self.options.engine, self.device)
+        if self.engine.notice:
+            log.warning(self.engine.notice)
+        if self.engine.name == "torch":
+            model.module.to(self.device)
+        module = build_network(model, self.engine, self.options.threads)
         self.network = MirrorAveraged(module, model.class_names, model.info.orientation) if self.mirrored \
             else module
 
@@ -154,7 +160,8 @@ class Segmenter:
                       "trained_on_synthetic_data_only": meta.trained_on_synthetic_data_only},
             "options": result.options.to_json(),
             "resolved": {"device": result.device, "device_description": describe(self.device),
-                         "mirrored": result.mirrored, "torch": torch.__version__},
+                         "mirrored": result.mirrored, "torch": torch.__version__,
+                         "engine": self.engine.name, "engine_description": self.engine.description},
             "input": {"name": input_name, "size": list(image.GetSize()),
                       "spacing_mm": list(image.GetSpacing()), "origin_mm": list(image.GetOrigin()),
                       "direction": list(image.GetDirection()), "coordinate_system": "LPS"},

@@ -19,6 +19,11 @@ def missing_dependencies() -> list[str]:
     return [pip for module, pip in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
 
 
+def openvino_missing() -> bool:
+    """True when the OpenVINO engine (the optional ``fast-cpu`` extra) cannot be imported."""
+    return importlib.util.find_spec("openvino") is None
+
+
 def model_choices() -> list[tuple[str, str]]:
     """(label, value) for the model selector: registered models (bundled, cached or remote)."""
     out = []

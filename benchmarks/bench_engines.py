@@ -1,0 +1,111 @@
+"""TorchScript against OpenVINO, side by side in one process:
+
+1. the bundled model over the full demo phantom (seed 4, 2 mm, as ``bonesegmentation demo`` runs
+   it: mirror averaging as the model asks, the anatomical step off so that only the engine
+   differs): wall time, peak memory, voxel agreement of the label maps;
+2. the paper-width network (No-New-Net width 30, 5 levels, random weights) on single 96^3 windows:
+   seconds per window and argmax agreement.
+
+OpenVINO bf16 is measured only where the CPU reports BF16 (``OPTIMIZATION_CAPABILITIES``).
+
+    pip install -e ".[benchmark,fast-cpu]"
+    python benchmarks/bench_engines.py                # both parts (minutes on a 2-core CPU)
+    python benchmarks/bench_engines.py --part window
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import measure  # noqa: E402
+
+from BoneSegmentationLib.inference.engine import OpenVinoNetwork  # noqa: E402
+from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
+from BoneSegmentationLib.inference.segmenter import Segmenter  # noqa: E402
+from BoneSegmentationLib.model.metadata import make_metadata  # noqa: E402
+from BoneSegmentationLib.model.modelfile import load_model, save_model  # noqa: E402
+from BoneSegmentationLib.model.network import NoNewNet  # noqa: E402
+from BoneSegmentationLib.model.registry import resolve_model  # noqa: E402
+from BoneSegmentationLib.synthetic.phantom import DEMO_SEED, make_phantom  # noqa: E402
+
+
+def full_scan(threads: int | None) -> None:
+    ct, _, _ = make_phantom(DEMO_SEED, spacing=2.0, partial=False)
+    model = load_model(resolve_model(None))
+    rows, labels = [], {}
+    for engine in ("torch", "openvino"):
+        segmenter = Segmenter(model, InferenceOptions(device="cpu", engine=engine, anatomy=False, threads=threads))
+        if engine == "openvino":
+            segmenter.segment(ct[:, :, :40])  # the one-time conversion (cached) is not the engine's speed
+        with measure() as m:
+            result = segmenter.segment(ct)
+        labels[engine] = sitk.GetArrayFromImage(result.labels)
+        rows.append((engine, segmenter.engine.description, m.elapsed_s, m.peak_mib))
+    bone = (labels["torch"] > 0) | (labels["openvino"] > 0)
+    print(f"bundled model {model.info.name} {model.info.version}, demo phantom {ct.GetSize()} at 2 mm, "
+          f"mirror {'on' if segmenter.mirrored else 'off'}")
+    print("| engine | time s | peak MiB | time ratio | memory ratio | voxel agreement (all / bone) |")
+    print("|---|---|---|---|---|---|")
+    t0, m0 = rows[0][2], rows[0][3]
+    for engine, description, t, mem in rows:
+        agree = "1 / 1" if engine == "torch" else \
+            f"{np.mean(labels['torch'] == labels[engine]):.5f} / {np.mean(labels['torch'][bone] == labels[engine][bone]):.5f}"
+        print(f"| {description} | {t:.1f} | {mem:.0f} | {t / t0:.2f}x | {mem / max(m0, 1):.2f}x | {agree} |")
+
+
+def paper_window(repeats: int) -> None:
+    import openvino as ov
+    torch.manual_seed(0)
+    net = NoNewNet(126, base_features=30, levels=5).eval()
+    meta = make_metadata(name="paper-width-random", version="0", description="random weights, benchmark only",
+                         network={"architecture": "NoNewNet", "base_features": 30, "levels": 5, "size_divisor": 16},
+                         training={"data": "none"}, patch_size=96, spacing_mm=2.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(save_model(net, meta, Path(tmp) / "paper.pt"))
+        ov_net = OpenVinoNetwork(model, cache=Path(tmp) / "ov")
+        x = torch.randn(1, 1, 96, 96, 96)
+        with torch.inference_mode():
+            model.module(x)
+            t = time.perf_counter()
+            for _ in range(repeats):
+                ref = model.module(x)
+            t_torch = (time.perf_counter() - t) / repeats
+        ov_net(x)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            out = ov_net(x)
+        t_ov = (time.perf_counter() - t) / repeats
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    agree = float((out.argmax(1) == ref.argmax(1)).float().mean())
+    print(f"paper-width No-New-Net (14.5 M parameters), one 96^3 window, mean of {repeats}; CPU capabilities {caps}")
+    print("| engine | s per window | ratio | argmax agreement |")
+    print("|---|---|---|---|")
+    print(f"| TorchScript | {t_torch:.2f} | 1.00x | 1 |")
+    print(f"| OpenVINO fp32 | {t_ov:.2f} | {t_ov / t_torch:.2f}x | {agree:.5f} |")
+    if "BF16" not in caps:
+        print("| OpenVINO bf16 | not measured: this CPU has no BF16 | | |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("all", "scan", "window"), default="all")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    if args.part in ("all", "scan"):
+        full_scan(args.threads)
+    if args.part in ("all", "window"):
+        paper_window(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
