@@ -39,9 +39,16 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+@pytest.fixture(scope="session")
+def openvino_cache(tmp_path_factory) -> Path:
+    """One OpenVINO cache for the session (keyed by model SHA-256: a model is converted once)."""
+    return tmp_path_factory.mktemp("openvino")
+
+
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch) -> Path:
+def private_cache(tmp_path_factory, monkeypatch, openvino_cache) -> Path:
     """Every test gets its own model/prediction cache, never the user's."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("BONESEGMENTATION_CACHE", str(cache))
+    monkeypatch.setenv("BONESEGMENTATION_OPENVINO_CACHE", str(openvino_cache))
     return cache

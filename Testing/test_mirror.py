@@ -89,8 +89,8 @@ def test_segment_image_with_mirror_swaps_sides_for_a_mirrored_body(random_model)
     perm = np.array(swap_permutation(random_model.class_names), dtype=np.uint8)
 
     def agreement(mirror: bool) -> float:
-        a = sitk.GetArrayFromImage(segment_image(ct, random_model, options=InferenceOptions(device="cpu", mirror={None: "model", True: "on", False: "off"}[mirror])).labels)
-        b = sitk.GetArrayFromImage(segment_image(mirrored_body(ct), random_model, options=InferenceOptions(device="cpu", mirror={None: "model", True: "on", False: "off"}[mirror])).labels)
+        a = sitk.GetArrayFromImage(segment_image(ct, random_model, options=InferenceOptions(device="cpu", engine="torch", anatomy=False, mirror={None: "model", True: "on", False: "off"}[mirror])).labels)
+        b = sitk.GetArrayFromImage(segment_image(mirrored_body(ct), random_model, options=InferenceOptions(device="cpu", engine="torch", anatomy=False, mirror={None: "model", True: "on", False: "off"}[mirror])).labels)
         return float(np.mean(b == perm[a[:, :, ::-1]]))
 
     assert agreement(True) > 0.999  # float summation order may flip a rare near-tie

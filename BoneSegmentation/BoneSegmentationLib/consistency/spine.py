@@ -146,13 +146,18 @@ def _off_column(units: list[Vertebra], grid: Grid, shape: tuple[int, ...]) -> li
     other vertebra piece), such as a hand bone labelled as a vertebra: vertebrae sit a disc apart."""
     if len(units) < 2:
         return [False] * len(units)
-    points = [_mm(u, grid, shape) for u in units]
-    owner = np.concatenate([np.full(len(p), k) for k, p in enumerate(points)])
-    tree = cKDTree(np.concatenate(points))
+    samples = [p[:: max(1, len(p) // 300)] for p in (_mm(u, grid, shape) for u in units)]
+    trees = [cKDTree(p) for p in samples]
     out = []
-    for k, p in enumerate(points):
-        near = tree.query_ball_point(p[:: max(1, len(p) // 200)], OFF_COLUMN_MM)
-        out.append(not any(owner[j] != k for idx in near for j in idx))
+    for k, u in enumerate(units):
+        near = False
+        for j, v in enumerate(units):
+            if j == k or abs(v.centre[2] - u.centre[2]) > 150.0:
+                continue
+            if np.isfinite(trees[j].query(samples[k], distance_upper_bound=OFF_COLUMN_MM)[0]).any():
+                near = True
+                break
+        out.append(not near)
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "bonesegmentation[fast-cpu]"'
 PRECISION = "f32"
+OPENVINO_ARCHITECTURES = ("NoNewNet",)  # networks the engine can rebuild from a model file's metadata
 
 
 def openvino_version() -> Optional[str]:
@@ -53,11 +55,15 @@ class EngineChoice:
     notice: str = ""  # one line for the user when the choice was not the one asked for
 
 
-def choose_engine(requested: str, device: torch.device) -> EngineChoice:
+def choose_engine(requested: str, device: torch.device, architecture: str = "NoNewNet") -> EngineChoice:
     """``auto``: OpenVINO on the CPU when installed, else PyTorch (with one notice); ``openvino``
-    on a GPU or without OpenVINO is refused in one line."""
+    on a GPU, without OpenVINO or for a network it cannot rebuild is refused in one line."""
     version = openvino_version()
     if requested == "torch" or (requested == "auto" and device.type != "cpu"):
+        return EngineChoice("torch", f"PyTorch {torch.__version__}")
+    if architecture not in OPENVINO_ARCHITECTURES:
+        if requested == "openvino":
+            raise BoneSegmentationError(f"the OpenVINO engine knows No-New-Net, not {architecture!r}: use --engine torch")
         return EngineChoice("torch", f"PyTorch {torch.__version__}")
     if device.type != "cpu":
         raise BoneSegmentationError(f"--engine openvino runs on the CPU; with --device {device} use --engine torch "
@@ -150,4 +156,7 @@ def rebuild_torch_network(model: LoadedModel) -> torch.nn.Module:
 
 
 def ov_cache_folder(model: LoadedModel, cache: Optional[Path] = None) -> Path:
-    return (cache or cache_dir() / "openvino") / f"{model.sha256[:20]}-ov{openvino_version()}-{PRECISION}"
+    """Where the converted model lives: $BONESEGMENTATION_OPENVINO_CACHE, else the user cache."""
+    root = cache or (Path(os.environ["BONESEGMENTATION_OPENVINO_CACHE"]) if os.environ.get("BONESEGMENTATION_OPENVINO_CACHE")
+                     else cache_dir() / "openvino")
+    return root / f"{model.sha256[:20]}-ov{openvino_version()}-{PRECISION}"

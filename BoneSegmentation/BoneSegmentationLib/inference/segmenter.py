@@ -62,7 +62,8 @@ class Segmenter:
         set_threads(self.options.threads)
         self.device = resolve_device(self.options.device)
         self.mirrored = self.options.mirror_for(model.mirror_by_default)
-        self.engine = choose_engine(self.options.engine, self.device)
+        self.engine = choose_engine(self.options.engine, self.device,
+                                    str(model.info.network.get("architecture", "NoNewNet")))
         if self.engine.notice:
             log.warning(self.engine.notice)
         if self.engine.name == "torch":
