@@ -119,7 +119,7 @@ class Segmenter:
 
         anatomy = ConsistencyReport(skipped="" if opts.anatomy else "switched off (--no-anatomy)")
         if opts.anatomy:
-            report(0.95, "anatomical consistency")
+            report(0.955, "anatomical consistency")
             ct_hu = sitk.GetArrayFromImage(sitk.Resample(oriented, fine, sitk.Transform(), sitk.sitkLinear,
                                                          float(inten.clip_low), sitk.sitkFloat32))
             labels, anatomy = make_consistent(labels, fine, ct_hu)
