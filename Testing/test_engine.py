@@ -63,6 +63,11 @@ def test_the_cache_is_reused_and_a_damaged_entry_rebuilt(tmp_path):
     np.testing.assert_allclose(third(torch.from_numpy(x)).numpy(), reference, atol=1e-3)
     weights.write_bytes(b"")  # truncated
     assert OpenVinoNetwork(model, cache=tmp_path / "ov").rebuilt
+    manifest = ov_cache_folder(model, tmp_path / "ov") / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["sha256"]["../../outside.bin"] = doc["sha256"]["model.bin"]  # a hostile manifest naming another path
+    manifest.write_text(json.dumps(doc))
+    assert OpenVinoNetwork(model, cache=tmp_path / "ov").rebuilt
 
 
 def test_auto_picks_openvino_on_the_cpu_and_torch_on_request():

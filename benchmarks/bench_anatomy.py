@@ -24,7 +24,7 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
-from BoneSegmentationLib.consistency.step import make_consistent  # noqa: E402
+from BoneSegmentationLib.consistency.step import make_consistent, make_consistent_on_grid  # noqa: E402
 from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
 from BoneSegmentationLib.inference.review import review_ranking  # noqa: E402
 from BoneSegmentationLib.inference.segmenter import Segmenter  # noqa: E402
@@ -61,10 +61,8 @@ def main() -> None:
         with measure() as net_run:
             result = segmenter.segment(ct)
         grid = result.labels_model_grid
-        grid_hu = sitk.GetArrayFromImage(sitk.Resample(sitk.DICOMOrient(ct, model.info.orientation), grid,
-                                                       sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32))
         with measure() as model_grid_run:
-            make_consistent(sitk.GetArrayFromImage(grid), grid, grid_hu)
+            make_consistent_on_grid(sitk.GetArrayFromImage(grid), grid, ct)
         rows += [(f"network, {model.info.name} {model.info.version} (reference for the next row)", net_run),
                  (f"step on the network's labels, model grid {grid.GetSize()}", model_grid_run)]
     print("| run | time s | peak MiB above start | time ratio to the row's reference |")

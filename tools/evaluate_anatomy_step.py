@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from BoneSegmentationLib.consistency.step import make_consistent
+from BoneSegmentationLib.consistency.step import make_consistent_on_grid
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.core.imageio import read_ct, read_image
 from BoneSegmentationLib.evaluation.metrics import evaluate_images
@@ -63,10 +63,7 @@ def both(segmenter: Segmenter, ct: sitk.Image) -> tuple[sitk.Image, sitk.Image, 
     and its change list."""
     result = segmenter.segment(ct)
     grid = result.labels_model_grid
-    oriented = sitk.DICOMOrient(ct, segmenter.model.info.orientation)
-    hu = sitk.GetArrayFromImage(sitk.Resample(oriented, grid, sitk.Transform(), sitk.sitkLinear, -1024.0,
-                                              sitk.sitkFloat32))
-    labels, report = make_consistent(sitk.GetArrayFromImage(grid), grid, hu)
+    labels, report = make_consistent_on_grid(sitk.GetArrayFromImage(grid), grid, ct)
     fixed = sitk.GetImageFromArray(labels)
     fixed.CopyInformation(grid)
     return result.labels, labels_to_input_grid(fixed, ct), report.seconds, [c.text for c in report.changes]

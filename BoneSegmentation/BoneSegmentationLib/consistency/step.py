@@ -45,3 +45,12 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
     fix_sides(out, grid, table, midline, report)
     report.seconds = time.perf_counter() - t0
     return out, report
+
+
+def make_consistent_on_grid(labels: np.ndarray, grid_image: sitk.Image, ct: sitk.Image,
+                            table: Optional[BoneTable] = None) -> tuple[np.ndarray, ConsistencyReport]:
+    """``make_consistent`` with the CT given as an image on any grid: it is resampled (linear, air
+    outside) onto the labels' grid first. The one way the pipeline, tools and benchmarks run it."""
+    hu = sitk.GetArrayFromImage(sitk.Resample(ct, grid_image, sitk.Transform(), sitk.sitkLinear, -1024.0,
+                                              sitk.sitkFloat32))
+    return make_consistent(labels, grid_image, hu, table)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "bonesegmentation[fast-cpu]"'
 PRECISION = "f32"
+CACHE_FILES = ("model.xml", "model.bin")
 OPENVINO_ARCHITECTURES = ("NoNewNet",)  # networks the engine can rebuild from a model file's metadata
 
 
@@ -110,7 +111,10 @@ class OpenVinoNetwork:
         manifest = self.folder / "manifest.json"
         try:
             expected = json.loads(manifest.read_text(encoding="utf-8"))["sha256"]
-            for name, digest in expected.items():
+            if set(expected) != set(CACHE_FILES):  # names from the file are never used as paths
+                raise ValueError(f"manifest lists {sorted(expected)}, not {list(CACHE_FILES)}")
+            for name in CACHE_FILES:
+                digest = expected[name]
                 if sha256_file(self.folder / name) != digest:
                     raise ValueError(f"{name} changed")
             return core.read_model(str(self.folder / "model.xml"))
@@ -132,7 +136,7 @@ class OpenVinoNetwork:
         staging = Path(tempfile.mkdtemp(prefix=".building-", dir=self.folder.parent))
         try:
             ov.save_model(ov_model, str(staging / "model.xml"), compress_to_fp16=False)
-            digests = {name: sha256_file(staging / name) for name in ("model.xml", "model.bin")}
+            digests = {name: sha256_file(staging / name) for name in CACHE_FILES}
             (staging / "manifest.json").write_text(json.dumps({"sha256": digests, "model_sha256": model.sha256,
                                                                "openvino": ov.__version__}), encoding="utf-8")
             if self.folder.exists():

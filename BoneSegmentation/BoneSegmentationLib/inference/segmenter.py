@@ -22,7 +22,7 @@ from ..core.files import atomic_write_text
 from ..core.imageio import check_ct, strip_image_suffix
 from ..core.labelmaps import present_labels
 from ..consistency.changes import ConsistencyReport
-from ..consistency.step import make_consistent
+from ..consistency.step import make_consistent_on_grid
 from ..model.modelfile import LoadedModel
 from .budget import check_fits, estimate
 from .device import autocast_dtype, describe, resolve_device, set_threads
@@ -120,10 +120,7 @@ class Segmenter:
         anatomy = ConsistencyReport(skipped="" if opts.anatomy else "switched off (--no-anatomy)")
         if opts.anatomy:
             report(0.955, "anatomical consistency")
-            ct_hu = sitk.GetArrayFromImage(sitk.Resample(oriented, fine, sitk.Transform(), sitk.sitkLinear,
-                                                         float(inten.clip_low), sitk.sitkFloat32))
-            labels, anatomy = make_consistent(labels, fine, ct_hu)
-            del ct_hu
+            labels, anatomy = make_consistent_on_grid(labels, fine, oriented)
             timings["anatomy_s"] = anatomy.seconds
         t3 = time.perf_counter()
         report(0.96, "resampling labels to the input grid")
