@@ -13,7 +13,9 @@ import torch
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.cli import build_parser
 from BoneSegmentationLib.core.errors import ModelFileError
-from BoneSegmentationLib.inference.mirror import MirrorAveraged, can_mirror, lateral_dim, swap_permutation
+from BoneSegmentationLib.inference.engine import rebuild_torch_network
+from BoneSegmentationLib.inference.mirror import (FusedMirrorNetwork, MirrorAveraged, can_mirror, lateral_dim,
+                                                   swap_permutation)
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata, save_model
 from BoneSegmentationLib.inference.segmenter import segment_image
 from BoneSegmentationLib.inference.options import InferenceOptions
@@ -71,6 +73,18 @@ def test_mirror_averaged_patch_is_exactly_equivariant(random_model):
     torch.testing.assert_close(of_mirror, direct.flip(-1)[:, perm], rtol=1e-5, atol=1e-5)
     # the random network alone is far from it, so the check above has teeth
     assert (plain_of_mirror - plain.flip(-1)[:, perm]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "SAR"])
+def test_fused_mirror_equals_the_average_of_two_passes(random_model, orientation):
+    """The OpenVINO graph's mirror (one 1x1 convolution over both feature maps) is the same average."""
+    net = rebuild_torch_network(random_model)
+    fused = FusedMirrorNetwork(net, random_model.class_names, orientation).eval()
+    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = MirrorAveraged(random_model.module, random_model.class_names, orientation)(x)
+        torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=1e-5)
+        assert (fused(x) - random_model.module(x)).abs().max() > 1e-2  # the mirror changed something
 
 
 def mirrored_body(ct: sitk.Image) -> sitk.Image:

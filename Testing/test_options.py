@@ -24,7 +24,7 @@ def coarse_model(tmp_path_factory):
     return make_random_model(tmp_path_factory.mktemp("coarse") / "random.pt", spacing=6.0, patch=32)
 
 SAMPLES = [InferenceOptions(), InferenceOptions(device="cpu", overlap=0.25, stitch=2, mirror="on", threads=1),
-           InferenceOptions(device="cuda:1", overlap=0.0, stitch=4, mirror="off", anatomy=False)]
+           InferenceOptions(device="cuda:1", overlap=0.0, stitch=4, mirror="off", anatomy=False, accumulate="float16")]
 
 
 @pytest.mark.parametrize("options", SAMPLES)
@@ -63,7 +63,7 @@ def test_defaults_in_the_panel_come_from_the_options():
 @pytest.mark.parametrize("bad, message", [
     ({"overlap": 0.95}, "overlap"), ({"stitch": 0}, "stitch"), ({"mirror": "yes"}, "mirror"),
     ({"device": "gpu"}, "device"), ({"threads": 0}, "threads"), ({"overlap": float("nan")}, "overlap"),
-    ({"engine": "tensorrt"}, "engine"), ({"anatomy": "yes"}, "anatomy")])
+    ({"engine": "tensorrt"}, "engine"), ({"anatomy": "yes"}, "anatomy"), ({"accumulate": "bfloat16"}, "accumulate")])
 def test_invalid_options_are_refused_with_the_option_named(bad, message):
     with pytest.raises(OptionError, match=message):
         InferenceOptions(**bad)

@@ -69,6 +69,12 @@ def test_panel_opens_with_defaults_and_follows_the_scene(panel, ct):
     assert options.anatomy is False and "--no-anatomy" in options.to_argv()
     ui.anatomyCheckBox.checked = True
     assert panel.widget._parameterNode.GetParameter("Anatomy") == "true"
+    assert not ui.lowMemoryCheckBox.checked and panel.widget._parameterNode.GetParameter("Accumulate") == "float32"
+    ui.lowMemoryCheckBox.checked = True  # float16 sums reach the logic's options and the child's argv
+    options = SlicerSegmentationLogic.options_from_parameters(panel.widget._parameterNode)
+    assert options.accumulate == "float16" and options.to_argv()[-2:] == ["--accumulate", "float16"]
+    ui.lowMemoryCheckBox.checked = False
+    assert panel.widget._parameterNode.GetParameter("Accumulate") == "float32"
 
 
 def test_segment_bones_builds_the_named_segmentation(panel):

@@ -7,17 +7,18 @@ import torch
 from BoneSegmentationLib.core.errors import Cancelled
 from BoneSegmentationLib.model.modelfile import load_model
 from BoneSegmentationLib.inference.sliding_window import (
-    _ring_spans, gaussian_importance, pad_to_patch, patch_starts, predict_streaming, window_positions)
+    _ring_spans, gaussian_importance, pad_to_patch, patch_starts, predict_streaming, window_batches,
+    window_positions)
 
 from conftest import make_random_model
 
 
-def naive_full_buffer(net, volume, num_classes, patch, overlap, pad_value=0.0):
-    """The textbook method (MONAI / nnU-Net): one logit buffer for the whole volume."""
-    padded = pad_to_patch(volume, patch, pad_value)
-    weight = gaussian_importance(patch)
-    logits = torch.zeros((num_classes, *padded.shape))
-    weights = torch.zeros(padded.shape)
+def naive_full_buffer(net, volume, num_classes, patch, overlap, pad_value=0.0, return_logits=False, device="cpu"):
+    """The textbook method (MONAI / nnU-Net): one logit buffer for the whole volume (on ``device``)."""
+    padded = pad_to_patch(volume, patch, pad_value).to(device)
+    weight = gaussian_importance(patch).to(device)
+    logits = torch.zeros((num_classes, *padded.shape), device=device)
+    weights = torch.zeros(padded.shape, device=device)
     with torch.inference_mode():
         for z, y, x in window_positions(tuple(padded.shape), patch, overlap):
             out = net(padded[z:z + patch[0], y:y + patch[1], x:x + patch[2]][None, None])[0]
@@ -26,7 +27,9 @@ def naive_full_buffer(net, volume, num_classes, patch, overlap, pad_value=0.0):
     logits /= weights
     probs = torch.softmax(logits, dim=0)
     d, h, w = volume.shape
-    return logits.argmax(0)[:d, :h, :w].numpy(), probs.max(0).values[:d, :h, :w].numpy()
+    if return_logits:
+        return logits[:, :d, :h, :w].cpu().numpy()
+    return logits.argmax(0)[:d, :h, :w].cpu().numpy(), probs.max(0).values[:d, :h, :w].cpu().numpy()
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,18 @@ def test_streaming_equals_full_buffer(scripted_net, shape, patch, overlap):
     assert len(np.unique(ref_labels)) > 3, "the test needs a non-trivial label map"
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(conf.astype(np.float32), ref_conf, rtol=2e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch_size", [3, 16])
+def test_batches_of_windows_give_the_same_labels(scripted_net, batch_size):
+    """Several windows per network call (the GPU path): same labels and confidence as one at a time."""
+    volume = torch.randn((52, 20, 20), generator=torch.Generator().manual_seed(5))
+    one = predict_streaming(scripted_net, volume, 126, (24, 16, 16), 0.5, pad_value=-1.0)
+    many = predict_streaming(scripted_net, volume, 126, (24, 16, 16), 0.5, pad_value=-1.0, batch_size=batch_size)
+    np.testing.assert_array_equal(many[0], one[0])
+    np.testing.assert_allclose(many[1].astype(np.float32), one[1].astype(np.float32), atol=1e-3)
+    batches = window_batches(window_positions((52, 20, 20), (24, 16, 16), 0.5), batch_size)
+    assert all(len({z for z, _, _ in b}) == 1 and len(b) <= batch_size for b in batches)
 
 
 def test_patch_starts_cover_and_overlap():
@@ -96,3 +111,25 @@ def test_wrong_channel_count_is_caught():
     net = torch.nn.Conv3d(1, 5, 1)
     with pytest.raises(RuntimeError, match="5 channels, expected 126"):
         predict_streaming(net, torch.randn(16, 16, 16), 126, (16, 16, 16), 0.5)
+
+
+def test_float16_ring_differs_only_at_near_ties(scripted_net):
+    """The low-memory ring (``--accumulate float16``): each running sum is rounded to float16 once
+    per window (relative error 2^-11), so a label may differ from the float32 reference only where
+    the reference's two classes are within that rounding of each other. Stated tolerance: the
+    reference gap <= windows x 2^-11 x the largest |averaged logit| at the voxel, times 4 for the
+    weighted sums' range."""
+    shape, patch, overlap = (40, 24, 28), (16, 16, 16), 0.5
+    volume = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    labels, conf = predict_streaming(scripted_net, volume, 126, patch, overlap, pad_value=-1.0,
+                                     accumulate_dtype=torch.float16)
+    ref = naive_full_buffer(scripted_net, volume, 126, patch, overlap, pad_value=-1.0, return_logits=True)
+    ref_labels = ref.argmax(0)
+    differ = labels != ref_labels
+    assert differ.mean() <= 0.05, differ.mean()  # random weights: top-2 gaps ~0.02 of logits ~4
+    windows = 8  # at most 2 windows per axis overlap a voxel at overlap 0.5
+    gap = np.take_along_axis(ref, ref_labels[None], 0)[0] - np.take_along_axis(ref, labels[None].astype(np.int64), 0)[0]
+    bound = 4 * windows * 2.0 ** -11 * np.abs(ref).max(axis=0)
+    assert np.all(gap[differ] <= bound[differ]), float((gap - bound)[differ].max())
+    ref_conf = torch.softmax(torch.from_numpy(ref), 0).max(0).values.numpy()
+    np.testing.assert_allclose(conf.astype(np.float32), ref_conf, atol=2e-2)

@@ -6,7 +6,8 @@
 2. the paper-width network (No-New-Net width 30, 5 levels, random weights) on single 96^3 windows:
    seconds per window and argmax agreement.
 
-OpenVINO bf16 is measured only where the CPU reports BF16 (``OPTIMIZATION_CAPABILITIES``).
+OpenVINO bf16 is measured only where the CPU reports BF16 (``OPTIMIZATION_CAPABILITIES``); the
+product pins fp32.
 
     pip install -e ".[benchmark,fast-cpu]"
     python benchmarks/bench_engines.py                # both parts (minutes on a 2-core CPU)
@@ -38,18 +39,31 @@ from BoneSegmentationLib.model.registry import resolve_model  # noqa: E402
 from BoneSegmentationLib.synthetic.phantom import DEMO_SEED, make_phantom  # noqa: E402
 
 
+def cpu_has_bf16() -> bool:
+    import openvino as ov
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def full_scan(threads: int | None) -> None:
     ct, _, _ = make_phantom(DEMO_SEED, spacing=2.0, partial=False)
     model = load_model(resolve_model(None))
     rows, labels = [], {}
-    for engine in ("torch", "openvino"):
+    runs = ["torch", "openvino"] + (["openvino-bf16"] if cpu_has_bf16() else [])
+    for run in runs:
+        engine = run.split("-")[0]
         segmenter = Segmenter(model, InferenceOptions(device="cpu", engine=engine, anatomy=False, threads=threads))
+        description = segmenter.engine.description
+        if run == "openvino-bf16":
+            segmenter.network = OpenVinoNetwork(model, mirrored=segmenter.mirrored, threads=threads, precision="bf16")
+            description = description.replace("fp32", "bf16")
         if engine == "openvino":
             segmenter.segment(ct[:, :, :40])  # the one-time conversion (cached) is not the engine's speed
         with measure() as m:
             result = segmenter.segment(ct)
-        labels[engine] = sitk.GetArrayFromImage(result.labels)
-        rows.append((engine, segmenter.engine.description, m.elapsed_s, m.peak_mib))
+        labels[run] = sitk.GetArrayFromImage(result.labels)
+        rows.append((run, description, m.elapsed_s, m.peak_mib))
+    if not cpu_has_bf16():
+        print("OpenVINO bf16: not measured, this CPU reports no BF16")
     bone = (labels["torch"] > 0) | (labels["openvino"] > 0)
     print(f"bundled model {model.info.name} {model.info.version}, demo phantom {ct.GetSize()} at 2 mm, "
           f"mirror {'on' if segmenter.mirrored else 'off'}")
@@ -84,6 +98,13 @@ def paper_window(repeats: int) -> None:
         for _ in range(repeats):
             out = ov_net(x)
         t_ov = (time.perf_counter() - t) / repeats
+        if cpu_has_bf16():
+            bf16_net = OpenVinoNetwork(model, cache=Path(tmp) / "ov", precision="bf16")
+            bf16_net(x)
+            t = time.perf_counter()
+            for _ in range(repeats):
+                out_bf16 = bf16_net(x)
+            t_bf16 = (time.perf_counter() - t) / repeats
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     agree = float((out.argmax(1) == ref.argmax(1)).float().mean())
     print(f"paper-width No-New-Net (14.5 M parameters), one 96^3 window, mean of {repeats}; CPU capabilities {caps}")
@@ -93,6 +114,9 @@ def paper_window(repeats: int) -> None:
     print(f"| OpenVINO fp32 | {t_ov:.2f} | {t_ov / t_torch:.2f}x | {agree:.5f} |")
     if "BF16" not in caps:
         print("| OpenVINO bf16 | not measured: this CPU has no BF16 | | |")
+    else:
+        agree_bf16 = float((out_bf16.argmax(1) == ref.argmax(1)).float().mean())
+        print(f"| OpenVINO bf16 | {t_bf16:.2f} | {t_bf16 / t_torch:.2f}x | {agree_bf16:.5f} |")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ doubles.
 
     pip install -e ".[benchmark]"
     python benchmarks/bench_inference.py                      # 160x160x320, 96^3, overlap 0.5
+                                                              # (float32 ring, float16 ring, MONAI)
     python benchmarks/bench_inference.py --lengths 160 320 640 --width 8
 """
 
@@ -27,6 +28,12 @@ from BoneSegmentationLib.inference.sliding_window import predict_streaming  # no
 
 def run_ours(net, volume, classes, patch, overlap, device):
     return predict_streaming(net, volume, classes, (patch,) * 3, overlap, device=device)
+
+
+def run_ours_float16(net, volume, classes, patch, overlap, device):
+    """``--accumulate float16``: the ring holds running means in float16."""
+    return predict_streaming(net, volume, classes, (patch,) * 3, overlap, device=device,
+                             accumulate_dtype=torch.float16)
 
 
 def run_monai(net, volume, classes, patch, overlap, device):
@@ -64,15 +71,17 @@ def main() -> None:
     volume = torch.randn(args.length, cs, cs)
     run_ours(net, volume[: args.patch], args.classes, args.patch, args.overlap, device)  # warm-up
     results = {}
-    for name, fn in (("this engine", run_ours), ("MONAI", run_monai)):
+    runs = (("this engine", run_ours), ("float16 ring", run_ours_float16), ("MONAI", run_monai))
+    for name, fn in runs:
         with measure() as m:
             labels, _ = fn(net, volume, args.classes, args.patch, args.overlap, device)
         results[name] = (m.elapsed_s, m.peak_mib, labels)
         print(f"{name:<12} {cs}x{cs}x{args.length}: {m.elapsed_s:7.1f} s  peak {m.peak_mib:8.0f} MiB")
-    (t_ours, m_ours, l_ours), (t_monai, m_monai, l_monai) = results["this engine"], results["MONAI"]
-    agree = (l_ours == l_monai).mean()
-    print(f"ratio (this engine / MONAI): time {t_ours / t_monai:.2f}x, peak memory {m_ours / m_monai:.2f}x; "
-          f"labels agree on {100 * agree:.3f} % of voxels")
+    t_monai, m_monai, l_monai = results["MONAI"]
+    for name, _ in runs[:2]:
+        t, mem, labels = results[name]
+        print(f"ratio ({name} / MONAI): time {t / t_monai:.2f}x, peak memory {mem / m_monai:.2f}x; "
+              f"labels agree on {100 * (labels == l_monai).mean():.3f} % of voxels")
 
     print("\nthis engine, peak memory as the scan length grows:")
     for length in args.lengths:

@@ -26,14 +26,15 @@ class JobBudget:
 
 
 def estimate(image: sitk.Image, spacing_mm: tuple[float, float, float], num_classes: int,
-             patch: tuple[int, int, int], width: int, stitch: int = 1, mirrored: bool = False) -> JobBudget:
+             patch: tuple[int, int, int], width: int, stitch: int = 1, mirrored: bool = False,
+             ring_bytes: int = 4) -> JobBudget:
     """Peak host memory of ``Segmenter.segment`` for ``image`` (an upper estimate)."""
     extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
     grid = tuple(int(np.ceil(e / s)) + 1 for e, s in zip(extent, spacing_mm))
     fine = tuple(g * stitch for g in grid)
     n_in, n_grid, n_fine = int(np.prod(image.GetSize())), int(np.prod(grid)), int(np.prod(fine))
     padded = [max(g, p) for g, p in zip(grid, patch)]
-    ring = num_classes * min(patch[2], padded[2]) * padded[0] * padded[1] * 4 * 2  # logits + weights, rounding
+    ring = num_classes * min(patch[2], padded[2]) * padded[0] * padded[1] * ring_bytes * 2  # logits + weights, rounding
     windows = (2 if mirrored else 1) * int(np.prod(patch)) * (num_classes + ACTIVATION_FACTOR * width) * 4
     peak = (n_in * image.GetSizeOfPixelComponent() * 2  # the input and its reoriented copy
             + n_grid * 4 * 2  # resampled grid and normalised volume (float32)

@@ -18,6 +18,7 @@ from ..core.errors import BoneSegmentationError
 
 MIRROR_MODES = ("model", "on", "off")
 ENGINES = ("auto", "torch", "openvino")  # auto: OpenVINO on the CPU when installed (inference/engine.py)
+ACCUMULATE = ("float32", "float16")  # precision of the ring buffer's running sums (sliding_window.py)
 MAX_STITCH = 4
 
 
@@ -64,6 +65,7 @@ class InferenceOptions:
     threads: Optional[int] = None  # CPU threads for PyTorch (None: PyTorch's default)
     engine: str = "auto"  # what runs the network: auto, torch or openvino (CPU)
     anatomy: bool = True  # the anatomical consistency step after the network (consistency/)
+    accumulate: str = "float32"  # ring-buffer precision: float16 halves it (labels may differ at near-ties)
 
     def __post_init__(self) -> None:
         device = (self.device or "auto").lower()
@@ -84,6 +86,8 @@ class InferenceOptions:
             raise OptionError(f"anatomy must be true or false, not {self.anatomy!r}")
         if self.engine not in ENGINES:
             raise OptionError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.accumulate not in ACCUMULATE:
+            raise OptionError(f"accumulate must be one of {', '.join(ACCUMULATE)}, not {self.accumulate!r}")
 
     def mirror_for(self, model_default: bool) -> bool:
         """Whether to mirror-average with a model whose metadata says ``model_default``."""
@@ -118,6 +122,10 @@ class InferenceOptions:
                             help="skip the anatomical consistency step (vertebrae and ribs renumbered in order, "
                                  "sides from patient coordinates, stray pieces reassigned, bone outside the body "
                                  "removed); the network's labels as they are")
+        parser.add_argument("--accumulate", choices=ACCUMULATE, default=d.accumulate,
+                            help="precision of the running sums of overlapping windows: float32 (default, "
+                                 "exact) or float16 (the aggregation's memory halved, about 0.6x the peak; "
+                                 "labels may differ where two bones are nearly tied)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "InferenceOptions":
@@ -134,11 +142,13 @@ class InferenceOptions:
             argv += ["--engine", self.engine]
         if not self.anatomy:
             argv.append("--no-anatomy")
+        if self.accumulate != "float32":
+            argv += ["--accumulate", self.accumulate]
         return argv
 
     # -- Slicer parameter node (strings) ---------------------------------------------------------
     PARAMETERS = {"device": "Device", "overlap": "Overlap", "stitch": "Stitch", "mirror": "Mirror",
-                  "threads": "Threads", "engine": "Engine", "anatomy": "Anatomy"}
+                  "threads": "Threads", "engine": "Engine", "anatomy": "Anatomy", "accumulate": "Accumulate"}
 
     def to_parameters(self) -> dict[str, str]:
         values = asdict(self)

@@ -27,7 +27,6 @@ from ..model.modelfile import LoadedModel
 from .budget import check_fits, estimate
 from .device import autocast_dtype, describe, resolve_device, set_threads
 from .engine import build_network, choose_engine
-from .mirror import MirrorAveraged
 from .options import InferenceOptions
 from .preprocess import labels_to_input_grid, normalise, padding_value
 from .review import ReviewItem, review_ranking
@@ -68,9 +67,7 @@ class Segmenter:
             log.warning(self.engine.notice)
         if self.engine.name == "torch":
             model.module.to(self.device)
-        module = build_network(model, self.engine, self.options.threads)
-        self.network = MirrorAveraged(module, model.class_names, model.info.orientation) if self.mirrored \
-            else module
+        self.network = build_network(model, self.engine, self.mirrored, self.options.threads)
 
     def segment(self, image: sitk.Image, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelCheck] = None) -> SegmentationResult:
@@ -90,7 +87,8 @@ class Segmenter:
                 progress(fraction, message)
 
         budget = estimate(image, self.model.spacing, self.model.num_classes, self.model.patch_size,
-                          int(meta.network.get("base_features", 30)), opts.stitch, self.mirrored)
+                          int(meta.network.get("base_features", 30)), opts.stitch, self.mirrored,
+                          ring_bytes=2 if opts.accumulate == "float16" else 4)
         check_fits(budget)  # refuse with the figure before any large allocation
         if budget.passes > 8:
             log.warning("--stitch %d runs the network %d times over the scan: about %d times as long as one pass",
@@ -111,6 +109,7 @@ class Segmenter:
             pass_labels, pass_confidence = predict_streaming(
                 self.network, volume, self.model.num_classes, self.model.patch_size, overlap=opts.overlap,
                 device=self.device, pad_value=padding_value(asdict(inten)), autocast_dtype=autocast_dtype(self.device),
+                accumulate_dtype=torch.float16 if opts.accumulate == "float16" else torch.float32,
                 progress=lambda f, m: report(0.02 + 0.93 * (k + f) / len(shifts), prefix + m), cancel=cancel)
             interleave(labels, pass_labels, opts.stitch, shift)
             interleave(confidence, pass_confidence, opts.stitch, shift)

@@ -20,6 +20,7 @@ import torch
 from ..core.errors import Cancelled
 
 ProgressCallback = Callable[[float, str], None]
+CLASS_CHUNK = 8  # classes converted together when the ring is float16
 CancelCheck = Callable[[], bool]
 
 
@@ -58,6 +59,19 @@ def window_positions(shape: tuple[int, int, int], patch: tuple[int, int, int],
     return [(z, y, x) for z in zs for y in ys for x in xs]
 
 
+def window_batches(corners: list[tuple[int, int, int]], batch_size: int) -> list[list[tuple[int, int, int]]]:
+    """Consecutive windows in groups of at most ``batch_size``, never two slabs (z) in one group."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    batches: list[list[tuple[int, int, int]]] = []
+    for corner in corners:
+        if batches and len(batches[-1]) < batch_size and batches[-1][0][0] == corner[0]:
+            batches[-1].append(corner)
+        else:
+            batches.append([corner])
+    return batches
+
+
 def pad_to_patch(volume: torch.Tensor, patch: tuple[int, int, int], pad_value: float) -> torch.Tensor:
     """Pad at the far end of each axis shorter than the patch (cropped again afterwards)."""
     pads = [max(0, p - s) for s, p in zip(volume.shape, patch)]
@@ -90,6 +104,7 @@ class StreamingAggregator:
         self.weights = torch.zeros((self.depth, h, w), dtype=torch.float32, device=device)
         self.labels = np.zeros(shape, dtype=np.uint8 if num_classes <= 256 else np.int16)
         self.confidence = np.zeros(shape, dtype=np.float16)
+        self.running_mean = dtype != torch.float32  # float32: weighted sums (exact); else weighted means
         self.finalized = 0  # slices [0, finalized) are done
         self.finalize_chunk = finalize_chunk
 
@@ -100,8 +115,22 @@ class StreamingAggregator:
             raise RuntimeError("patch arrived for a slice already finalised: windows out of order")
         for ring, off, n in _ring_spans(z, pz, self.depth):
             target = self.logits[:, ring:ring + n, y:y + py, x:x + px]
-            target.addcmul_(logits[:, off:off + n].to(target.dtype), weight[off:off + n].to(target.dtype))
-            self.weights[ring:ring + n, y:y + py, x:x + px] += weight[off:off + n]
+            w = weight[off:off + n]
+            weights = self.weights[ring:ring + n, y:y + py, x:x + px]
+            if not self.running_mean:
+                target.addcmul_(logits[:, off:off + n], w)
+            else:
+                # float16 ring: a running weighted mean (m += w / (W + w) * (l - m)) rather than a
+                # sum, because border weights (down to 1e-11) times logits underflow float16; the
+                # update in float32, rounded once, a few classes at a time (one full-size half
+                # copy of the window's logits is 3-4x slower on a CPU)
+                share = w / (weights + w)
+                for c in range(0, target.shape[0], CLASS_CHUNK):
+                    part = target[c:c + CLASS_CHUNK]
+                    mean = part.float()
+                    mean.addcmul_(logits[c:c + CLASS_CHUNK, off:off + n].float() - mean, share)
+                    part.copy_(mean)
+            weights += w
 
     def finalize_until(self, z_end: int) -> None:
         """Slices below ``z_end`` will receive no more patches: reduce and free them."""
@@ -111,7 +140,8 @@ class StreamingAggregator:
             n = min(self.finalize_chunk, z_end - start)
             for ring, off, m in _ring_spans(start, n, self.depth):
                 slab = self.logits[:, ring:ring + m].float()
-                slab /= self.weights[ring:ring + m]
+                if not self.running_mean:
+                    slab /= self.weights[ring:ring + m]
                 top, label = slab.max(dim=0)
                 # top-1 softmax probability of the averaged logits = 1 / sum(exp(l - l_max))
                 conf = 1.0 / torch.exp(slab - top).sum(dim=0)
@@ -128,12 +158,14 @@ def predict_streaming(net: Callable[[torch.Tensor], torch.Tensor], volume: torch
                       pad_value: float = 0.0, autocast_dtype: Optional[torch.dtype] = None,
                       accumulate_dtype: Optional[torch.dtype] = None,
                       progress: Optional[ProgressCallback] = None,
-                      cancel: Optional[CancelCheck] = None) -> tuple[np.ndarray, np.ndarray]:
+                      cancel: Optional[CancelCheck] = None, batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Label map (uint8) and confidence (float16, top-1 probability) for a normalised volume.
 
     ``volume`` is (D, H, W) float32 on the CPU; patches are moved to ``device`` one at a time.
-    Accumulation is float32 unless ``accumulate_dtype`` says otherwise (float16 halves the
-    buffer on a GPU at the cost of exact equality with a float32 reference).
+    Accumulation is float32 (exactly the full-buffer result) unless ``accumulate_dtype`` says
+    otherwise: float16 halves the ring (running means, labels may differ at near-ties).
+    ``batch_size`` windows of one slab go through the network together (a GPU is busier with
+    several; a batch never spans two slabs, so the ring stays one window deep).
     """
     device = torch.device(device)
     original = tuple(volume.shape)
@@ -142,23 +174,27 @@ def predict_streaming(net: Callable[[torch.Tensor], torch.Tensor], volume: torch
     corners = window_positions(shape, patch, overlap)
     weight = gaussian_importance(patch).to(device)
     agg = StreamingAggregator(num_classes, shape, patch[0], device, accumulate_dtype or torch.float32)
-    total = len(corners)
+    total, done = len(corners), 0
     with torch.inference_mode():
-        for i, (z, y, x) in enumerate(corners):
+        for batch in window_batches(corners, batch_size):
             if cancel is not None and cancel():
                 raise Cancelled("segmentation cancelled by the user")
-            agg.finalize_until(z)
-            tile = padded[z:z + patch[0], y:y + patch[1], x:x + patch[2]].to(device)[None, None]
+            agg.finalize_until(batch[0][0])
+            tiles = torch.stack([padded[z:z + patch[0], y:y + patch[1], x:x + patch[2]] for z, y, x in batch])
+            tiles = tiles.to(device)[:, None]
             if autocast_dtype is not None and device.type == "cuda":
                 with torch.autocast("cuda", dtype=autocast_dtype):
-                    out = net(tile)
+                    out = net(tiles)
             else:
-                out = net(tile)
+                out = net(tiles)
             if out.shape[1] != num_classes:
                 raise RuntimeError(f"network returned {out.shape[1]} channels, expected {num_classes}")
-            agg.add((z, y, x), out[0], weight)
+            for k, corner in enumerate(batch):
+                agg.add(corner, out[k], weight)
+            del out, tiles  # freed before the next call, not after it (126 x window: 425 MiB at 96^3)
+            done += len(batch)
             if progress is not None:
-                progress((i + 1) / total, f"patch {i + 1}/{total}")
+                progress(done / total, f"patch {done}/{total}")
         agg.finalize_until(shape[0])
     d, h, w = original
     return agg.labels[:d, :h, :w], agg.confidence[:d, :h, :w]

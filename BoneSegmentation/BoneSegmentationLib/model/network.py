@@ -66,6 +66,11 @@ class NoNewNet(nn.Module):
         self.classifier = nn.Conv3d(widths[0], num_classes, kernel_size=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last decoder's output, before the 1x1 classifier (the OpenVINO engine averages a
+        window with its mirror image there, see ``inference.mirror.FusedMirrorNetwork``)."""
         skips: list[torch.Tensor] = []
         for encoder in self.encoders:
             x = encoder(x)
@@ -76,7 +81,7 @@ class NoNewNet(nn.Module):
         for i, decoder in enumerate(self.decoders):
             x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
             x = decoder(torch.cat([skips[n - 1 - i], x], dim=1))
-        return self.classifier(x)
+        return x
 
 
 def count_parameters(model: nn.Module) -> int:
