@@ -114,11 +114,11 @@ def test_wrong_channel_count_is_caught():
 
 
 def test_float16_ring_differs_only_at_near_ties(scripted_net):
-    """The low-memory ring (``--accumulate float16``): each running sum is rounded to float16 once
-    per window (relative error 2^-11), so a label may differ from the float32 reference only where
-    the reference's two classes are within that rounding of each other. Stated tolerance: the
-    reference gap <= windows x 2^-11 x the largest |averaged logit| at the voxel, times 4 for the
-    weighted sums' range."""
+    """The low-memory ring (``--accumulate float16``): each running mean is rounded to float16 once
+    per window (relative error 2^-11 of a value no larger than the largest logit), so a label may
+    differ from the float32 reference only where the reference's two classes are within that
+    rounding of each other. Stated tolerance: the reference gap <= 4 x windows x 2^-11 x the largest
+    |averaged logit| at the voxel."""
     shape, patch, overlap = (40, 24, 28), (16, 16, 16), 0.5
     volume = torch.randn(shape, generator=torch.Generator().manual_seed(7))
     labels, conf = predict_streaming(scripted_net, volume, 126, patch, overlap, pad_value=-1.0,
