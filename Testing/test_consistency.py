@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from BoneSegmentationLib.consistency.body import body_mask
 from BoneSegmentationLib.consistency.geometry import Grid
@@ -102,6 +103,47 @@ def test_bone_on_the_ct_table_is_removed_but_a_thin_finger_is_not(phantom):
     out, report = make_consistent(broken, grid, ct)
     assert np.array_equal(out, labels)
     assert any(c.text.endswith("outside the body") for c in report.changes)
+
+
+def test_a_curved_two_shell_table_is_not_body(phantom):
+    """Real table tops are dished and often two thin shells with air or foam between them: each
+    shell climbs several rows across the scan, so no straight left-right run is wide, but each
+    shell is one wide, thin piece of its slice. Bone drawn on them is removed, the body is kept."""
+    labels, ct, grid = phantom
+    g = Grid.of(grid)
+    ap, lr = int(np.argmax(np.abs(g.matrix[1]))), int(np.argmax(np.abs(g.matrix[0])))
+    assert g.matrix[1, ap] > 0, "LPS fixture: the array's end along ap is the patient's back"
+    pad = [(0, 0)] * 3
+    pad[ap] = (0, 25)  # 100 mm of air behind the patient for the table (the origin stays)
+    ct, labels = np.pad(ct, pad, constant_values=-1024.0), np.pad(labels, pad)
+    original, grid = grid, sitk.GetImageFromArray(labels)
+    grid.SetOrigin(original.GetOrigin())
+    grid.SetSpacing(original.GetSpacing())
+    grid.SetDirection(original.GetDirection())
+    g = Grid.of(grid)
+    dense = ct > -300
+    back = np.nonzero(dense.any(axis=tuple(a for a in range(3) if a != ap)))[0].max()
+    n_lr = ct.shape[lr]
+    across = (np.arange(n_lr) - (n_lr - 1) / 2) * abs(g.matrix[0, lr])  # mm from the middle
+    shells = np.zeros(ct.shape, bool)
+    for depth_mm in (50.0, 80.0):  # a top shell under an air gap, a bottom shell lower
+        rows = back + np.round((depth_mm - 0.001 * across**2) / g.matrix[1, ap]).astype(int)
+        for i, row in enumerate(rows):
+            index = [slice(None)] * 3
+            index[ap], index[lr] = row, i
+            shells[tuple(index)] = True
+    assert not (ndimage.binary_dilation(shells, iterations=2) & dense).any(), "the table must not touch the patient"
+    edges = [np.diff(np.r_[0, line, 0]) for line in np.moveaxis(shells, lr, -1).reshape(-1, n_lr).astype(int)]
+    longest = max(int((np.flatnonzero(e == -1) - np.flatnonzero(e == 1)).max(initial=0)) for e in edges)
+    assert longest * abs(g.matrix[0, lr]) < 150, "the shells must curve: no straight wide run"
+    ct[shells] = 400.0
+    broken = labels.copy()
+    broken[shells] = TABLE.by_name("capitate_left").index
+    body = body_mask(ct, g)
+    assert not body[shells].any()
+    assert body[labels > 0].all()
+    out, _ = make_consistent(broken, grid, ct)
+    assert np.array_equal(out, labels)
 
 
 def test_the_review_lists_what_the_step_changed(phantom):

@@ -1,10 +1,12 @@
 """The patient's body in a CT, to tell bone from the table and the air around it.
 
 Per axial slice, what is denser than ``BODY_HU``, with holes filled (the lungs: a lean patient's
-chest wall is thinner than a table top), minus the table: voxels in a dense run thinner than
-``TABLE_MM`` front to back yet wider than ``PLATE_WIDTH_MM`` left to right. That is a plate (the
-table top, a cushion's cover, a blanket); a finger or a thumb is as thin but narrow, so it stays
-body, and where the patient lies directly on the table the run continues into the body and stays.
+chest wall is thinner than a table top), minus the table: pieces of the slice (8-connected) made
+of voxels in dense runs thinner than ``TABLE_MM`` front to back that span more than
+``PLATE_WIDTH_MM`` left to right. That is a plate (the table top and its shells, a cushion's cover,
+a blanket), flat or curved: real tables are dished and often two shells, so a straight left-right
+run would miss them. A finger or a thumb is as thin but narrow, so it stays body, and where the
+patient lies directly on the table the run continues into the body and stays.
 """
 
 from __future__ import annotations
@@ -72,6 +74,20 @@ def body_mask(ct_hu: np.ndarray, grid: Grid) -> np.ndarray:
     ap_axis = int(np.argmax(np.abs(grid.matrix[1])))
     lr_axis = int(np.argmax(np.abs(grid.matrix[0])))
     filled = fill_holes_per_slice(ct_hu > BODY_HU, si_axis)
-    thin = run_lengths(filled, ap_axis) * steps[ap_axis] < TABLE_MM
-    wide = run_lengths(filled & thin, lr_axis) * steps[lr_axis] >= PLATE_WIDTH_MM
-    return filled & ~(thin & wide)
+    thin = filled & (run_lengths(filled, ap_axis) * steps[ap_axis] < TABLE_MM)
+    return filled & ~wide_pieces(thin, si_axis, lr_axis, PLATE_WIDTH_MM / steps[lr_axis])
+
+
+def wide_pieces(mask: np.ndarray, slice_axis: int, across_axis: int, min_voxels: float) -> np.ndarray:
+    """The pieces of ``mask`` (8-connected within each slice across ``slice_axis``) whose extent
+    along ``across_axis`` is at least ``min_voxels``."""
+    structure = np.zeros((3, 3, 3), bool)
+    middle = [slice(None)] * 3
+    middle[slice_axis] = 1
+    structure[tuple(middle)] = True
+    pieces, n = ndimage.label(mask, structure=structure)
+    wide = np.zeros(n + 1, bool)
+    for k, box in enumerate(ndimage.find_objects(pieces), start=1):
+        if box is not None:
+            wide[k] = box[across_axis].stop - box[across_axis].start >= min_voxels
+    return wide[pieces]

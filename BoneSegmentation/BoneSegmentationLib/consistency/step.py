@@ -22,11 +22,13 @@ from .spine import order_spine
 
 
 def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[np.ndarray] = None,
-                    table: Optional[BoneTable] = None) -> tuple[np.ndarray, ConsistencyReport]:
+                    table: Optional[BoneTable] = None,
+                    body: Optional[np.ndarray] = None) -> tuple[np.ndarray, ConsistencyReport]:
     """A consistent copy of ``labels`` (array of ``grid_image``'s grid) and what changed.
 
     ``ct_hu``, the CT in HU on the same grid, lets the step remove bone outside the body or
-    without any bone-like intensity; without it only the labels' own geometry is used.
+    without any bone-like intensity; without it only the labels' own geometry is used. ``body``,
+    the patient on the same grid, is found from ``ct_hu`` when not given.
     """
     t0 = time.perf_counter()
     table = table or default_table()
@@ -36,7 +38,8 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
                          f"{grid.shape} differ")
     out = np.ascontiguousarray(labels).copy()
     report = ConsistencyReport()
-    body = body_mask(ct_hu, grid) if ct_hu is not None else None
+    if body is None and ct_hu is not None:
+        body = body_mask(ct_hu, grid)
     clean_pieces(out, table, report, grid.voxel_ml, ct_hu, body)
     spine = order_spine(out, grid, table, report)
     centres = spine.centres_by_level() if spine else {}
@@ -50,7 +53,21 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
 def make_consistent_on_grid(labels: np.ndarray, grid_image: sitk.Image, ct: sitk.Image,
                             table: Optional[BoneTable] = None) -> tuple[np.ndarray, ConsistencyReport]:
     """``make_consistent`` with the CT given as an image on any grid: it is resampled (linear, air
-    outside) onto the labels' grid first. The one way the pipeline, tools and benchmarks run it."""
+    outside) onto the labels' grid first. The one way the pipeline, tools and benchmarks run it.
+
+    The body is found on the CT's own grid and then carried to the labels' grid: a table's shells
+    are a few millimetres thick, and sampled at a 4 mm model grid they break into short pieces
+    that no longer look like one wide plate."""
     hu = sitk.GetArrayFromImage(sitk.Resample(ct, grid_image, sitk.Transform(), sitk.sitkLinear, -1024.0,
                                               sitk.sitkFloat32))
-    return make_consistent(labels, grid_image, hu, table)
+    return make_consistent(labels, grid_image, hu, table, body_on_grid(ct, grid_image))
+
+
+def body_on_grid(ct: sitk.Image, grid_image: sitk.Image) -> np.ndarray:
+    """``body_mask`` measured on ``ct``'s grid, as a mask on ``grid_image``'s (a voxel is body when
+    most of it is, by linear interpolation)."""
+    native = body_mask(sitk.GetArrayViewFromImage(ct), Grid.of(ct))
+    image = sitk.GetImageFromArray(native.view(np.uint8))
+    image.CopyInformation(ct)
+    on_grid = sitk.Resample(image, grid_image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayViewFromImage(on_grid) >= 0.5
