@@ -146,6 +146,34 @@ def test_a_curved_two_shell_table_is_not_body(phantom):
     assert np.array_equal(out, labels)
 
 
+def test_the_synthesisers_tables_are_not_body():
+    """Every table the training images get (flat or dished, one or two shells, rails) is told from
+    the patient when a cushion or air separates them; where the patient lies on the plate itself
+    the plate's run continues into the body and the mask cannot split them (a stated limit)."""
+    from BoneSegmentationLib.synthetic import tissue
+
+    spacing = (2.0, 2.0, 2.0)
+    z, y, x = np.mgrid[0:20, 0:200, 0:260]
+    patient = ((y - 80) / 55.0) ** 2 + ((x - 130) / 110.0) ** 2 <= 1  # a trunk, back at row 135
+    grid = sitk.GetImageFromArray(np.zeros(patient.shape, np.uint8))
+    grid.SetSpacing(spacing)
+    g = Grid.of(grid)
+    apart, two_shells = 0, 0
+    for seed in range(12):
+        ct = np.where(patient, 40.0, -1000.0)
+        tissue.add_table(ct, patient, np.random.default_rng(seed), spacing)
+        table = ~patient & (ct > -300)
+        assert table.any() and not table[:, :80].any(), "the table lies behind the patient's middle"
+        two_shells += ndimage.label(table[10].any(axis=1))[1] >= 2  # two bands of rows
+        if (ndimage.binary_dilation(patient, iterations=1) & table).any():
+            continue  # on the plate itself
+        apart += 1
+        body = body_mask(ct, g)  # found every other voxel at 2 mm: edges may shift by a voxel
+        assert body[ndimage.binary_erosion(patient, iterations=2)].all(), seed
+        assert np.count_nonzero(body & table) <= 0.001 * np.count_nonzero(table), seed
+    assert apart >= 6 and two_shells >= 3
+
+
 def test_the_review_lists_what_the_step_changed(phantom):
     labels, ct, grid = phantom
     out, report = make_consistent(SHIFT_DOWN[labels], grid, ct)

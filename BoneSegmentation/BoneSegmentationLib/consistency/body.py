@@ -62,20 +62,48 @@ def fill_holes_per_slice(mask: np.ndarray, axis: int) -> np.ndarray:
 
 
 def body_mask(ct_hu: np.ndarray, grid: Grid) -> np.ndarray:
-    """Boolean mask of the body on the CT's grid (see the module docstring). Grids finer than
-    ``COARSE_MM`` are measured on every other voxel (a table top is still several voxels thick)."""
+    """Boolean mask of the body on the CT's grid (see the module docstring).
+
+    Fine grids are measured coarser where it costs no thin structure: every other slice (a table
+    is the same in every slice) and left-right neighbours merged (any dense voxel of the pair), but
+    front to back at full resolution, where thickness is measured. Subsampling in-plane instead
+    would miss a one-voxel shell on every other row and break a curved shell into short pieces."""
     steps = np.linalg.norm(grid.matrix, axis=0)
-    if steps.max() < COARSE_MM:
-        coarse = Grid(grid.origin, grid.matrix * 2, tuple((n + 1) // 2 for n in ct_hu.shape))
-        small = body_mask(ct_hu[::2, ::2, ::2], coarse)
-        full = small.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
-        return full[:ct_hu.shape[0], :ct_hu.shape[1], :ct_hu.shape[2]]
     si_axis = int(np.argmax(np.abs(grid.matrix[2])))
     ap_axis = int(np.argmax(np.abs(grid.matrix[1])))
     lr_axis = int(np.argmax(np.abs(grid.matrix[0])))
-    filled = fill_holes_per_slice(ct_hu > BODY_HU, si_axis)
+    factors = [1, 1, 1]
+    for axis in (si_axis, lr_axis):
+        factors[axis] = 2 if steps[axis] < COARSE_MM else 1
+    dense = _dense_merged(ct_hu, si_axis, factors[si_axis], lr_axis, factors[lr_axis])
+    matrix = grid.matrix * np.array(factors, float)[None, :]
+    steps = np.linalg.norm(matrix, axis=0)
+    filled = fill_holes_per_slice(dense, si_axis)
     thin = filled & (run_lengths(filled, ap_axis) * steps[ap_axis] < TABLE_MM)
-    return filled & ~wide_pieces(thin, si_axis, lr_axis, PLATE_WIDTH_MM / steps[lr_axis])
+    body = filled & ~wide_pieces(thin, si_axis, lr_axis, PLATE_WIDTH_MM / steps[lr_axis])
+    for axis, factor in enumerate(factors):
+        if factor > 1:
+            body = body.repeat(factor, axis=axis)
+    return body[:ct_hu.shape[0], :ct_hu.shape[1], :ct_hu.shape[2]]
+
+
+def _dense_merged(ct_hu: np.ndarray, si_axis: int, si_step: int, lr_axis: int, lr_step: int) -> np.ndarray:
+    """``ct_hu > BODY_HU`` on every ``si_step``-th slice, with ``lr_step`` neighbours along
+    ``lr_axis`` merged by 'any' (memory: only the merged array is allocated)."""
+    take = [slice(None)] * 3
+    take[si_axis] = slice(None, None, si_step)
+    slices = ct_hu[tuple(take)]
+    first = [slice(None)] * 3
+    first[lr_axis] = slice(0, None, lr_step)
+    dense = slices[tuple(first)] > BODY_HU
+    for offset in range(1, lr_step):
+        part = [slice(None)] * 3
+        part[lr_axis] = slice(offset, None, lr_step)
+        more = slices[tuple(part)] > BODY_HU
+        into = [slice(None)] * 3
+        into[lr_axis] = slice(0, more.shape[lr_axis])
+        dense[tuple(into)] |= more
+    return dense
 
 
 def wide_pieces(mask: np.ndarray, slice_axis: int, across_axis: int, min_voxels: float) -> np.ndarray:

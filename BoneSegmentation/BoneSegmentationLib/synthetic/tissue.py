@@ -136,8 +136,10 @@ def envelope(inside: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[fl
 
 def add_table(ct: np.ndarray, body: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[float, float, float],
               posterior_axis_sign: int = 1) -> None:
-    """A curved CT table top (carbon fibre, 5-15 mm) and a foam cushion under the patient's back at
-    a random gap; metal rails at its edges now and then. Array axis 1 is y (posterior + in LPS)."""
+    """A curved CT table top (carbon fibre, 3-12 mm) and a foam cushion under the patient's back at
+    a random gap; metal rails at its edges now and then; in half the images a second, thinner shell
+    20-60 mm below the top (many tables are two shells around a foam or air core). Array axis 1
+    is y (posterior + in LPS)."""
     zs, ys, xs = np.nonzero(body)
     if len(ys) == 0:
         return
@@ -145,7 +147,7 @@ def add_table(ct: np.ndarray, body: np.ndarray, rng: np.random.Generator, spacin
     back = ys.max() if posterior_axis_sign > 0 else ys.min()
     sy, sx = spacing_zyx[1], spacing_zyx[2]
     cushion_mm = rng.uniform(0, 60)
-    plate_mm = rng.uniform(5, 15)
+    plate_mm = rng.uniform(3, 12)
     curve = rng.uniform(0, 0.0008)  # mm per mm^2: flat to gently dished
     cx = (xs.min() + xs.max()) / 2
     x_mm = (np.arange(nx) - cx) * sx
@@ -163,6 +165,10 @@ def add_table(ct: np.ndarray, body: np.ndarray, rng: np.random.Generator, spacin
     if rng.random() < 0.3:  # rails
         rail = plate & (np.abs(np.abs(np.arange(nx) - cx) - half_width) < 3 / sx)[None, :]
         ct[free & rail[None]] = rng.uniform(1200, 3000)
+    if rng.random() < 0.5:  # the lower shell
+        below = plate_mm + rng.uniform(20, 60)
+        shell = (depth_into >= below) & (depth_into < below + rng.uniform(2, 6)) & across[None, :]
+        ct[free & shell[None]] = plate_hu * rng.uniform(0.7, 1.2)
 
 
 def add_calcifications(ct: np.ndarray, vessel_wall: np.ndarray, rng: np.random.Generator, max_spots: int = 40) -> None:
