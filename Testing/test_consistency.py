@@ -174,6 +174,30 @@ def test_the_synthesisers_tables_are_not_body():
     assert apart >= 6 and two_shells >= 3
 
 
+@pytest.mark.parametrize("orientation", ["LPS", "RAI", "PIR"])
+def test_the_body_found_on_the_cts_grid_lands_where_the_body_is(orientation):
+    """``body_on_grid`` measures the body on a fine CT (coarsened, groups merged) and carries it
+    to a 4 mm label grid: it must cover the same physical region as the body drawn there, in any
+    orientation, up to the edge slices (nearest slice beyond the last one measured)."""
+    from BoneSegmentationLib.consistency.step import body_on_grid
+    from BoneSegmentationLib.inference.stitch import fine_grid
+
+    z, y, x = np.ogrid[0:37, 0:160, 0:150]  # 37 slices of 2.5 mm, 0.9 mm pixels
+    inside = (((y - 70) / 55.0) ** 2 + ((x - 80) / 60.0) ** 2 <= 1) & (z < 30)
+    ct = sitk.GetImageFromArray(np.where(inside, 40, -1000).astype(np.int16))
+    ct.SetSpacing((0.9, 0.9, 2.5))
+    ct.SetOrigin((-30.0, 12.0, 400.0))
+    ct = sitk.DICOMOrient(ct, orientation)
+    grid = fine_grid(sitk.DICOMOrient(ct, "LPS"), (4.0, 4.0, 4.0), 1)
+    body = body_on_grid(ct, grid)
+    truth = sitk.GetArrayFromImage(sitk.Resample(ct, grid, sitk.Transform(), sitk.sitkLinear, -1000.0,
+                                                 sitk.sitkFloat32)) > -480  # more than half patient
+    assert body.shape == truth.shape
+    assert np.count_nonzero(body != truth) <= 0.05 * np.count_nonzero(truth)  # edge voxels only
+    assert body[truth & ndimage.binary_erosion(truth, iterations=1)].all()
+    assert not body[~ndimage.binary_dilation(truth, iterations=1)].any()
+
+
 def test_the_review_lists_what_the_step_changed(phantom):
     labels, ct, grid = phantom
     out, report = make_consistent(SHIFT_DOWN[labels], grid, ct)

@@ -19,7 +19,8 @@ from .geometry import Grid
 BODY_HU = -300.0  # denser than this is patient (or table)
 TABLE_MM = 15.0  # dense shells thinner than this front to back ...
 PLATE_WIDTH_MM = 150.0  # ... and wider than this left to right are a table top, not patient
-COARSE_MM = 3.0
+SLICE_MM = 4.0  # the body is found on slices about this far apart ...
+ACROSS_MM = 2.0  # ... and on left-right groups about this wide
 
 
 def _line(axis: int) -> np.ndarray:
@@ -34,7 +35,7 @@ def _line(axis: int) -> np.ndarray:
 def run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
     """Length (voxels) of the run of True along ``axis`` that each voxel belongs to (0 outside)."""
     runs, _ = ndimage.label(mask, structure=_line(axis))
-    sizes = np.bincount(runs.ravel())
+    sizes = np.bincount(runs.ravel()).astype(np.int32)
     sizes[0] = 0
     return sizes[runs]
 
@@ -62,29 +63,38 @@ def fill_holes_per_slice(mask: np.ndarray, axis: int) -> np.ndarray:
 
 
 def body_mask(ct_hu: np.ndarray, grid: Grid) -> np.ndarray:
-    """Boolean mask of the body on the CT's grid (see the module docstring).
+    """Boolean mask of the body on the CT's grid (see the module docstring)."""
+    body, factors, _ = coarse_body_mask(ct_hu, grid)
+    for axis, factor in enumerate(factors):
+        if factor > 1:
+            body = body.repeat(factor, axis=axis)
+    return body[:ct_hu.shape[0], :ct_hu.shape[1], :ct_hu.shape[2]]
 
-    Fine grids are measured coarser where it costs no thin structure: every other slice (a table
-    is the same in every slice) and left-right neighbours merged (any dense voxel of the pair), but
-    front to back at full resolution, where thickness is measured. Subsampling in-plane instead
-    would miss a one-voxel shell on every other row and break a curved shell into short pieces."""
+
+def coarse_body_mask(ct_hu: np.ndarray, grid: Grid) -> tuple[np.ndarray, tuple[int, int, int],
+                                                               tuple[float, float, float]]:
+    """The body on a coarser grid where that costs no thin structure, with the factor per array
+    axis and where coarse voxel 0 lies (in CT voxels) per axis.
+
+    Slices are taken ``SLICE_MM`` apart (a table is the same in every slice); neighbours left to
+    right are merged (any dense voxel of the group) to about ``ACROSS_MM``; front to back stays at
+    full resolution, where thickness is measured. Subsampling in-plane instead would miss a
+    one-voxel shell on every other row and break a curved shell into short pieces."""
     steps = np.linalg.norm(grid.matrix, axis=0)
     si_axis = int(np.argmax(np.abs(grid.matrix[2])))
     ap_axis = int(np.argmax(np.abs(grid.matrix[1])))
     lr_axis = int(np.argmax(np.abs(grid.matrix[0])))
     factors = [1, 1, 1]
-    for axis in (si_axis, lr_axis):
-        factors[axis] = 2 if steps[axis] < COARSE_MM else 1
+    factors[si_axis] = max(1, int(SLICE_MM // steps[si_axis]))
+    factors[lr_axis] = max(1, int(ACROSS_MM // steps[lr_axis]))
+    offsets = [0.0, 0.0, 0.0]
+    offsets[lr_axis] = (factors[lr_axis] - 1) / 2  # a merged group's middle
     dense = _dense_merged(ct_hu, si_axis, factors[si_axis], lr_axis, factors[lr_axis])
-    matrix = grid.matrix * np.array(factors, float)[None, :]
-    steps = np.linalg.norm(matrix, axis=0)
+    steps = steps * np.array(factors, float)
     filled = fill_holes_per_slice(dense, si_axis)
     thin = filled & (run_lengths(filled, ap_axis) * steps[ap_axis] < TABLE_MM)
     body = filled & ~wide_pieces(thin, si_axis, lr_axis, PLATE_WIDTH_MM / steps[lr_axis])
-    for axis, factor in enumerate(factors):
-        if factor > 1:
-            body = body.repeat(factor, axis=axis)
-    return body[:ct_hu.shape[0], :ct_hu.shape[1], :ct_hu.shape[2]]
+    return body, tuple(factors), tuple(offsets)
 
 
 def _dense_merged(ct_hu: np.ndarray, si_axis: int, si_step: int, lr_axis: int, lr_step: int) -> np.ndarray:
