@@ -179,7 +179,7 @@ def test_the_body_found_on_the_cts_grid_lands_where_the_body_is(orientation):
     """``body_on_grid`` measures the body on a fine CT (coarsened, groups merged) and carries it
     to a 4 mm label grid: it must cover the same physical region as the body drawn there, in any
     orientation, up to the edge slices (nearest slice beyond the last one measured)."""
-    from BoneSegmentationLib.consistency.step import body_on_grid
+    from BoneSegmentationLib.consistency.body import body_on_grid
     from BoneSegmentationLib.inference.stitch import fine_grid
 
     z, y, x = np.ogrid[0:37, 0:160, 0:150]  # 37 slices of 2.5 mm, 0.9 mm pixels

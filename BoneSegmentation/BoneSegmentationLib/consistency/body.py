@@ -12,6 +12,7 @@ patient lies directly on the table the run continues into the body and stays.
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from .geometry import Grid
@@ -129,3 +130,19 @@ def wide_pieces(mask: np.ndarray, slice_axis: int, across_axis: int, min_voxels:
         if box is not None:
             wide[k] = box[across_axis].stop - box[across_axis].start >= min_voxels
     return wide[pieces]
+
+
+def body_on_grid(ct: sitk.Image, grid_image: sitk.Image) -> np.ndarray:
+    """``body_mask`` measured on ``ct``'s grid (coarsened as ``coarse_body_mask`` says), as a mask
+    on ``grid_image``'s: a voxel is body when most of it is, by linear interpolation, and beyond
+    the last measured slice the nearest one holds."""
+    mask, factors, offsets = coarse_body_mask(sitk.GetArrayViewFromImage(ct), Grid.of(ct))
+    image = sitk.GetImageFromArray(mask.view(np.uint8))
+    spacing = np.array(ct.GetSpacing(), float)
+    direction = np.array(ct.GetDirection(), float).reshape(3, 3)
+    image.SetSpacing(tuple(spacing * np.array(factors[::-1], float)))
+    image.SetDirection(ct.GetDirection())
+    image.SetOrigin(tuple(np.array(ct.GetOrigin(), float) + direction @ (np.array(offsets[::-1]) * spacing)))
+    on_grid = sitk.Resample(image, grid_image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32,
+                            True)
+    return sitk.GetArrayViewFromImage(on_grid) >= 0.5

@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
-from .body import body_mask, coarse_body_mask
+from .body import body_mask, body_on_grid
 from .changes import ConsistencyReport
 from .geometry import Grid, Midline
 from .pieces import clean_pieces
@@ -62,18 +62,3 @@ def make_consistent_on_grid(labels: np.ndarray, grid_image: sitk.Image, ct: sitk
                                               sitk.sitkFloat32))
     return make_consistent(labels, grid_image, hu, table, body_on_grid(ct, grid_image))
 
-
-def body_on_grid(ct: sitk.Image, grid_image: sitk.Image) -> np.ndarray:
-    """``body_mask`` measured on ``ct``'s grid (coarsened as ``coarse_body_mask`` says), as a mask
-    on ``grid_image``'s: a voxel is body when most of it is, by linear interpolation, and beyond
-    the last measured slice the nearest one holds."""
-    mask, factors, offsets = coarse_body_mask(sitk.GetArrayViewFromImage(ct), Grid.of(ct))
-    image = sitk.GetImageFromArray(mask.view(np.uint8))
-    spacing = np.array(ct.GetSpacing(), float)
-    direction = np.array(ct.GetDirection(), float).reshape(3, 3)
-    image.SetSpacing(tuple(spacing * np.array(factors[::-1], float)))
-    image.SetDirection(ct.GetDirection())
-    image.SetOrigin(tuple(np.array(ct.GetOrigin(), float) + direction @ (np.array(offsets[::-1]) * spacing)))
-    on_grid = sitk.Resample(image, grid_image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32,
-                            True)
-    return sitk.GetArrayViewFromImage(on_grid) >= 0.5
