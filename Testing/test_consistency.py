@@ -174,6 +174,16 @@ def test_the_synthesisers_tables_are_not_body():
     assert apart >= 6 and two_shells >= 3
 
 
+def _trunk_ct(orientation: str) -> sitk.Image:
+    """An elliptic trunk (40 HU) in air: 37 slices of 2.5 mm (the top 7 empty), 0.9 mm pixels."""
+    z, y, x = np.ogrid[0:37, 0:160, 0:150]
+    inside = (((y - 70) / 55.0) ** 2 + ((x - 80) / 60.0) ** 2 <= 1) & (z < 30)
+    ct = sitk.GetImageFromArray(np.where(inside, 40, -1000).astype(np.int16))
+    ct.SetSpacing((0.9, 0.9, 2.5))
+    ct.SetOrigin((-30.0, 12.0, 400.0))
+    return sitk.DICOMOrient(ct, orientation)
+
+
 @pytest.mark.parametrize("orientation", ["LPS", "RAI", "PIR"])
 def test_the_body_found_on_the_cts_grid_lands_where_the_body_is(orientation):
     """``body_on_grid`` measures the body on a fine CT (coarsened, groups merged) and carries it
@@ -182,12 +192,7 @@ def test_the_body_found_on_the_cts_grid_lands_where_the_body_is(orientation):
     from BoneSegmentationLib.consistency.body import body_on_grid
     from BoneSegmentationLib.inference.stitch import fine_grid
 
-    z, y, x = np.ogrid[0:37, 0:160, 0:150]  # 37 slices of 2.5 mm, 0.9 mm pixels
-    inside = (((y - 70) / 55.0) ** 2 + ((x - 80) / 60.0) ** 2 <= 1) & (z < 30)
-    ct = sitk.GetImageFromArray(np.where(inside, 40, -1000).astype(np.int16))
-    ct.SetSpacing((0.9, 0.9, 2.5))
-    ct.SetOrigin((-30.0, 12.0, 400.0))
-    ct = sitk.DICOMOrient(ct, orientation)
+    ct = _trunk_ct(orientation)
     grid = fine_grid(sitk.DICOMOrient(ct, "LPS"), (4.0, 4.0, 4.0), 1)
     body = body_on_grid(ct, grid)
     truth = sitk.GetArrayFromImage(sitk.Resample(ct, grid, sitk.Transform(), sitk.sitkLinear, -1000.0,
@@ -196,6 +201,38 @@ def test_the_body_found_on_the_cts_grid_lands_where_the_body_is(orientation):
     assert np.count_nonzero(body != truth) <= 0.05 * np.count_nonzero(truth)  # edge voxels only
     assert body[truth & ndimage.binary_erosion(truth, iterations=1)].all()
     assert not body[~ndimage.binary_dilation(truth, iterations=1)].any()
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAI"])
+def test_labels_brought_to_the_input_grid_stop_at_the_skin(orientation):
+    """A bone under the skin labelled on the 4 mm grid reaches up to 2 mm into the air once
+    resampled (nearest) to a 0.9 mm input grid; ``keep_inside_body`` takes those voxels back to
+    background and keeps every voxel inside the body, in any orientation of the input."""
+    from BoneSegmentationLib.consistency.body import body_image, keep_inside_body
+    from BoneSegmentationLib.inference.preprocess import labels_to_input_grid
+    from BoneSegmentationLib.inference.stitch import fine_grid
+
+    ct = _trunk_ct(orientation)
+    grid = fine_grid(sitk.DICOMOrient(ct, "LPS"), (4.0, 4.0, 4.0), 1)
+    # a "rib" in the front wall: every 4 mm voxel whose centre is within 6 mm inside the skin
+    hu = sitk.GetArrayFromImage(sitk.Resample(ct, grid, sitk.Transform(), sitk.sitkLinear, -1000.0,
+                                              sitk.sitkFloat32))
+    wall = (hu > -480) & ~ndimage.binary_erosion(hu > -480, iterations=2)
+    coarse = sitk.GetImageFromArray(np.where(wall, 42, 0).astype(np.uint8))
+    coarse.CopyInformation(grid)
+    labels = labels_to_input_grid(coarse, ct)
+    air = sitk.GetArrayFromImage(ct) < -300
+    before = sitk.GetArrayFromImage(labels)
+    assert np.count_nonzero(before[air]) > 1000, "the coarse labels spill into the air"
+    kept, removed = keep_inside_body(labels, body_image(ct))
+    after = sitk.GetArrayFromImage(kept)
+    assert removed == np.count_nonzero(before) - np.count_nonzero(after)
+    # the body is found on left-right groups of 2 voxels (merged by 'any'): one voxel of slack
+    beyond_the_skin = air & ~ndimage.binary_dilation(~air, iterations=1)
+    assert np.count_nonzero(before[beyond_the_skin]) > 500
+    assert not after[beyond_the_skin].any()
+    assert (after[~air] == before[~air]).all(), "nothing inside the body changes"
+    assert kept.GetOrigin() == ct.GetOrigin() and kept.GetDirection() == ct.GetDirection()
 
 
 def test_the_review_lists_what_the_step_changed(phantom):

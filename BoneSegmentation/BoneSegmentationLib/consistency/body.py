@@ -132,10 +132,10 @@ def wide_pieces(mask: np.ndarray, slice_axis: int, across_axis: int, min_voxels:
     return wide[pieces]
 
 
-def body_on_grid(ct: sitk.Image, grid_image: sitk.Image) -> np.ndarray:
-    """``body_mask`` measured on ``ct``'s grid (coarsened as ``coarse_body_mask`` says), as a mask
-    on ``grid_image``'s: a voxel is body when most of it is, by linear interpolation, and beyond
-    the last measured slice the nearest one holds."""
+def body_image(ct: sitk.Image) -> sitk.Image:
+    """The body found once on ``ct``'s own grid (coarsened as ``coarse_body_mask`` says), as a
+    uint8 image placed in physical space, so that every grid the pipeline uses (the model's, the
+    input's) samples the same body."""
     mask, factors, offsets = coarse_body_mask(sitk.GetArrayViewFromImage(ct), Grid.of(ct))
     image = sitk.GetImageFromArray(mask.view(np.uint8))
     spacing = np.array(ct.GetSpacing(), float)
@@ -143,6 +143,30 @@ def body_on_grid(ct: sitk.Image, grid_image: sitk.Image) -> np.ndarray:
     image.SetSpacing(tuple(spacing * np.array(factors[::-1], float)))
     image.SetDirection(ct.GetDirection())
     image.SetOrigin(tuple(np.array(ct.GetOrigin(), float) + direction @ (np.array(offsets[::-1]) * spacing)))
-    on_grid = sitk.Resample(image, grid_image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32,
-                            True)
+    return image
+
+
+def body_on_grid(ct: sitk.Image, grid_image: sitk.Image, body: sitk.Image | None = None) -> np.ndarray:
+    """``body_image(ct)`` (or ``body``, found before) as a mask on ``grid_image``'s grid: a voxel is
+    body when most of it is, by linear interpolation, and beyond the last measured slice the
+    nearest one holds."""
+    body = body_image(ct) if body is None else body
+    on_grid = sitk.Resample(body, grid_image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32, True)
     return sitk.GetArrayViewFromImage(on_grid) >= 0.5
+
+
+def keep_inside_body(labels: sitk.Image, body: sitk.Image) -> tuple[sitk.Image, int]:
+    """``labels`` with every voxel outside ``body`` (from ``body_image``) set to background, and
+    how many bone voxels that removed.
+
+    The step removes bone outside the body on the model's grid; labels brought from that coarse
+    grid to a finer input grid by nearest neighbour reach up to half a model voxel (2 mm) beyond
+    it, into the air at the skin and round the table. Nearest sampling here: on the CT's own grid
+    each voxel simply belongs to its coarse group, and a uint8 mask costs a quarter of a float one."""
+    inside = sitk.Resample(body, labels, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8, True)
+    labels_view, inside_view = sitk.GetArrayViewFromImage(labels), sitk.GetArrayViewFromImage(inside)
+    removed = sum(int(np.count_nonzero(labels_view[z:z + 16][inside_view[z:z + 16] == 0]))  # slabs: no
+                  for z in range(0, labels_view.shape[0], 16))  # full-size temporaries
+    if not removed:
+        return labels, 0
+    return sitk.Mask(labels, inside, 0, 0), removed

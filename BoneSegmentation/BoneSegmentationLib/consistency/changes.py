@@ -18,6 +18,7 @@ class ConsistencyReport:
     changes: list[Change] = field(default_factory=list)
     seconds: float = 0.0
     skipped: str = ""  # why the step did not run ("--no-anatomy"), else ""
+    outside_body_on_input_grid: int = 0  # label voxels beyond the body once on the input's grid, removed
 
     def add(self, bone: str, kind: str, text: str, voxels: int = 0) -> None:
         self.changes.append(Change(bone, kind, text, int(voxels)))
@@ -30,4 +31,5 @@ class ConsistencyReport:
 
     def to_json(self) -> dict:
         return {"ran": not self.skipped, "skipped": self.skipped, "seconds": round(self.seconds, 3),
+                "outside_body_on_input_grid": self.outside_body_on_input_grid,
                 "changes": [asdict(c) for c in self.changes]}

@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.bones import BoneTable, default_table
-from .body import body_mask, body_on_grid
+from .body import body_image, body_mask, body_on_grid
 from .changes import ConsistencyReport
 from .geometry import Grid, Midline
 from .pieces import clean_pieces
@@ -51,14 +51,16 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
 
 
 def make_consistent_on_grid(labels: np.ndarray, grid_image: sitk.Image, ct: sitk.Image,
-                            table: Optional[BoneTable] = None) -> tuple[np.ndarray, ConsistencyReport]:
+                            table: Optional[BoneTable] = None,
+                            body: Optional[sitk.Image] = None) -> tuple[np.ndarray, ConsistencyReport]:
     """``make_consistent`` with the CT given as an image on any grid: it is resampled (linear, air
     outside) onto the labels' grid first. The one way the pipeline, tools and benchmarks run it.
 
     The body is found on the CT's own grid and then carried to the labels' grid: a table's shells
     are a few millimetres thick, and sampled at a 4 mm model grid they break into short pieces
-    that no longer look like one wide plate."""
+    that no longer look like one wide plate. ``body``: ``body_image(ct)`` when already found."""
     hu = sitk.GetArrayFromImage(sitk.Resample(ct, grid_image, sitk.Transform(), sitk.sitkLinear, -1024.0,
                                               sitk.sitkFloat32))
-    return make_consistent(labels, grid_image, hu, table, body_on_grid(ct, grid_image))
+    body = body_image(ct) if body is None else body
+    return make_consistent(labels, grid_image, hu, table, body_on_grid(ct, grid_image, body))
 

@@ -21,6 +21,7 @@ from .. import __version__
 from ..core.files import atomic_write_text
 from ..core.imageio import check_ct, strip_image_suffix
 from ..core.labelmaps import present_labels
+from ..consistency.body import body_image, keep_inside_body
 from ..consistency.changes import ConsistencyReport
 from ..consistency.step import make_consistent_on_grid
 from ..model.modelfile import LoadedModel
@@ -117,10 +118,13 @@ class Segmenter:
             timings["inference_s"] += time.perf_counter() - t2
 
         anatomy = ConsistencyReport(skipped="" if opts.anatomy else "switched off (--no-anatomy)")
+        body = None
         if opts.anatomy:
             report(0.955, "anatomical consistency")
-            labels, anatomy = make_consistent_on_grid(labels, fine, oriented)
-            timings["anatomy_s"] = anatomy.seconds
+            t_body = time.perf_counter()
+            body = body_image(oriented)  # found once, used on the model's grid and the input's
+            labels, anatomy = make_consistent_on_grid(labels, fine, oriented, body=body)
+            timings["anatomy_s"] = anatomy.seconds + time.perf_counter() - t_body
         t3 = time.perf_counter()
         report(0.96, "resampling labels to the input grid")
         labels_grid = sitk.GetImageFromArray(labels)
@@ -128,6 +132,8 @@ class Segmenter:
         conf_img = sitk.GetImageFromArray(confidence)
         conf_img.CopyInformation(fine)
         labels_input = labels_to_input_grid(labels_grid, image)
+        if body is not None:
+            labels_input, anatomy.outside_body_on_input_grid = keep_inside_body(labels_input, body)
         timings["postprocess_s"] = time.perf_counter() - t3
         t4 = time.perf_counter()
         report(0.98, "ranking bones for review")
