@@ -24,7 +24,8 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
-from BoneSegmentationLib.consistency.body import body_on_grid  # noqa: E402
+from BoneSegmentationLib.consistency.body import body_image, body_on_grid, keep_inside_body  # noqa: E402
+from BoneSegmentationLib.inference.preprocess import labels_to_input_grid  # noqa: E402
 from BoneSegmentationLib.consistency.step import make_consistent, make_consistent_on_grid  # noqa: E402
 from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
 from BoneSegmentationLib.inference.review import review_ranking  # noqa: E402
@@ -58,8 +59,14 @@ def main() -> None:
           f"{len(report.changes)} changes listed")
     with measure() as body_run:  # the body as the pipeline finds it: on the CT's grid, carried to the model's
         body_on_grid(ct, fine_grid(ct_lps, (4.0, 4.0, 4.0), 1))
+    coarse = sitk.Resample(ref, fine_grid(ct_lps, (4.0, 4.0, 4.0), 1), sitk.Transform(), sitk.sitkNearestNeighbor)
+    body = body_image(ct)
+    with measure() as trim_run:  # the 4 mm labels back on the input's grid, trimmed at the skin
+        keep_inside_body(labels_to_input_grid(coarse, ct), body)
     rows = [("review ranking (reference)", ref_run), ("consistency step", step_run),
-            ("body on the CT's grid, to the 4 mm grid (body_on_grid, part of the step)", body_run)]
+            ("body on the CT's grid, to the 4 mm grid (body_on_grid, part of the step)", body_run),
+            ("4 mm labels to the input grid and trimmed to the body (labels_to_input_grid + keep_inside_body)",
+             trim_run)]
     if not args.no_network:
         model = load_model(resolve_model(None))
         segmenter = Segmenter(model, InferenceOptions(device="cpu", anatomy=False))
