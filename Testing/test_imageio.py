@@ -8,7 +8,7 @@ from BoneSegmentationLib.core.errors import InputImageError
 from BoneSegmentationLib.core.imageio import check_ct, read_ct, read_image, same_geometry, write_image
 
 
-def ct_like(shape=(20, 24, 28), spacing=(1.0, 1.0, 2.0)):
+def ct_like(shape=(60, 24, 28), spacing=(1.0, 1.0, 2.0)):
     rng = np.random.default_rng(0)
     a = rng.normal(40, 20, shape).astype(np.int16)
     a[:, :3] = -1000
@@ -20,6 +20,16 @@ def ct_like(shape=(20, 24, 28), spacing=(1.0, 1.0, 2.0)):
 
 def test_good_ct_has_no_warning():
     assert check_ct(ct_like()) == []
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "PIR"])
+def test_a_short_field_of_view_is_warned_about_in_any_orientation(orientation):
+    """A 20-slice chest slab (40 mm): the names of its bones are unreliable; 120 mm is not warned
+    about, whichever image axis runs head to foot."""
+    short = sitk.DICOMOrient(ct_like(shape=(20, 24, 28)), orientation)
+    [warning] = check_ct(short, name="slab.nii.gz")
+    assert warning.startswith("slab.nii.gz covers only 40 mm from head to foot") and "check every label" in warning
+    assert check_ct(sitk.DICOMOrient(ct_like(), orientation)) == []
 
 
 def test_missing_file(tmp_path):
@@ -89,7 +99,7 @@ def test_vector_image_is_refused():
 
 
 def test_mr_like_or_unrescaled_intensities_warn():
-    a = np.random.default_rng(1).integers(0, 4095, (12, 16, 16)).astype(np.uint16)
+    a = np.random.default_rng(1).integers(0, 4095, (120, 16, 16)).astype(np.uint16)  # 120 mm long
     warnings = check_ct(sitk.GetImageFromArray(a))
     assert len(warnings) == 1 and "does not look like CT in Hounsfield units" in warnings[0]
 

@@ -97,7 +97,8 @@ def test_segment_writes_a_sidecar_naming_options_and_model(tmp_path, coarse_mode
     assert plain["options"]["anatomy"] is False and plain["anatomy"] == {"ran": False, "skipped":
                                                                          "switched off (--no-anatomy)",
                                                                          "seconds": 0.0, "changes": [],
-                                                                         "outside_body_on_input_grid": 0}
+                                                                         "outside_body_on_input_grid": 0,
+                                                                         "cores_filled": 0}
     # an existing sidecar is not overwritten silently
     assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "other.nii.gz"),
                  "--model", str(coarse_model), "--device", "cpu", "-q"]) == 0

@@ -5,6 +5,7 @@ level off, a rib on the wrong side, a bone in pieces, the CT table as hand bones
 decodes the labels as one skeleton: stray pieces are reassigned (``pieces``), the spine is one
 consecutive sequence anchored on the skull, ribs and sacrum (``spine``), ribs get their side from
 the midline and their number from the vertebra they meet (``ribs``), paired bones their side from
-patient coordinates (``sides``). ``step.make_consistent`` runs them in that order and says what
+patient coordinates (``sides``), and a bone labelled as a rim around an empty core gets its
+core (``marrow``). ``step.make_consistent`` runs them in that order and says what
 it changed, for the review ranking.
 """

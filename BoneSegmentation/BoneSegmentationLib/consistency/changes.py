@@ -19,6 +19,7 @@ class ConsistencyReport:
     seconds: float = 0.0
     skipped: str = ""  # why the step did not run ("--no-anatomy"), else ""
     outside_body_on_input_grid: int = 0  # label voxels beyond the body once on the input's grid, removed
+    cores_filled: int = 0  # background voxels inside a bone's cross-section with bone-like intensity, filled
 
     def add(self, bone: str, kind: str, text: str, voxels: int = 0) -> None:
         self.changes.append(Change(bone, kind, text, int(voxels)))
@@ -31,5 +32,5 @@ class ConsistencyReport:
 
     def to_json(self) -> dict:
         return {"ran": not self.skipped, "skipped": self.skipped, "seconds": round(self.seconds, 3),
-                "outside_body_on_input_grid": self.outside_body_on_input_grid,
+                "outside_body_on_input_grid": self.outside_body_on_input_grid, "cores_filled": self.cores_filled,
                 "changes": [asdict(c) for c in self.changes]}

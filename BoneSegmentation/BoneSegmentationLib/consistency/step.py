@@ -1,7 +1,8 @@
 """``make_consistent``: the anatomical consistency step, run after the network (on by default,
 ``--no-anatomy`` to skip). Order matters: stray pieces first (so that every bone is one piece
 when the spine is counted), the spine next (its levels number the ribs and give the midline),
-then ribs and the other paired bones."""
+then ribs and the other paired bones; last, each bone's cancellous core is filled where the
+network left only its cortex (``marrow``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..core.bones import BoneTable, default_table
 from .body import body_image, body_mask, body_on_grid
 from .changes import ConsistencyReport
 from .geometry import Grid, Midline
+from .marrow import fill_cores
 from .pieces import clean_pieces
 from .ribs import number_ribs, thoracic_heights
 from .sides import fix_sides
@@ -46,6 +48,7 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
     midline = Midline(list(centres.values()))
     number_ribs(out, grid, table, midline, thoracic_heights(centres), report)
     fix_sides(out, grid, table, midline, report)
+    report.cores_filled = fill_cores(out, grid, table, ct_hu)
     report.seconds = time.perf_counter() - t0
     return out, report
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
+SHORT_FOV_MM = 100.0  # head-to-foot extent below which bone names are unreliable (docs/real-ct-training.md)
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
 
 
@@ -183,7 +184,19 @@ def check_ct(image: sitk.Image, name: str = "input") -> list[str]:
     elif p99 < 150:
         warnings.append(f"{name} has almost no bone-dense voxels (99.5th percentile {p99:.0f} HU): "
                         "is it a CT with bone in the field of view?")
+    length = head_to_foot_mm(image)
+    if length < SHORT_FOV_MM:
+        warnings.append(f"{name} covers only {length:.0f} mm from head to foot: bones are named from their "
+                        f"surroundings, and below {SHORT_FOV_MM:.0f} mm the names are unreliable (the model "
+                        "expects skull to mid-femur); check every label")
     return warnings
+
+
+def head_to_foot_mm(image: sitk.Image) -> float:
+    """Length of the scan along the image axis closest to the patient's long axis, in mm."""
+    direction = np.array(image.GetDirection(), float).reshape(3, 3)
+    axis = int(np.argmax(np.abs(direction[2, :])))
+    return float(image.GetSize()[axis] * image.GetSpacing()[axis])
 
 
 def read_ct(path: str | os.PathLike) -> tuple[sitk.Image, list[str]]:
