@@ -41,13 +41,19 @@ def run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
     return sizes[runs]
 
 
-def fill_holes_per_slice(mask: np.ndarray, axis: int) -> np.ndarray:
-    """Holes filled in every slice across ``axis`` (what no path within the slice joins to the
-    slice's edge), in one labelling of the background with in-slice connectivity."""
+def in_slice_structure(axis: int) -> np.ndarray:
+    """4-connectivity within each slice across ``axis``, none between slices."""
     structure = np.zeros((3, 3, 3), bool)
     middle = [slice(None)] * 3
     middle[axis] = 1
     structure[tuple(middle)] = ndimage.generate_binary_structure(2, 1)
+    return structure
+
+
+def fill_holes_per_slice(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Holes filled in every slice across ``axis`` (what no path within the slice joins to the
+    slice's edge), in one labelling of the background with in-slice connectivity."""
+    structure = in_slice_structure(axis)
     background, _ = ndimage.label(~mask, structure=structure)
     edge = np.zeros(mask.shape, bool)
     for a in range(3):

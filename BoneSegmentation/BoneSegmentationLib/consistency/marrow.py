@@ -7,10 +7,10 @@ are solid. In a cross-section perpendicular to the body's long axis such a core 
 bone's own label: background enclosed by that bone in the plane. A hole is filled with the bone
 when its median intensity is above ``CORE_HU`` (denser than any unenhanced soft tissue), so the
 spinal canal inside a vertebral ring (cord and fluid, 0-50 HU) and the muscle or fat inside a
-ring of pelvis stay background; the cranium, a shell around the brain, is never filled (where an
-axial slice grazes the vault, partial volume makes the brain's edge look dense). Darker holes (fatty
-marrow too) are left as the network found them. Only background is filled, never another bone. Without the CT nothing is
-filled (an enclosed hole alone does not say bone).
+ring of pelvis stay background; the cranium, a shell around the brain, is never filled (where
+an axial slice grazes the vault, partial volume makes the brain's edge look dense). Darker holes
+(fatty marrow too) are left as the network found them. Only background is filled, never another
+bone. Without the CT nothing is filled (an enclosed hole alone does not say bone).
 """
 
 from __future__ import annotations
@@ -21,30 +21,11 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.bones import BoneTable
+from .body import fill_holes_per_slice, in_slice_structure
 from .geometry import Grid
 
 CORE_HU = 100.0  # median of a hole above this: cancellous bone (soft tissue, fluid and fat are below)
 HOLLOW = ("cranium",)  # shells around something else (the brain): their holes are never marrow
-
-
-def superior_axis(grid: Grid) -> int:
-    """The array axis that runs closest to the patient's head-feet direction (LPS z)."""
-    return int(np.argmax(np.abs(grid.matrix[2, :])))
-
-
-def in_plane_structure(axis: int) -> np.ndarray:
-    """4-connectivity within the planes perpendicular to ``axis``, none across them."""
-    structure = np.zeros((3, 3, 3), bool)
-    centre = [1, 1, 1]
-    for a in range(3):
-        if a == axis:
-            continue
-        for step in (0, 2):
-            index = list(centre)
-            index[a] = step
-            structure[tuple(index)] = True
-    structure[1, 1, 1] = True
-    return structure
 
 
 def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional[np.ndarray] = None) -> int:
@@ -53,7 +34,8 @@ def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional
     place stay as the network found them."""
     if ct_hu is None:
         return 0
-    structure = in_plane_structure(superior_axis(grid))
+    axis = int(np.argmax(np.abs(grid.matrix[2])))  # the array axis closest to head-feet (LPS z)
+    structure = in_slice_structure(axis)
     hollow = {table.by_name(name).index for name in HOLLOW}
     total = 0
     for index, box in enumerate(ndimage.find_objects(labels, max_label=table.num_classes - 1), start=1):
@@ -61,7 +43,7 @@ def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional
             continue
         view = labels[box]
         mask = view == index
-        holes = ndimage.binary_fill_holes(mask, structure=structure) & (view == 0)
+        holes = fill_holes_per_slice(mask, axis) & (view == 0)
         if not holes.any():
             continue
         pieces, count = ndimage.label(holes, structure=structure)
