@@ -303,3 +303,16 @@ def test_labels_and_grid_must_agree():
     labels, ct, grid = _arrays(3)
     with pytest.raises(ValueError, match="differ"):
         make_consistent(labels[:-1], grid, ct[:-1])
+
+
+@pytest.mark.parametrize("orientation,expected", [("LPS", (2, 1, 0)), ("PIR", (0, 2, 1)), ("SRA", (1, 0, 2))])
+def test_the_grid_knows_which_array_axis_runs_along_each_patient_axis(orientation, expected):
+    """Array axes (z, y, x) of an image reoriented to ``orientation``: the LR, AP and SI ones, with
+    an anisotropic spacing (5 mm slices) that must not sway the choice, and a slight tilt."""
+    image = sitk.Image(8, 9, 10, sitk.sitkUInt8)
+    image.SetSpacing((0.7, 0.7, 5.0))
+    tilt = sitk.Euler3DTransform()
+    tilt.SetRotation(0.1, 0.05, 0.0)
+    image.SetDirection(np.array(tilt.GetMatrix()).tolist())
+    grid = Grid.of(sitk.DICOMOrient(image, orientation))
+    assert (grid.array_axis(0), grid.array_axis(1), grid.si_axis) == expected

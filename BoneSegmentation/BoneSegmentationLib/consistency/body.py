@@ -88,9 +88,7 @@ def coarse_body_mask(ct_hu: np.ndarray, grid: Grid) -> tuple[np.ndarray, tuple[i
     full resolution, where thickness is measured. Subsampling in-plane instead would miss a
     one-voxel shell on every other row and break a curved shell into short pieces."""
     steps = np.linalg.norm(grid.matrix, axis=0)
-    si_axis = int(np.argmax(np.abs(grid.matrix[2])))
-    ap_axis = int(np.argmax(np.abs(grid.matrix[1])))
-    lr_axis = int(np.argmax(np.abs(grid.matrix[0])))
+    si_axis, ap_axis, lr_axis = grid.si_axis, grid.array_axis(1), grid.array_axis(0)
     factors = [1, 1, 1]
     factors[si_axis] = max(1, int(SLICE_MM // steps[si_axis]))
     factors[lr_axis] = max(1, int(ACROSS_MM // steps[lr_axis]))

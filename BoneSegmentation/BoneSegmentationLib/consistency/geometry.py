@@ -34,6 +34,18 @@ class Grid:
     def voxel_ml(self) -> float:
         return float(abs(np.linalg.det(self.matrix))) / 1000.0
 
+    def array_axis(self, patient_axis: int) -> int:
+        """The array axis whose direction runs most nearly along LPS axis ``patient_axis`` (0 left-
+        right, 1 front-back, 2 head-foot), whatever the image's orientation: per-slice work (the
+        body, the spinal canal, bone cores) must slice across the patient, not across the array."""
+        cosines = self.matrix / np.linalg.norm(self.matrix, axis=0)
+        return int(np.argmax(np.abs(cosines[patient_axis])))
+
+    @property
+    def si_axis(self) -> int:
+        """The array axis closest to the patient's head-foot axis (axial slices are across it)."""
+        return self.array_axis(2)
+
     def to_mm(self, index_zyx) -> np.ndarray:
         """LPS mm of (..., 3) array-order indices."""
         return self.origin + np.asarray(index_zyx, float) @ self.matrix.T

@@ -34,7 +34,7 @@ def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional
     place stay as the network found them."""
     if ct_hu is None:
         return 0
-    axis = int(np.argmax(np.abs(grid.matrix[2])))  # the array axis closest to head-feet (LPS z)
+    axis = grid.si_axis
     structure = in_slice_structure(axis)
     hollow = {table.by_name(name).index for name in HOLLOW}
     total = 0

@@ -223,7 +223,7 @@ def _split_doubles(units: list[Vertebra], labels: np.ndarray, grid: Grid, level_
         return units
     sizes = [float(u.size) for u in units]
     out = []
-    si_axis = int(np.argmax(np.abs(grid.matrix[2])))
+    si_axis = grid.si_axis
     for i, u in enumerate(units):
         level = u.label_level
         if not (C2 < level < SACRUM) or u.size < SPLIT_FACTOR * _local(sizes, i, 2) \
