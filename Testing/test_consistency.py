@@ -308,11 +308,12 @@ def test_labels_and_grid_must_agree():
 @pytest.mark.parametrize("orientation,expected", [("LPS", (2, 1, 0)), ("PIR", (0, 2, 1)), ("SRA", (1, 0, 2))])
 def test_the_grid_knows_which_array_axis_runs_along_each_patient_axis(orientation, expected):
     """Array axes (z, y, x) of an image reoriented to ``orientation``: the LR, AP and SI ones, with
-    an anisotropic spacing (5 mm slices) that must not sway the choice, and a slight tilt."""
+    a 34-degree tilt about left-right and 5 mm slices: weighted by spacing, the slice axis's
+    front-back step (5 mm x sin 34) would outweigh the rows' (0.7 mm x cos 34) and win the wrong axis."""
     image = sitk.Image(8, 9, 10, sitk.sitkUInt8)
     image.SetSpacing((0.7, 0.7, 5.0))
     tilt = sitk.Euler3DTransform()
-    tilt.SetRotation(0.1, 0.05, 0.0)
+    tilt.SetRotation(0.6, 0.0, 0.0)
     image.SetDirection(np.array(tilt.GetMatrix()).tolist())
     grid = Grid.of(sitk.DICOMOrient(image, orientation))
     assert (grid.array_axis(0), grid.array_axis(1), grid.si_axis) == expected
