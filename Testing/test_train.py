@@ -117,3 +117,28 @@ def test_dataset_with_another_class_table_is_refused(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "class table differs" in err and "femur_left" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stopped_runs_best_weights_export_as_the_finished_run_does(dataset, tmp_path):
+    from BoneSegmentationLib.training.train import TrainConfig, export_best, load_checkpoint, resume_state
+
+    run = tmp_path / "run"
+    assert main(["train", str(dataset), "-o", str(run), "--iterations", "4", "--checkpoint-every", "2",
+                 *TINY[:-5], "--validate-every", "2", "--threads", "1", "-q"]) == 0
+    cfg = TrainConfig(**load_checkpoint(run / "checkpoint.pt", torch.device("cpu"))["config"])
+    net, best, history = resume_state(cfg)
+    assert any("val_dice" in r for r in history) and (run / "best.pt").is_file()
+    candidate = export_best(net, cfg, best, history, tmp_path / "candidate.pt")
+    finished, exported = load_model(run / "bones-model.pt"), load_model(candidate)
+    a, b = finished.module.state_dict(), exported.module.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "both export best.pt's weights"
+    assert exported.metadata["training"]["best_iteration"] == finished.metadata["training"]["best_iteration"]
+    assert exported.metadata["training"]["best_validation_dice"] == round(best, 4)
+
+
+def test_exporting_a_run_that_never_started_says_so(tmp_path):
+    from BoneSegmentationLib.core.errors import BoneSegmentationError
+    from BoneSegmentationLib.training.train import TrainConfig, resume_state
+
+    with pytest.raises(BoneSegmentationError, match="no run to export from"):
+        resume_state(TrainConfig(out_dir=str(tmp_path / "nothing")))

@@ -3,6 +3,7 @@ phantoms in realistic surroundings, fine-tuned from the current bundled model.
 
     python tools/train_real_ct_model.py --out runs/realct --iterations 3000
     python tools/train_real_ct_model.py --out runs/realct --iterations 3000 --install   # when done
+    python tools/train_real_ct_model.py --out runs/realct --export-best   # a stopped run's best, to OUT/candidate.pt
 
 Resumable: the synthesised cases are cached in OUT/cases/ and training resumes from
 OUT/checkpoint.pt, so run the same command again after a stop. ``--install`` copies the exported
@@ -33,7 +34,9 @@ from BoneSegmentationLib.core.resources import resource_path
 from BoneSegmentationLib.model.registry import DEFAULT_MODEL, install_bundled
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise
 from BoneSegmentationLib.synthetic.phantom import make_phantom
-from BoneSegmentationLib.training.train import Case, TrainConfig, prepare_case, train, write_history
+from BoneSegmentationLib.model.modelfile import read_metadata
+from BoneSegmentationLib.training.train import (Case, TrainConfig, export_best, prepare_case, resume_state, train,
+                                                write_history)
 
 ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DESCRIPTION = ("Trained on CT-like images synthesised from one real body's bone and organ labels "
@@ -99,6 +102,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--anatomy", default=str(ANATOMY))
     ap.add_argument("--install", action="store_true", help="copy the exported model into Resources/")
+    ap.add_argument("--export-best", action="store_true",
+                    help="do not train: export a stopped run's best validated weights to OUT/candidate.pt")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -114,9 +119,6 @@ def main() -> None:
                   [("phantom", 1101 + k, spacing, "") for k in range(args.plain_phantoms)])
     val_jobs = [("anatomy", 1990, spacing, args.anatomy), ("anatomy", 1991, spacing, args.anatomy),
                 ("phantom_real", 1000, spacing, "")]
-    cases = build_cases(out, val_jobs + train_jobs, args.workers)
-    train_cases = [cases[f"{k}_{s}"] for k, s, _, _ in train_jobs]
-    val_cases = [cases[f"{k}_{s}"] for k, s, _, _ in val_jobs]
     cfg = TrainConfig(
         out_dir=str(out), iterations=args.iterations, validate_every=args.validate_every, checkpoint_every=50,
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
@@ -127,6 +129,15 @@ def main() -> None:
         extra={"trained_on_synthetic_data_only": True, "anatomy_source": ATTRIBUTION,
                "recipe": "tools/train_real_ct_model.py " + " ".join(sys.argv[1:])},
         **arch)
+    if args.export_best:
+        net, best, history_records = resume_state(cfg)
+        path = export_best(net, cfg, best, history_records, out / "candidate.pt")
+        print(f"exported {path} (validation Dice {best:.4f}, iteration "
+              f"{read_metadata(path)['training'].get('best_iteration', '?')})")
+        return
+    cases = build_cases(out, val_jobs + train_jobs, args.workers)
+    train_cases = [cases[f"{k}_{s}"] for k, s, _, _ in train_jobs]
+    val_cases = [cases[f"{k}_{s}"] for k, s, _, _ in val_jobs]
     history = out / "history.jsonl"
 
     def log(record):

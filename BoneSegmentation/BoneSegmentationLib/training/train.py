@@ -102,6 +102,13 @@ def load_checkpoint(path: Path, device) -> dict:
                                     "over") from None
 
 
+def _check_architecture(ckpt: dict, cfg: TrainConfig, ckpt_path: Path) -> None:
+    old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS}
+    if old != {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}:
+        raise BoneSegmentationError(f"{ckpt_path} was trained with {old}; resume with the same settings "
+                                    "or use another output folder")
+
+
 def _atomic_save(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
@@ -150,10 +157,7 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path, device)
-        old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS}
-        if old != {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}:
-            raise BoneSegmentationError(f"{ckpt_path} was trained with {old}; resume with the same settings "
-                                        "or use another output folder")
+        _check_architecture(ckpt, cfg, ckpt_path)
         net.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optimizer"])
         start, best, history = ckpt["iteration"], ckpt["best_dice"], ckpt["history"]
@@ -215,11 +219,7 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
         if len(set(digests)) != 1:
             raise RuntimeError(f"DistributedDataParallel ranks ended with different weights: {digests}")
     if rank == 0:
-        if (out / "best.pt").is_file():
-            net.load_state_dict(load_checkpoint(out / "best.pt", device))
-        validated = [r for r in history if r.get("val_dice") == best]
-        path = export(net.cpu(), cfg, best, len(history) and history[-1]["iteration"], out / f"{cfg.name}.pt",
-                      best_iteration=validated[0]["iteration"] if validated else None)
+        path = export_best(net.cpu(), cfg, best, history, out / f"{cfg.name}.pt")
     else:
         path = out / f"{cfg.name}.pt"
     if world > 1:
@@ -260,6 +260,31 @@ def validate(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, d
             present &= case.labelled[1:]
         scores.append(np.nan_to_num(d[present]).mean())
     return float(np.mean(scores))
+
+
+def export_best(net: NoNewNet, cfg: TrainConfig, best_dice: float, history: list[dict], path: Path) -> Path:
+    """Export the run's best validated weights (``out_dir/best.pt``; the weights in ``net`` when no
+    validation has run), naming the iteration they come from. Used at the end of a run and, on a
+    stopped run, by ``tools/train_real_ct_model.py --export-best``."""
+    best_path = Path(cfg.out_dir) / "best.pt"
+    if best_path.is_file():
+        net.load_state_dict(load_checkpoint(best_path, torch.device("cpu")))
+    validated = [r for r in history if r.get("val_dice") == best_dice]
+    return export(net.cpu(), cfg, best_dice, len(history) and history[-1]["iteration"], path,
+                  best_iteration=validated[0]["iteration"] if validated else None)
+
+
+def resume_state(cfg: TrainConfig) -> tuple[NoNewNet, float, list[dict]]:
+    """The network, best validation Dice and history of a stopped run, from its checkpoint (the
+    architecture checked against ``cfg``, as a resume does)."""
+    ckpt_path = Path(cfg.out_dir) / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise BoneSegmentationError(f"{ckpt_path} not found: no run to export from; start the run first")
+    ckpt = load_checkpoint(ckpt_path, torch.device("cpu"))
+    _check_architecture(ckpt, cfg, ckpt_path)
+    net = build_network(cfg, default_table().num_classes)
+    net.load_state_dict(ckpt["model"])
+    return net, ckpt["best_dice"], ckpt["history"]
 
 
 def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, path: Path,
