@@ -4,6 +4,7 @@ phantoms in realistic surroundings, fine-tuned from the current bundled model.
     python tools/train_real_ct_model.py --out runs/realct --iterations 3000
     python tools/train_real_ct_model.py --out runs/realct --iterations 3000 --install   # when done
     python tools/train_real_ct_model.py --out runs/realct --export-best   # a stopped run's best, to OUT/candidate.pt
+    python tools/train_real_ct_model.py --out runs/realct --validate-model bones-phantom-demo   # a baseline
 
 Resumable: the synthesised cases are cached in OUT/cases/ and training resumes from
 OUT/checkpoint.pt, so run the same command again after a stop. ``--install`` copies the exported
@@ -31,12 +32,12 @@ import numpy as np
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.core.files import atomic_write
 from BoneSegmentationLib.core.resources import resource_path
-from BoneSegmentationLib.model.registry import DEFAULT_MODEL, install_bundled
+from BoneSegmentationLib.model.registry import DEFAULT_MODEL, install_bundled, resolve_model
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise
 from BoneSegmentationLib.synthetic.phantom import make_phantom
-from BoneSegmentationLib.model.modelfile import read_metadata
+from BoneSegmentationLib.model.modelfile import load_model, read_metadata
 from BoneSegmentationLib.training.train import (Case, TrainConfig, export_best, prepare_case, resume_state, train,
-                                                write_history)
+                                                validate, write_history)
 
 ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DESCRIPTION = ("Trained on CT-like images synthesised from one real body's bone and organ labels "
@@ -104,6 +105,9 @@ def main() -> None:
     ap.add_argument("--install", action="store_true", help="copy the exported model into Resources/")
     ap.add_argument("--export-best", action="store_true",
                     help="do not train: export a stopped run's best validated weights to OUT/candidate.pt")
+    ap.add_argument("--validate-model", action="append", default=[], metavar="MODEL",
+                    help="do not train: the validation Dice of MODEL (a file or a registered name; repeatable) on "
+                         "this run's validation cases, the baseline a run's figures are read against")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -138,6 +142,12 @@ def main() -> None:
     cases = build_cases(out, val_jobs + train_jobs, args.workers)
     train_cases = [cases[f"{k}_{s}"] for k, s, _, _ in train_jobs]
     val_cases = [cases[f"{k}_{s}"] for k, s, _, _ in val_jobs]
+    if args.validate_model:
+        for name in args.validate_model:
+            loaded = load_model(resolve_model(name, allow_download=False))
+            dice = validate(loaded.module, val_cases, (cfg.patch,) * 3, default_table().num_classes, "cpu")
+            print(f"{name}: validation Dice {dice:.4f} on {', '.join(c.name for c in val_cases)}")
+        return
     history = out / "history.jsonl"
 
     def log(record):
