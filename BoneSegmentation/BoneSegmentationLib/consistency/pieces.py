@@ -45,9 +45,56 @@ def _around(view: np.ndarray, pieces: np.ndarray, box, p: int, margin: int):
     return pieces[grown] == p, view[grown], pieces[grown], grown
 
 
-def _engulfing(mask: np.ndarray, local: np.ndarray, index: int, size: int, totals: np.ndarray) -> int:
+def _neighbourhood(view: np.ndarray, pieces: np.ndarray, box, p: int, size: int):
+    """``_around`` the piece, with its one-voxel shell and, for a single voxel, its zone within
+    ``NEAR_VOXELS`` (a cube: no dilation needed; None otherwise, dilated when asked)."""
+    if size > 1:
+        mask, local, local_pieces, grown = _around(view, pieces, box, p, NEAR_VOXELS + 1)
+        return mask, local, local_pieces, grown, _dilate(mask, 1) & ~mask, None
+    mask, local, local_pieces, grown = _around(view, pieces, box, p, NEAR_VOXELS)
+    shell = np.zeros_like(mask)
+    shell[tuple(slice(max(0, s.start - g.start - 1), s.start - g.start + 2) for s, g in zip(box, grown))] = True
+    shell &= ~mask
+    return mask, local, local_pieces, grown, shell, np.ones_like(mask)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, FULL, iterations=radius)`` (outside the array counts as
+    empty), as three one-axis passes: the cube is separable, and on the few-voxel boxes of small
+    pieces this costs a tenth of scipy's per-call overhead. A speckled label map (random weights, a
+    scan that is not CT) has a third of a million pieces, each dilated up to three times."""
+    out = mask.copy()
+    for axis in range(mask.ndim):
+        for _ in range(radius):
+            grown = out.copy()
+            lo = [slice(None)] * mask.ndim
+            hi = [slice(None)] * mask.ndim
+            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+            grown[tuple(hi)] |= out[tuple(lo)]
+            grown[tuple(lo)] |= out[tuple(hi)]
+            out = grown
+    return out
+
+
+def _percentile_90(hu: np.ndarray, pieces: np.ndarray, count: int) -> np.ndarray:
+    """``np.percentile`` of each piece's HU at 90, bit for bit, in one call per piece size instead
+    of one per piece (numpy's call costs 80 microseconds, and a speckled map has a third of a
+    million pieces, most of one to a few voxels)."""
+    inside = pieces > 0
+    ids = pieces[inside]
+    values = hu[inside][np.argsort(ids, kind="stable")]
+    sizes = np.bincount(ids, minlength=count + 1)[1:]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    out = np.zeros(count, hu.dtype if hu.dtype.kind == "f" else np.float64)  # numpy's own result type
+    for n in np.unique(sizes):
+        chosen = np.flatnonzero(sizes == n)
+        out[chosen] = np.percentile(values[starts[chosen][:, None] + np.arange(n)], 90, axis=1)
+    return out
+
+
+def _engulfing(mask: np.ndarray, shell: np.ndarray, local: np.ndarray, index: int, size: int,
+               totals: np.ndarray) -> int:
     """The bone that surrounds a small piece (most of its shell, and far larger), or 0."""
-    shell = ndimage.binary_dilation(mask, FULL) & ~mask
     around = local[shell]
     around = around[around != index]
     if not around.size:
@@ -76,10 +123,9 @@ def clean_pieces(labels: np.ndarray, table: BoneTable, report: ConsistencyReport
         sizes = np.bincount(pieces.ravel())[1:]
         hu = ct_hu[box] if ct_hu is not None else None
         weight = sizes.astype(float)
-        p90 = np.zeros(count)
+        p90 = _percentile_90(hu, pieces, count) if hu is not None else np.zeros(count)
         piece_boxes = ndimage.find_objects(pieces)
         if hu is not None and count > 1:  # the bone is the biggest bright piece, not a larger speck in soft tissue
-            p90 = np.array([np.percentile(hu[b][pieces[b] == p], 90) for p, b in enumerate(piece_boxes, start=1)])
             weight *= np.maximum(p90 - SOFT_TISSUE_HU, 1.0)
         order = np.argsort(-weight, kind="stable") + 1
         inside = body[box] if body is not None else None
@@ -87,8 +133,8 @@ def clean_pieces(labels: np.ndarray, table: BoneTable, report: ConsistencyReport
         main = order[0]
         for p in order:
             size = int(sizes[p - 1])
-            mask, local, local_pieces, grown = _around(view, pieces, piece_boxes[p - 1], p, NEAR_VOXELS + 1)
-            host = _engulfing(mask, local, index, size, totals) if size < ENGULFED_SIZE * totals.max() else 0
+            mask, local, local_pieces, grown, shell, near = _neighbourhood(view, pieces, piece_boxes[p - 1], p, size)
+            host = _engulfing(mask, shell, local, index, size, totals) if size < ENGULFED_SIZE * totals.max() else 0
             if host:
                 local[mask] = host
                 moved[(index, host)] = moved.get((index, host), 0) + size
@@ -99,7 +145,7 @@ def clean_pieces(labels: np.ndarray, table: BoneTable, report: ConsistencyReport
                 local[mask] = 0
                 removed[(index, "outside the body")] = removed.get((index, "outside the body"), 0) + size
                 continue
-            if hu is not None and size * voxel_ml >= BONE_HU_MIN_ML and np.percentile(hu[grown][mask], 90) < BONE_HU:
+            if hu is not None and size * voxel_ml >= BONE_HU_MIN_ML and p90[p - 1] < BONE_HU:
                 local[mask] = 0
                 removed[(index, "not bone-like")] = removed.get((index, "not bone-like"), 0) + size
                 continue
@@ -110,18 +156,16 @@ def clean_pieces(labels: np.ndarray, table: BoneTable, report: ConsistencyReport
             if size >= KEEP_FRACTION * sizes[main - 1] and (hu is None or p90[p - 1] >= BONE_HU):
                 keep[p] = True
                 continue
-            near = ndimage.binary_dilation(mask, FULL, iterations=NEAR_VOXELS)
-            if np.any(near & keep[local_pieces]):
+            if np.any((_dilate(mask, NEAR_VOXELS) if near is None else near) & keep[local_pieces]):
                 keep[p] = True
                 continue
-            shell = ndimage.binary_dilation(mask, FULL) & ~mask
             around = local[shell]
             around = around[(around != 0) & (around != index)]
             if around.size:
                 target = int(np.bincount(around).argmax())
                 local[mask] = target
                 moved[(index, target)] = moved.get((index, target), 0) + size
-            elif hu is not None and np.percentile(hu[grown][mask], 90) < BONE_HU:
+            elif hu is not None and p90[p - 1] < BONE_HU:
                 local[mask] = 0
                 removed[(index, "a stray piece, not bone-like")] = removed.get((index, "a stray piece, not bone-like"), 0) + size
     for (index, target), n in moved.items():

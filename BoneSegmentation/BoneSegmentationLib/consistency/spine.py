@@ -94,8 +94,8 @@ def _pieces(labels: np.ndarray, column: np.ndarray, grid: Grid) -> list[Vertebra
         if box is None:
             continue
         parts, count = ndimage.label(labels[box] == index, structure=FULL)
-        for p in range(1, count + 1):
-            coords = np.argwhere(parts == p) + np.array([s.start for s in box])
+        for p, piece in enumerate(ndimage.find_objects(parts), start=1):  # each piece searched in its own box
+            coords = np.argwhere(parts[piece] == p) + np.array([b.start + s.start for b, s in zip(box, piece)])
             out.append(_vertebra(coords, labels, level_of, grid))
     return out
 
