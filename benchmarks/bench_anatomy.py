@@ -5,26 +5,36 @@
    the step on the 2 mm grid, against the same map's ``review_ranking`` (the step that already
    ran after every segmentation) as the reference;
 2. the bundled model on the same phantom (``--no-anatomy``), then the step on its labels on the
-   model's grid, as the pipeline runs it: step time as a fraction of the network's.
+   model's grid, as the pipeline runs it: step time as a fraction of the network's;
+3. ``--speckled``: the labels a random-weight network (width 4, the tests' model) gives on the same
+   phantom at 4 mm, hundreds of thousands of one-to-few-voxel pieces as a scan that is not CT or a
+   broken model gives: the step against ``review_ranking`` on the same map.
 
     pip install -e ".[benchmark]"
     python benchmarks/bench_anatomy.py             # both parts (the network takes minutes on a CPU)
     python benchmarks/bench_anatomy.py --no-network
+    python benchmarks/bench_anatomy.py --no-network --speckled
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
 from BoneSegmentationLib.consistency.body import body_image, body_on_grid, keep_inside_body  # noqa: E402
+from BoneSegmentationLib.core.bones import default_table  # noqa: E402
+from BoneSegmentationLib.model.modelfile import make_metadata, save_model  # noqa: E402
+from BoneSegmentationLib.model.network import NoNewNet  # noqa: E402
 from BoneSegmentationLib.inference.preprocess import labels_to_input_grid  # noqa: E402
 from BoneSegmentationLib.consistency.step import make_consistent, make_consistent_on_grid  # noqa: E402
 from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
@@ -41,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=4)
     ap.add_argument("--no-network", action="store_true")
+    ap.add_argument("--speckled", action="store_true", help="also the step on a random-weight network's labels")
     args = ap.parse_args()
     ct, ref, _ = make_phantom(args.seed, spacing=2.0, partial=False)
     ct_lps, ref_lps = sitk.DICOMOrient(ct, "LPS"), sitk.DICOMOrient(ref, "LPS")
@@ -77,12 +88,38 @@ def main() -> None:
             make_consistent_on_grid(sitk.GetArrayFromImage(grid), grid, ct)
         rows += [(f"network, {model.info.name} {model.info.version} (reference for the next row)", net_run),
                  (f"step on the network's labels, model grid {grid.GetSize()}", model_grid_run)]
+    if args.speckled:
+        speckled, speckled_image = speckled_labels(ct)
+        with measure() as speckled_ref:
+            review_ranking(speckled_image)
+        with measure() as speckled_run:
+            make_consistent_on_grid(speckled, speckled_image, ct)
+        pieces = sum(ndimage.label(speckled == i, structure=np.ones((3, 3, 3), bool))[1]
+                     for i in np.unique(speckled) if i)
+        rows += [(f"review ranking of a random-weight network's labels, {pieces} pieces (reference for the next row)",
+                  speckled_ref), ("consistency step on those labels", speckled_run)]
     print("| run | time s | peak MiB above start | time ratio to the row's reference |")
     print("|---|---|---|---|")
     for name, run in rows:
-        reference = ref_run if name == "consistency step" else net_run if name.startswith("step on") else None
+        reference = {"consistency step": ref_run, "consistency step on those labels": args.speckled and speckled_ref}.get(
+            name, net_run if name.startswith("step on") else None)
         ratio = f"{run.elapsed_s / reference.elapsed_s:.2f}x" if reference else "-"
         print(f"| {name} | {run.elapsed_s:.2f} | {run.peak_mib:.0f} | {ratio} |")
+
+
+def speckled_labels(ct: sitk.Image) -> tuple[np.ndarray, sitk.Image]:
+    """The labels of a random-weight No-New-Net (width 4 as the tests' model, at 4 mm, seed 0) on ``ct``,
+    on the network's grid, before the step."""
+    with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)
+        meta = make_metadata(name="random", version="0", description="random weights, for the benchmark",
+                             network={"architecture": "NoNewNet", "base_features": 4, "levels": 3, "size_divisor": 4},
+                             training={"data": "none"}, patch_size=64, spacing_mm=4.0)
+        path = save_model(NoNewNet(default_table().num_classes, base_features=4, levels=3), meta,
+                          Path(folder) / "random.pt")
+        result = Segmenter(load_model(path), InferenceOptions(device="cpu", anatomy=False, overlap=0.0)).segment(ct)
+    grid = result.labels_model_grid
+    return sitk.GetArrayFromImage(grid), grid
 
 
 if __name__ == "__main__":
