@@ -132,6 +132,8 @@ def test_a_stopped_runs_best_weights_export_as_the_finished_run_does(dataset, tm
     finished, exported = load_model(run / "bones-model.pt"), load_model(candidate)
     a, b = finished.module.state_dict(), exported.module.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "both export best.pt's weights"
+    best_weights = load_checkpoint(run / "best.pt", torch.device("cpu"))
+    assert all(torch.equal(best_weights[k], b[k]) for k in best_weights), "the candidate holds best.pt itself"
     assert exported.metadata["training"]["best_iteration"] == finished.metadata["training"]["best_iteration"]
     assert exported.metadata["training"]["best_validation_dice"] == round(best, 4)
 

@@ -78,6 +78,7 @@ def main() -> None:
             ("body on the CT's grid, to the 4 mm grid (body_on_grid, part of the step)", body_run),
             ("4 mm labels to the input grid and trimmed to the body (labels_to_input_grid + keep_inside_body)",
              trim_run)]
+    references = {"consistency step": ref_run}  # row -> the run its time ratio is taken against
     if not args.no_network:
         model = load_model(resolve_model(None))
         segmenter = Segmenter(model, InferenceOptions(device="cpu", anatomy=False))
@@ -88,6 +89,7 @@ def main() -> None:
             make_consistent_on_grid(sitk.GetArrayFromImage(grid), grid, ct)
         rows += [(f"network, {model.info.name} {model.info.version} (reference for the next row)", net_run),
                  (f"step on the network's labels, model grid {grid.GetSize()}", model_grid_run)]
+        references[rows[-1][0]] = net_run
     if args.speckled:
         speckled, speckled_image = speckled_labels(ct)
         with measure() as speckled_ref:
@@ -98,11 +100,11 @@ def main() -> None:
                      for i in np.unique(speckled) if i)
         rows += [(f"review ranking of a random-weight network's labels, {pieces} pieces (reference for the next row)",
                   speckled_ref), ("consistency step on those labels", speckled_run)]
+        references[rows[-1][0]] = speckled_ref
     print("| run | time s | peak MiB above start | time ratio to the row's reference |")
     print("|---|---|---|---|")
     for name, run in rows:
-        reference = {"consistency step": ref_run, "consistency step on those labels": args.speckled and speckled_ref}.get(
-            name, net_run if name.startswith("step on") else None)
+        reference = references.get(name)
         ratio = f"{run.elapsed_s / reference.elapsed_s:.2f}x" if reference else "-"
         print(f"| {name} | {run.elapsed_s:.2f} | {run.peak_mib:.0f} | {ratio} |")
 
