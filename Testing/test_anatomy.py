@@ -116,3 +116,24 @@ def test_fields_of_view_and_spacing_vary_between_seeds(source):
     assert crop.ct.GetSpacing() == (2.5, 2.5, 5.0)
     with pytest.raises(ValueError, match="unknown field of view"):
         synthesise(source, 1, spacing=4.0, fov="legs")
+
+
+@pytest.mark.parametrize("thin", [True, False])
+def test_a_thin_cortex_fills_its_voxel_by_thickness_over_spacing(thin):
+    """The anatomy synthesiser's shells: a 0.5 mm cortex in a 2 mm voxel is a faint rim (a quarter
+    of the cortical HU over the cancellous core), as the scanner averages it; the phantom's older rule
+    draws a brighter one. Values recomputed from the same seed's draws."""
+    spacing = 2.0
+    bone = np.zeros((12, 12, 12), bool)
+    bone[2:10, 2:10, 2:10] = True
+    depth = tissue.depth_mm(bone.astype(np.uint8), (spacing,) * 3)
+    ct = np.zeros(bone.shape, np.float32)
+    tissue.render_bone(ct, bone, depth, np.random.default_rng(7), spacing_mm=spacing, thin_cortex=thin)
+    draws = np.random.default_rng(7)
+    cortex_mm = draws.uniform(0.4, 2.5) if thin else draws.uniform(0.8, 2.5)
+    cortical, trabecular = draws.uniform(600, 1800), draws.uniform(60, 400)
+    fill = min(1.0, cortex_mm / spacing) if thin else min(1.0, 1.5 * cortex_mm / spacing + 0.3)
+    rim = bone & (depth == 0)
+    assert np.allclose(ct[rim], fill * cortical + (1 - fill) * trabecular, atol=1e-3)
+    if thin and cortex_mm < spacing:
+        assert ct[rim].max() < cortical  # partial volume: never the full cortical HU

@@ -280,7 +280,7 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     bone_lut = np.zeros(256, bool)
     bone_lut[np.nonzero(ts_to_table())[0]] = True
     bone = bone_lut[ts] | mask("skull")
-    tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s)
+    tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s, thin_cortex=True)
     tissue.add_metal(ct, body & ~bone & (depth < 5), rng)
     tissue.add_table(ct, body, rng, spacing_zyx)
     return tissue.scanner(ct, rng, spacing_zyx)

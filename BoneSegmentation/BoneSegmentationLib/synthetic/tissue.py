@@ -87,11 +87,17 @@ def depth_mm(labels: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.
 
 
 def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.random.Generator,
-                long_bone: np.ndarray | None = None, spacing_mm: float = 2.0) -> None:
+                long_bone: np.ndarray | None = None, spacing_mm: float = 2.0, thin_cortex: bool = False) -> None:
     """Cortical shell (600-1800 HU, 0.8-2.5 mm) over a textured trabecular core whose density runs
     from osteoporotic (60 HU) to dense (400 HU); long-bone shafts get a thick cortex round fatty
-    marrow. Partial volume at coarse spacing is left to the caller's blur."""
-    cortex_mm = rng.uniform(0.8, 2.5)
+    marrow. Partial volume at coarse spacing is left to the caller's blur.
+
+    ``thin_cortex`` (the anatomy synthesiser): shells from 0.4 mm, and a shell thinner than a voxel
+    fills the voxel by its thickness over the spacing, as the scanner averages it: a vertebral body's
+    or the sacrum's 0.5 mm cortex in a 2 mm voxel shows as a faint rim over the cancellous core, not
+    as the 600+ HU ring the older rule (1.5 x thickness / spacing + 0.3) drew. The procedural phantom
+    keeps the older rule, so its held-out figures stay comparable across models."""
+    cortex_mm = rng.uniform(0.4, 2.5) if thin_cortex else rng.uniform(0.8, 2.5)
     cortical = rng.uniform(600, 1800)
     trabecular = rng.uniform(60, 400)
     texture = smooth_field(ct.shape, rng, 1.5) * rng.uniform(20, 80)
@@ -99,7 +105,7 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
     ct[core] = trabecular + texture[core]
     shell = bone & ~core
     # a shell thinner than a voxel shows as a weaker rim: blend by the fraction of the voxel it fills
-    fill = min(1.0, 1.5 * cortex_mm / spacing_mm + 0.3)
+    fill = min(1.0, cortex_mm / spacing_mm) if thin_cortex else min(1.0, 1.5 * cortex_mm / spacing_mm + 0.3)
     ct[shell] = fill * cortical + (1 - fill) * trabecular
     if long_bone is not None and long_bone.any():
         shaft_cortex = rng.uniform(3.0, 6.0)
