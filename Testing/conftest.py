@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-
-from BoneSegmentationLib.model.modelfile import make_metadata, save_model
-from BoneSegmentationLib.model.network import NoNewNet
+from BoneSegmentationLib.model.random_weights import save_random_model
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_DATA = REPO.parent / "shared" / "data" / "real"
@@ -17,14 +14,8 @@ REAL_DATA = REPO.parent / "shared" / "data" / "real"
 def make_random_model(path: Path, *, base_features: int = 4, levels: int = 3, patch: int = 64,
                       num_classes: int = 126, seed: int = 0, spacing: float = 2.0) -> Path:
     """A real No-New-Net with random weights, scripted and saved as a self-describing file."""
-    torch.manual_seed(seed)
-    net = NoNewNet(num_classes, base_features=base_features, levels=levels)
-    meta = make_metadata(
-        name="random-test", version="0", description="random weights, for tests only",
-        network={"architecture": "NoNewNet", "base_features": base_features, "levels": levels,
-                 "size_divisor": 2 ** (levels - 1)},
-        training={"data": "none (random initialisation)"}, patch_size=patch, spacing_mm=spacing)
-    return save_model(net, meta, path)
+    return save_random_model(path, base_features=base_features, levels=levels, patch=patch, num_classes=num_classes,
+                             seed=seed, spacing=spacing, name="random-test", purpose="tests")
 
 
 @pytest.fixture(scope="session")

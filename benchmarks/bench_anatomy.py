@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,8 +32,7 @@ from memory import measure  # noqa: E402
 
 from BoneSegmentationLib.consistency.body import body_image, body_on_grid, keep_inside_body  # noqa: E402
 from BoneSegmentationLib.core.bones import default_table  # noqa: E402
-from BoneSegmentationLib.model.modelfile import make_metadata, save_model  # noqa: E402
-from BoneSegmentationLib.model.network import NoNewNet  # noqa: E402
+from BoneSegmentationLib.model.random_weights import save_random_model  # noqa: E402
 from BoneSegmentationLib.inference.preprocess import labels_to_input_grid  # noqa: E402
 from BoneSegmentationLib.consistency.step import make_consistent, make_consistent_on_grid  # noqa: E402
 from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
@@ -113,12 +111,8 @@ def speckled_labels(ct: sitk.Image) -> tuple[np.ndarray, sitk.Image]:
     """The labels of a random-weight No-New-Net (width 4 as the tests' model, at 4 mm, seed 0) on ``ct``,
     on the network's grid, before the step."""
     with tempfile.TemporaryDirectory() as folder:
-        torch.manual_seed(0)
-        meta = make_metadata(name="random", version="0", description="random weights, for the benchmark",
-                             network={"architecture": "NoNewNet", "base_features": 4, "levels": 3, "size_divisor": 4},
-                             training={"data": "none"}, patch_size=64, spacing_mm=4.0)
-        path = save_model(NoNewNet(default_table().num_classes, base_features=4, levels=3), meta,
-                          Path(folder) / "random.pt")
+        path = save_random_model(Path(folder) / "random.pt", base_features=4, levels=3, patch=64,
+                                 num_classes=default_table().num_classes, seed=0, spacing=4.0, purpose="the benchmark")
         result = Segmenter(load_model(path), InferenceOptions(device="cpu", anatomy=False, overlap=0.0)).segment(ct)
     grid = result.labels_model_grid
     return sitk.GetArrayFromImage(grid), grid

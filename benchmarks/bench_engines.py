@@ -32,9 +32,8 @@ from memory import measure  # noqa: E402
 from BoneSegmentationLib.inference.engine import OpenVinoNetwork  # noqa: E402
 from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
 from BoneSegmentationLib.inference.segmenter import Segmenter  # noqa: E402
-from BoneSegmentationLib.model.metadata import make_metadata  # noqa: E402
-from BoneSegmentationLib.model.modelfile import load_model, save_model  # noqa: E402
-from BoneSegmentationLib.model.network import NoNewNet  # noqa: E402
+from BoneSegmentationLib.model.modelfile import load_model  # noqa: E402
+from BoneSegmentationLib.model.random_weights import save_random_model  # noqa: E402
 from BoneSegmentationLib.model.registry import resolve_model  # noqa: E402
 from BoneSegmentationLib.synthetic.phantom import DEMO_SEED, make_phantom  # noqa: E402
 
@@ -79,13 +78,10 @@ def full_scan(threads: int | None) -> None:
 
 def paper_window(repeats: int) -> None:
     import openvino as ov
-    torch.manual_seed(0)
-    net = NoNewNet(126, base_features=30, levels=5).eval()
-    meta = make_metadata(name="paper-width-random", version="0", description="random weights, benchmark only",
-                         network={"architecture": "NoNewNet", "base_features": 30, "levels": 5, "size_divisor": 16},
-                         training={"data": "none"}, patch_size=96, spacing_mm=2.0)
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(save_model(net, meta, Path(tmp) / "paper.pt"))
+        model = load_model(save_random_model(Path(tmp) / "paper.pt", base_features=30, levels=5, patch=96,
+                                             num_classes=126, seed=0, spacing=2.0, name="paper-width-random",
+                                             purpose="the benchmark"))
         ov_net = OpenVinoNetwork(model, cache=Path(tmp) / "ov")
         x = torch.randn(1, 1, 96, 96, 96)
         with torch.inference_mode():
