@@ -135,5 +135,5 @@ def test_a_thin_cortex_fills_its_voxel_by_thickness_over_spacing(thin):
     fill = min(1.0, cortex_mm / spacing) if thin else min(1.0, 1.5 * cortex_mm / spacing + 0.3)
     rim = bone & (depth == 0)
     assert np.allclose(ct[rim], fill * cortical + (1 - fill) * trabecular, atol=1e-3)
-    if thin and cortex_mm < spacing:
-        assert ct[rim].max() < cortical  # partial volume: never the full cortical HU
+    if thin:  # seed 7 draws a 1.7 mm shell: thinner than the 2 mm voxel, so never the full cortical HU
+        assert cortex_mm < spacing and ct[rim].max() < cortical
