@@ -178,6 +178,24 @@ def test_cancel_stops_a_run(panel):
     panel.widget._parameterNode.SetNodeReferenceID("OutputSegmentation", node.GetID())
 
 
+def test_choosing_openvino_without_it_asks_before_installing(panel, monkeypatch):
+    """Engine "openvino" where it is not installed: the panel names it and asks; declined, nothing
+    is installed and no run starts. (Its absence is simulated: this machine has OpenVINO.)"""
+    import sys
+    ui = panel.ui
+    module = sys.modules[type(panel.widget).__module__]
+    monkeypatch.setattr(module, "openvino_missing", lambda: True)
+    asked, installed = [], []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: asked.append(text) or False)
+    monkeypatch.setattr(slicer.util, "pip_install", lambda *a, **k: installed.append(a))
+    ui.engineComboBox.setCurrentText("openvino")
+    assert panel.widget._parameterNode.GetParameter("Engine") == "openvino"
+    ui.segmentButton.click()
+    assert asked and "openvino" in asked[0] and "Install now?" in asked[0]
+    assert not installed and panel.widget._job is None
+    ui.engineComboBox.setCurrentText("auto")
+
+
 def test_parameters_survive_closing_and_reloading_the_scene(panel, tmp_path):
     ui = panel.ui
     scene = slicer.mrmlScene
