@@ -1,7 +1,13 @@
 """Spatial and intensity augmentation on the training device (GPU when there is one):
 random affine (rotation, scale) plus a smooth elastic displacement applied with one
-``grid_sample`` (trilinear for the CT, nearest for the labels), then brightness and contrast.
-No MixUp (the paper found it harmful)."""
+``grid_sample`` (trilinear for the CT, nearest for the labels), then intensity changes in the
+spirit of nnU-Net's: contrast and brightness always; now and then a gamma curve, a coarser
+resolution, and Gaussian noise, so that the network cannot lean on the exact grey values and
+sharpness of the synthesised images. No MixUp (the paper found it harmful).
+
+Where the rotation reaches past the patch, the CT and the labels both repeat the patch's border:
+the labels used to be padded with background there while the CT repeated its border, so bone
+cut by a patch edge was taught as background in the corners."""
 
 from __future__ import annotations
 
@@ -10,6 +16,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+#: The normalised intensity range the gamma curve works on: the model's HU clip / 1000 (metadata's
+#: DEFAULT_INTENSITY: -1024..2048 HU, mean 0, std 1000).
+GAMMA_RANGE = (-1.024, 2.048)
+
+#: What ``augment`` does, in words, for the model's metadata.
+DESCRIPTION = ("rotation +-10 deg, scale +-10 %, elastic; contrast x0.85-1.15, brightness +-100 HU; "
+               "gamma 0.7-1.5 (p 0.3), resolution down to half (p 0.25), noise up to 50 HU (p 0.15); "
+               "labels repeat the patch border as the CT does")
+
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
     a, b, c = angles
@@ -17,6 +32,10 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
     ry = torch.tensor([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
     rz = torch.tensor([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand(1, generator=gen).item()
 
 
 def augment(image: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, max_rotation_deg: float = 10,
@@ -34,11 +53,37 @@ def augment(image: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, max
         disp = F.interpolate(coarse.to(device), size=image.shape[2:], mode="trilinear", align_corners=False)
         grid = grid + disp.permute(0, 2, 3, 4, 1)
     out_img = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    out_lab = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros",
+    out_lab = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="border",
                             align_corners=False)[:, 0].long()
     if intensity:
-        contrast = 1 + (torch.rand(1, generator=gen).item() * 2 - 1) * 0.15
-        brightness = (torch.rand(1, generator=gen).item() * 2 - 1) * 0.1
-        mean = out_img.mean()
-        out_img = (out_img - mean) * contrast + mean + brightness
+        out_img = augment_intensity(out_img, gen)
     return out_img, out_lab
+
+
+def augment_intensity(image: torch.Tensor, gen: torch.Generator, p_gamma: float = 0.3,
+                      p_low_resolution: float = 0.25, p_noise: float = 0.15) -> torch.Tensor:
+    """Contrast (x0.85-1.15 about the patch mean) and brightness (+-100 HU) always; with the given
+    probabilities a gamma curve (0.7-1.5) over the model's HU range, a coarser resolution (down to
+    half, then back: the blur of thick slices and soft kernels) and Gaussian noise (up to 50 HU).
+    Every draw is made whether or not its change applies, so the generator's stream does not depend
+    on which ones did."""
+    contrast = _uniform(gen, 0.85, 1.15)
+    brightness = _uniform(gen, -0.1, 0.1)
+    use_gamma, gamma = _uniform(gen, 0, 1) < p_gamma, _uniform(gen, 0.7, 1.5)
+    use_low, zoom = _uniform(gen, 0, 1) < p_low_resolution, _uniform(gen, 0.5, 1.0)
+    use_noise, sigma = _uniform(gen, 0, 1) < p_noise, _uniform(gen, 0.0, 0.05)
+    mean = image.mean()
+    out = (image - mean) * contrast + mean + brightness
+    if use_gamma:
+        lo, hi = GAMMA_RANGE
+        unit = ((out - lo) / (hi - lo)).clamp(0, 1)
+        out = unit.pow(gamma) * (hi - lo) + lo
+    if use_low:
+        shape = out.shape[2:]
+        small = [max(1, int(round(s * zoom))) for s in shape]
+        out = F.interpolate(F.interpolate(out, size=small, mode="trilinear", align_corners=False),
+                            size=shape, mode="trilinear", align_corners=False)
+    if use_noise:
+        noise = torch.randn(out.shape, generator=gen).to(out.device)
+        out = out + noise * sigma
+    return out

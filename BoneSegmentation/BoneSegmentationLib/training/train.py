@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
-from .augment import augment
+from .augment import DESCRIPTION as AUGMENTATION, augment
 from ..core.bones import default_table
 from ..evaluation.metrics import dice_per_class
 from ..core.labelmaps import label_counts
@@ -293,6 +293,7 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
     training = {"data": cfg.data_description, "iterations": iterations, "best_validation_dice": round(best_dice, 4),
                 **({"best_iteration": best_iteration} if best_iteration else {}),
                 "date": _dt.date.today().isoformat(), "code_version": __version__, "sampling": cfg.sampling,
+                "augmentation": AUGMENTATION if cfg.augment else "none",
                 "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1",
                 "loss": "cross-entropy + soft Dice over all classes, no numerator smooth", "parent_model": _describe_parent(cfg.init_model), **cfg.extra}
     mirror = can_mirror(default_table().names())
