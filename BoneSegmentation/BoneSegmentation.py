@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from BoneSegmentationLib.inference.options import ENGINES, InferenceOptions
-from BoneSegmentationLib.slicer.environment import openvino_missing
+from BoneSegmentationLib.slicer.environment import OPENVINO_REQUIREMENT, REQUIREMENTS, openvino_missing
 from BoneSegmentationLib.slicer.logic import SAMPLE_NAME, SlicerSegmentationLogic, missing_dependencies
 from BoneSegmentationLib.slicer.nodes import load_bone_terminology
 
@@ -287,7 +287,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = missing_dependencies()
         if self._parameterNode is not None and self._parameterNode.GetParameter("Engine") == "openvino" \
                 and openvino_missing():
-            missing.append("openvino")
+            missing.append(OPENVINO_REQUIREMENT)
         if not missing:
             return True
         if not slicer.util.confirmOkCancelDisplay(
@@ -296,15 +296,15 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "extension when it is there, so that the build matches your GPU.)"):
             return False
         with slicer.util.WaitCursor():
-            if "torch" in missing:
+            if REQUIREMENTS["torch"] in missing:
                 try:
                     import PyTorchUtils
                     PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-                    missing.remove("torch")
+                    missing.remove(REQUIREMENTS["torch"])
                 except ImportError:
                     pass
             if missing:
-                slicer.util.pip_install(" ".join(missing))
+                slicer.util.pip_install(missing)  # a list: no shell, so ">=" is passed as written
         wants_openvino = self._parameterNode is not None and self._parameterNode.GetParameter("Engine") == "openvino"
         return not missing_dependencies() and not (wants_openvino and openvino_missing())
 

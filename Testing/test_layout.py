@@ -93,3 +93,17 @@ def test_every_package_folder_is_installed():
     folders = {"BoneSegmentationLib"} | {f"BoneSegmentationLib.{p.name}" for p in LIB.iterdir()
                                           if p.is_dir() and (p / "__init__.py").is_file()}
     assert folders <= declared, sorted(folders - declared)
+
+
+def test_the_panels_pip_requirements_are_the_packages():
+    """The panel installs what pyproject.toml declares: same pins for the core dependencies and for
+    the OpenVINO engine's ``fast-cpu`` extra (one source per pin, checked rather than copied)."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from BoneSegmentationLib.slicer.environment import OPENVINO_REQUIREMENT, REQUIREMENTS
+
+    project = tomllib.loads((LIB.parent.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {r.split(";")[0].strip() for r in project["dependencies"]}
+    assert set(REQUIREMENTS.values()) <= declared, set(REQUIREMENTS.values()) - declared
+    assert project["optional-dependencies"]["fast-cpu"] == [OPENVINO_REQUIREMENT]

@@ -11,11 +11,14 @@ from ..core.errors import BoneSegmentationError
 from ..model.metadata import SYNTHETIC_NOTICE, read_model_metadata
 from ..model.registry import DEFAULT_MODEL, load_registry, local_copy, registered_entry, resolve_model
 
-REQUIREMENTS = {"torch": "torch", "SimpleITK": "SimpleITK", "scipy": "scipy"}  # import name -> pip name
+#: import name -> what the panel asks pip for. The one place these pins are written for Slicer;
+#: pyproject.toml's dependencies and ``fast-cpu`` extra must say the same (Testing/test_layout.py).
+REQUIREMENTS = {"torch": "torch>=2.6", "SimpleITK": "SimpleITK>=2.3", "scipy": "scipy>=1.10"}
+OPENVINO_REQUIREMENT = "openvino>=2024.6"  # the optional OpenVINO engine
 
 
 def missing_dependencies() -> list[str]:
-    """pip names of what the library needs and cannot import (torch first: it is the big one)."""
+    """pip requirements of what the library needs and cannot import (torch first: it is the big one)."""
     return [pip for module, pip in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
 
 
