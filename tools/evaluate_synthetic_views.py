@@ -2,6 +2,7 @@
 
     python tools/evaluate_synthetic_views.py [--model bones-phantom-demo] [--baseline runs/realct2/bones-phantom-demo.pt]
     python tools/evaluate_synthetic_views.py --seeds 1992 1993 --spacing 2.5
+    python tools/evaluate_synthetic_views.py --seeds 3100 3101 3102 --fov clinical_crop --spacing 2   # short slabs
 
 Each seed is synthesised from the real anatomy (``synthetic/anatomy.py``) with the seeds training
 never uses (1990-1999; 1990 and 1991 are the training's validation images, forced to a whole and a
@@ -24,7 +25,7 @@ from BoneSegmentationLib.inference.options import InferenceOptions
 from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata
 from BoneSegmentationLib.model.registry import resolve_model
-from BoneSegmentationLib.synthetic.anatomy import SyntheticCase, load_source, synthesise
+from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, SyntheticCase, load_source, synthesise
 
 ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DEV_SEEDS = (1990, 1991, 1992, 1993, 1994, 1995)
@@ -50,6 +51,8 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, help="a second model beside the first")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(DEV_SEEDS))
     ap.add_argument("--spacing", type=float, default=2.5, help="synthesised image spacing, mm")
+    ap.add_argument("--fov", choices=FOV_KINDS, default=None,
+                    help="force this field of view for every seed (default: drawn; 1990/1991 forced as in training)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
     paths = [resolve_model(args.model)] + ([resolve_model(args.baseline)] if args.baseline else [])
@@ -59,12 +62,13 @@ def main() -> None:
     header = "| seed | field of view | " + " | ".join(f"{n}: foreground; impossible classes" for n in names) + " |"
     rows = [header, "|" + "---|" * (2 + len(names))]
     for seed in args.seeds:
-        case = synthesise(source, seed, spacing=args.spacing, fov=FORCED_VIEW.get(seed))
+        case = synthesise(source, seed, spacing=args.spacing, fov=args.fov or FORCED_VIEW.get(seed))
         cells = []
         for seg in segmenters:
             dice, impossible = score(case, seg.segment(case.ct).labels)
             cells.append(f"{dice:.3f}; {100 * impossible:.1f} %")
-        rows.append(f"| {seed} | {case.spec['fov']} | " + " | ".join(cells) + " |")
+        view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm"
+        rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     print("\n".join(rows))
 

@@ -11,7 +11,8 @@ OUT/checkpoint.pt, so run the same command again after a stop. ``--install`` cop
 model into Resources/ and updates the registry (name, version, SHA-256, size).
 
 Data (never the real scans of ../shared/data/real, which are the test set):
-- anatomy: ``synthesise(s0011, seed)`` for seeds 2001..2000+N (validation: 1990, 1991);
+- anatomy: ``synthesise(s0011, seed)`` for seeds 2001..2000+N (validation: 1990, 1991), and with
+  ``--crop-cases C`` C more forced to a 20-60-slice clinical crop (seeds 2501..2500+C);
 - phantoms with surroundings: seeds 1001..1000+M (validation: 1000); plain phantoms 1101..1100+P.
 Patches: ``--anatomy-share`` of them from the anatomy cases, the rest from the phantoms (which alone
 hold hands, forearms, skull parts and C1-C6).
@@ -49,17 +50,19 @@ def _make(job: tuple[str, int, float, str]) -> tuple[str, dict]:
     """One case at model spacing, as arrays (run in a worker process)."""
     kind, seed, spacing, anatomy = job
     table = default_table()
-    if kind == "anatomy":
-        fov = {1990: "whole", 1991: "clinical_crop"}.get(seed)
-        spacing_draw = None if fov else (float(np.random.default_rng(seed).uniform(2.2, 3.2)),
-                                         float(np.random.default_rng(seed + 1).choice([2.0, 2.5, 3.0, 4.0, 5.0])))
+    if kind in ("anatomy", "anatomy_crop"):
+        validation_view = {1990: "whole", 1991: "clinical_crop"}.get(seed) if kind == "anatomy" else None
+        fov = "clinical_crop" if kind == "anatomy_crop" else validation_view
+        spacing_draw = None if validation_view else (
+            float(np.random.default_rng(seed).uniform(2.2, 3.2)),
+            float(np.random.default_rng(seed + 1).choice([2.0, 2.5, 3.0, 4.0, 5.0])))
         case = synthesise(load_source(Path(anatomy)), seed, spacing=spacing_draw or 2.5, fov=fov)
-        prepared = prepare_case(f"anatomy_{seed}", case.ct, case.labels, spacing)
+        prepared = prepare_case(f"{kind}_{seed}", case.ct, case.labels, spacing)
         labelled = np.zeros(table.num_classes, bool)
         labelled[0] = True
         for name in case.labelled:
             labelled[table.by_name(name).index] = True
-        return f"anatomy_{seed}", {"image": prepared.image, "labels": prepared.labels, "labelled": labelled,
+        return f"{kind}_{seed}", {"image": prepared.image, "labels": prepared.labels, "labelled": labelled,
                                    "spec": json.dumps(case.spec, default=float)}
     surroundings = kind == "phantom_real"
     ct, lab, spec = make_phantom(seed, spacing=2.0, partial=None if seed not in (1000,) else False,
@@ -84,7 +87,7 @@ def build_cases(out: Path, jobs: list[tuple[str, int, float, str]], workers: int
         with np.load(cache / f"{name}.npz") as z:
             labelled = z["labelled"]
             cases[name] = Case(name, z["image"], z["labels"], None if labelled.all() else labelled,
-                               group="anatomy" if kind == "anatomy" else "phantom")
+                               group="anatomy" if kind.startswith("anatomy") else "phantom")
     return cases
 
 
@@ -93,6 +96,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/realct")
     ap.add_argument("--iterations", type=int, default=3000)
     ap.add_argument("--anatomy-cases", type=int, default=36)
+    ap.add_argument("--crop-cases", type=int, default=0,
+                    help="more anatomy images, each a 20-60-slice clinical crop (seeds 2501..): the weak view")
     ap.add_argument("--phantoms", type=int, default=6, help="phantoms with realistic surroundings")
     ap.add_argument("--plain-phantoms", type=int, default=2, help="phantoms as before (keeps their figures)")
     ap.add_argument("--anatomy-share", type=float, default=0.6)
@@ -119,6 +124,7 @@ def main() -> None:
     arch = parent_architecture(init)
     spacing = arch["spacing"]
     train_jobs = ([("anatomy", 2001 + k, spacing, args.anatomy) for k in range(args.anatomy_cases)] +
+                  [("anatomy_crop", 2501 + k, spacing, args.anatomy) for k in range(args.crop_cases)] +
                   [("phantom_real", 1001 + k, spacing, "") for k in range(args.phantoms)] +
                   [("phantom", 1101 + k, spacing, "") for k in range(args.plain_phantoms)])
     val_jobs = [("anatomy", 1990, spacing, args.anatomy), ("anatomy", 1991, spacing, args.anatomy),
@@ -128,6 +134,7 @@ def main() -> None:
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
+                          + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "") +
                           f"{args.phantoms} phantoms with surroundings (1001..), {args.plain_phantoms} plain "
                           f"phantoms (1101..); validation: anatomy 1990/1991, phantom 1000"),
         extra={"trained_on_synthetic_data_only": True, "anatomy_source": ATTRIBUTION,
