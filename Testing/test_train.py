@@ -128,6 +128,8 @@ def test_a_stopped_runs_best_weights_export_as_the_finished_run_does(dataset, tm
     cfg = TrainConfig(**load_checkpoint(run / "checkpoint.pt", torch.device("cpu"))["config"])
     net, best, history = resume_state(cfg)
     assert any("val_dice" in r for r in history) and (run / "best.pt").is_file()
+    for r in (r for r in history if "val_dice" in r):  # the mean of the per-case figures the history keeps
+        assert r["val_cases"] and abs(sum(r["val_cases"].values()) / len(r["val_cases"]) - r["val_dice"]) < 1e-4
     candidate = export_best(net, cfg, best, history, tmp_path / "candidate.pt")
     finished, exported = load_model(run / "bones-model.pt"), load_model(candidate)
     a, b = finished.module.state_dict(), exported.module.state_dict()

@@ -38,7 +38,7 @@ from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synt
 from BoneSegmentationLib.synthetic.phantom import make_phantom
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata
 from BoneSegmentationLib.training.train import (Case, TrainConfig, export_best, prepare_case, resume_state, train,
-                                                validate, write_history)
+                                                validate_cases, write_history)
 
 ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DESCRIPTION = ("Trained on CT-like images synthesised from one real body's bone and organ labels "
@@ -152,8 +152,9 @@ def main() -> None:
     if args.validate_model:
         for name in args.validate_model:
             loaded = load_model(resolve_model(name, allow_download=False))
-            dice = validate(loaded.module, val_cases, (cfg.patch,) * 3, default_table().num_classes, "cpu")
-            print(f"{name}: validation Dice {dice:.4f} on {', '.join(c.name for c in val_cases)}")
+            per_case = validate_cases(loaded.module, val_cases, (cfg.patch,) * 3, default_table().num_classes, "cpu")
+            print(f"{name}: validation Dice {np.mean(list(per_case.values())):.4f} ("
+                  + ", ".join(f"{case} {dice:.4f}" for case, dice in per_case.items()) + ")")
         return
     history = out / "history.jsonl"
 
