@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--anatomy-share", type=float, default=0.6)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--validate-every", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the patch-sampling and augmentation streams (every run so far used 0)")
     ap.add_argument("--init", default=str(resource_path(f"{DEFAULT_MODEL}.pt")))
     ap.add_argument("--version", default="0.8")
     ap.add_argument("--workers", type=int, default=2)
@@ -131,6 +133,7 @@ def main() -> None:
                 ("phantom_real", 1000, spacing, "")]
     cfg = TrainConfig(
         out_dir=str(out), iterations=args.iterations, validate_every=args.validate_every, checkpoint_every=50,
+        seed=args.seed,
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
