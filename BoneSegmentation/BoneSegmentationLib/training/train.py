@@ -250,9 +250,9 @@ def _crop(case: Case, corner, patch) -> tuple[np.ndarray, np.ndarray]:
 
 
 def validate_cases(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, device) -> dict[str, float]:
-    """Per validation case, the mean Dice over the bones present (and labelled) in its reference:
-    with three cases the mean swings by 0.05 between checks, and the history should show which
-    view moved it."""
+    """Per validation case, the mean Dice over the bones present (and labelled) in its reference;
+    their mean picks the best weights. With three cases the mean swings by 0.05 between checks,
+    and the history should show which view moved it."""
     net.eval()
     scores = {}
     for case in cases:
@@ -264,11 +264,6 @@ def validate_cases(net: torch.nn.Module, cases: list[Case], patch, num_classes: 
             present &= case.labelled[1:]
         scores[case.name] = float(np.nan_to_num(d[present]).mean())
     return scores
-
-
-def validate(net: torch.nn.Module, cases: list[Case], patch, num_classes: int, device) -> float:
-    """Mean over the validation cases of ``validate_cases``: the figure that picks the best weights."""
-    return float(np.mean(list(validate_cases(net, cases, patch, num_classes, device).values())))
 
 
 def export_best(net: NoNewNet, cfg: TrainConfig, best_dice: float, history: list[dict], path: Path) -> Path:
