@@ -20,7 +20,7 @@ import torch
 from BoneSegmentationLib.core.errors import BoneSegmentationError, DatasetError, ModelFileError
 from BoneSegmentationLib.core.files import safe_name
 from BoneSegmentationLib.model import registry
-from BoneSegmentationLib.model.modelfile import load_model, make_metadata, save_model
+from BoneSegmentationLib.model.modelfile import load_model, make_metadata
 from BoneSegmentationLib.model.registry import DEFAULT_MODEL, resolve_model
 from BoneSegmentationLib.training.corrections import add_case
 from BoneSegmentationLib.training.train import TrainConfig, load_checkpoint, train

@@ -7,7 +7,7 @@ import torch
 from BoneSegmentationLib.core.errors import Cancelled
 from BoneSegmentationLib.model.modelfile import load_model
 from BoneSegmentationLib.inference.sliding_window import (
-    _ring_spans, gaussian_importance, pad_to_patch, patch_starts, predict_streaming, window_batches,
+    _ring_spans, fill_to_patch, gaussian_importance, patch_starts, predict_streaming, window_batches,
     window_positions)
 
 from conftest import make_random_model
@@ -15,7 +15,8 @@ from conftest import make_random_model
 
 def naive_full_buffer(net, volume, num_classes, patch, overlap, pad_value=0.0, return_logits=False, device="cpu"):
     """The textbook method (MONAI / nnU-Net): one logit buffer for the whole volume (on ``device``)."""
-    padded = pad_to_patch(volume, patch, pad_value).to(device)
+    filled, z0 = fill_to_patch(volume.numpy(), patch, pad_value)
+    padded = torch.from_numpy(filled).to(device)
     weight = gaussian_importance(patch).to(device)
     logits = torch.zeros((num_classes, *padded.shape), device=device)
     weights = torch.zeros(padded.shape, device=device)
@@ -28,8 +29,9 @@ def naive_full_buffer(net, volume, num_classes, patch, overlap, pad_value=0.0, r
     probs = torch.softmax(logits, dim=0)
     d, h, w = volume.shape
     if return_logits:
-        return logits[:, :d, :h, :w].cpu().numpy()
-    return logits.argmax(0)[:d, :h, :w].cpu().numpy(), probs.max(0).values[:d, :h, :w].cpu().numpy()
+        return logits[:, z0:z0 + d, :h, :w].cpu().numpy()
+    return (logits.argmax(0)[z0:z0 + d, :h, :w].cpu().numpy(),
+            probs.max(0).values[z0:z0 + d, :h, :w].cpu().numpy())
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +135,48 @@ def test_float16_ring_differs_only_at_near_ties(scripted_net):
     assert np.all(gap[differ] <= bound[differ]), float((gap - bound)[differ].max())
     ref_conf = torch.softmax(torch.from_numpy(ref), 0).max(0).values.numpy()
     np.testing.assert_allclose(conf.astype(np.float32), ref_conf, atol=2e-2)
+
+
+def test_a_short_scan_is_mirrored_head_to_foot_and_padded_with_air_across():
+    """Axis 0 (head to foot) shorter than the patch: mirrored copies either side, the scan centred;
+    axes 1-2 shorter: ``pad_value`` at the far end (a scan is surrounded by air)."""
+    array = np.arange(5 * 20 * 10, dtype=np.float32).reshape(5, 20, 10)
+    filled, z0 = fill_to_patch(array, (16, 16, 16), -9.0)
+    assert filled.shape == (16, 20, 16) and z0 == 5
+    np.testing.assert_array_equal(filled[z0:z0 + 5, :, :10], array)
+    np.testing.assert_array_equal(filled[z0 - 5:z0, :, :10], array[::-1])  # mirrored before the scan
+    np.testing.assert_array_equal(filled[z0 + 5:z0 + 10, :, :10], array[::-1])  # and after it
+    assert (filled[:, :, 10:] == -9.0).all()
+    two, z0 = fill_to_patch(array[:2, :16, :], (16, 16, 10), 0.0)  # mirrored again and again
+    assert two.shape == (16, 16, 10) and z0 == 7
+    assert all(np.array_equal(s, array[0, :16]) or np.array_equal(s, array[1, :16]) for s in two)
+    same, z0 = fill_to_patch(array, (4, 8, 8), 0.0)
+    assert same is array and z0 == 0
+
+
+def test_a_short_scan_is_segmented_as_its_mirrored_stack(scripted_net):
+    """predict_streaming on a 6-slice volume equals the network on the explicit mirrored stack
+    (5 mirrored slices, the scan, 5 mirrored slices), cropped back."""
+    volume = torch.randn((6, 16, 16), generator=torch.Generator().manual_seed(11))
+    labels, _ = predict_streaming(scripted_net, volume, 126, (16, 16, 16), 0.5, pad_value=-1.0)
+    flipped = volume.flip(0)
+    stack = torch.cat([flipped[1:], volume, flipped[:5]])
+    with torch.inference_mode():
+        direct = scripted_net(stack[None, None])[0].argmax(0)[5:11].numpy()
+    assert labels.shape == (6, 16, 16) and len(np.unique(direct)) > 3
+    np.testing.assert_array_equal(labels, direct)
+
+
+def test_training_patches_of_a_short_case_are_filled_as_inference_fills_them():
+    from BoneSegmentationLib.training.train import Case, _crop
+    from BoneSegmentationLib.inference.preprocess import padding_value
+    from BoneSegmentationLib.model.metadata import DEFAULT_INTENSITY
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(6, 20, 12)).astype(np.float32)
+    labels = rng.integers(0, 126, size=(6, 20, 12)).astype(np.uint8)
+    img, lab = _crop(Case("short", image, labels), (0, 2, 0), (16, 16, 16))
+    expected, z0 = fill_to_patch(image[:, 2:18], (16, 16, 16), padding_value(DEFAULT_INTENSITY))
+    np.testing.assert_array_equal(img, expected)
+    np.testing.assert_array_equal(lab, fill_to_patch(labels[:, 2:18], (16, 16, 16), 0)[0])
+    np.testing.assert_array_equal(lab[z0:z0 + 6, :, :12], labels[:, 2:18])  # labels follow the mirrored image
+    assert (lab[:, :, 12:] == 0).all()

@@ -11,7 +11,8 @@ OUT/checkpoint.pt, so run the same command again after a stop. ``--install`` cop
 model into Resources/ and updates the registry (name, version, SHA-256, size).
 
 Data (never the real scans of ../shared/data/real, which are the test set):
-- anatomy: ``synthesise(s0011, seed)`` for seeds 2001..2000+N (validation: 1990, 1991), and with
+- anatomy: ``synthesise(s0011, seed)`` for seeds 2001..2000+N (validation: ``--validation-seeds``,
+  1990 and 1991 unless told), and with
   ``--crop-cases C`` C more forced to a 20-60-slice clinical crop (seeds 2501..2500+C);
 - phantoms with surroundings: seeds 1001..1000+M (validation: 1000); plain phantoms 1101..1100+P.
 Patches: ``--anatomy-share`` of them from the anatomy cases, the rest from the phantoms (which alone
@@ -103,6 +104,9 @@ def main() -> None:
     ap.add_argument("--anatomy-share", type=float, default=0.6)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--validate-every", type=int, default=250)
+    ap.add_argument("--validation-seeds", type=int, nargs="+", default=[1990, 1991],
+                    help="anatomy images to validate on (1990 forced whole, 1991 a clinical crop, others drawn "
+                         "like the training's); with three images the best pick is noise, so more is better")
     ap.add_argument("--seed", type=int, default=0,
                     help="the patch-sampling and augmentation streams (every run so far used 0)")
     ap.add_argument("--init", default=str(resource_path(f"{DEFAULT_MODEL}.pt")))
@@ -129,8 +133,10 @@ def main() -> None:
                   [("anatomy_crop", 2501 + k, spacing, args.anatomy) for k in range(args.crop_cases)] +
                   [("phantom_real", 1001 + k, spacing, "") for k in range(args.phantoms)] +
                   [("phantom", 1101 + k, spacing, "") for k in range(args.plain_phantoms)])
-    val_jobs = [("anatomy", 1990, spacing, args.anatomy), ("anatomy", 1991, spacing, args.anatomy),
-                ("phantom_real", 1000, spacing, "")]
+    if any(2001 <= s < 2001 + args.anatomy_cases or 2501 <= s < 2501 + args.crop_cases for s in args.validation_seeds):
+        ap.error("a validation seed is also a training seed (training uses 2001.. and 2501..)")
+    val_jobs = ([("anatomy", s, spacing, args.anatomy) for s in args.validation_seeds] +
+                [("phantom_real", 1000, spacing, "")])
     cfg = TrainConfig(
         out_dir=str(out), iterations=args.iterations, validate_every=args.validate_every, checkpoint_every=50,
         seed=args.seed,
@@ -139,7 +145,8 @@ def main() -> None:
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
                           + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "") +
                           f"{args.phantoms} phantoms with surroundings (1001..), {args.plain_phantoms} plain "
-                          f"phantoms (1101..); validation: anatomy 1990/1991, phantom 1000"),
+                          f"phantoms (1101..); validation: anatomy "
+                          f"{'/'.join(map(str, args.validation_seeds))}, phantom 1000"),
         extra={"trained_on_synthetic_data_only": True, "anatomy_source": ATTRIBUTION,
                "recipe": "tools/train_real_ct_model.py " + " ".join(sys.argv[1:])},
         **arch)

@@ -38,7 +38,7 @@ from .dataset import check_dataset, image_path, label_path, read_manifest
 from ..inference.preprocess import normalise, padding_value, to_model_grid
 from .sampling import PatchSampler, class_locations
 from .plan import ARCHITECTURE_KEYS, TrainConfig, kfold_splits, parent_architecture  # noqa: F401 (re-exported)
-from ..inference.sliding_window import predict_streaming
+from ..inference.sliding_window import fill_to_patch, predict_streaming
 
 INTENSITY = DEFAULT_INTENSITY
 
@@ -239,13 +239,13 @@ def _agree(flag: bool, world: int) -> bool:
 
 
 def _crop(case: Case, corner, patch) -> tuple[np.ndarray, np.ndarray]:
-    """Patch at ``corner``, padded with air / background where the case is smaller."""
+    """Patch at ``corner``; where the case is shorter than the patch it is filled as inference
+    fills it (``fill_to_patch``: mirrored head to foot, air / background across the body)."""
     sl = tuple(slice(int(c), int(c) + p) for c, p in zip(corner, patch))
     img, lab = case.image[sl], case.labels[sl]
     if img.shape != tuple(patch):
-        pad = [(0, p - s) for s, p in zip(img.shape, patch)]
-        img = np.pad(img, pad, constant_values=padding_value(INTENSITY))
-        lab = np.pad(lab, pad)
+        img, _ = fill_to_patch(img, patch, padding_value(INTENSITY))
+        lab, _ = fill_to_patch(lab, patch, 0)
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
 
