@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from BoneSegmentationLib.core.bones import default_table
-from BoneSegmentationLib.core.totalsegmentator import ts_classes
+from BoneSegmentationLib.core.totalsegmentator import ts_classes, ts_to_table
 from BoneSegmentationLib.synthetic import tissue
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise
 
@@ -59,6 +59,21 @@ def test_image_and_labels_share_the_grid_and_bone_is_where_the_labels_say(source
     src_l3 = _source_mask_on(case.labels, source, "vertebrae_L3")
     ours = labels == l3
     assert ours.sum() > 100 and (ours & src_l3).sum() / (ours | src_l3).sum() > 0.99
+
+
+def test_the_source_labels_come_with_the_image_deformed_as_it_is(source):
+    """``source_labels`` (for figures such as bone called in the heart and vessels) share the
+    image's grid and, deformed, still put every bone voxel of the labels on a source bone."""
+    case = synthesise(source, 5, spacing=4.0)
+    for attr in ("GetSize", "GetOrigin", "GetSpacing", "GetDirection"):
+        assert getattr(case.source_labels, attr)() == getattr(case.labels, attr)()
+    ts = sitk.GetArrayViewFromImage(case.source_labels)
+    labels = sitk.GetArrayViewFromImage(case.labels)
+    mapped = ts_to_table(TABLE)[ts]
+    skull = ts == {n: i for i, n in ts_classes().items()}["skull"]
+    assert np.array_equal(labels > 0, (mapped > 0) | skull)
+    aorta = ts == {n: i for i, n in ts_classes().items()}["aorta"]
+    assert aorta.sum() > 50 and not (labels[aorta] > 0).any()
 
 
 def test_bones_the_source_lacks_are_unlabelled_not_background(source):

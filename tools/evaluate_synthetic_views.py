@@ -3,12 +3,14 @@
     python tools/evaluate_synthetic_views.py [--model bones-phantom-demo] [--baseline runs/realct2/bones-phantom-demo.pt]
     python tools/evaluate_synthetic_views.py --seeds 1992 1993 --spacing 2.5
     python tools/evaluate_synthetic_views.py --seeds 3100 3101 3102 --fov clinical_crop --spacing 2   # short slabs
+    python tools/evaluate_synthetic_views.py --seeds 3200 3201 3202 --fov thorax --phase arterial   # contrast
 
 Each seed is synthesised from the real anatomy (``synthetic/anatomy.py``) with the seeds training
 never uses (1990-1999; 1990 and 1991 are the training's validation images, forced to a whole and a
 clinical-crop view), segmented by the full pipeline with the default options, and scored by the
-bone foreground Dice against its labels and by the share of predicted bone given a class the image
-cannot hold (hands, forearms, skull parts, C1-C6: the source body has none of them). The real scans
+bone foreground Dice against its labels, by the share of predicted bone given a class the image
+cannot hold (hands, forearms, skull parts, C1-C6: the source body has none of them), and by the
+share of the heart, aorta and venae cavae called bone (as on the real scans). The real scans
 of ``../shared/data/real`` are the test set; this is what to develop against.
 """
 
@@ -21,15 +23,26 @@ import numpy as np
 import SimpleITK as sitk
 
 from BoneSegmentationLib.core.bones import default_table
+from BoneSegmentationLib.core.totalsegmentator import ts_index
+from BoneSegmentationLib.evaluation.totalsegmentator import NOT_BONE
 from BoneSegmentationLib.inference.options import InferenceOptions
 from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata
 from BoneSegmentationLib.model.registry import resolve_model
 from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, SyntheticCase, load_source, synthesise
+from BoneSegmentationLib.synthetic.tissue import PHASES
 
 ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DEV_SEEDS = (1990, 1991, 1992, 1993, 1994, 1995)
 FORCED_VIEW = {1990: "whole", 1991: "clinical_crop"}  # as the training's validation images
+
+
+def bone_in_vessels(case: SyntheticCase, labels: sitk.Image) -> float:
+    """Share of the heart, aorta and venae cavae voxels predicted bone (the real-scan figure's
+    definition, on the source's deformed labels)."""
+    ts = sitk.GetArrayViewFromImage(case.source_labels)
+    vessels = np.isin(ts, [ts_index(name) for name in NOT_BONE])
+    return np.count_nonzero(vessels & (sitk.GetArrayViewFromImage(labels) > 0)) / max(1, np.count_nonzero(vessels))
 
 
 def score(case: SyntheticCase, labels: sitk.Image) -> tuple[float, float]:
@@ -53,21 +66,24 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, default=2.5, help="synthesised image spacing, mm")
     ap.add_argument("--fov", choices=FOV_KINDS, default=None,
                     help="force this field of view for every seed (default: drawn; 1990/1991 forced as in training)")
+    ap.add_argument("--phase", choices=PHASES, default=None, help="force this contrast phase (default: drawn)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
     paths = [resolve_model(args.model)] + ([resolve_model(args.baseline)] if args.baseline else [])
     names = [f"{m['name']} {m['version']}" for m in map(read_metadata, paths)]
     segmenters = [Segmenter(load_model(p), InferenceOptions()) for p in paths]
     source = load_source(Path(args.anatomy))
-    header = "| seed | field of view | " + " | ".join(f"{n}: foreground; impossible classes" for n in names) + " |"
+    header = ("| seed | field of view, contrast phase | "
+              + " | ".join(f"{n}: foreground; impossible classes; heart and vessels" for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
     for seed in args.seeds:
-        case = synthesise(source, seed, spacing=args.spacing, fov=args.fov or FORCED_VIEW.get(seed))
+        case = synthesise(source, seed, spacing=args.spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase)
         cells = []
         for seg in segmenters:
-            dice, impossible = score(case, seg.segment(case.ct).labels)
-            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %")
-        view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm"
+            labels = seg.segment(case.ct).labels
+            dice, impossible = score(case, labels)
+            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * bone_in_vessels(case, labels):.2f} %")
+        view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
         rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     print("\n".join(rows))

@@ -67,6 +67,7 @@ class SyntheticCase:
     labels: sitk.Image  # uint8, bone table indices, same grid
     labelled: list[str]  # bone table names trusted in ``labels`` (the rest: unlabelled)
     spec: dict = field(default_factory=dict)  # the random choices, for provenance and debugging
+    source_labels: sitk.Image | None = None  # the source's TotalSegmentator classes, deformed onto the grid
 
 
 def load_source(path: Path) -> AnatomySource:
@@ -190,7 +191,9 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     spec = {"seed": seed, "source": source.name, "fov": kind, "z_mm": [round(z_lo, 1), round(z_hi, 1)],
             "spacing_mm": [s_xy, s_xy, s_z], "phase": phase_.name, "deform": deform,
             "seconds": round(time.perf_counter() - t0, 2)}
-    return SyntheticCase(ct_img, lab_img, labelled, spec)
+    src_img = sitk.GetImageFromArray(ts)
+    src_img.CopyInformation(grid)
+    return SyntheticCase(ct_img, lab_img, labelled, spec, src_img)
 
 
 def _forced_fov(source: AnatomySource, kind: str, rng: np.random.Generator, s_z: float) -> tuple[str, float, float]:
