@@ -102,6 +102,9 @@ def main() -> None:
     ap.add_argument("--phantoms", type=int, default=6, help="phantoms with realistic surroundings")
     ap.add_argument("--plain-phantoms", type=int, default=2, help="phantoms as before (keeps their figures)")
     ap.add_argument("--anatomy-share", type=float, default=0.6)
+    ap.add_argument("--hard-negative-share", type=float, default=0.0,
+                    help="share of patches centred on background brighter than 150 HU (contrast-filled vessels, "
+                         "oral contrast, calcified cartilage, table, metal), away from bone")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--validate-every", type=int, default=250)
     ap.add_argument("--validation-seeds", type=int, nargs="+", default=[1990, 1991],
@@ -142,6 +145,7 @@ def main() -> None:
         seed=args.seed,
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
+        hard_negative_share=args.hard_negative_share,
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
                           + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "") +
                           f"{args.phantoms} phantoms with surroundings (1001..), {args.plain_phantoms} plain "

@@ -36,7 +36,7 @@ from ..model.network import NoNewNet
 from .corrections import labelled_mask
 from .dataset import check_dataset, image_path, label_path, read_manifest
 from ..inference.preprocess import normalise, padding_value, to_model_grid
-from .sampling import PatchSampler, class_locations
+from .sampling import PatchSampler, bright_background_locations, class_locations
 from .plan import ARCHITECTURE_KEYS, TrainConfig, kfold_splits, parent_architecture  # noqa: F401 (re-exported)
 from ..inference.sliding_window import fill_to_patch, predict_streaming
 
@@ -166,9 +166,14 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     rng = np.random.default_rng(cfg.seed + 1000 * rank)
     locs = [class_locations(c.labels, num_classes, rng) for c in train_cases]
     patch = (cfg.patch,) * 3
+    hard = None
+    if cfg.hard_negative_share > 0:
+        bright = (cfg.hard_negative_hu - INTENSITY["mean"]) / INTENSITY["std"]  # in the normalised image's units
+        hard = [bright_background_locations(c.image, c.labels, bright, rng) for c in train_cases]
     sampler = PatchSampler([c.labels.shape for c in train_cases], locs, patch, cfg.sampling,
                            seed=cfg.seed + 7 * start + 1000 * rank,
-                           groups=[c.group for c in train_cases], group_weights=cfg.group_weights or None)  # (single process: restored below)
+                           groups=[c.group for c in train_cases], group_weights=cfg.group_weights or None,
+                           hard_negatives=hard, hard_negative_share=cfg.hard_negative_share)  # (single process: restored below)
     gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     if ckpt_path.is_file() and world == 1 and "sampler_rng" in ckpt:  # random streams continue exactly
         sampler.rng.bit_generator.state = ckpt["sampler_rng"]
@@ -296,7 +301,9 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
     """The exported weights are the best validated ones (best.pt) when there are any: best_iteration says which."""
     training = {"data": cfg.data_description, "iterations": iterations, "best_validation_dice": round(best_dice, 4),
                 **({"best_iteration": best_iteration} if best_iteration else {}),
-                "date": _dt.date.today().isoformat(), "code_version": __version__, "sampling": cfg.sampling,
+                "date": _dt.date.today().isoformat(), "code_version": __version__,
+                "sampling": cfg.sampling + (f", {cfg.hard_negative_share:g} of patches centred on background brighter "
+                                            f"than {cfg.hard_negative_hu:g} HU" if cfg.hard_negative_share else ""),
                 "augmentation": AUGMENTATION if cfg.augment else "none",
                 "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1",
                 "loss": "cross-entropy + soft Dice over all classes, no numerator smooth", "parent_model": _describe_parent(cfg.init_model), **cfg.extra}
