@@ -23,8 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from BoneSegmentationLib.core.bones import default_table
-from BoneSegmentationLib.core.totalsegmentator import ts_index
-from BoneSegmentationLib.evaluation.totalsegmentator import NOT_BONE
+from BoneSegmentationLib.evaluation.totalsegmentator import bone_in_vessels
 from BoneSegmentationLib.inference.options import InferenceOptions
 from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata
@@ -35,14 +34,6 @@ from BoneSegmentationLib.synthetic.tissue import PHASES
 ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DEV_SEEDS = (1990, 1991, 1992, 1993, 1994, 1995)
 FORCED_VIEW = {1990: "whole", 1991: "clinical_crop"}  # as the training's validation images
-
-
-def bone_in_vessels(case: SyntheticCase, labels: sitk.Image) -> float:
-    """Share of the heart, aorta and venae cavae voxels predicted bone (the real-scan figure's
-    definition, on the source's deformed labels)."""
-    ts = sitk.GetArrayViewFromImage(case.source_labels)
-    vessels = np.isin(ts, [ts_index(name) for name in NOT_BONE])
-    return np.count_nonzero(vessels & (sitk.GetArrayViewFromImage(labels) > 0)) / max(1, np.count_nonzero(vessels))
 
 
 def score(case: SyntheticCase, labels: sitk.Image) -> tuple[float, float]:
@@ -82,7 +73,9 @@ def main() -> None:
         for seg in segmenters:
             labels = seg.segment(case.ct).labels
             dice, impossible = score(case, labels)
-            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * bone_in_vessels(case, labels):.2f} %")
+            vessels = bone_in_vessels(sitk.GetArrayViewFromImage(labels),
+                                      sitk.GetArrayViewFromImage(case.source_labels))
+            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %")
         view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
         rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)

@@ -40,7 +40,7 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
     group_weights: dict = field(default_factory=dict)  # share of patches per Case.group (empty: balanced over all)
     hard_negative_share: float = 0.0  # share of patches centred on bright background (sampling.py)
-    hard_negative_hu: float = 150.0  # what counts as bright: above soft tissue, below none of contrast or metal
+    hard_negative_hu: float = 150.0  # what counts as bright: above soft tissue, below contrast, calcium, metal
 
 
 ARCHITECTURE_KEYS = ("spacing", "patch", "width", "levels")
