@@ -103,8 +103,8 @@ def main() -> None:
     ap.add_argument("--plain-phantoms", type=int, default=2, help="phantoms as before (keeps their figures)")
     ap.add_argument("--anatomy-share", type=float, default=0.6)
     ap.add_argument("--hard-negative-share", type=float, default=0.0,
-                    help="share of patches centred on background brighter than 150 HU (contrast-filled vessels, "
-                         "oral contrast, calcified cartilage, table, metal), away from bone")
+                    help=f"share of patches centred on background brighter than {TrainConfig.hard_negative_hu:g} HU "
+                         "(contrast-filled vessels, oral contrast, calcified cartilage, table, metal), away from bone")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--validate-every", type=int, default=250)
     ap.add_argument("--validation-seeds", type=int, nargs="+", default=[1990, 1991],
