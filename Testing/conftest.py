@@ -12,10 +12,10 @@ REAL_DATA = REPO.parent / "shared" / "data" / "real"
 
 
 def make_random_model(path: Path, *, base_features: int = 4, levels: int = 3, patch: int = 64,
-                      num_classes: int = 126, seed: int = 0, spacing: float = 2.0) -> Path:
+                      num_classes: int = 126, seed: int = 0, spacing: float = 2.0, antialias: bool = False) -> Path:
     """A real No-New-Net with random weights, scripted and saved as a self-describing file."""
     return save_random_model(path, base_features=base_features, levels=levels, patch=patch, num_classes=num_classes,
-                             seed=seed, spacing=spacing, name="random-test", purpose="tests")
+                             seed=seed, spacing=spacing, name="random-test", purpose="tests", antialias=antialias)
 
 
 @pytest.fixture(scope="session")

@@ -47,9 +47,12 @@ DESCRIPTION = ("Trained on CT-like images synthesised from one real body's bone 
                "never on real CT images. A prior to correct, not a diagnosis.")
 
 
-def _make(job: tuple[str, int, float, str]) -> tuple[str, dict]:
+Job = tuple[str, int, float, str, bool]  # kind, seed, model spacing, anatomy label map, anti-aliased
+
+
+def _make(job: Job) -> tuple[str, dict]:
     """One case at model spacing, as arrays (run in a worker process)."""
-    kind, seed, spacing, anatomy = job
+    kind, seed, spacing, anatomy, smooth = job
     table = default_table()
     if kind in ("anatomy", "anatomy_crop"):
         validation_view = {1990: "whole", 1991: "clinical_crop"}.get(seed) if kind == "anatomy" else None
@@ -58,7 +61,7 @@ def _make(job: tuple[str, int, float, str]) -> tuple[str, dict]:
             float(np.random.default_rng(seed).uniform(2.2, 3.2)),
             float(np.random.default_rng(seed + 1).choice([2.0, 2.5, 3.0, 4.0, 5.0])))
         case = synthesise(load_source(Path(anatomy)), seed, spacing=spacing_draw or 2.5, fov=fov)
-        prepared = prepare_case(f"{kind}_{seed}", case.ct, case.labels, spacing)
+        prepared = prepare_case(f"{kind}_{seed}", case.ct, case.labels, spacing, smooth)
         labelled = np.zeros(table.num_classes, bool)
         labelled[0] = True
         for name in case.labelled:
@@ -68,13 +71,13 @@ def _make(job: tuple[str, int, float, str]) -> tuple[str, dict]:
     surroundings = kind == "phantom_real"
     ct, lab, spec = make_phantom(seed, spacing=2.0, partial=None if seed not in (1000,) else False,
                                  surroundings=surroundings)
-    prepared = prepare_case(f"{kind}_{seed}", ct, lab, spacing)
+    prepared = prepare_case(f"{kind}_{seed}", ct, lab, spacing, smooth)
     return f"{kind}_{seed}", {"image": prepared.image, "labels": prepared.labels,
                               "labelled": np.ones(table.num_classes, bool), "spec": json.dumps({"seed": seed})}
 
 
-def build_cases(out: Path, jobs: list[tuple[str, int, float, str]], workers: int) -> dict[str, Case]:
-    cache = out / "cases"
+def build_cases(out: Path, jobs: list[Job], workers: int) -> dict[str, Case]:
+    cache = out / ("cases-antialiased" if jobs[0][4] else "cases")  # the two preparations never mix
     cache.mkdir(parents=True, exist_ok=True)
     todo = [j for j in jobs if not (cache / f"{j[0]}_{j[1]}.npz").is_file()]
     t0 = time.perf_counter()
@@ -83,7 +86,7 @@ def build_cases(out: Path, jobs: list[tuple[str, int, float, str]], workers: int
             atomic_write(cache / f"{name}.npz", lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
             print(f"case {name}: {arrays['image'].shape} ({time.perf_counter() - t0:.0f} s)", flush=True)
     cases = {}
-    for kind, seed, _, _ in jobs:
+    for kind, seed, *_ in jobs:
         name = f"{kind}_{seed}"
         with np.load(cache / f"{name}.npz") as z:
             labelled = z["labelled"]
@@ -105,6 +108,10 @@ def main() -> None:
     ap.add_argument("--hard-negative-share", type=float, default=0.0,
                     help=f"share of patches centred on background brighter than {TrainConfig.hard_negative_hu:g} HU "
                          "(contrast-filled vessels, oral contrast, calcified cartilage, table, metal), away from bone")
+    ap.add_argument("--antialias", action="store_true",
+                    help="smooth each image before sampling it at model spacing (preprocess.antialias), so that "
+                         "thin-slice and thick-slice scans look alike to the network; recorded in the model, whose "
+                         "inference then does the same")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--validate-every", type=int, default=250)
     ap.add_argument("--validation-seeds", type=int, nargs="+", default=[1990, 1991],
@@ -132,20 +139,21 @@ def main() -> None:
     from BoneSegmentationLib.training.train import parent_architecture
     arch = parent_architecture(init)
     spacing = arch["spacing"]
-    train_jobs = ([("anatomy", 2001 + k, spacing, args.anatomy) for k in range(args.anatomy_cases)] +
-                  [("anatomy_crop", 2501 + k, spacing, args.anatomy) for k in range(args.crop_cases)] +
-                  [("phantom_real", 1001 + k, spacing, "") for k in range(args.phantoms)] +
-                  [("phantom", 1101 + k, spacing, "") for k in range(args.plain_phantoms)])
+    smooth = args.antialias
+    train_jobs = ([("anatomy", 2001 + k, spacing, args.anatomy, smooth) for k in range(args.anatomy_cases)] +
+                  [("anatomy_crop", 2501 + k, spacing, args.anatomy, smooth) for k in range(args.crop_cases)] +
+                  [("phantom_real", 1001 + k, spacing, "", smooth) for k in range(args.phantoms)] +
+                  [("phantom", 1101 + k, spacing, "", smooth) for k in range(args.plain_phantoms)])
     if any(2001 <= s < 2001 + args.anatomy_cases or 2501 <= s < 2501 + args.crop_cases for s in args.validation_seeds):
         ap.error("a validation seed is also a training seed (training uses 2001.. and 2501..)")
-    val_jobs = ([("anatomy", s, spacing, args.anatomy) for s in args.validation_seeds] +
-                [("phantom_real", 1000, spacing, "")])
+    val_jobs = ([("anatomy", s, spacing, args.anatomy, smooth) for s in args.validation_seeds] +
+                [("phantom_real", 1000, spacing, "", smooth)])
     cfg = TrainConfig(
         out_dir=str(out), iterations=args.iterations, validate_every=args.validate_every, checkpoint_every=50,
         seed=args.seed,
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
-        hard_negative_share=args.hard_negative_share,
+        hard_negative_share=args.hard_negative_share, antialias=smooth,
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
                           + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "") +
                           f"{args.phantoms} phantoms with surroundings (1001..), {args.plain_phantoms} plain "
@@ -161,11 +169,15 @@ def main() -> None:
               f"{read_metadata(path)['training'].get('best_iteration', '?')})")
         return
     cases = build_cases(out, val_jobs + train_jobs, args.workers)
-    train_cases = [cases[f"{k}_{s}"] for k, s, _, _ in train_jobs]
-    val_cases = [cases[f"{k}_{s}"] for k, s, _, _ in val_jobs]
+    train_cases = [cases[f"{k}_{s}"] for k, s, *_ in train_jobs]
+    val_cases = [cases[f"{k}_{s}"] for k, s, *_ in val_jobs]
     if args.validate_model:
         for name in args.validate_model:
             loaded = load_model(resolve_model(name, allow_download=False))
+            if loaded.info.antialias != smooth:
+                ap.error(f"{name} was trained {'with' if loaded.info.antialias else 'without'} anti-aliasing: "
+                         f"validate it {'with' if loaded.info.antialias else 'without'} --antialias (its own "
+                         "preprocessing), in a run folder of its own")
             per_case = validate_cases(loaded.module, val_cases, (cfg.patch,) * 3, default_table().num_classes, "cpu")
             print(f"{name}: validation Dice {np.mean(list(per_case.values())):.4f} ("
                   + ", ".join(f"{case} {dice:.4f}" for case, dice in per_case.items()) + ")")

@@ -27,8 +27,9 @@ class JobBudget:
 
 def estimate(image: sitk.Image, spacing_mm: tuple[float, float, float], num_classes: int,
              patch: tuple[int, int, int], width: int, stitch: int = 1, mirrored: bool = False,
-             ring_bytes: int = 4) -> JobBudget:
-    """Peak host memory of ``Segmenter.segment`` for ``image`` (an upper estimate)."""
+             ring_bytes: int = 4, antialias: bool = False) -> JobBudget:
+    """Peak host memory of ``Segmenter.segment`` for ``image`` (an upper estimate); ``antialias``:
+    the model's metadata asks for the smoothed copy of the input (``preprocess.antialias``)."""
     extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
     grid = tuple(int(np.ceil(e / s)) + 1 for e, s in zip(extent, spacing_mm))
     fine = tuple(g * stitch for g in grid)
@@ -36,7 +37,7 @@ def estimate(image: sitk.Image, spacing_mm: tuple[float, float, float], num_clas
     padded = [max(g, p) for g, p in zip(grid, patch)]
     ring = num_classes * min(patch[2], padded[2]) * padded[0] * padded[1] * ring_bytes * 2  # logits + weights, rounding
     windows = (2 if mirrored else 1) * int(np.prod(patch)) * (num_classes + ACTIVATION_FACTOR * width) * 4
-    peak = (n_in * image.GetSizeOfPixelComponent() * 2  # the input and its reoriented copy
+    peak = (n_in * image.GetSizeOfPixelComponent() * (3 if antialias else 2)  # the input, reoriented (, smoothed)
             + n_grid * 4 * 2  # resampled grid and normalised volume (float32)
             + n_grid * 3  # labels and float16 confidence of one pass
             + n_fine * 5  # labels and confidence of all passes

@@ -15,7 +15,7 @@ from ..core.bones import BoneTable, default_table
 from ..core.errors import ModelFileError
 
 FORMAT_NAME = "bonesegmentation-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this software reads; 2 added preprocessing.antialias
 METADATA_FILE = "metadata.json"
 _AXIS_OF = {"L": "x", "R": "x", "P": "y", "A": "y", "S": "z", "I": "z"}
 
@@ -38,17 +38,22 @@ DEFAULT_INTENSITY = {"clip_low": -1024.0, "clip_high": 2048.0, "mean": 0.0, "std
 def make_metadata(*, name: str, version: str, description: str, network: dict[str, Any],
                   training: dict[str, Any], table: BoneTable | None = None,
                   spacing_mm: float = 2.0, patch_size: int = 96,
-                  intensity: dict[str, float] | None = None, mirror: bool = False) -> dict[str, Any]:
+                  intensity: dict[str, float] | None = None, mirror: bool = False,
+                  antialias: bool = False) -> dict[str, Any]:
     """Metadata with the project's defaults (2 mm, LPS, CT window -1024..2048 HU). ``mirror``
-    says whether inference should average over left-right mirroring by default (``mirror.py``)."""
+    says whether inference should average over left-right mirroring by default (``mirror.py``);
+    ``antialias`` that the CT must be smoothed before sampling at model spacing, as in training
+    (``inference/preprocess.antialias``). Such a model is format version 2, so that software that
+    cannot smooth refuses it instead of feeding it unsmoothed scans; the others stay version 1."""
     table = table or default_table()
     return {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": name, "version": version,
+        "format": FORMAT_NAME, "format_version": 2 if antialias else 1, "name": name, "version": version,
         "description": description, "modality": "CT", "spacing_mm": [spacing_mm] * 3,
         "orientation": "LPS", "patch_size": [patch_size] * 3,
         "intensity": dict(intensity or DEFAULT_INTENSITY),
         "classes": class_entries(table), "network": network, "training": training,
         "inference": {"mirror": mirror},
+        "preprocessing": {"antialias": antialias},
     }
 
 
@@ -101,6 +106,9 @@ def validate_metadata(meta: Any) -> None:
     inference = meta.get("inference", {})
     if not isinstance(inference, dict) or not isinstance(inference.get("mirror", False), bool):
         raise ModelFileError("model metadata 'inference' must be an object whose 'mirror' is true or false")
+    preprocessing = meta.get("preprocessing", {})
+    if not isinstance(preprocessing, dict) or not isinstance(preprocessing.get("antialias", False), bool):
+        raise ModelFileError("model metadata 'preprocessing' must be an object whose 'antialias' is true or false")
     classes = meta["classes"]
     if len(classes) < 2:
         raise ModelFileError("model metadata lists fewer than 2 classes")
@@ -153,6 +161,7 @@ class ModelMetadata:
     network: dict[str, Any]
     training: dict[str, Any]
     mirror: bool  # left-right mirror averaging recommended by default
+    antialias: bool = False  # smooth the CT before sampling it at model spacing, as training did (a must, not an option)
     format_version: int = FORMAT_VERSION
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -170,6 +179,7 @@ class ModelMetadata:
                           for c in meta["classes"]),
             network=dict(meta["network"]), training=dict(meta["training"]),
             mirror=bool(meta.get("inference", {}).get("mirror", False)),
+            antialias=bool(meta.get("preprocessing", {}).get("antialias", False)),
             format_version=int(meta["format_version"]), raw=meta)
 
     @property

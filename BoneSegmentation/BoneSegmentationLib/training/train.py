@@ -52,9 +52,10 @@ class Case:
     group: str = ""  # the data source, for TrainConfig.group_weights
 
 
-def prepare_case(name: str, ct: sitk.Image, labels: sitk.Image, spacing: float) -> Case:
-    """Resample CT (linear) and labels (nearest) to the model grid, normalise HU."""
-    grid = to_model_grid(ct, (spacing,) * 3)
+def prepare_case(name: str, ct: sitk.Image, labels: sitk.Image, spacing: float, antialias: bool = False) -> Case:
+    """Resample CT (linear; smoothed first with ``antialias``, as inference will for the model) and
+    labels (nearest) to the model grid, normalise HU."""
+    grid = to_model_grid(ct, (spacing,) * 3, smooth=antialias)
     lab = sitk.Resample(sitk.DICOMOrient(labels, "LPS"), grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                         sitk.sitkUInt8)
     image = normalise(grid, **{k: INTENSITY[k] for k in ("clip_low", "clip_high", "mean", "std")}).numpy()
@@ -315,7 +316,7 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
                          network={"architecture": "NoNewNet", "base_features": cfg.width, "levels": cfg.levels,
                                   "size_divisor": 2 ** (cfg.levels - 1)},
                          training=training, spacing_mm=cfg.spacing, patch_size=cfg.patch, intensity=INTENSITY,
-                         mirror=mirror)
+                         mirror=mirror, antialias=cfg.antialias)
     return save_model(net.eval(), meta, path)
 
 
