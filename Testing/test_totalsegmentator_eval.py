@@ -66,3 +66,32 @@ def test_body_mask_keeps_the_arms_and_leaves_out_the_table(real_data):
     back = np.nonzero((ts > 0).any(axis=(0, 2)))[0].max()  # LPS rows grow towards the back
     table = (hu > -300) & (np.arange(hu.shape[1]) > back + 30)[None, :, None]  # 3 cm behind the deepest muscle
     assert np.count_nonzero(table) > 10000 and not np.any(body & table)
+
+
+def test_body_mask_keeps_the_ribs_of_a_thin_chest_wall_and_still_drops_a_two_shell_table():
+    """A lean chest: lungs inside an 8 mm wall (thinner than a table top) with ribs in it, the wall
+    broken by 4 mm gaps; 15 mm below, a 43 mm table of two 3 mm shells round a foam core."""
+    from BoneSegmentationLib.evaluation.totalsegmentator import body_mask
+
+    y, x = np.mgrid[0:200, 0:260] * 1.5  # 1.5 mm pixels, LPS rows grow towards the back
+    r = np.hypot((x - 195) / 150, (y - 130) / 95)
+    slice_ = np.full(y.shape, -1000.0)
+    slice_[r < 1] = 40.0  # the wall ...
+    slice_[r < 1 - 8 / 120] = -850.0  # ... around the lungs
+    angle = np.degrees(np.arctan2(y - 130, x - 195))
+    ribs = (r < 1 - 2 / 120) & (r > 1 - 6 / 120) & (np.abs(((angle + 180) % 30) - 15) < 6)
+    slice_[ribs] = 700.0
+    slice_[(r < 1) & (r > 1 - 8 / 120) & (np.abs(((angle + 180) % 45) - 22) < 1.2)] = -900.0  # gaps in the wall
+    spine = np.hypot(x - 195, y - 205) < 22
+    slice_[spine] = 400.0
+    slice_[(y > 240) & (y < 243) & (x > 60) & (x < 330)] = 300.0  # upper shell
+    slice_[(y > 280) & (y < 283) & (x > 60) & (x < 330)] = 300.0  # lower shell
+    slice_[(y > 240) & (y < 283) & (((x > 60) & (x < 64)) | ((x > 326) & (x < 330)))] = 300.0  # joined
+    slice_[(y >= 243) & (y <= 280) & (x >= 64) & (x <= 326)] = -900.0  # the foam core between
+    ct = sitk.GetImageFromArray(np.repeat(slice_[None], 3, axis=0).astype(np.int16))
+    ct.SetSpacing((1.5, 1.5, 3.0))
+    body = sitk.GetArrayFromImage(body_mask(ct))[1].astype(bool)
+    assert ribs.any() and body[ribs].all()
+    assert body[spine].all()
+    table = (y > 235) & (slice_ > -300)
+    assert table.any() and not body[table].any()
