@@ -54,14 +54,15 @@ def body_mask(ct: sitk.Image) -> sitk.Image:
     gap_r = (max(1, int(round(GAP_MM / 2 / sy))), max(1, int(round(GAP_MM / 2 / sx))))
     gap = np.add.outer((np.arange(-gap_r[0], gap_r[0] + 1) / gap_r[0]) ** 2,
                        (np.arange(-gap_r[1], gap_r[1] + 1) / gap_r[1]) ** 2) <= 1
-    lung_r = (max(1, int(round(LUNG_MM / 2 / sy))), max(1, int(round(LUNG_MM / 2 / sx))))
-    lung = np.add.outer((np.arange(-lung_r[0], lung_r[0] + 1) / lung_r[0]) ** 2,
-                        (np.arange(-lung_r[1], lung_r[1] + 1) / lung_r[1]) ** 2) <= 1
     out = np.zeros(arr.shape, bool)
     for z in range(arr.shape[0]):
         dense = arr[z] > BODY_HU
         holes = ndimage.binary_fill_holes(ndimage.binary_closing(dense, gap, border_value=0)) & ~dense
-        dense |= ndimage.binary_propagation(ndimage.binary_opening(holes, lung), mask=holes)  # wide holes only
+        if holes.any():  # wide holes only: those with a point LUNG_MM / 2 from their edge
+            pieces, n = ndimage.label(holes)
+            depth = ndimage.distance_transform_edt(holes, sampling=(sy, sx))
+            wide = np.asarray(ndimage.maximum(depth, pieces, np.arange(1, n + 1))) >= LUNG_MM / 2
+            dense |= np.concatenate([[False], wide])[pieces]
         pieces, n = ndimage.label(ndimage.binary_opening(dense, disk))
         if n:
             sizes = np.bincount(pieces.ravel())
