@@ -4,13 +4,15 @@
     python tools/evaluate_synthetic_views.py --seeds 1992 1993 --spacing 2.5
     python tools/evaluate_synthetic_views.py --seeds 3100 3101 3102 --fov clinical_crop --spacing 2   # short slabs
     python tools/evaluate_synthetic_views.py --seeds 3200 3201 3202 --fov thorax --phase arterial   # contrast
+    python tools/evaluate_synthetic_views.py --seeds 1991 1993 --spacing 0.9 1.0   # thin slices
 
 Each seed is synthesised from the real anatomy (``synthetic/anatomy.py``) with the seeds training
 never uses (1990-1999; 1990 and 1991 are the training's validation images, forced to a whole and a
 clinical-crop view), segmented by the full pipeline with the default options, and scored by the
 bone foreground Dice against its labels, by the share of predicted bone given a class the image
 cannot hold (hands, forearms, skull parts, C1-C6: the source body has none of them), and by the
-share of the heart, aorta and venae cavae called bone (as on the real scans). The real scans
+share of the heart, aorta and venae cavae called bone (as on the real scans), and by the share of
+predicted bone outside the evaluation's body mask that is not true bone (table, air). The real scans
 of ``../shared/data/real`` are the test set; this is what to develop against.
 """
 
@@ -23,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from BoneSegmentationLib.core.bones import default_table
-from BoneSegmentationLib.evaluation.totalsegmentator import bone_in_vessels
+from BoneSegmentationLib.evaluation.totalsegmentator import body_mask, bone_in_vessels
 from BoneSegmentationLib.inference.options import InferenceOptions
 from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata
@@ -34,6 +36,15 @@ from BoneSegmentationLib.synthetic.tissue import PHASES
 ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DEV_SEEDS = (1990, 1991, 1992, 1993, 1994, 1995)
 FORCED_VIEW = {1990: "whole", 1991: "clinical_crop"}  # as the training's validation images
+
+
+def false_bone_outside_body(case: SyntheticCase, labels: sitk.Image) -> float:
+    """Share of predicted bone outside the body (``evaluation.totalsegmentator.body_mask``) where the
+    image has no bone either: what the real scans' "outside the body" counts, less the mask's errors."""
+    pred = sitk.GetArrayViewFromImage(labels) > 0
+    body = sitk.GetArrayViewFromImage(body_mask(case.ct)).astype(bool)
+    outside = ~body & ~(sitk.GetArrayViewFromImage(case.labels) > 0)
+    return np.count_nonzero(pred & outside) / max(1, np.count_nonzero(pred))
 
 
 def score(case: SyntheticCase, labels: sitk.Image) -> tuple[float, float]:
@@ -54,7 +65,10 @@ def main() -> None:
     ap.add_argument("--model", default="bones-phantom-demo")
     ap.add_argument("--baseline", default=None, help="a second model beside the first")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(DEV_SEEDS))
-    ap.add_argument("--spacing", type=float, default=2.5, help="synthesised image spacing, mm")
+    ap.add_argument("--spacing", type=float, nargs="+", default=[2.5],
+                    help="synthesised image spacing, mm: one value (isotropic) or in-plane and slice")
+    ap.add_argument("--drawn-spacing", action="store_true",
+                    help="each seed draws its spacing as the synthesiser does (in-plane 1.6-2.6, slices 1.6-5 mm)")
     ap.add_argument("--fov", choices=FOV_KINDS, default=None,
                     help="force this field of view for every seed (default: drawn; 1990/1991 forced as in training)")
     ap.add_argument("--phase", choices=PHASES, default=None, help="force this contrast phase (default: drawn)")
@@ -65,17 +79,20 @@ def main() -> None:
     segmenters = [Segmenter(load_model(p), InferenceOptions()) for p in paths]
     source = load_source(Path(args.anatomy))
     header = ("| seed | field of view, contrast phase | "
-              + " | ".join(f"{n}: foreground; impossible classes; heart and vessels" for n in names) + " |")
+              + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"
+                           for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
     for seed in args.seeds:
-        case = synthesise(source, seed, spacing=args.spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase)
+        spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
+        case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase)
         cells = []
         for seg in segmenters:
             labels = seg.segment(case.ct).labels
             dice, impossible = score(case, labels)
             vessels = bone_in_vessels(sitk.GetArrayViewFromImage(labels),
                                       sitk.GetArrayViewFromImage(case.source_labels))
-            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %")
+            outside = false_bone_outside_body(case, labels)
+            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %; {100 * outside:.3f} %")
         view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
         rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)

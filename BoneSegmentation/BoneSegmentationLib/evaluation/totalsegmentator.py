@@ -40,8 +40,8 @@ def body_mask(ct: sitk.Image) -> sitk.Image:
     (skin).
 
     The lungs are filled before the opening because a lean patient's chest wall, ribs included, is
-    thinner than a table top: opened as a ring it vanished, and on synthetic thoraces up to 18 % of
-    the true ribs fell "outside the body". Gaps narrower than ``GAP_MM`` are closed to find the
+    thinner than a table top: opened as a ring it vanished, and on a synthetic thorax 14 % of
+    the true bone fell "outside the body". Gaps narrower than ``GAP_MM`` are closed to find the
     holes, and only holes that hold a disk of ``LUNG_MM`` are filled, so the flat hollow core of a
     two-shell table stays open and the table still goes."""
     oriented = sitk.DICOMOrient(ct, "LPS")
