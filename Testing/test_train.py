@@ -140,6 +140,23 @@ def test_a_stopped_runs_best_weights_export_as_the_finished_run_does(dataset, tm
     assert exported.metadata["training"]["best_validation_dice"] == round(best, 4)
 
 
+def test_a_run_resumes_only_with_the_preprocessing_it_started_with(dataset, tmp_path):
+    """Weights trained on unsmoothed cases are not continued on smoothed ones (or back)."""
+    import dataclasses
+
+    from BoneSegmentationLib.core.errors import BoneSegmentationError
+    from BoneSegmentationLib.training.train import TrainConfig, load_checkpoint, resume_state
+
+    run = tmp_path / "run"
+    assert main(["train", str(dataset), "-o", str(run), "--iterations", "2", "--checkpoint-every", "2",
+                 *TINY[:-5], "--threads", "1", "-q"]) == 0
+    cfg = TrainConfig(**load_checkpoint(run / "checkpoint.pt", torch.device("cpu"))["config"])
+    assert cfg.antialias is False
+    resume_state(cfg)  # the same settings resume
+    with pytest.raises(BoneSegmentationError, match="'antialias': False.*resume with the same settings"):
+        resume_state(dataclasses.replace(cfg, antialias=True))
+
+
 def test_exporting_a_run_that_never_started_says_so(tmp_path):
     from BoneSegmentationLib.core.errors import BoneSegmentationError
     from BoneSegmentationLib.training.train import TrainConfig, resume_state

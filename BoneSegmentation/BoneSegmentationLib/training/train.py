@@ -104,8 +104,10 @@ def load_checkpoint(path: Path, device) -> dict:
 
 
 def _check_architecture(ckpt: dict, cfg: TrainConfig, ckpt_path: Path) -> None:
-    old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS}
-    if old != {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS}:
+    """A run resumes with the network and the preprocessing it started with: weights trained on
+    smoothed cases go on with smoothed cases (checkpoints from before ``antialias``: unsmoothed)."""
+    old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS} | {"antialias": ckpt["config"].get("antialias", False)}
+    if old != {k: getattr(cfg, k) for k in (*ARCHITECTURE_KEYS, "antialias")}:
         raise BoneSegmentationError(f"{ckpt_path} was trained with {old}; resume with the same settings "
                                     "or use another output folder")
 
