@@ -37,7 +37,8 @@ def estimate(image: sitk.Image, spacing_mm: tuple[float, float, float], num_clas
     padded = [max(g, p) for g, p in zip(grid, patch)]
     ring = num_classes * min(patch[2], padded[2]) * padded[0] * padded[1] * ring_bytes * 2  # logits + weights, rounding
     windows = (2 if mirrored else 1) * int(np.prod(patch)) * (num_classes + ACTIVATION_FACTOR * width) * 4
-    peak = (n_in * image.GetSizeOfPixelComponent() * (3 if antialias else 2)  # the input, reoriented (, smoothed)
+    # the input and its reoriented copy; smoothing adds its result and, while it runs, a buffer as large
+    peak = (n_in * image.GetSizeOfPixelComponent() * (4 if antialias else 2)
             + n_grid * 4 * 2  # resampled grid and normalised volume (float32)
             + n_grid * 3  # labels and float16 confidence of one pass
             + n_fine * 5  # labels and confidence of all passes
