@@ -7,7 +7,8 @@ CC BY 4.0): real bone shapes and their real neighbours (heart and contrast-fille
 spine and ribs, kidneys, bowel) in one body. Per image, drawn from the seed: a random elastic and
 affine deformation (one body becomes many), a field of view (whole, thorax, abdomen or a
 20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an intensity for every
-structure (``tissue.py``), a body envelope, a table, calcifications, metal, blur and noise.
+structure (``tissue.py``), a body envelope (a muscle wall, then fat: the source labels no chest
+or abdominal wall muscles), a table, calcifications, metal, blur and noise.
 
 Labels: the bones map to the bone table through its TotalSegmentator column (S1 into the
 sacrum). TotalSegmentator's one sternum is split into our three parts along the body axis at
@@ -217,7 +218,7 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
         return lut[ts]
 
     ct = np.full(shape, tissue.AIR_HU, np.float32) + rng.normal(0, 5)
-    body, fat_layer, _ = tissue.envelope(ts > 0, rng, spacing_zyx)
+    body, muscle_wall, fat_layer, _ = tissue.envelope(ts > 0, rng, spacing_zyx)
     ct[body] = tissue.fat_and_muscle(shape, rng, s)[body]
     ct[fat_layer] = rng.uniform(-120, -80) + tissue.smooth_field(shape, rng, 2.0)[fat_layer] * 8
     depth = tissue.depth_mm(np.where(body, ts, 255).astype(np.uint8), spacing_zyx)
@@ -229,7 +230,7 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
         ct[m] = hu + texture[m] * tex
 
     u = rng.uniform
-    paint(mask(*_MUSCLES), u(30, 65), 10)
+    paint(mask(*_MUSCLES) | muscle_wall, u(30, 65), 10)
     paint(mask("liver"), phase.liver, 8)
     paint(mask("spleen"), phase.spleen, 10)
     paint(mask("pancreas"), phase.pancreas, 12)

@@ -126,18 +126,28 @@ def fat_and_muscle(shape: tuple[int, int, int], rng: np.random.Generator, spacin
     return out
 
 
+MUSCLE_WALL_MM = (4.0, 12.0)  # chest and abdominal wall muscles outside the labelled hull
+
+
 def envelope(inside: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[float, float, float]
-             ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Body outline round the labelled structures: per-slice filled, closed hull, plus a
-    subcutaneous fat layer of random thickness. Returns (body, skin_and_fat_layer, thickness_mm)."""
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Body outline round the labelled structures: per-slice filled, closed hull, a muscle wall of
+    ``MUSCLE_WALL_MM`` round it, then a subcutaneous fat layer of random thickness. Returns (body,
+    muscle_wall, fat_layer, fat_thickness_mm).
+
+    The wall is there because TotalSegmentator labels no chest or abdominal wall muscles: without
+    it a rib lay between lung and fat, and where the fat was drawn thin, blurred fat fell below
+    -300 HU and the lung met the air between the ribs, which no real chest does."""
     core = ndimage.binary_closing(inside, structure=np.ones((1, 9, 9), bool), iterations=2)
     core = np.stack([ndimage.binary_fill_holes(s) for s in core])
     thickness = float(rng.uniform(4, 40))
     outside_distance = ndimage.distance_transform_edt(~core, sampling=spacing_zyx)
     # thicker at the belly and back than at the sides: modulate with a smooth field
     local = thickness * (1 + 0.4 * smooth_field(core.shape, rng, 30 / spacing_zyx[1]))
-    body = core | (outside_distance <= local)
-    return body, body & ~core, thickness
+    wall = float(rng.uniform(*MUSCLE_WALL_MM))
+    body = core | (outside_distance <= wall + np.maximum(local, 0))
+    muscle = body & ~core & (outside_distance <= wall)
+    return body, muscle, body & ~core & ~muscle, thickness
 
 
 def add_table(ct: np.ndarray, body: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[float, float, float],
