@@ -38,13 +38,11 @@ DEV_SEEDS = (1990, 1991, 1992, 1993, 1994, 1995)
 FORCED_VIEW = {1990: "whole", 1991: "clinical_crop"}  # as the training's validation images
 
 
-def false_bone_outside_body(case: SyntheticCase, labels: sitk.Image) -> float:
-    """Share of predicted bone outside the body (``evaluation.totalsegmentator.body_mask``) where the
-    image has no bone either: what the real scans' "outside the body" counts, less the mask's errors."""
-    pred = sitk.GetArrayViewFromImage(labels) > 0
-    body = sitk.GetArrayViewFromImage(body_mask(case.ct)).astype(bool)
-    outside = ~body & ~(sitk.GetArrayViewFromImage(case.labels) > 0)
-    return np.count_nonzero(pred & outside) / max(1, np.count_nonzero(pred))
+def not_bone_outside_body(case: SyntheticCase) -> np.ndarray:
+    """Outside the body (``evaluation.totalsegmentator.body_mask``) where the image has no bone either:
+    predicted bone there is what the real scans' "outside the body" counts, less the mask's errors."""
+    body = sitk.GetArrayFromImage(body_mask(case.ct)).astype(bool)
+    return ~body & ~(sitk.GetArrayViewFromImage(case.labels) > 0)
 
 
 def score(case: SyntheticCase, labels: sitk.Image) -> tuple[float, float]:
@@ -86,12 +84,14 @@ def main() -> None:
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
         case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase)
         cells = []
+        outside_body = not_bone_outside_body(case)  # once per image, whatever the number of models
         for seg in segmenters:
             labels = seg.segment(case.ct).labels
             dice, impossible = score(case, labels)
             vessels = bone_in_vessels(sitk.GetArrayViewFromImage(labels),
                                       sitk.GetArrayViewFromImage(case.source_labels))
-            outside = false_bone_outside_body(case, labels)
+            bone = sitk.GetArrayViewFromImage(labels) > 0
+            outside = np.count_nonzero(bone & outside_body) / max(1, np.count_nonzero(bone))
             cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %; {100 * outside:.3f} %")
         view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
         rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")

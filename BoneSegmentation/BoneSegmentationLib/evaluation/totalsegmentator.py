@@ -32,6 +32,12 @@ def reference_on_grid(reference: sitk.Image, grid: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(ref)
 
 
+def _disk(diameter_mm: float, sy: float, sx: float) -> np.ndarray:
+    """An in-plane structuring element: the ellipse of pixels within ``diameter_mm`` / 2 (at least 1 px)."""
+    ry, rx = (max(1, int(round(diameter_mm / 2 / s))) for s in (sy, sx))
+    return np.add.outer((np.arange(-ry, ry + 1) / ry) ** 2, (np.arange(-rx, rx + 1) / rx) ** 2) <= 1
+
+
 def body_mask(ct: sitk.Image) -> sitk.Image:
     """The patient on the CT's grid, per axial slice (LPS): what is denser than -300 HU, with its
     thick holes filled (the lungs), after an opening that removes shells thinner than ``TABLE_MM``
@@ -47,13 +53,8 @@ def body_mask(ct: sitk.Image) -> sitk.Image:
     oriented = sitk.DICOMOrient(ct, "LPS")
     arr = sitk.GetArrayFromImage(oriented)
     sx, sy = oriented.GetSpacing()[:2]
-    radius = (max(1, int(round(TABLE_MM / 2 / sy))), max(1, int(round(TABLE_MM / 2 / sx))))
-    disk = np.add.outer((np.arange(-radius[0], radius[0] + 1) / radius[0]) ** 2,
-                        (np.arange(-radius[1], radius[1] + 1) / radius[1]) ** 2) <= 1
+    disk, gap = _disk(TABLE_MM, sy, sx), _disk(GAP_MM, sy, sx)
     min_voxels = MIN_PIECE_CM2 * 100 / (sx * sy)
-    gap_r = (max(1, int(round(GAP_MM / 2 / sy))), max(1, int(round(GAP_MM / 2 / sx))))
-    gap = np.add.outer((np.arange(-gap_r[0], gap_r[0] + 1) / gap_r[0]) ** 2,
-                       (np.arange(-gap_r[1], gap_r[1] + 1) / gap_r[1]) ** 2) <= 1
     out = np.zeros(arr.shape, bool)
     for z in range(arr.shape[0]):
         dense = arr[z] > BODY_HU
