@@ -163,3 +163,20 @@ def test_exporting_a_run_that_never_started_says_so(tmp_path):
 
     with pytest.raises(BoneSegmentationError, match="no run to export from"):
         resume_state(TrainConfig(out_dir=str(tmp_path / "nothing")))
+
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "train_real_ct_model.py"
+REFUSALS = [(["--stop-after", "0"], "--stop-after must be a positive number of minutes"),
+            (["--stop-after", "nan"], "--stop-after must be a positive number of minutes")]
+if not torch.cuda.is_available():
+    REFUSALS.append((["--device", "cuda"], "PyTorch sees no CUDA GPU here"))
+
+
+@pytest.mark.parametrize("args, message", REFUSALS)
+def test_real_ct_tool_refuses_a_bad_time_limit_or_a_missing_gpu_before_writing(tmp_path, args, message):
+    """The time limit of tools/device_train.sh and the device are checked before any synthesis."""
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(TOOL), "--out", str(run), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert not run.exists()

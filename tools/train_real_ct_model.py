@@ -5,6 +5,10 @@ phantoms in realistic surroundings, fine-tuned from the current bundled model.
     python tools/train_real_ct_model.py --out runs/realct --iterations 3000 --install   # when done
     python tools/train_real_ct_model.py --out runs/realct --export-best   # a stopped run's best, to OUT/candidate.pt
     python tools/train_real_ct_model.py --out runs/realct --validate-model bones-phantom-demo   # a baseline
+    python tools/train_real_ct_model.py --out runs/realct --iterations 3000 --stop-after 50   # a 50-minute chunk
+
+On a lent GPU machine, ``tools/device_train.sh`` runs this tool in one call (``--device`` picks
+CUDA by itself; ``--stop-after`` keeps the call inside its time limit).
 
 Resumable: the synthesised cases are cached in OUT/cases/ and training resumes from
 OUT/checkpoint.pt, so run the same command again after a stop. ``--install`` copies the exported
@@ -122,6 +126,12 @@ def main() -> None:
     ap.add_argument("--init", default=str(resource_path(f"{DEFAULT_MODEL}.pt")))
     ap.add_argument("--version", default="0.8")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="where to train: auto (CUDA when PyTorch sees a GPU, else CPU; default), cpu or cuda")
+    ap.add_argument("--stop-after", type=float, metavar="MINUTES",
+                    help="stop cleanly once MINUTES have passed since the command started (synthesis included: "
+                         "a time-limited machine), with the checkpoint saved so that the same command resumes, "
+                         "and export the best validated weights so far to OUT/candidate.pt")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     ap.add_argument("--install", action="store_true", help="copy the exported model into Resources/")
     ap.add_argument("--export-best", action="store_true",
@@ -130,6 +140,13 @@ def main() -> None:
                     help="do not train: the validation Dice of MODEL (a file or a registered name; repeatable) on "
                          "this run's validation cases, the baseline a run's figures are read against")
     args = ap.parse_args()
+    started = time.monotonic()
+    if args.stop_after is not None and not args.stop_after > 0:
+        ap.error(f"--stop-after must be a positive number of minutes, not {args.stop_after}")
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu or auto")
 
     out = Path(args.out)
     init = out / "parent.pt"  # a copy: --install replaces the bundled file the run started from
@@ -153,7 +170,7 @@ def main() -> None:
         seed=args.seed,
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
-        hard_negative_share=args.hard_negative_share, antialias=smooth,
+        hard_negative_share=args.hard_negative_share, antialias=smooth, device=args.device,
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
                           + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "") +
                           f"{args.phantoms} phantoms with surroundings (1001..), {args.plain_phantoms} plain "
@@ -189,7 +206,16 @@ def main() -> None:
         if record["iteration"] % 25 == 0 or "val_dice" in record:
             print(json.dumps(record), flush=True)
 
-    path = train(cfg, train_cases, val_cases, log)
+    def out_of_time() -> bool:
+        return args.stop_after is not None and time.monotonic() - started > 60 * args.stop_after
+
+    path = train(cfg, train_cases, val_cases, log, should_stop=out_of_time)
+    if path is None:  # stopped by --stop-after: resumable, and the best so far exported
+        net, best, history_records = resume_state(cfg)
+        path = export_best(net, cfg, best, history_records, out / "candidate.pt")
+        print(f"stopped after {args.stop_after:g} min at iteration {history_records[-1]['iteration']} of "
+              f"{cfg.iterations}; exported {path} (validation Dice {best:.4f}); the same command resumes")
+        return
     print(f"exported {path}")
     if args.install:
         install(path, args.version)
