@@ -180,10 +180,7 @@ def main() -> None:
                "recipe": "tools/train_real_ct_model.py " + " ".join(sys.argv[1:])},
         **arch)
     if args.export_best:
-        net, best, history_records = resume_state(cfg)
-        path = export_best(net, cfg, best, history_records, out / "candidate.pt")
-        print(f"exported {path} (validation Dice {best:.4f}, iteration "
-              f"{read_metadata(path)['training'].get('best_iteration', '?')})")
+        export_candidate(cfg)
         return
     cases = build_cases(out, val_jobs + train_jobs, args.workers)
     train_cases = [cases[f"{k}_{s}"] for k, s, *_ in train_jobs]
@@ -211,14 +208,24 @@ def main() -> None:
 
     path = train(cfg, train_cases, val_cases, log, should_stop=out_of_time)
     if path is None:  # stopped by --stop-after: resumable, and the best so far exported
-        net, best, history_records = resume_state(cfg)
-        path = export_best(net, cfg, best, history_records, out / "candidate.pt")
-        print(f"stopped after {args.stop_after:g} min at iteration {history_records[-1]['iteration']} of "
-              f"{cfg.iterations}; exported {path} (validation Dice {best:.4f}); the same command resumes")
+        print(f"stopped after {args.stop_after:g} min; the same command resumes")
+        export_candidate(cfg)
         return
     print(f"exported {path}")
     if args.install:
         install(path, args.version)
+
+
+def export_candidate(cfg: TrainConfig) -> Path:
+    """A stopped run's best validated weights (its last weights before any validation) as
+    OUT/candidate.pt, for --export-best and for a run stopped by --stop-after."""
+    net, best, history_records = resume_state(cfg)
+    path = export_best(net, cfg, best, history_records, Path(cfg.out_dir) / "candidate.pt")
+    training = read_metadata(path)["training"]
+    print(f"exported {path} from iteration {training.get('best_iteration', training['iterations'])} of "
+          f"{training['iterations']} done ({cfg.iterations} planned): "
+          + (f"validation Dice {best:.4f}" if best >= 0 else "not validated yet"))
+    return path
 
 
 def install(path: Path, version: str) -> None:
