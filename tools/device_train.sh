@@ -13,8 +13,8 @@
 # The first argument is the minutes after which training stops cleanly (synthesis included,
 # `--stop-after`), the rest go to tools/train_real_ct_model.py as they are. The run folder lives
 # in /tmp/device-run there (its case cache is too large to come back); the exported model, the
-# history and the log are copied to $OUT (to device-out/ when OUT is unset, as in a test run
-# here), at most the 8 files a call returns.
+# history and the log are copied to $OUT (to the git-ignored .device/out/ when OUT is unset, as in a test run
+# here; delete it before carrying .device), at most the 8 files a call returns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE_DIR=.device
@@ -35,7 +35,7 @@ fi
 
 minutes=${1:?"usage: tools/device_train.sh MINUTES [train_real_ct_model.py options] (or --prepare, here)"}
 shift
-out=${OUT:-device-out}
+out=${OUT:-$DEVICE_DIR/out}
 mkdir -p "$out"
 if ! python3 -c "import SimpleITK" 2>/dev/null; then
     ls "$DEVICE_DIR"/*.whl >/dev/null 2>&1 || { echo "no SimpleITK and no $DEVICE_DIR/*.whl: run 'bash tools/device_train.sh --prepare' here and carry $DEVICE_DIR"; exit 2; }
