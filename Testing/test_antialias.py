@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from BoneSegmentationLib.core.errors import ModelFileError
 from BoneSegmentationLib.inference.budget import estimate
 from BoneSegmentationLib.inference.options import InferenceOptions
-from BoneSegmentationLib.inference.preprocess import antialias, antialias_sigmas, to_model_grid
+from BoneSegmentationLib.inference.preprocess import (SLAB_SLICES, antialias, antialias_sigmas, grid_geometry,
+                                                      resample_onto, smooth_onto, to_model_grid)
 from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.metadata import make_metadata, validate_metadata
 from BoneSegmentationLib.model.modelfile import load_model
@@ -93,12 +94,22 @@ def test_metadata_records_it_as_format_2_and_refuses_nonsense():
 
 
 def test_the_budget_counts_what_smoothing_allocates():
-    """Its result and a buffer as large while it runs (bench_antialias: 300 MiB above a 150 MiB CT)."""
-    image = sitk.Image(200, 200, 100, sitk.sitkInt16)
+    """The CT sampled along its first axis (float32) with a temporary, and two slabs: a fraction of
+    the CT, less than the int16 CT itself, where smoothing the whole CT held a copy and a buffer
+    as large (2x), and measured below the estimate."""
+    import tracemalloc
+    image = sitk.Image(200, 200, 300, sitk.sitkInt16)
     image.SetSpacing((0.8, 0.8, 1.0))
     args = ((4.0, 4.0, 4.0), 126, (64, 64, 64), 12)
     extra = estimate(image, *args, antialias=True).peak_bytes - estimate(image, *args).peak_bytes
-    assert extra == 2 * 200 * 200 * 100 * 2
+    ct_bytes = 200 * 200 * 300 * 2
+    assert 0.3 * ct_bytes < extra < ct_bytes
+    size, origin = grid_geometry(image, (4.0,) * 3)
+    tracemalloc.start()  # numpy reports its arrays to tracemalloc
+    smooth_onto(image, size, origin, (4.0,) * 3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < extra
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +123,9 @@ def thin_slice_ct() -> sitk.Image:
 
 
 def test_a_model_trained_smoothed_is_run_smoothed(tmp_path, thin_slice_ct):
-    """Its network sees exactly what a plain model sees when given the smoothed scan."""
+    """Its network sees what a plain model sees when given the smoothed scan (the pipeline smooths
+    while it samples, ``smooth_onto``; the scan here is smoothed whole, ``antialias``: they agree
+    to about 1 HU, so a random network's labels agree almost everywhere)."""
     options = InferenceOptions(device="cpu", anatomy=False)
     smoothed_model = load_model(make_random_model(tmp_path / "aa.pt", spacing=4.0, antialias=True))
     plain_model = load_model(make_random_model(tmp_path / "plain.pt", spacing=4.0))
@@ -125,8 +138,8 @@ def test_a_model_trained_smoothed_is_run_smoothed(tmp_path, thin_slice_ct):
     expected = Segmenter(plain_model, options).segment(antialias(oriented, (4.0, 4.0, 4.0)))
     unsmoothed = Segmenter(plain_model, options).segment(thin_slice_ct)
     got_labels = sitk.GetArrayFromImage(got.labels_model_grid)
-    assert np.array_equal(got_labels, sitk.GetArrayFromImage(expected.labels_model_grid))
-    assert not np.array_equal(got_labels, sitk.GetArrayFromImage(unsmoothed.labels_model_grid))
+    assert np.mean(got_labels == sitk.GetArrayFromImage(expected.labels_model_grid)) > 0.97
+    assert np.mean(got_labels == sitk.GetArrayFromImage(unsmoothed.labels_model_grid)) < 0.8
     # the labels still come back on the input's own grid
     assert got.labels.GetSize() == thin_slice_ct.GetSize()
     assert got.labels.GetDirection() == thin_slice_ct.GetDirection()
@@ -141,3 +154,27 @@ def test_training_prepares_cases_as_inference_does(thin_slice_ct):
     grid = sitk.GetArrayFromImage(to_model_grid(thin_slice_ct, (4.0,) * 3, smooth=True))
     np.testing.assert_allclose(smooth, np.clip(grid, -1024, 2048) / 1000.0, atol=1e-6)
     assert smooth.std() < plain.std()
+
+
+@pytest.mark.parametrize("shift", [(0.0, 0.0, 0.0), (1.3, -0.7, 2.1)])
+def test_smoothing_while_sampling_matches_smoothing_the_whole_scan(thin_slice_ct, shift):
+    """``smooth_onto`` (axis by axis, the CT read in slabs) against the full-resolution reference
+    (ITK's discrete Gaussian over the whole scan, then linear resampling), on a grid that is
+    shifted as shift-and-stitch shifts it, over slabs that do not divide the scan evenly."""
+    oriented = sitk.DICOMOrient(thin_slice_ct, "LPS")
+    assert oriented.GetSize()[2] % SLAB_SLICES
+    size, origin = grid_geometry(oriented, (4.0,) * 3)
+    origin = tuple(np.array(origin) + np.array(oriented.GetDirection()).reshape(3, 3) @ np.array(shift))
+    reference = resample_onto(antialias(oriented, (4.0,) * 3), size, origin, (4.0,) * 3)
+    got = smooth_onto(oriented, size, origin, (4.0,) * 3)
+    assert (got.GetSize(), got.GetOrigin(), got.GetSpacing(), got.GetDirection()) == \
+        (reference.GetSize(), reference.GetOrigin(), reference.GetSpacing(), reference.GetDirection())
+    difference = np.abs(sitk.GetArrayFromImage(got) - sitk.GetArrayFromImage(reference))
+    # the two kernels differ (ITK's discrete Gaussian, sized to lose < 1 % of its area, against
+    # scipy's sampled one to 4 sigma) and the reference is cast back to the CT's int16 before it is
+    # sampled: 1.5 HU on average, under 10 at a 700 HU block's edge in 120 HU noise
+    assert difference.mean() < 2.0 and difference.max() < 15
+    # flat stays flat, to the edges of the grid
+    flat = sitk.Image(oriented.GetSize(), sitk.sitkInt16) + 40
+    flat.CopyInformation(oriented)
+    assert np.allclose(sitk.GetArrayViewFromImage(smooth_onto(flat, size, origin, (4.0,) * 3)), 40.0, atol=1e-3)

@@ -5,7 +5,8 @@ Both models are real TorchScript files with the bundled model's architecture (wi
 4 mm, patch 64) and the same random weights, so only the preprocessing differs. The CT is
 synthetic noise around a body-like block at thin-slice spacing (the case smoothing is for).
 Reports wall time and peak memory (RSS above baseline) of ``Segmenter.segment``, their ratios,
-and the smoothing alone.
+and the sampling alone: linear, smoothed while sampled (``smooth_onto``, what the pipeline runs),
+and the whole CT smoothed first (``antialias``, what it ran until session 24).
 
     python benchmarks/bench_antialias.py                    # 512 x 512 x 300 at 0.8 x 0.8 x 1 mm
     python benchmarks/bench_antialias.py --slices 600 --repeat 2
@@ -25,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
 from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
-from BoneSegmentationLib.inference.preprocess import antialias  # noqa: E402
+from BoneSegmentationLib.inference.preprocess import (antialias, grid_geometry, resample_onto,  # noqa: E402
+                                                      smooth_onto)
 from BoneSegmentationLib.inference.segmenter import Segmenter  # noqa: E402
 from BoneSegmentationLib.model.modelfile import load_model  # noqa: E402
 from BoneSegmentationLib.model.random_weights import save_random_model  # noqa: E402
@@ -68,12 +70,17 @@ def main() -> None:
                     best = (m.elapsed_s, m.peak_mib, result.timings["preprocess_s"])
             results[name] = best
             print(f"{name:9s} segment {best[0]:6.1f} s, peak {best[1]:6.0f} MiB, preprocessing {best[2]:5.1f} s")
-        oriented = sitk.DICOMOrient(ct, "LPS")  # the segmenter has this copy before it smooths
-        with measure() as m:
-            smoothed = antialias(oriented, (4.0, 4.0, 4.0))
-        print(f"smoothing alone: {m.elapsed_s:.1f} s, peak {m.peak_mib:.0f} MiB above the oriented CT "
-              f"(the result itself {smoothed.GetNumberOfPixels() * smoothed.GetSizeOfPixelComponent() / 2**20:.0f} MiB)")
-        del smoothed, oriented
+        oriented = sitk.DICOMOrient(ct, "LPS")  # the segmenter has this copy before it samples
+        size, origin = grid_geometry(oriented, (4.0, 4.0, 4.0))
+        for label, sample in (("linear sampling alone", lambda: resample_onto(oriented, size, origin, (4.0,) * 3)),
+                              ("smoothed while sampled (smooth_onto)",
+                               lambda: smooth_onto(oriented, size, origin, (4.0,) * 3)),
+                              ("the whole CT smoothed, then sampled (antialias, session 22)",
+                               lambda: resample_onto(antialias(oriented, (4.0,) * 3), size, origin, (4.0,) * 3))):
+            with measure() as m:
+                grid = sample()
+            print(f"{label}: {m.elapsed_s:.2f} s, peak {m.peak_mib:.0f} MiB above the oriented CT")
+            del grid
         (t0, m0, _), (t1, m1, _) = results["linear"], results["smoothed"]
         print(f"ratio smoothed / linear: time {t1 / t0:.2f}x, peak memory {m1 / m0:.2f}x")
 

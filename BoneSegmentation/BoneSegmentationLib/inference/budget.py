@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputImageError
+from .preprocess import SLAB_SLICES
 
 ACTIVATION_FACTOR = 40  # float32 values per window voxel and base feature held by a U-Net forward pass
 
@@ -29,7 +30,7 @@ def estimate(image: sitk.Image, spacing_mm: tuple[float, float, float], num_clas
              patch: tuple[int, int, int], width: int, stitch: int = 1, mirrored: bool = False,
              ring_bytes: int = 4, antialias: bool = False) -> JobBudget:
     """Peak host memory of ``Segmenter.segment`` for ``image`` (an upper estimate); ``antialias``:
-    the model's metadata asks for the smoothed copy of the input (``preprocess.antialias``)."""
+    the model's metadata asks for the input to be smoothed while it is sampled (``smoothing_bytes``)."""
     extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
     grid = tuple(int(np.ceil(e / s)) + 1 for e, s in zip(extent, spacing_mm))
     fine = tuple(g * stitch for g in grid)
@@ -37,14 +38,26 @@ def estimate(image: sitk.Image, spacing_mm: tuple[float, float, float], num_clas
     padded = [max(g, p) for g, p in zip(grid, patch)]
     ring = num_classes * min(patch[2], padded[2]) * padded[0] * padded[1] * ring_bytes * 2  # logits + weights, rounding
     windows = (2 if mirrored else 1) * int(np.prod(patch)) * (num_classes + ACTIVATION_FACTOR * width) * 4
-    # the input and its reoriented copy; smoothing adds its result and, while it runs, a buffer as large
-    peak = (n_in * image.GetSizeOfPixelComponent() * (4 if antialias else 2)
+    peak = (n_in * image.GetSizeOfPixelComponent() * 2  # the input and its reoriented copy
+            + (smoothing_bytes(image, spacing_mm) if antialias else 0)
             + n_grid * 4 * 2  # resampled grid and normalised volume (float32)
             + n_grid * 3  # labels and float16 confidence of one pass
             + n_fine * 5  # labels and confidence of all passes
             + n_in * 5  # labels and confidence back on the input grid
             + ring + windows)
     return JobBudget(grid, stitch ** 3, int(peak))
+
+
+def smoothing_bytes(image: sitk.Image, spacing_mm: tuple[float, float, float]) -> int:
+    """What ``preprocess.smooth_onto`` holds above the CT, at most: the CT already sampled along
+    its first axis (float32, with a temporary half as large while the next axis is sampled) and
+    two float32 slabs of ``SLAB_SLICES`` slices (bench_antialias: 60 MiB for a 150 MiB CT)."""
+    n_in = int(np.prod(image.GetSize()))
+    direction = np.abs(np.array(image.GetDirection()).reshape(3, 3))
+    first, slices = int(direction[0].argmax()), int(direction[2].argmax())  # the input's axes along x and z
+    shrink = min(1.0, image.GetSpacing()[first] / spacing_mm[0])
+    slab = SLAB_SLICES * n_in // max(1, image.GetSize()[slices])
+    return int(n_in * shrink * 4 * 1.5) + slab * 4 * 2
 
 
 def available_bytes() -> int | None:

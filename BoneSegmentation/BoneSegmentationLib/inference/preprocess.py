@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
 AIR_HU = -1024.0
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.355
 MIN_SIGMA_VOXELS = 0.25  # a narrower Gaussian changes nothing a linear resampling would not
+SLAB_SLICES = 16  # smooth_onto reads the full-resolution CT this many slices at a time
 
 
 def antialias_sigmas(source_spacing, target_spacing) -> tuple[float, ...]:
@@ -25,13 +27,15 @@ def antialias_sigmas(source_spacing, target_spacing) -> tuple[float, ...]:
 
 def antialias(oriented: sitk.Image, spacing: tuple[float, float, float]) -> sitk.Image:
     """``oriented`` smoothed for sampling at ``spacing`` (see ``antialias_sigmas``), in its own
-    pixel type; the image itself when no axis is made coarser.
+    pixel type; the image itself when no axis is made coarser. The full-resolution form of the
+    smoothing (ITK's discrete Gaussian), kept as the reference ``smooth_onto`` is checked against:
+    the pipeline and the training call ``smooth_onto``, which never holds a smoothed copy of the CT.
 
-    Why: linear resampling picks points. A 0.8 mm scan sampled every 4 mm keeps its full noise, a
-    1 mm cortex is hit or missed, and cancellous bone stays a speckle of trabeculae and fat, while
-    a 2.5 mm scan of the same body looks smooth: the network would see two appearances of one
-    anatomy. Smoothing first makes what it sees depend on the body, not on the scanner's slice
-    thickness, and is the same for training's synthesised images and a user's scan."""
+    Why smooth: linear resampling picks points. A 0.8 mm scan sampled every 4 mm keeps its full
+    noise, a 1 mm cortex is hit or missed, and cancellous bone stays a speckle of trabeculae and
+    fat, while a 2.5 mm scan of the same body looks smooth: the network would see two appearances
+    of one anatomy. Smoothing first makes what it sees depend on the body, not on the scanner's
+    slice thickness, and is the same for training's synthesised images and a user's scan."""
     sigmas = antialias_sigmas(oriented.GetSpacing(), spacing)
     if not any(sigmas):
         return oriented
@@ -40,6 +44,58 @@ def antialias(oriented: sitk.Image, spacing: tuple[float, float, float]) -> sitk
     smooth.SetUseImageSpacing(True)
     smooth.SetMaximumKernelWidth(64)
     return smooth.Execute(oriented)
+
+
+def _smooth_and_sample(block: np.ndarray, axis: int, sigma_voxels: float, positions: np.ndarray,
+                       default_value: float) -> np.ndarray:
+    """One axis of ``smooth_onto``: Gaussian along ``axis`` (edges repeated, as ITK's zero-flux
+    boundary), then linear interpolation at the continuous indices ``positions``; points outside
+    the half-voxel border get ``default_value``, as ITK's resampler gives them."""
+    if sigma_voxels > 0:
+        ndimage.gaussian_filter1d(block, sigma_voxels, axis=axis, output=block, mode="nearest", truncate=4.0)
+    n = block.shape[axis]
+    inside = (positions >= -0.5) & (positions <= n - 0.5)
+    clamped = np.clip(positions, 0, n - 1)
+    low = np.floor(clamped).astype(np.intp)
+    high = np.minimum(low + 1, n - 1)
+    shape = [1] * block.ndim
+    shape[axis] = len(positions)
+    weight = (clamped - low).astype(np.float32).reshape(shape)
+    out = np.take(block, low, axis=axis)
+    out *= 1 - weight
+    out += np.take(block, high, axis=axis) * weight
+    out[(slice(None),) * axis + (~inside,)] = default_value
+    return out
+
+
+def smooth_onto(oriented: sitk.Image, size: list[int], origin: tuple, spacing: tuple[float, float, float],
+                default_value: float = AIR_HU) -> sitk.Image:
+    """``antialias(oriented, spacing)`` linearly resampled on the grid (``size``, ``origin``,
+    ``spacing``, ``oriented``'s direction), computed axis by axis: Gaussian smoothing and
+    trilinear sampling are both separable, so smoothing x and sampling x, then y, then z gives the
+    same grid without a smoothed copy of the whole CT. The first axis reads the CT
+    ``SLAB_SLICES`` slices at a time and leaves an image already ``spacing / input spacing`` times
+    smaller, so the memory above the CT is a fraction of it, and far less is smoothed. Float32."""
+    sigmas = antialias_sigmas(oriented.GetSpacing(), spacing)
+    src_spacing = np.array(oriented.GetSpacing(), float)
+    direction = np.array(oriented.GetDirection()).reshape(3, 3)
+    start = direction.T @ (np.array(origin, float) - np.array(oriented.GetOrigin())) / src_spacing
+    step = np.array(spacing, float) / src_spacing
+    positions = [start[k] + step[k] * np.arange(int(size[k])) for k in range(3)]  # x, y, z
+    sigma_voxels = [s / sp for s, sp in zip(sigmas, src_spacing)]
+    ct = sitk.GetArrayViewFromImage(oriented)  # z, y, x
+    along_x = np.empty((ct.shape[0], ct.shape[1], int(size[0])), np.float32)
+    for z0 in range(0, ct.shape[0], SLAB_SLICES):  # x: slab by slab, the only pass at full resolution
+        block = ct[z0:z0 + SLAB_SLICES].astype(np.float32)
+        along_x[z0:z0 + SLAB_SLICES] = _smooth_and_sample(block, 2, sigma_voxels[0], positions[0], default_value)
+    along_y = _smooth_and_sample(along_x, 1, sigma_voxels[1], positions[1], default_value)
+    del along_x
+    grid = _smooth_and_sample(along_y, 0, sigma_voxels[2], positions[2], default_value)
+    image = sitk.GetImageFromArray(grid)
+    image.SetOrigin(tuple(float(o) for o in origin))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetDirection(oriented.GetDirection())
+    return image
 
 
 def to_model_grid(image: sitk.Image, spacing: tuple[float, float, float], orientation: str = "LPS",
@@ -51,9 +107,8 @@ def to_model_grid(image: sitk.Image, spacing: tuple[float, float, float], orient
     first (``antialias``), for models whose metadata says they were trained so."""
     oriented = sitk.DICOMOrient(image, orientation)
     size, origin = grid_geometry(oriented, spacing)
-    if smooth and interpolator != sitk.sitkNearestNeighbor:
-        oriented = antialias(oriented, spacing)
-    return resample_onto(oriented, size, origin, spacing, interpolator, default_value)
+    return resample_onto(oriented, size, origin, spacing, interpolator, default_value,
+                         smooth=smooth and interpolator == sitk.sitkLinear)
 
 
 def grid_geometry(oriented: sitk.Image, spacing: tuple[float, float, float]) -> tuple[list[int], tuple]:
@@ -69,8 +124,14 @@ def grid_geometry(oriented: sitk.Image, spacing: tuple[float, float, float]) -> 
 
 
 def resample_onto(oriented: sitk.Image, size: list[int], origin: tuple, spacing: tuple[float, float, float],
-                  interpolator: int = sitk.sitkLinear, default_value: float = AIR_HU) -> sitk.Image:
-    """``oriented`` resampled on a grid of its own direction (float32 unless nearest neighbour)."""
+                  interpolator: int = sitk.sitkLinear, default_value: float = AIR_HU,
+                  smooth: bool = False) -> sitk.Image:
+    """``oriented`` resampled on a grid of its own direction (float32 unless nearest neighbour);
+    ``smooth`` (linear only): anti-aliased first, by ``smooth_onto``."""
+    if smooth:
+        if interpolator != sitk.sitkLinear:
+            raise ValueError("anti-aliased resampling is linear")
+        return smooth_onto(oriented, size, origin, spacing, default_value)
     pixel_type = sitk.sitkFloat32 if interpolator != sitk.sitkNearestNeighbor else oriented.GetPixelID()
     return sitk.Resample(oriented, [int(s) for s in size], sitk.Transform(), interpolator, tuple(origin),
                          tuple(float(s) for s in spacing), oriented.GetDirection(), default_value, pixel_type)

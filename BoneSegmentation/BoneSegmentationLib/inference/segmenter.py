@@ -29,7 +29,7 @@ from .budget import check_fits, estimate
 from .device import autocast_dtype, describe, resolve_device, set_threads
 from .engine import build_network, choose_engine
 from .options import InferenceOptions
-from .preprocess import antialias, labels_to_input_grid, normalise, padding_value
+from .preprocess import labels_to_input_grid, normalise, padding_value
 from .review import ReviewItem, review_ranking
 from .sliding_window import CancelCheck, ProgressCallback, predict_streaming
 from .stitch import fine_grid, interleave, shifted_grid, stitch_shifts
@@ -97,16 +97,15 @@ class Segmenter:
         t0 = time.perf_counter()
         report(0.0, "resampling to model spacing")
         oriented = sitk.DICOMOrient(image, meta.orientation)
-        # what the network samples: smoothed first when the model was trained so (its metadata says);
-        # the body and the consistency step keep the CT as it is
-        network_input = antialias(oriented, self.model.spacing) if meta.antialias else oriented
         timings["preprocess_s"] += time.perf_counter() - t0
         fine = fine_grid(oriented, self.model.spacing, opts.stitch)
         labels = np.zeros(fine.GetSize()[::-1], np.uint8)
         confidence = np.zeros(labels.shape, np.float32)
         for k, shift in enumerate(shifts):
             t1 = time.perf_counter()
-            grid = shifted_grid(network_input, fine, opts.stitch, shift)
+            # what the network sees: smoothed while it is sampled when the model was trained so (its
+            # metadata says); the body and the consistency step keep the CT as it is
+            grid = shifted_grid(oriented, fine, opts.stitch, shift, smooth=meta.antialias)
             volume = normalise(grid, inten.clip_low, inten.clip_high, inten.mean, inten.std)
             t2 = time.perf_counter()
             timings["preprocess_s"] += t2 - t1
@@ -120,7 +119,6 @@ class Segmenter:
             interleave(confidence, pass_confidence, opts.stitch, shift)
             del volume, grid
             timings["inference_s"] += time.perf_counter() - t2
-        del network_input
 
         anatomy = ConsistencyReport(skipped="" if opts.anatomy else "switched off (--no-anatomy)")
         body = None

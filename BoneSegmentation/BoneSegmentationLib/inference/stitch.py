@@ -39,13 +39,16 @@ def fine_grid(oriented: sitk.Image, spacing: tuple[float, float, float], factor:
 
 
 def shifted_grid(oriented: sitk.Image, fine: sitk.Image, factor: int, shift: Shift,
-                 interpolator: int = sitk.sitkLinear, default_value: float = AIR_HU) -> sitk.Image:
-    """``oriented`` resampled at model spacing on the fine points ``shift + factor * i``."""
+                 interpolator: int = sitk.sitkLinear, default_value: float = AIR_HU,
+                 smooth: bool = False) -> sitk.Image:
+    """``oriented`` resampled at model spacing on the fine points ``shift + factor * i``
+    (``smooth``: anti-aliased, ``preprocess.smooth_onto``)."""
     direction = np.array(fine.GetDirection()).reshape(3, 3)
     fine_spacing = np.array(fine.GetSpacing())
     origin = np.array(fine.GetOrigin()) + direction @ (fine_spacing * np.array(shift))
     size = [max(1, -(-(n - s) // factor)) for n, s in zip(fine.GetSize(), shift)]
-    return resample_onto(oriented, size, tuple(origin), tuple(fine_spacing * factor), interpolator, default_value)
+    return resample_onto(oriented, size, tuple(origin), tuple(fine_spacing * factor), interpolator, default_value,
+                         smooth)
 
 
 def interleave(fine_array: np.ndarray, coarse_array: np.ndarray, factor: int, shift: Shift) -> None:
