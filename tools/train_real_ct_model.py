@@ -7,6 +7,9 @@ phantoms in realistic surroundings, fine-tuned from the current bundled model.
     python tools/train_real_ct_model.py --out runs/realct --validate-model bones-phantom-demo   # a baseline
     python tools/train_real_ct_model.py --out runs/realct --iterations 3000 --stop-after 50   # a 50-minute chunk
 
+Runs of one recipe with different ``--seed`` can be averaged into one model with
+``tools/average_models.py`` (a model soup: no cost at inference).
+
 On a lent GPU machine, ``tools/device_train.sh`` runs this tool in one call (``--device`` picks
 CUDA by itself; ``--stop-after`` keeps the call inside its time limit).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 import torch
-from scipy import ndimage
+from scipy import ndimage, special
 
 AIR_HU = -1024.0
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.355
@@ -46,15 +46,28 @@ def antialias(oriented: sitk.Image, spacing: tuple[float, float, float]) -> sitk
     return smooth.Execute(oriented)
 
 
+def discrete_gaussian(sigma_voxels: float, tail: float = 1e-6) -> np.ndarray:
+    """The discrete Gaussian kernel (Lindeberg: ``exp(-t) I_n(t)``, ``t = sigma^2``), as ITK's
+    DiscreteGaussianImageFilter uses, cut where less than ``tail`` of it is left and normalised.
+    Its variance is ``sigma^2`` however small sigma is; a sampled Gaussian's is not (at
+    0.37 voxels, a 3 mm scan going to 4 mm, it smooths less than half as much)."""
+    t = float(sigma_voxels) ** 2
+    radius = 1
+    while 1.0 - special.ive(0, t) - 2 * special.ive(np.arange(1, radius + 1), t).sum() > tail and radius < 32:
+        radius += 1
+    kernel = special.ive(np.abs(np.arange(-radius, radius + 1)), t)
+    return kernel / kernel.sum()
+
+
 def _smooth_and_sample(block: np.ndarray, axis: int, sigma_voxels: float, positions: np.ndarray,
                        default_value: float) -> np.ndarray:
-    """One axis of ``smooth_onto``: Gaussian along ``axis`` (edges repeated, as ITK's zero-flux
-    boundary), then linear interpolation at the continuous indices ``positions``; points outside
-    the half-voxel border get ``default_value``, as ITK's resampler gives them."""
+    """One axis of ``smooth_onto``: the discrete Gaussian along ``axis`` (edges repeated, as ITK's
+    zero-flux boundary), then linear interpolation at the continuous indices ``positions``; points
+    outside the half-voxel border get ``default_value``, as ITK's resampler gives them."""
     if sigma_voxels > 0:
-        ndimage.gaussian_filter1d(block, sigma_voxels, axis=axis, output=block, mode="nearest", truncate=4.0)
+        ndimage.correlate1d(block, discrete_gaussian(sigma_voxels), axis=axis, output=block, mode="nearest")
     n = block.shape[axis]
-    inside = (positions >= -0.5) & (positions <= n - 0.5)
+    inside = (positions >= -0.5) & (positions < n - 0.5)  # as ITK: the far border is outside
     clamped = np.clip(positions, 0, n - 1)
     low = np.floor(clamped).astype(np.intp)
     high = np.minimum(low + 1, n - 1)
