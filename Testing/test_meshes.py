@@ -77,6 +77,27 @@ def test_edge_and_corner_contacts_are_resolved():
     assert sum(_open_edges(m, non_manifold=True) for m in raw) > 0  # the configurations were real
 
 
+def test_a_bone_its_neighbours_contacts_take_over_still_gets_its_surface(tmp_path):
+    """Bone 1 touches itself diagonally across a square whose other two voxels are bones 2 and 3
+    (no background to take): removing the contact takes over the one voxel of bone 2, which then
+    has no surface in the shared pass. It is meshed alone instead of failing the whole export
+    (the panel showed "'NoneType' object has no attribute 'GetData'" for such a bone)."""
+    a = np.zeros((5, 6, 6), np.uint8)
+    a[2, 2, 2] = a[2, 3, 3] = 1
+    a[2, 2, 3], a[2, 3, 2] = 2, 3
+    shared = np.pad(a, 1)
+    make_well_composed(shared)
+    assert not (shared == 2).any()  # the configuration is real: bone 2 is taken over
+    meshes = bone_meshes(sitk.GetImageFromArray(a), smoothing=0)
+    assert [m.index for m in meshes] == [1, 2, 3]
+    assert all(is_closed_manifold(m.triangles) and m.volume_ml > 0 for m in meshes)
+    lone = meshes[1]
+    assert lone.volume_ml == pytest.approx(lone.voxel_volume_ml, rel=0.01)  # one 1 mm voxel, 0.001 ml
+    result = export_meshes(sitk.GetImageFromArray(a), tmp_path / "out", fmt="stl", smoothing=0.5)
+    assert sorted(p.name for p in result.files) == sorted([f"{default_table()[i].name}.stl" for i in (1, 2, 3)] +
+                                                           ["bones.json"])
+
+
 def test_decimated_meshes_stay_within_budget_and_volume(labels):
     """A small budget is met by every bone whose surface stays closed at it; the hip bones (a
     ring around the obturator foramen) stop where a further step would break them, well below

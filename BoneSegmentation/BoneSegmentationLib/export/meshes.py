@@ -129,9 +129,6 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
 
     ``manifold``: first remove edge- and corner-only voxel contacts (``make_well_composed``, about
     1 s for a 2 mm body), so every edge has exactly two triangles; display can skip it."""
-    import vtk
-    from vtk.util import numpy_support
-
     table = table or default_table()
     if labels.GetDimension() != 3 or labels.GetNumberOfComponentsPerPixel() != 1:
         raise InputImageError(f"a 3D scalar label map is needed (got {labels.GetDimension()}D, "
@@ -151,17 +148,58 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
         raise InputImageError("the label map contains no bone (all voxels are background)")
 
     padded = np.pad(np.ascontiguousarray(array, dtype=np.uint8), 1)  # closed surfaces at the volume's edge
+    original = padded.copy() if manifold else padded
     if manifold:
         make_well_composed(padded)
+    spacing = np.array(labels.GetSpacing())
+    points, tris, sides = _surface_nets(padded, wanted, spacing)
+    direction = np.array(labels.GetDirection()).reshape(3, 3)
+
+    def to_world(p: np.ndarray) -> np.ndarray:
+        world = p @ direction.T + np.array(labels.GetOrigin())  # LPS mm
+        return world @ FLIP.T if coordinates == "RAS" else world
+
+    world = to_world(points)
+    mirrored = np.linalg.det(direction @ (FLIP if coordinates == "RAS" else np.eye(3))) < 0
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    meshes = []
+    for value in wanted:
+        # SurfaceNets orients a face outward of the label in its first BoundaryLabels component:
+        # faces where this bone is the second label are reversed so all face outward of it
+        first, second = sides[:, 0] == value, sides[:, 1] == value
+        faces, vertices = np.concatenate([tris[first], tris[second][:, ::-1]]), world
+        if not len(faces):
+            # a bone of a voxel or two that removing its neighbours' edge contacts took over: it
+            # is meshed alone (its own contacts removed into the background), so every bone asked
+            # for gets its surface, overlapping its neighbour by those voxels
+            alone = np.where(original == value, original, 0).astype(np.uint8)
+            make_well_composed(alone)
+            alone_points, faces, alone_sides = _surface_nets(alone, [value], spacing)
+            faces = np.where((alone_sides[:, 0] == value)[:, None], faces, faces[:, ::-1])
+            vertices = to_world(alone_points)
+        if mirrored:
+            faces = faces[:, ::-1]
+        mesh = _finish(vertices, faces, max_triangles, smoothing)
+        bone = table[value]
+        meshes.append(BoneMesh(value, bone.name, bone.display_name, bone.region, bone.rgb,
+                               *mesh, voxel_volume_ml=float(counts[value]) * voxel_ml))
+    return meshes
+
+
+def _surface_nets(padded: np.ndarray, values: list[int], spacing: np.ndarray):
+    """Surface nets over the (padded) label map: points (voxel mm from the unpadded origin),
+    triangles and the two labels each triangle separates."""
+    import vtk
+    from vtk.util import numpy_support
+
     image = vtk.vtkImageData()
     image.SetDimensions(padded.shape[2], padded.shape[1], padded.shape[0])
-    spacing = np.array(labels.GetSpacing())
     image.SetSpacing(*spacing)
     image.SetOrigin(*(-spacing))
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(padded.ravel(), deep=False))  # padded outlives it
     nets = vtk.vtkSurfaceNets3D()
     nets.SetInputData(image)
-    for k, value in enumerate(wanted):
+    for k, value in enumerate(values):
         nets.SetValue(k, value)
     nets.SetOutputMeshTypeToTriangles()
     nets.SetBackgroundLabel(0)
@@ -171,26 +209,7 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
     points = numpy_support.vtk_to_numpy(out.GetPoints().GetData()).astype(np.float64)
     tris = numpy_support.vtk_to_numpy(out.GetPolys().GetConnectivityArray()).reshape(-1, 3)
     sides = numpy_support.vtk_to_numpy(out.GetCellData().GetArray("BoundaryLabels")).reshape(-1, 2)
-
-    direction = np.array(labels.GetDirection()).reshape(3, 3)
-    world = points @ direction.T + np.array(labels.GetOrigin())  # LPS mm
-    if coordinates == "RAS":
-        world = world @ FLIP.T
-    mirrored = np.linalg.det(direction @ (FLIP if coordinates == "RAS" else np.eye(3))) < 0
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    meshes = []
-    for value in wanted:
-        # SurfaceNets orients a face outward of the label in its first BoundaryLabels component:
-        # faces where this bone is the second label are reversed so all face outward of it
-        first, second = sides[:, 0] == value, sides[:, 1] == value
-        faces = np.concatenate([tris[first], tris[second][:, ::-1]])
-        if mirrored:
-            faces = faces[:, ::-1]
-        mesh = _finish(world, faces, max_triangles, smoothing)
-        bone = table[value]
-        meshes.append(BoneMesh(value, bone.name, bone.display_name, bone.region, bone.rgb,
-                               *mesh, voxel_volume_ml=float(counts[value]) * voxel_ml))
-    return meshes
+    return points, tris, sides
 
 
 def _finish(world: np.ndarray, tris: np.ndarray, max_triangles: int, smoothing: float):
