@@ -148,7 +148,6 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
         raise InputImageError("the label map contains no bone (all voxels are background)")
 
     padded = np.pad(np.ascontiguousarray(array, dtype=np.uint8), 1)  # closed surfaces at the volume's edge
-    original = padded.copy() if manifold else padded
     if manifold:
         make_well_composed(padded)
     spacing = np.array(labels.GetSpacing())
@@ -172,7 +171,7 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
             # a bone of a voxel or two that removing its neighbours' edge contacts took over: it
             # is meshed alone (its own contacts removed into the background), so every bone asked
             # for gets its surface, overlapping its neighbour by those voxels
-            alone = np.where(original == value, original, 0).astype(np.uint8)
+            alone = np.pad(np.where(array == value, value, 0).astype(np.uint8), 1)
             make_well_composed(alone)
             alone_points, faces, alone_sides = _surface_nets(alone, [value], spacing)
             faces = np.where((alone_sides[:, 0] == value)[:, None], faces, faces[:, ::-1])
