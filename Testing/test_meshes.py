@@ -88,11 +88,16 @@ def test_a_bone_its_neighbours_contacts_take_over_still_gets_its_surface(tmp_pat
     shared = np.pad(a, 1)
     make_well_composed(shared)
     assert not (shared == 2).any()  # the configuration is real: bone 2 is taken over
-    meshes = bone_meshes(sitk.GetImageFromArray(a), smoothing=0)
+    image = sitk.GetImageFromArray(a)
+    image.SetSpacing((0.8, 0.9, 1.2))
+    image.SetOrigin((12.0, -30.0, 55.0))
+    meshes = bone_meshes(image, smoothing=0)
     assert [m.index for m in meshes] == [1, 2, 3]
     assert all(is_closed_manifold(m.triangles) and m.volume_ml > 0 for m in meshes)
     lone = meshes[1]
-    assert lone.volume_ml == pytest.approx(lone.voxel_volume_ml, rel=0.01)  # one 1 mm voxel, 0.001 ml
+    assert lone.volume_ml == pytest.approx(lone.voxel_volume_ml, rel=0.01)  # one voxel
+    x, y, z = image.TransformIndexToPhysicalPoint((3, 2, 2))  # where bone 2's voxel is (LPS)
+    np.testing.assert_allclose(lone.centroid_mm, (-x, -y, z), atol=1e-6)  # RAS, in place
     result = export_meshes(sitk.GetImageFromArray(a), tmp_path / "out", fmt="stl", smoothing=0.5)
     assert sorted(p.name for p in result.files) == sorted([f"{default_table()[i].name}.stl" for i in (1, 2, 3)] +
                                                            ["bones.json"])

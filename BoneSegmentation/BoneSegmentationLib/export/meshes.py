@@ -171,11 +171,14 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
             # a bone of a voxel or two that removing its neighbours' edge contacts took over: it
             # is meshed alone (its own contacts removed into the background), so every bone asked
             # for gets its surface, overlapping its neighbour by those voxels
-            alone = np.pad(np.where(array == value, value, 0).astype(np.uint8), 1)
+            # (within its bounding box: a whole-volume pass for a voxel or two would cost a second)
+            box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(array == value))
+            alone = np.pad((array[box] == value).astype(np.uint8) * np.uint8(value), 1)
             make_well_composed(alone)
             alone_points, faces, alone_sides = _surface_nets(alone, [value], spacing)
             faces = np.where((alone_sides[:, 0] == value)[:, None], faces, faces[:, ::-1])
-            vertices = to_world(alone_points)
+            corner = np.array([b.start for b in box[::-1]]) * spacing  # the box's first voxel, x y z mm
+            vertices = to_world(alone_points + corner)
         if mirrored:
             faces = faces[:, ::-1]
         mesh = _finish(vertices, faces, max_triangles, smoothing)

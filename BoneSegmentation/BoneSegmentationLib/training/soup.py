@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from ..core.errors import ModelFileError
-from ..model.metadata import model_label
 from ..model.modelfile import LoadedModel, load_model
 
 # what must be equal for the mean of the weights to mean anything
@@ -32,7 +31,7 @@ class Soup:
 
 
 def _identity(model: LoadedModel) -> str:
-    return f"{model_label(model.metadata)} (sha256 {model.sha256[:12]})"
+    return f"{model.label} (sha256 {model.sha256[:12]})"
 
 
 def average_models(paths: list[Path], version: str) -> Soup:
