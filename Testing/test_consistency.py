@@ -227,7 +227,7 @@ def test_labels_brought_to_the_input_grid_stop_at_the_skin(orientation):
     resampled (nearest) to a 0.9 mm input grid; ``keep_inside_body`` takes those voxels back to
     background and keeps every voxel inside the body, in any orientation of the input."""
     from BoneSegmentationLib.consistency.body import body_image, keep_inside_body
-    from BoneSegmentationLib.inference.preprocess import labels_to_input_grid
+    from BoneSegmentationLib.inference.to_input_grid import labels_to_input_grid
     from BoneSegmentationLib.inference.stitch import fine_grid
 
     ct = _trunk_ct(orientation)

@@ -48,9 +48,9 @@ def test_autocast_labels_agree_with_the_cpu_on_the_bundled_model(shoulders, prec
     if DEVICE.startswith("cuda") and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
     args = (volume, model.num_classes, model.patch_size, 0.5)
-    cpu_labels, _ = predict_streaming(model.module.to("cpu"), *args)
+    cpu_labels = predict_streaming(model.module.to("cpu"), *args).labels
     gpu_model = load_model(resolve_model(None))
-    gpu_labels, gpu_conf = predict_streaming(gpu_model.module.to(DEVICE), *args, device=DEVICE, autocast_dtype=dtype)
+    gpu_labels, gpu_conf, _ = predict_streaming(gpu_model.module.to(DEVICE), *args, device=DEVICE, autocast_dtype=dtype)
     bone = (cpu_labels > 0) | (gpu_labels > 0)
     agreement = float(np.mean(cpu_labels[bone] == gpu_labels[bone]))
     print(f"{DEVICE} {precision} autocast vs CPU fp32: {100 * agreement:.3f} % of {int(bone.sum())} bone voxels")
@@ -63,8 +63,8 @@ def test_streaming_equals_the_full_buffer_on_the_device(tmp_path):
     net = load_model(make_random_model(tmp_path / "net.pt", base_features=4, levels=3, patch=16,
                                        num_classes=126, seed=3)).module.to(DEVICE)
     volume = torch.randn((40, 24, 28), generator=torch.Generator().manual_seed(40))
-    labels, conf = predict_streaming(net, volume, 126, (16, 16, 16), 0.5, device=DEVICE, pad_value=-1.0)
-    ref_labels, ref_conf = naive_full_buffer(net, volume, 126, (16, 16, 16), 0.5, pad_value=-1.0, device=DEVICE)
+    labels, conf, _ = predict_streaming(net, volume, 126, (16, 16, 16), 0.5, device=DEVICE, pad_value=-1.0)
+    ref_labels, ref_conf, _ = naive_full_buffer(net, volume, 126, (16, 16, 16), 0.5, pad_value=-1.0, device=DEVICE)
     assert len(np.unique(ref_labels)) > 3
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(conf.astype(np.float32), ref_conf, rtol=2e-3, atol=1e-4)

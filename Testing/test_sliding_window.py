@@ -31,7 +31,8 @@ def naive_full_buffer(net, volume, num_classes, patch, overlap, pad_value=0.0, r
     if return_logits:
         return logits[:, z0:z0 + d, :h, :w].cpu().numpy()
     return (logits.argmax(0)[z0:z0 + d, :h, :w].cpu().numpy(),
-            probs.max(0).values[z0:z0 + d, :h, :w].cpu().numpy())
+            probs.max(0).values[z0:z0 + d, :h, :w].cpu().numpy(),
+            1 - probs[0, z0:z0 + d, :h, :w].cpu().numpy())
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +53,13 @@ def scripted_net(tmp_path_factory):
 def test_streaming_equals_full_buffer(scripted_net, shape, patch, overlap):
     gen = torch.Generator().manual_seed(sum(shape))
     volume = torch.randn(shape, generator=gen)
-    labels, conf = predict_streaming(scripted_net, volume, 126, patch, overlap, pad_value=-1.0)
-    ref_labels, ref_conf = naive_full_buffer(scripted_net, volume, 126, patch, overlap, pad_value=-1.0)
-    assert labels.shape == shape and conf.shape == shape
+    labels, conf, bone = predict_streaming(scripted_net, volume, 126, patch, overlap, pad_value=-1.0)
+    ref_labels, ref_conf, ref_bone = naive_full_buffer(scripted_net, volume, 126, patch, overlap, pad_value=-1.0)
+    assert labels.shape == shape and conf.shape == shape and bone.shape == shape
     assert len(np.unique(ref_labels)) > 3, "the test needs a non-trivial label map"
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(conf.astype(np.float32), ref_conf, rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(bone.astype(np.float32), ref_bone, rtol=2e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("batch_size", [3, 16])
@@ -123,8 +125,8 @@ def test_float16_ring_differs_only_at_near_ties(scripted_net):
     |averaged logit| at the voxel."""
     shape, patch, overlap = (40, 24, 28), (16, 16, 16), 0.5
     volume = torch.randn(shape, generator=torch.Generator().manual_seed(7))
-    labels, conf = predict_streaming(scripted_net, volume, 126, patch, overlap, pad_value=-1.0,
-                                     accumulate_dtype=torch.float16)
+    labels, conf, _ = predict_streaming(scripted_net, volume, 126, patch, overlap, pad_value=-1.0,
+                                        accumulate_dtype=torch.float16)
     ref = naive_full_buffer(scripted_net, volume, 126, patch, overlap, pad_value=-1.0, return_logits=True)
     ref_labels = ref.argmax(0)
     differ = labels != ref_labels
@@ -158,7 +160,7 @@ def test_a_short_scan_is_segmented_as_its_mirrored_stack(scripted_net):
     """predict_streaming on a 6-slice volume equals the network on the explicit mirrored stack
     (5 mirrored slices, the scan, 5 mirrored slices), cropped back."""
     volume = torch.randn((6, 16, 16), generator=torch.Generator().manual_seed(11))
-    labels, _ = predict_streaming(scripted_net, volume, 126, (16, 16, 16), 0.5, pad_value=-1.0)
+    labels, _, _ = predict_streaming(scripted_net, volume, 126, (16, 16, 16), 0.5, pad_value=-1.0)
     flipped = volume.flip(0)
     stack = torch.cat([flipped[1:], volume, flipped[:5]])
     with torch.inference_mode():

@@ -54,9 +54,9 @@ def run_once(net, volume, classes, window, precision, batch, device):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    labels, _ = predict_streaming(net, volume, classes, (window,) * 3, overlap=0.5, device=device,
-                                  autocast_dtype=PRECISIONS[precision], batch_size=batch,
-                                  accumulate_dtype=torch.float16 if device.type == "cuda" else None)
+    labels = predict_streaming(net, volume, classes, (window,) * 3, overlap=0.5, device=device,
+                               autocast_dtype=PRECISIONS[precision], batch_size=batch,
+                               accumulate_dtype=torch.float16 if device.type == "cuda" else None).labels
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

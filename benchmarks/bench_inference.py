@@ -27,13 +27,13 @@ from BoneSegmentationLib.inference.sliding_window import predict_streaming  # no
 
 
 def run_ours(net, volume, classes, patch, overlap, device):
-    return predict_streaming(net, volume, classes, (patch,) * 3, overlap, device=device)
+    return predict_streaming(net, volume, classes, (patch,) * 3, overlap, device=device).labels
 
 
 def run_ours_float16(net, volume, classes, patch, overlap, device):
     """``--accumulate float16``: the ring holds running means in float16."""
     return predict_streaming(net, volume, classes, (patch,) * 3, overlap, device=device,
-                             accumulate_dtype=torch.float16)
+                             accumulate_dtype=torch.float16).labels
 
 
 def run_monai(net, volume, classes, patch, overlap, device):
@@ -43,8 +43,10 @@ def run_monai(net, volume, classes, patch, overlap, device):
         logits = sliding_window_inference(volume[None, None].to(device), (patch,) * 3, 1, net,
                                           overlap=overlap, mode="gaussian", sigma_scale=0.125)
         labels = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        confidence = torch.softmax(logits, 1).amax(1)[0].half().cpu().numpy()
-    return labels, confidence
+        probabilities = torch.softmax(logits, 1)  # what ours reduces to as well: top-1 and bone probability
+        _confidence = probabilities.amax(1)[0].half().cpu().numpy()
+        _bone = (1 - probabilities[0, 0]).half().cpu().numpy()
+    return labels
 
 
 def main() -> None:
@@ -74,7 +76,7 @@ def main() -> None:
     runs = (("this engine", run_ours), ("float16 ring", run_ours_float16), ("MONAI", run_monai))
     for name, fn in runs:
         with measure() as m:
-            labels, _ = fn(net, volume, args.classes, args.patch, args.overlap, device)
+            labels = fn(net, volume, args.classes, args.patch, args.overlap, device)
         results[name] = (m.elapsed_s, m.peak_mib, labels)
         print(f"{name:<12} {cs}x{cs}x{args.length}: {m.elapsed_s:7.1f} s  peak {m.peak_mib:8.0f} MiB")
     t_monai, m_monai, l_monai = results["MONAI"]

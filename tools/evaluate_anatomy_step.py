@@ -28,7 +28,7 @@ from BoneSegmentationLib.core.imageio import read_ct, read_image
 from BoneSegmentationLib.evaluation.metrics import evaluate_images
 from BoneSegmentationLib.evaluation.totalsegmentator import evaluate_against_totalsegmentator
 from BoneSegmentationLib.inference.options import InferenceOptions
-from BoneSegmentationLib.inference.preprocess import labels_to_input_grid
+from BoneSegmentationLib.inference.to_input_grid import labels_to_input_grid
 from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model
 from BoneSegmentationLib.model.registry import resolve_model
@@ -66,7 +66,7 @@ def both(segmenter: Segmenter, ct: sitk.Image) -> tuple[sitk.Image, sitk.Image, 
     labels, report = make_consistent_on_grid(sitk.GetArrayFromImage(grid), grid, ct)
     fixed = sitk.GetImageFromArray(labels)
     fixed.CopyInformation(grid)
-    return result.labels, labels_to_input_grid(fixed, ct), report.seconds, [c.text for c in report.changes]
+    return result.labels, labels_to_input_grid(fixed, ct, bone=result.bone), report.seconds, [c.text for c in report.changes]
 
 
 def medians(labels: sitk.Image, ref: sitk.Image) -> dict[str, float]:

@@ -5,6 +5,7 @@
     python tools/evaluate_synthetic_views.py --seeds 3100 3101 3102 --fov clinical_crop --spacing 2   # short slabs
     python tools/evaluate_synthetic_views.py --seeds 3200 3201 3202 --fov thorax --phase arterial   # contrast
     python tools/evaluate_synthetic_views.py --seeds 1991 1993 --spacing 0.9 1.0   # thin slices
+    python tools/evaluate_synthetic_views.py --seeds 1996 1997 --drawn-spacing --stitch 1 2   # finer labels
 
 Each seed is synthesised from the real anatomy (``synthetic/anatomy.py``) with the seeds training
 never uses (1990-1999; 1990 and 1991 are the training's validation images, forced to a whole and a
@@ -70,11 +71,17 @@ def main() -> None:
     ap.add_argument("--fov", choices=FOV_KINDS, default=None,
                     help="force this field of view for every seed (default: drawn; 1990/1991 forced as in training)")
     ap.add_argument("--phase", choices=PHASES, default=None, help="force this contrast phase (default: drawn)")
+    ap.add_argument("--stitch", type=int, nargs="+", default=[1], metavar="F",
+                    help="shift-and-stitch factors to run each model with, side by side (default: 1, off)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
     paths = [resolve_model(args.model)] + ([resolve_model(args.baseline)] if args.baseline else [])
-    names = [f"{m['name']} {m['version']}" for m in map(read_metadata, paths)]
-    segmenters = [Segmenter(load_model(p), InferenceOptions()) for p in paths]
+    names, segmenters = [], []
+    for path in paths:
+        meta, model = read_metadata(path), load_model(path)
+        for factor in args.stitch:
+            names.append(f"{meta['name']} {meta['version']}" + (f" (stitch {factor})" if factor > 1 else ""))
+            segmenters.append(Segmenter(model, InferenceOptions(stitch=factor)))
     source = load_source(Path(args.anatomy))
     header = ("| seed | field of view, contrast phase | "
               + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"

@@ -171,10 +171,3 @@ def confidence_to_input_grid(confidence: sitk.Image, reference: sitk.Image) -> s
     out = sitk.Resample(confidence, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     out.CopyInformation(reference)
     return out
-
-
-def labels_to_input_grid(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """Nearest-neighbour resampling of a label map onto the input CT's exact grid."""
-    out = sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
-    out.CopyInformation(reference)
-    return out

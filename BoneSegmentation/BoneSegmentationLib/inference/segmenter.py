@@ -29,10 +29,11 @@ from .budget import check_fits, estimate
 from .device import autocast_dtype, describe, resolve_device, set_threads
 from .engine import build_network, choose_engine
 from .options import InferenceOptions
-from .preprocess import labels_to_input_grid, normalise, padding_value
+from .preprocess import normalise, padding_value
 from .review import ReviewItem, review_ranking
 from .sliding_window import CancelCheck, ProgressCallback, predict_streaming
 from .stitch import fine_grid, interleave, shifted_grid, stitch_shifts
+from .to_input_grid import labels_to_input_grid
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class SegmentationResult:
     mirrored: bool = False  # left-right mirror averaging was used
     options: InferenceOptions = field(default_factory=InferenceOptions)
     anatomy: ConsistencyReport = field(default_factory=ConsistencyReport)  # what the consistency step changed
+    bone: Optional[sitk.Image] = None  # float32 probability of any bone, on the grid of labels_model_grid
 
 
 class Segmenter:
@@ -101,6 +103,7 @@ class Segmenter:
         fine = fine_grid(oriented, self.model.spacing, opts.stitch)
         labels = np.zeros(fine.GetSize()[::-1], np.uint8)
         confidence = np.zeros(labels.shape, np.float32)
+        bone = np.zeros(labels.shape, np.float16)  # probability of any bone, for the boundary on the input grid
         for k, shift in enumerate(shifts):
             t1 = time.perf_counter()
             # what the network sees: smoothed while it is sampled when the model was trained so (its
@@ -110,14 +113,15 @@ class Segmenter:
             t2 = time.perf_counter()
             timings["preprocess_s"] += t2 - t1
             prefix = f"pass {k + 1}/{len(shifts)}: " if len(shifts) > 1 else ""
-            pass_labels, pass_confidence = predict_streaming(
+            prediction = predict_streaming(
                 self.network, volume, self.model.num_classes, self.model.patch_size, overlap=opts.overlap,
                 device=self.device, pad_value=padding_value(asdict(inten)), autocast_dtype=autocast_dtype(self.device),
                 accumulate_dtype=torch.float16 if opts.accumulate == "float16" else torch.float32,
                 progress=lambda f, m: report(0.02 + 0.93 * (k + f) / len(shifts), prefix + m), cancel=cancel)
-            interleave(labels, pass_labels, opts.stitch, shift)
-            interleave(confidence, pass_confidence, opts.stitch, shift)
-            del volume, grid
+            interleave(labels, prediction.labels, opts.stitch, shift)
+            interleave(confidence, prediction.confidence, opts.stitch, shift)
+            interleave(bone, prediction.bone, opts.stitch, shift)
+            del volume, grid, prediction
             timings["inference_s"] += time.perf_counter() - t2
 
         anatomy = ConsistencyReport(skipped="" if opts.anatomy else "switched off (--no-anatomy)")
@@ -134,7 +138,10 @@ class Segmenter:
         labels_grid.CopyInformation(fine)
         conf_img = sitk.GetImageFromArray(confidence)
         conf_img.CopyInformation(fine)
-        labels_input = labels_to_input_grid(labels_grid, image)
+        bone_img = sitk.GetImageFromArray(bone.astype(np.float32))
+        bone_img.CopyInformation(fine)
+        del bone
+        labels_input = labels_to_input_grid(labels_grid, image, bone=bone_img)
         if body is not None:
             labels_input, anatomy.outside_body_on_input_grid = keep_inside_body(labels_input, body)
         timings["postprocess_s"] = time.perf_counter() - t3
@@ -145,7 +152,7 @@ class Segmenter:
         timings["total_s"] = time.perf_counter() - t0
         report(1.0, "done")
         return SegmentationResult(labels_input, labels_grid, conf_img, review, warnings, timings, str(self.device),
-                                  self.mirrored, opts, anatomy)
+                                  self.mirrored, opts, anatomy, bone_img)
 
     def segment_many(self, images: Iterable[sitk.Image], cancel: Optional[CancelCheck] = None
                      ) -> Iterator[SegmentationResult]:

@@ -12,7 +12,7 @@ scan length, and the result equals a full-buffer computation exactly (same addit
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -107,6 +107,13 @@ def _ring_spans(start: int, length: int, depth: int) -> list[tuple[int, int, int
     return spans
 
 
+class WindowPrediction(NamedTuple):
+    """What the sliding window leaves per voxel of the volume (z, y, x)."""
+    labels: np.ndarray  # uint8 arg-max class
+    confidence: np.ndarray  # float16 top-1 probability
+    bone: np.ndarray  # float16 probability of any bone, 1 - p(background)
+
+
 class StreamingAggregator:
     """Blends weighted patch logits into a ring buffer and emits finished slices."""
 
@@ -119,6 +126,7 @@ class StreamingAggregator:
         self.weights = torch.zeros((self.depth, h, w), dtype=torch.float32, device=device)
         self.labels = np.zeros(shape, dtype=np.uint8 if num_classes <= 256 else np.int16)
         self.confidence = np.zeros(shape, dtype=np.float16)
+        self.bone = np.zeros(shape, dtype=np.float16)
         self.running_mean = dtype != torch.float32  # float32: weighted sums (exact); else weighted means
         self.finalized = 0  # slices [0, finalized) are done
         self.finalize_chunk = finalize_chunk
@@ -159,10 +167,13 @@ class StreamingAggregator:
                     slab /= self.weights[ring:ring + m]
                 top, label = slab.max(dim=0)
                 # top-1 softmax probability of the averaged logits = 1 / sum(exp(l - l_max))
-                conf = 1.0 / torch.exp(slab - top).sum(dim=0)
+                total = torch.exp(slab - top).sum(dim=0)
+                conf = 1.0 / total
+                bone = 1.0 - torch.exp(slab[0] - top) / total
                 z0 = start + off
                 self.labels[z0:z0 + m] = label.to(torch.uint8 if self.labels.dtype == np.uint8 else torch.int16).cpu().numpy()
                 self.confidence[z0:z0 + m] = conf.half().cpu().numpy()
+                self.bone[z0:z0 + m] = bone.half().cpu().numpy()
                 self.logits[:, ring:ring + m].zero_()
                 self.weights[ring:ring + m].zero_()
             self.finalized += n
@@ -173,8 +184,9 @@ def predict_streaming(net: Callable[[torch.Tensor], torch.Tensor], volume: torch
                       pad_value: float = 0.0, autocast_dtype: Optional[torch.dtype] = None,
                       accumulate_dtype: Optional[torch.dtype] = None,
                       progress: Optional[ProgressCallback] = None,
-                      cancel: Optional[CancelCheck] = None, batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Label map (uint8) and confidence (float16, top-1 probability) for a normalised volume.
+                      cancel: Optional[CancelCheck] = None, batch_size: int = 1) -> WindowPrediction:
+    """Label map (uint8), confidence (float16, top-1 probability) and bone probability (float16)
+    for a normalised volume.
 
     ``volume`` is (D, H, W) float32 on the CPU; patches are moved to ``device`` one at a time.
     Accumulation is float32 (exactly the full-buffer result) unless ``accumulate_dtype`` says
@@ -213,4 +225,5 @@ def predict_streaming(net: Callable[[torch.Tensor], torch.Tensor], volume: torch
                 progress(done / total, f"patch {done}/{total}")
         agg.finalize_until(shape[0])
     d, h, w = original
-    return agg.labels[z0:z0 + d, :h, :w], agg.confidence[z0:z0 + d, :h, :w]
+    crop = (slice(z0, z0 + d), slice(0, h), slice(0, w))
+    return WindowPrediction(agg.labels[crop], agg.confidence[crop], agg.bone[crop])

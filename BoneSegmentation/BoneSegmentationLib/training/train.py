@@ -264,8 +264,8 @@ def validate_cases(net: torch.nn.Module, cases: list[Case], patch, num_classes: 
     net.eval()
     scores = {}
     for case in cases:
-        pred, _ = predict_streaming(net, torch.from_numpy(case.image), num_classes, patch, overlap=0.25,
-                                    device=device, pad_value=padding_value(INTENSITY))
+        pred = predict_streaming(net, torch.from_numpy(case.image), num_classes, patch, overlap=0.25,
+                                 device=device, pad_value=padding_value(INTENSITY)).labels
         d = dice_per_class(pred, case.labels, num_classes)[1:]
         present = label_counts(case.labels, num_classes)[1:] > 0
         if case.labelled is not None:
