@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from ..core.errors import InputImageError
 from .preprocess import SLAB_SLICES
+from .to_input_grid import SLAB_SLICES as TO_INPUT_SLAB
 
 ACTIVATION_FACTOR = 40  # float32 values per window voxel and base feature held by a U-Net forward pass
 
@@ -41,9 +42,11 @@ def estimate(image: sitk.Image, spacing_mm: tuple[float, float, float], num_clas
     peak = (n_in * image.GetSizeOfPixelComponent() * 2  # the input and its reoriented copy
             + (smoothing_bytes(image, spacing_mm) if antialias else 0)
             + n_grid * 4 * 2  # resampled grid and normalised volume (float32)
-            + n_grid * 3  # labels and float16 confidence of one pass
-            + n_fine * 5  # labels and confidence of all passes
+            + n_grid * 5  # labels, float16 confidence and float16 bone probability of one pass
+            + n_fine * 11  # labels, confidence and bone probability (float16, then float32) of all passes
+            + n_fine * 10  # to_input_grid's float32 probability and grown labels, as arrays and images
             + n_in * 5  # labels and confidence back on the input grid
+            + TO_INPUT_SLAB * n_in // max(1, image.GetSize()[2]) * 6  # to_input_grid's slab buffers
             + ring + windows)
     return JobBudget(grid, stitch ** 3, int(peak))
 
