@@ -44,9 +44,8 @@ def run_monai(net, volume, classes, patch, overlap, device):
                                           overlap=overlap, mode="gaussian", sigma_scale=0.125)
         labels = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
         probabilities = torch.softmax(logits, 1)  # what ours reduces to as well: top-1 and bone probability
-        _confidence = probabilities.amax(1)[0].half().cpu().numpy()
-        _bone = (1 - probabilities[0, 0]).half().cpu().numpy()
-    return labels
+        outputs = (labels, probabilities.amax(1)[0].half().cpu().numpy(), (1 - probabilities[0, 0]).half().cpu().numpy())
+    return outputs[0]
 
 
 def main() -> None:
