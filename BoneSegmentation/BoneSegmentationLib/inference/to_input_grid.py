@@ -37,7 +37,7 @@ def labels_to_input_grid(labels: sitk.Image, reference: sitk.Image, bone: Option
         raise ValueError(f"bone probability {bone.GetSize()} and labels {labels.GetSize()} are not one grid")
     label_array = sitk.GetArrayViewFromImage(labels)
     inside = label_array > 0
-    probability = sitk.GetArrayFromImage(bone).astype(np.float32)
+    probability = sitk.GetArrayFromImage(bone).astype(np.float32, copy=False)  # already a copy: edited in place
     # on the side of one half the label map says, by as little as float32 allows
     probability[inside] = np.maximum(probability[inside], np.nextafter(np.float32(HALF), np.float32(1)))
     probability[~inside] = np.minimum(probability[~inside], np.nextafter(np.float32(HALF), np.float32(0)))
