@@ -167,3 +167,70 @@ def test_ribs_lie_in_a_chest_wall_not_against_air(source):
         around = ndimage.binary_dilation(rib, np.ones((1, 3, 3), bool)) & ~rib
         around &= sitk.GetArrayFromImage(case.source_labels) == 0  # not lung, not another structure
         assert rib.any() and np.mean(ct[around] < -300) < 0.01
+
+
+def test_metal_implants_sit_in_their_bones_keep_its_labels_and_cast_streaks(source):
+    """A hip prosthesis per side and spinal screws, forced on: the metal lies in the femora, hips
+    and vertebrae it replaces (rods alone in muscle), the labels are those of the image without
+    implants (TotalSegmentator labels a prosthesis femur), and the soft tissue round the metal
+    is streaked, darker and brighter, slice by slice."""
+    with_ = synthesise(source, 3, spacing=4.0, fov="abdomen", deform=0.0, implants=True)
+    without = synthesise(source, 3, spacing=4.0, fov="abdomen", deform=0.0, implants=False)
+    assert set(with_.spec["implants"]) == {"hip_prosthesis_left", "hip_prosthesis_right", "spinal_fusion"}
+    assert without.spec["implants"] == []
+    lab = sitk.GetArrayFromImage(with_.labels)
+    assert np.array_equal(lab, sitk.GetArrayViewFromImage(without.labels))
+    ct, plain = sitk.GetArrayFromImage(with_.ct).astype(float), sitk.GetArrayFromImage(without.ct).astype(float)
+    metal = ct > 2400
+    src = sitk.GetArrayFromImage(with_.source_labels)
+    idx = {n: i for i, n in ts_classes().items()}
+    for side in ("left", "right"):
+        femur = src == idx[f"femur_{side}"]
+        assert np.count_nonzero(metal & femur) > 20  # ball, neck and stem
+        assert np.count_nonzero((ct - plain > 800) & (src == idx[f"hip_{side}"])) > 0  # the cup, thin: blurred
+    spine = np.isin(src, [idx[f"vertebrae_{n}"] for n in ("T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")])
+    assert np.count_nonzero(metal & spine) > 0
+    in_bone = metal & (lab > 0)
+    assert in_bone.sum() / metal.sum() > 0.6  # the rest: rods behind the spine, blur at the edges
+    assert plain.max() < 2400  # nothing that bright without implants (small metal in soft tissue is rarer)
+    z = int(np.argmax((metal & (src == idx["femur_left"])).sum(axis=(1, 2))))
+    soft = (src[z] == 0) & (ct[z] > -300) & ~ndimage.binary_dilation(metal[z], iterations=2)
+    change = ct[z][soft] - plain[z][soft]
+    assert change.min() < -100 and change.max() > 50  # dark and bright streaks
+    other = synthesise(source, 4, spacing=4.0, fov="thorax", deform=0.0, implants=False)
+    assert other.spec["implants"] == [] and sitk.GetArrayViewFromImage(other.ct).max() < 2400
+
+
+def test_implants_come_from_their_own_random_stream(source):
+    """An image whose draw puts no implant is the image that seed gave before implants existed:
+    switching them off changes nothing else, so older runs' cases stay comparable."""
+    for seed in range(20, 40):
+        drawn = synthesise(source, seed, spacing=6.0, fov="thorax", deform=0.0)
+        if not drawn.spec["implants"]:
+            off = synthesise(source, seed, spacing=6.0, fov="thorax", deform=0.0, implants=False)
+            assert np.array_equal(sitk.GetArrayViewFromImage(drawn.ct), sitk.GetArrayViewFromImage(off.ct))
+            return
+    pytest.fail("20 thorax images all drew implants")
+
+
+def test_each_bone_has_its_own_cancellous_density():
+    """``density_scale``: two bones of one image, one at half the image's cancellous density (a
+    fatty pelvis), the other at the full one; the cortices alike, the cores apart by the factor."""
+    bone = np.zeros((12, 12, 24), bool)
+    bone[2:10, 2:10, 2:10] = True
+    bone[2:10, 2:10, 14:22] = True
+    scale = np.ones(bone.shape, np.float32)
+    scale[..., 12:] = 0.5
+    depth = tissue.depth_mm(np.where(bone, 1 + (np.arange(24) >= 12), 0).astype(np.uint8), (2.0,) * 3)
+    ct = np.zeros(bone.shape, np.float32)
+    tissue.render_bone(ct, bone, depth, np.random.default_rng(3), spacing_mm=2.0, thin_cortex=True, density_scale=scale)
+    draws = np.random.default_rng(3)
+    cortex_mm, _, trabecular = draws.uniform(0.4, 2.5), draws.uniform(600, 1800), draws.uniform(60, 400)
+    core = bone & (depth > cortex_mm)
+    left, right = core.copy(), core.copy()
+    left[..., 12:], right[..., :12] = False, False
+    assert abs(np.median(ct[left]) - trabecular) < 40 and abs(np.median(ct[right]) - trabecular / 2) < 40
+    with_max = np.full(bone.shape, 10.0, np.float32)
+    ct2 = np.zeros(bone.shape, np.float32)
+    tissue.render_bone(ct2, bone, depth, np.random.default_rng(3), spacing_mm=2.0, thin_cortex=True, density_scale=with_max)
+    assert np.median(ct2[core]) < tissue.TRABECULAR_MAX_HU + 40  # never denser than dense cancellous bone

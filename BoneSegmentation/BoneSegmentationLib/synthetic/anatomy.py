@@ -7,8 +7,9 @@ CC BY 4.0): real bone shapes and their real neighbours (heart and contrast-fille
 spine and ribs, kidneys, bowel) in one body. Per image, drawn from the seed: a random elastic and
 affine deformation (one body becomes many), a field of view (whole, thorax, abdomen or a
 20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an intensity for every
-structure (``tissue.py``), a body envelope (a muscle wall, then fat: the source labels no chest
-or abdominal wall muscles), a table, calcifications, metal, blur and noise.
+structure (``tissue.py``; each bone its own cancellous density), a body envelope (a muscle wall, then fat: the source labels no chest
+or abdominal wall muscles), a table, calcifications, metal, blur and noise; now and then a metal
+implant in the bones (a hip prosthesis, spinal screws and rods) with its streaks.
 
 Labels: the bones map to the bone table through its TotalSegmentator column (S1 into the
 sacrum). TotalSegmentator's one sternum is split into our three parts along the body axis at
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from ..core.bones import BoneTable, default_table
 from ..core.errors import InputImageError
@@ -51,6 +53,10 @@ _MUSCLES = ("gluteus_maximus_left", "gluteus_maximus_right", "gluteus_medius_lef
 _LUNGS = ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
           "lung_lower_lobe_right")
 _LONG_BONES = ("femur_left", "femur_right", "humerus_left", "humerus_right")
+_FUSED_LEVELS = ("vertebrae_T10", "vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2",
+                 "vertebrae_L3", "vertebrae_L4", "vertebrae_L5")
+HIP_PROSTHESIS_PROBABILITY = 0.2  # per side; more often than in a clinic (a few %), so that training sees enough
+SPINAL_FUSION_PROBABILITY = 0.1
 
 
 @dataclass(frozen=True)
@@ -143,11 +149,14 @@ def _deformation(centre: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng: np.ran
 
 def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, float] | None = None,
                fov: str | None = None, phase: str | None = None, deform: float = 1.0,
-               table: BoneTable | None = None) -> SyntheticCase:
+               table: BoneTable | None = None, implants: bool | None = None) -> SyntheticCase:
     """One CT-like image and its bone labels from ``source``; a pure function of the arguments.
 
     ``spacing``: isotropic mm, or (in-plane, slice) mm; default drawn (in-plane 1.6-2.6 mm,
-    slices 1.6-5 mm). ``fov``/``phase`` force a field of view or a contrast phase.
+    slices 1.6-5 mm). ``fov``/``phase`` force a field of view or a contrast phase. ``implants``:
+    None draws them (a hip prosthesis per side, spinal screws, each now and then), True puts every
+    kind the field of view allows, False none. They come from their own random stream, so an image
+    without them is the image the same seed gave before they existed.
     """
     t0 = time.perf_counter()
     table = table or default_table()
@@ -179,7 +188,9 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     spacing_zyx = (s_z, s_xy, s_xy)
 
     phase_ = tissue.draw_phase(rng, phase)
-    ct = _render(ts, rng, phase_, spacing_zyx)
+    implant_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A7]))
+    density_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE5]))
+    ct, implant_kinds = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng)
     labels = _bone_labels(ts, table)
     if rng.random() < 0.15:  # a reconstruction circle smaller than the body: arms cut off
         _circle_fov(ct, labels, rng)
@@ -191,6 +202,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     labelled = [b.name for b in table.foreground() if b.name not in unlabelled]
     spec = {"seed": seed, "source": source.name, "fov": kind, "z_mm": [round(z_lo, 1), round(z_hi, 1)],
             "spacing_mm": [s_xy, s_xy, s_z], "phase": phase_.name, "deform": deform,
+            "implants": implant_kinds,
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
@@ -206,8 +218,10 @@ def _forced_fov(source: AnatomySource, kind: str, rng: np.random.Generator, s_z:
 
 
 def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhase,
-            spacing_zyx: tuple[float, float, float]) -> np.ndarray:
-    """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges)."""
+            spacing_zyx: tuple[float, float, float], implant_rng: np.random.Generator,
+            implants: bool | None, density_rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges), and
+    the kinds of metal implant drawn into it."""
     idx = {name: i for i, name in ts_classes().items()}
     shape = ts.shape
     s = spacing_zyx[1]
@@ -284,10 +298,117 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     bone_lut = np.zeros(256, bool)
     bone_lut[np.nonzero(ts_to_table())[0]] = True
     bone = bone_lut[ts] | mask("skull")
-    tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s, thin_cortex=True)
+    tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s, thin_cortex=True,
+                       density_scale=_density_scale(ts, idx, density_rng))
+    metal, kinds = _implants(ts, idx, depth, body, spacing_zyx, implant_rng, implants)
+    if kinds:
+        ct[metal] = implant_rng.uniform(*tissue.METAL_IMPLANT_HU)
+        tissue.add_metal_artifacts(ct, metal, implant_rng, spacing_zyx)
     tissue.add_metal(ct, body & ~bone & (depth < 5), rng)
     tissue.add_table(ct, body, rng, spacing_zyx)
-    return tissue.scanner(ct, rng, spacing_zyx)
+    return tissue.scanner(ct, rng, spacing_zyx), kinds
+
+
+def _density_scale(ts: np.ndarray, idx: dict[str, int], rng: np.random.Generator) -> np.ndarray:
+    """Each bone's cancellous density as a factor (0.6-1.25) of the image's: bones of one body differ
+    (vertebral bodies denser than the pelvis). In half the images the sacrum and hips get a further
+    0.5-1.0, the fatty marrow of older pelvises (cancellous cores down to 20-100 HU, as osteoporotic
+    vertebrae under 100-110 HU in Pickhardt et al., Ann Intern Med 2013)."""
+    lut = rng.uniform(0.6, 1.25, 256).astype(np.float32)
+    if rng.random() < 0.5:
+        fatty = rng.uniform(0.5, 1.0)
+        for name in ("sacrum", "hip_left", "hip_right", "vertebrae_S1"):
+            if name in idx:
+                lut[idx[name]] *= fatty
+    return lut[ts]
+
+
+def _implants(ts: np.ndarray, idx: dict[str, int], depth: np.ndarray, body: np.ndarray,
+              spacing_zyx: tuple[float, float, float], rng: np.random.Generator,
+              force: bool | None) -> tuple[np.ndarray, list[str]]:
+    """Where metal implants go (a mask) and which kinds: a total hip (the femoral head, neck and a
+    stem down the proximal shaft, and a cup in the acetabulum) per side, and spinal fusion (two
+    screws through the pedicles into each of 2-4 adjacent vertebrae, joined by rods behind them).
+    The bones' labels stay as they are: the implant counts as the bone it replaces, as in
+    TotalSegmentator's references; the rods lie in muscle and stay background."""
+    metal = np.zeros(ts.shape, bool)
+    kinds: list[str] = []
+    if force is False:
+        return metal, kinds
+    sz, sy, sx = spacing_zyx
+    for side in ("left", "right"):
+        femur = ts == idx[f"femur_{side}"]
+        want = rng.random() < HIP_PROSTHESIS_PROBABILITY
+        if not (force or want) or femur.sum() * sz * sy * sx < 20_000:  # 20 ml: the head is in view
+            continue
+        zs = np.nonzero(femur.any(axis=(1, 2)))[0]
+        top = int(zs[-1])  # LPS: z grows toward the head; the top of a femur is its head
+        if top - zs[0] < 50 / sz:
+            continue
+        centre = lambda lo, hi: np.array(ndimage.center_of_mass(femur[lo:hi + 1])) + (lo, 0, 0)
+        head = centre(max(int(zs[0]), top - int(20 / sz)), top)
+        head[0] = top - 22 / sz
+        neck_base = centre(top - int(65 / sz), top - int(55 / sz))
+        ball_mm = rng.uniform(14, 18)
+        implant = _capsule(ts.shape, head, head, ball_mm, spacing_zyx)
+        implant |= _capsule(ts.shape, head, neck_base, rng.uniform(6, 9), spacing_zyx)
+        stem_mm, bottom = rng.uniform(5, 8), max(int(zs[0]), top - int(rng.uniform(140, 200) / sz))
+        points = [centre(z, z) for z in range(top - int(60 / sz), bottom - 1, -max(1, int(10 / sz)))]
+        for a, b in zip([neck_base] + points, points):
+            implant |= _capsule(ts.shape, a, b, stem_mm, spacing_zyx)
+        # the cup replaces the acetabulum's cartilage and some bone: out to 25-30 mm (a native head is ~24 mm)
+        cup = _capsule(ts.shape, head, head, rng.uniform(25, 30), spacing_zyx) & (ts == idx[f"hip_{side}"])
+        metal |= (implant & (femur | (ts == idx[f"hip_{side}"]))) | cup
+        kinds.append(f"hip_prosthesis_{side}")
+    present = [n for n in _FUSED_LEVELS if np.count_nonzero(ts == idx[n]) * sz * sy * sx > 15_000]
+    if present and (force or rng.random() < SPINAL_FUSION_PROBABILITY):
+        count = int(rng.integers(2, 5))
+        start = int(rng.integers(0, max(1, len(present) - count + 1)))
+        offset_mm, radius_mm = rng.uniform(12, 20), rng.uniform(2.5, 3.5)
+        heads = []
+        for name in present[start:start + count]:
+            v = ts == idx[name]
+            zz, yy, xx = np.nonzero(v)
+            cz, cx = zz.mean(), xx.mean()
+            y_front, y_back = yy.min(), yy.max()  # LPS: y grows toward the back
+            y_tip = y_front + 0.3 * (y_back - y_front)
+            for sign in (-1, 1):
+                px = cx + sign * offset_mm / sx
+                screw = v & (np.abs(np.arange(ts.shape[0])[:, None, None] - cz) * sz < radius_mm) \
+                    & (np.abs(np.arange(ts.shape[2])[None, None, :] - px) * sx < radius_mm) \
+                    & (np.arange(ts.shape[1])[None, :, None] >= y_tip)
+                metal |= screw
+                heads.append((cz, y_back + 5 / sy, px, sign))
+        for sign in (-1, 1):
+            pts = sorted((h for h in heads if h[3] == sign), key=lambda h: h[0])
+            for (z0, y0, x0, _), (z1, y1, x1, _) in zip(pts, pts[1:]):  # a rod between screw heads
+                for t in np.linspace(0, 1, max(2, int(abs(z1 - z0)) * 2 + 1)):
+                    z, y, x = z0 + t * (z1 - z0), y0 + t * (y1 - y0), x0 + t * (x1 - x0)
+                    lo = [max(0, int(round(c - r))) for c, r in ((z, 2.5 / sz), (y, 2.5 / sy), (x, 2.5 / sx))]
+                    hi = [int(round(c + r)) + 1 for c, r in ((z, 2.5 / sz), (y, 2.5 / sy), (x, 2.5 / sx))]
+                    metal[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= body[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        kinds.append("spinal_fusion")
+    return metal, kinds
+
+
+def _capsule(shape: tuple[int, ...], a: np.ndarray, b: np.ndarray, radius_mm: float,
+             spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Voxels within ``radius_mm`` of the segment from voxel position ``a`` to ``b`` (a ball when
+    they coincide), computed in their bounding box only."""
+    sp = np.asarray(spacing_zyx, float)
+    pad = radius_mm / sp + 1
+    lo = np.maximum(np.floor(np.minimum(a, b) - pad).astype(int), 0)
+    hi = np.minimum(np.ceil(np.maximum(a, b) + pad).astype(int) + 1, shape)
+    out = np.zeros(shape, bool)
+    if np.any(hi <= lo):
+        return out
+    grid = np.stack(np.meshgrid(*[np.arange(l, h) for l, h in zip(lo, hi)], indexing="ij"), -1) * sp
+    pa, pb = np.asarray(a) * sp, np.asarray(b) * sp
+    d = pb - pa
+    t = np.clip(((grid - pa) @ d) / max(float(d @ d), 1e-9), 0, 1)
+    near = np.linalg.norm(grid - (pa + t[..., None] * d), axis=-1) <= radius_mm
+    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = near
+    return out
 
 
 def _shafts(ts: np.ndarray, idx: dict[str, int]) -> np.ndarray:

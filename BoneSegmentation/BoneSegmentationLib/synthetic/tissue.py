@@ -86,8 +86,12 @@ def depth_mm(labels: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.
     return ndimage.distance_transform_edt(~boundary, sampling=spacing_zyx).astype(np.float32)
 
 
+TRABECULAR_MAX_HU = 450.0
+
+
 def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.random.Generator,
-                long_bone: np.ndarray | None = None, spacing_mm: float = 2.0, thin_cortex: bool = False) -> None:
+                long_bone: np.ndarray | None = None, spacing_mm: float = 2.0, thin_cortex: bool = False,
+                density_scale: np.ndarray | None = None) -> None:
     """Cortical shell (600-1800 HU, 0.8-2.5 mm) over a textured trabecular core whose density runs
     from osteoporotic (60 HU) to dense (400 HU); long-bone shafts get a thick cortex round fatty
     marrow. Partial volume at coarse spacing is left to the caller's blur.
@@ -96,17 +100,21 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
     fills the voxel by its thickness over the spacing, as the scanner averages it: a vertebral body's
     or the sacrum's 0.5 mm cortex in a 2 mm voxel shows as a faint rim over the cancellous core, not
     as the 600+ HU ring the older rule (1.5 x thickness / spacing + 0.3) drew. The procedural phantom
-    keeps the older rule, so its held-out figures stay comparable across models."""
+    keeps the older rule, so its held-out figures stay comparable across models.
+
+    ``density_scale`` (per voxel, the anatomy synthesiser): each bone's cancellous density as a
+    factor of the image's, so that one image holds denser and fattier bones side by side."""
     cortex_mm = rng.uniform(0.4, 2.5) if thin_cortex else rng.uniform(0.8, 2.5)
     cortical = rng.uniform(600, 1800)
     trabecular = rng.uniform(60, 400)
     texture = smooth_field(ct.shape, rng, 1.5) * rng.uniform(20, 80)
     core = bone & (depth > cortex_mm)
-    ct[core] = trabecular + texture[core]
+    local = trabecular if density_scale is None else np.minimum(trabecular * density_scale, TRABECULAR_MAX_HU)
+    ct[core] = (local[core] if density_scale is not None else local) + texture[core]
     shell = bone & ~core
     # a shell thinner than a voxel shows as a weaker rim: blend by the fraction of the voxel it fills
     fill = min(1.0, cortex_mm / spacing_mm) if thin_cortex else min(1.0, 1.5 * cortex_mm / spacing_mm + 0.3)
-    ct[shell] = fill * cortical + (1 - fill) * trabecular
+    ct[shell] = fill * cortical + (1 - fill) * (local[shell] if density_scale is not None else local)
     if long_bone is not None and long_bone.any():
         shaft_cortex = rng.uniform(3.0, 6.0)
         marrow = long_bone & (depth > shaft_cortex)
@@ -220,3 +228,58 @@ def scanner(ct: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[float, 
     noise *= rng.uniform(5, 60) / max(float(noise.std()), 1e-6)
     out += noise
     return np.clip(out, -1024, 3071).astype(np.int16)
+
+
+METAL_IMPLANT_HU = (2500.0, 4000.0)  # cobalt-chrome and titanium implants saturate a 12-bit CT
+
+
+def add_metal_artifacts(ct: np.ndarray, metal: np.ndarray, rng: np.random.Generator,
+                        spacing_zyx: tuple[float, float, float]) -> None:
+    """Streaks round large metal (a prosthesis, spinal screws), slice by slice as a scanner makes them:
+    bright and dark rays through each metal piece that fade with distance, a dark halo beside it
+    (beam hardening), and a dark band between two pieces in one slice (photon starvation, the band
+    between two hip prostheses). Strength grows with the metal's cross-section. The metal itself is
+    left as it is; its labels are the caller's (an implant in a bone keeps the bone's label, as
+    TotalSegmentator labels a hip prosthesis femur)."""
+    slices = np.nonzero(metal.any(axis=(1, 2)))[0]
+    if not len(slices):
+        return
+    sy, sx = spacing_zyx[1], spacing_zyx[2]
+    ny, nx = ct.shape[1:]
+    yy = (np.arange(ny, dtype=np.float32) * sy)[:, None]
+    xx = (np.arange(nx, dtype=np.float32) * sx)[None, :]
+    count = int(rng.integers(6, 17))
+    angles = rng.uniform(0, np.pi, count)
+    amplitudes = np.where(rng.random(count) < 0.6, -1.0, 1.0) * rng.uniform(100, 700, count)
+    width_mm, decay_mm = rng.uniform(0.8, 2.5), rng.uniform(30, 100)
+    halo_hu, band_hu = rng.uniform(50, 300), rng.uniform(150, 600)
+    for z in slices:
+        pieces, n = ndimage.label(metal[z])
+        if n == 0:
+            continue
+        sizes = ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, n + 1)) * sy * sx
+        centres = ndimage.center_of_mass(metal[z], pieces, range(1, n + 1))
+        art = np.zeros((ny, nx), np.float32)
+        big = [(np.array(c) * (sy, sx), a) for c, a in zip(centres, sizes) if a >= 4 * sy * sx]
+        for (cy, cx), area in big:
+            strength = min(1.0, float(np.sqrt(area)) / 15.0)
+            dy, dx = yy - cy, xx - cx
+            r = np.sqrt(dy * dy + dx * dx)
+            fade = np.exp(-r / decay_mm)
+            jitter = rng.normal(0, 0.03, count)
+            for theta, amp in zip(angles + jitter, amplitudes):
+                across = dx * np.sin(theta) - dy * np.cos(theta)
+                art += strength * amp * np.exp(-0.5 * (across / width_mm) ** 2) * fade
+            art -= strength * halo_hu * np.exp(-r / 12.0)
+        for i in range(len(big)):
+            for j in range(i + 1, len(big)):
+                (p, _), (q, _) = big[i], big[j]
+                d = q - p
+                length = float(np.hypot(*d))
+                if length < 1e-3:
+                    continue
+                t = np.clip(((yy - p[0]) * d[0] + (xx - p[1]) * d[1]) / length ** 2, 0, 1)
+                off = np.hypot(yy - (p[0] + t * d[0]), xx - (p[1] + t * d[1]))
+                art -= band_hu * np.exp(-0.5 * (off / rng.uniform(3, 8)) ** 2)
+        keep = ~metal[z]
+        ct[z][keep] += art[keep]
