@@ -6,6 +6,7 @@
     python tools/evaluate_synthetic_views.py --seeds 3200 3201 3202 --fov thorax --phase arterial   # contrast
     python tools/evaluate_synthetic_views.py --seeds 1991 1993 --spacing 0.9 1.0   # thin slices
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --drawn-spacing --stitch 1 2   # finer labels
+    python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov abdomen --implants on   # metal
 
 Each seed is synthesised from the real anatomy (``synthetic/anatomy.py``) with the seeds training
 never uses (1990-1999; 1990 and 1991 are the training's validation images, forced to a whole and a
@@ -13,7 +14,9 @@ clinical-crop view), segmented by the full pipeline with the default options, an
 bone foreground Dice against its labels, by the share of predicted bone given a class the image
 cannot hold (hands, forearms, skull parts, C1-C6: the source body has none of them), and by the
 share of the heart, aorta and venae cavae called bone (as on the real scans), and by the share of
-predicted bone outside the evaluation's body mask that is not true bone (table, air). The real scans
+predicted bone outside the evaluation's body mask that is not true bone (table, air), and, where an
+image holds metal implants (``--implants on``), by the mean Dice of the bones that hold the metal
+(a prosthesis counts as its femur, as in TotalSegmentator's references). The real scans
 of ``../shared/data/real`` are the test set; this is what to develop against.
 """
 
@@ -59,6 +62,20 @@ def score(case: SyntheticCase, labels: sitk.Image) -> tuple[float, float]:
     return dice, np.count_nonzero(~possible[pred]) / max(1, np.count_nonzero(bone))
 
 
+METAL_HU = 2000  # above any bone the synthesiser draws: an implant, or its blurred edge
+
+
+def implanted_bone_dice(case: SyntheticCase, labels: sitk.Image) -> float | None:
+    """Mean Dice of the bones with at least 3 voxels of metal inside (None without implants)."""
+    ct = sitk.GetArrayViewFromImage(case.ct)
+    ref = sitk.GetArrayViewFromImage(case.labels)
+    pred = sitk.GetArrayViewFromImage(labels)
+    values, counts = np.unique(ref[(ct > METAL_HU) & (ref > 0)], return_counts=True)
+    dices = [2 * np.count_nonzero((pred == v) & (ref == v)) / max(1, np.count_nonzero(pred == v) + np.count_nonzero(ref == v))
+             for v, c in zip(values, counts) if c >= 3]
+    return float(np.mean(dices)) if dices else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="bones-phantom-demo")
@@ -71,6 +88,8 @@ def main() -> None:
     ap.add_argument("--fov", choices=FOV_KINDS, default=None,
                     help="force this field of view for every seed (default: drawn; 1990/1991 forced as in training)")
     ap.add_argument("--phase", choices=PHASES, default=None, help="force this contrast phase (default: drawn)")
+    ap.add_argument("--implants", choices=("drawn", "on", "off"), default="drawn",
+                    help="metal implants in the bones: as the synthesiser draws them, in every image, or none")
     ap.add_argument("--stitch", type=int, nargs="+", default=[1], metavar="F",
                     help="shift-and-stitch factors to run each model with, side by side (default: 1, off)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
@@ -89,7 +108,8 @@ def main() -> None:
     rows = [header, "|" + "---|" * (2 + len(names))]
     for seed in args.seeds:
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
-        case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase)
+        case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase,
+                          implants={"drawn": None, "on": True, "off": False}[args.implants])
         cells = []
         outside_body = not_bone_outside_body(case)  # once per image, whatever the number of models
         for seg in segmenters:
@@ -99,8 +119,11 @@ def main() -> None:
                                       sitk.GetArrayViewFromImage(case.source_labels))
             bone = sitk.GetArrayViewFromImage(labels) > 0
             outside = np.count_nonzero(bone & outside_body) / max(1, np.count_nonzero(bone))
-            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %; {100 * outside:.3f} %")
+            implanted = implanted_bone_dice(case, labels)
+            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %; {100 * outside:.3f} %"
+                         + (f"; implanted bones {implanted:.3f}" if implanted is not None else ""))
         view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
+        view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
         rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     print("\n".join(rows))

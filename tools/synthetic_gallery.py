@@ -1,5 +1,5 @@
 """Six images from the anatomy synthesiser side by side, as training sees them: a coronal slice
-through the spine of each, CT on the left half of each panel and its bone labels (bone table
+through the spine of each (through the metal of the last two, abdomens with implants forced on), CT on the left half of each panel and its bone labels (bone table
 colours) on the right. Writes docs/synthetic-gallery.png.
 
     python tools/synthetic_gallery.py [--seeds 2001 2002 ...] [--out docs/synthetic-gallery.png]
@@ -25,12 +25,14 @@ ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anat
 
 
 def coronal(case) -> tuple[np.ndarray, np.ndarray, float]:
-    """The coronal slice through the labelled vertebrae's centre, and the slice's aspect ratio."""
+    """The coronal slice through the metal implants' centre if any, else the labelled vertebrae's,
+    and the slice's aspect ratio."""
     ct = sitk.GetArrayFromImage(case.ct)
     lab = sitk.GetArrayFromImage(case.labels)
     table = default_table()
     spine = np.isin(lab, [b.index for b in table.foreground() if b.region == "spine"])
-    y = int(np.median(np.nonzero(spine)[1])) if spine.any() else ct.shape[1] // 2
+    metal = ct > 2400
+    y = int(np.median(np.nonzero(metal if metal.any() else spine)[1])) if spine.any() or metal.any() else ct.shape[1] // 2
     sx, _, sz = case.ct.GetSpacing()
     return ct[::-1, y, :], lab[::-1, y, :], sz / sx
 
@@ -38,6 +40,8 @@ def coronal(case) -> tuple[np.ndarray, np.ndarray, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs=6, default=[2001, 2002, 2003, 2004, 2005, 2006])
+    ap.add_argument("--with-implants", type=int, default=2, metavar="N",
+                    help="the last N images as abdomens with every metal implant forced on (default 2)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     ap.add_argument("--out", default="docs/synthetic-gallery.png")
     args = ap.parse_args()
@@ -47,13 +51,16 @@ def main() -> None:
         colours[b.index] = np.array(b.rgb) / 255
     fig, axes = plt.subplots(2, 3, figsize=(15, 13))
     for ax, seed in zip(axes.ravel(), args.seeds):
-        case = synthesise(source, seed)
+        forced = seed in args.seeds[len(args.seeds) - args.with_implants:]
+        case = synthesise(source, seed, fov="abdomen", implants=True) if forced else synthesise(source, seed)
         ct, lab, aspect = coronal(case)
         grey = np.clip((ct + 400) / 1600, 0, 1)[..., None].repeat(3, axis=2)
         overlay = np.where((lab > 0)[..., None], 0.35 * grey + 0.65 * colours[lab], grey)
         ax.imshow(np.concatenate([grey, overlay], axis=1), aspect=aspect, interpolation="nearest")
         s = case.spec
-        ax.set_title(f"seed {seed}: {s['phase'].replace('_', ' ')}, {s['fov'].replace('_', ' ')}\n"
+        short = {"hip_prosthesis_left": "left hip", "hip_prosthesis_right": "right hip", "spinal_fusion": "spine"}
+        metal = ("metal: " + ", ".join(short.get(k, k) for k in s["implants"]) + "; ") if s["implants"] else ""
+        ax.set_title(f"seed {seed}: {s['phase'].replace('_', ' ')}, {s['fov'].replace('_', ' ')}\n{metal}"
                      f"{s['spacing_mm'][0]:.1f} x {s['spacing_mm'][2]:.1f} mm, {s['seconds']:.1f} s", fontsize=11)
         ax.axis("off")
     fig.suptitle("Training images synthesised from one real body's labels (CT window -400..1200 HU | bone "
