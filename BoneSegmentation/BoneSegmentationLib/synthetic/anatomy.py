@@ -345,17 +345,25 @@ def _implants(ts: np.ndarray, idx: dict[str, int], depth: np.ndarray, body: np.n
         top = int(zs[-1])  # LPS: z grows toward the head; the top of a femur is its head
         if top - zs[0] < 50 / sz:
             continue
-        centre = lambda lo, hi: np.array(ndimage.center_of_mass(femur[lo:hi + 1])) + (lo, 0, 0)
-        head = centre(max(int(zs[0]), top - int(20 / sz)), top)
+
+        def centre(lo: int, hi: int) -> np.ndarray | None:  # the femur's centre in slices lo..hi
+            part = femur[max(lo, 0):hi + 1]
+            return np.array(ndimage.center_of_mass(part)) + (max(lo, 0), 0, 0) if part.any() else None
+
+        head, neck_base = centre(top - int(20 / sz), top), centre(top - int(65 / sz), top - int(55 / sz))
+        if head is None:
+            continue
         head[0] = top - 22 / sz
-        neck_base = centre(top - int(65 / sz), top - int(55 / sz))
         ball_mm = rng.uniform(14, 18)
         implant = _capsule(ts.shape, head, head, ball_mm, spacing_zyx)
-        implant |= _capsule(ts.shape, head, neck_base, rng.uniform(6, 9), spacing_zyx)
+        neck_mm = rng.uniform(6, 9)
+        if neck_base is not None:
+            implant |= _capsule(ts.shape, head, neck_base, neck_mm, spacing_zyx)
         stem_mm, bottom = rng.uniform(5, 8), max(int(zs[0]), top - int(rng.uniform(140, 200) / sz))
         points = [centre(z, z) for z in range(top - int(60 / sz), bottom - 1, -max(1, int(10 / sz)))]
-        for a, b in zip([neck_base] + points, points):
-            implant |= _capsule(ts.shape, a, b, stem_mm, spacing_zyx)
+        for a, b in zip([neck_base] + points, points):  # a slice without femur breaks the stem there
+            if a is not None and b is not None:
+                implant |= _capsule(ts.shape, a, b, stem_mm, spacing_zyx)
         # the cup replaces the acetabulum's cartilage and some bone: out to 25-30 mm (a native head is ~24 mm)
         cup = _capsule(ts.shape, head, head, rng.uniform(25, 30), spacing_zyx) & (ts == idx[f"hip_{side}"])
         metal |= (implant & (femur | (ts == idx[f"hip_{side}"]))) | cup
