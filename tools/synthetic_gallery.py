@@ -1,6 +1,7 @@
 """Six images from the anatomy synthesiser side by side, as training sees them: a coronal slice
-through the spine of each (through the metal of the last two, abdomens with implants forced on), CT on the left half of each panel and its bone labels (bone table
-colours) on the right. Writes docs/synthetic-gallery.png.
+through the spine of each (through the metal of the last two, abdomens with implants forced on),
+CT on the left half of each panel and its bone labels (bone table colours) on the right. Writes
+docs/synthetic-gallery.png.
 
     python tools/synthetic_gallery.py [--seeds 2001 2002 ...] [--out docs/synthetic-gallery.png]
 """

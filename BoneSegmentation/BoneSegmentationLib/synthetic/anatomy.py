@@ -7,9 +7,10 @@ CC BY 4.0): real bone shapes and their real neighbours (heart and contrast-fille
 spine and ribs, kidneys, bowel) in one body. Per image, drawn from the seed: a random elastic and
 affine deformation (one body becomes many), a field of view (whole, thorax, abdomen or a
 20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an intensity for every
-structure (``tissue.py``; each bone its own cancellous density), a body envelope (a muscle wall, then fat: the source labels no chest
-or abdominal wall muscles), a table, calcifications, metal, blur and noise; now and then a metal
-implant in the bones (a hip prosthesis, spinal screws and rods) with its streaks.
+structure (``tissue.py``; each bone its own cancellous density), a body envelope (a muscle wall,
+then fat: the source labels no chest or abdominal wall muscles), a table, calcifications, metal,
+blur and noise; now and then a metal implant in the bones (a hip prosthesis, spinal screws and
+rods) with its streaks.
 
 Labels: the bones map to the bone table through its TotalSegmentator column (S1 into the
 sacrum). TotalSegmentator's one sternum is split into our three parts along the body axis at
@@ -300,7 +301,7 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     bone = bone_lut[ts] | mask("skull")
     tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s, thin_cortex=True,
                        density_scale=_density_scale(ts, idx, density_rng))
-    metal, kinds = _implants(ts, idx, depth, body, spacing_zyx, implant_rng, implants)
+    metal, kinds = _implants(ts, idx, body, spacing_zyx, implant_rng, implants)
     if kinds:
         ct[metal] = implant_rng.uniform(*tissue.METAL_IMPLANT_HU)
         tissue.add_metal_artifacts(ct, metal, implant_rng, spacing_zyx)
@@ -323,9 +324,8 @@ def _density_scale(ts: np.ndarray, idx: dict[str, int], rng: np.random.Generator
     return lut[ts]
 
 
-def _implants(ts: np.ndarray, idx: dict[str, int], depth: np.ndarray, body: np.ndarray,
-              spacing_zyx: tuple[float, float, float], rng: np.random.Generator,
-              force: bool | None) -> tuple[np.ndarray, list[str]]:
+def _implants(ts: np.ndarray, idx: dict[str, int], body: np.ndarray, spacing_zyx: tuple[float, float, float],
+              rng: np.random.Generator, force: bool | None) -> tuple[np.ndarray, list[str]]:
     """Where metal implants go (a mask) and which kinds: a total hip (the femoral head, neck and a
     stem down the proximal shaft, and a cup in the acetabulum) per side, and spinal fusion (two
     screws through the pedicles into each of 2-4 adjacent vertebrae, joined by rods behind them).

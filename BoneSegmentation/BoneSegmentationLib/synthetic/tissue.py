@@ -108,13 +108,16 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
     cortical = rng.uniform(600, 1800)
     trabecular = rng.uniform(60, 400)
     texture = smooth_field(ct.shape, rng, 1.5) * rng.uniform(20, 80)
+
+    def cancellous(m: np.ndarray) -> float | np.ndarray:  # the cancellous HU in the voxels of m
+        return trabecular if density_scale is None else np.minimum(trabecular * density_scale[m], TRABECULAR_MAX_HU)
+
     core = bone & (depth > cortex_mm)
-    local = trabecular if density_scale is None else np.minimum(trabecular * density_scale, TRABECULAR_MAX_HU)
-    ct[core] = (local[core] if density_scale is not None else local) + texture[core]
+    ct[core] = cancellous(core) + texture[core]
     shell = bone & ~core
     # a shell thinner than a voxel shows as a weaker rim: blend by the fraction of the voxel it fills
     fill = min(1.0, cortex_mm / spacing_mm) if thin_cortex else min(1.0, 1.5 * cortex_mm / spacing_mm + 0.3)
-    ct[shell] = fill * cortical + (1 - fill) * (local[shell] if density_scale is not None else local)
+    ct[shell] = fill * cortical + (1 - fill) * cancellous(shell)
     if long_bone is not None and long_bone.any():
         shaft_cortex = rng.uniform(3.0, 6.0)
         marrow = long_bone & (depth > shaft_cortex)
