@@ -66,7 +66,10 @@ METAL_HU = 2000  # above any bone the synthesiser draws: an implant, or its blur
 
 
 def implanted_bone_dice(case: SyntheticCase, labels: sitk.Image) -> float | None:
-    """Mean Dice of the bones with at least 3 voxels of metal inside (None without implants)."""
+    """Mean Dice of the bones with at least 3 voxels of metal inside (None without implants: a
+    small metal object in soft tissue, blurred into a bone beside it, does not count)."""
+    if not case.spec.get("implants"):
+        return None
     ct = sitk.GetArrayViewFromImage(case.ct)
     ref = sitk.GetArrayViewFromImage(case.labels)
     pred = sitk.GetArrayViewFromImage(labels)
