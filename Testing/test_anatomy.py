@@ -12,7 +12,7 @@ from scipy import ndimage
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.core.totalsegmentator import ts_classes, ts_to_table
 from BoneSegmentationLib.synthetic import tissue
-from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise
+from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, ILIAC_SHIFT_MM, _iliac_height, load_source, synthesise
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 TABLE = default_table()
@@ -234,3 +234,41 @@ def test_each_bone_has_its_own_cancellous_density():
     ct2 = np.zeros(bone.shape, np.float32)
     tissue.render_bone(ct2, bone, depth, np.random.default_rng(3), spacing_mm=2.0, thin_cortex=True, density_scale=with_max)
     assert np.median(ct2[core]) < tissue.TRABECULAR_MAX_HU + 40  # never denser than dense cancellous bone
+
+
+@pytest.mark.parametrize("shift_mm", [-20.0, 20.0])
+def test_iliac_crests_move_against_the_spine_and_the_hip_joints_stay(source, shift_mm):
+    """The articulation that varies where the crests sit against the lumbar vertebrae: the crests
+    rise or fall by the shift, L5, the sacrum's middle and the femoral heads do not move."""
+    grid = sitk.Image([int(s * sp / 4) for s, sp in zip(source.labels.GetSize(), source.labels.GetSpacing())],
+                      sitk.sitkUInt8)
+    grid.SetOrigin(source.labels.GetOrigin())
+    grid.SetSpacing((4.0, 4.0, 4.0))
+    idx = {n: i for i, n in ts_classes().items()}
+    moved = sitk.GetArrayFromImage(sitk.Resample(source.labels, grid, _iliac_height(source, shift_mm),
+                                                 sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    still = sitk.GetArrayFromImage(sitk.Resample(source.labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                                 sitk.sitkUInt8))
+
+    def top_mm(arr, name):
+        return float(np.nonzero((arr == idx[name]).any(axis=(1, 2)))[0].max() * 4.0)
+
+    def centre_mm(arr, name):
+        return float(np.argwhere(arr == idx[name])[:, 0].mean() * 4.0)
+
+    for side in ("hip_left", "hip_right"):
+        assert abs(top_mm(moved, side) - top_mm(still, side) - shift_mm) <= 4.0
+    for name in ("vertebrae_L5", "vertebrae_L3"):
+        assert abs(centre_mm(moved, name) - centre_mm(still, name)) < 0.5
+    for name in ("femur_left", "femur_right"):
+        assert top_mm(moved, name) == top_mm(still, name)
+    mid = int(round((source.pelvis.midline_x - grid.GetOrigin()[0]) / 4.0))
+    sacrum_mid = slice(mid - 4, mid + 5)  # within 16 mm of the midline: untouched
+    assert np.array_equal(moved[..., sacrum_mid] == idx["sacrum"], still[..., sacrum_mid] == idx["sacrum"])
+
+
+def test_the_crests_height_is_drawn_per_image_within_its_range(source):
+    shifts = [synthesise(source, seed, spacing=8.0, fov="abdomen", implants=False).spec["iliac_shift_mm"]
+              for seed in (50, 51, 52)]
+    assert all(abs(v) <= ILIAC_SHIFT_MM for v in shifts) and len(set(shifts)) == 3
+    assert synthesise(source, 50, spacing=8.0, fov="abdomen", deform=0.0).spec["iliac_shift_mm"] == 0.0

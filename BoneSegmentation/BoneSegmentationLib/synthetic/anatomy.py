@@ -5,7 +5,8 @@ label maps work on real scans).
 The source anatomy is TotalSegmentator ground truth (Wasserthal et al., Radiology: AI 2023,
 CC BY 4.0): real bone shapes and their real neighbours (heart and contrast-filled vessels by the
 spine and ribs, kidneys, bowel) in one body. Per image, drawn from the seed: a random elastic and
-affine deformation (one body becomes many), a field of view (whole, thorax, abdomen or a
+affine deformation (one body becomes many), the iliac crests' height against the lumbar spine
+(one body has one; people differ by a vertebra either way), a field of view (whole, thorax, abdomen or a
 20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an intensity for every
 structure (``tissue.py``; each bone its own cancellous density), a body envelope (a muscle wall,
 then fat: the source labels no chest or abdominal wall muscles), a table, calcifications, metal,
@@ -67,6 +68,16 @@ class AnatomySource:
     labels: sitk.Image
     name: str
     level_z_mm: dict[str, float]  # centre height (LPS z) of the vertebrae and femora present
+    pelvis: "PelvisGeometry | None" = None  # where the iliac wings are, for ``_iliac_height``
+
+
+@dataclass(frozen=True)
+class PelvisGeometry:
+    """The heights (LPS z, mm) and the midline that the iliac wings' articulation needs."""
+
+    crest_z: float  # top of the hip bones (the iliac crests)
+    hip_joint_z: float  # top of the femoral heads: the hip joints stay where they are
+    midline_x: float  # the lumbar spine's left-right centre
 
 
 @dataclass
@@ -101,7 +112,20 @@ def _load_cached(path: str) -> AnatomySource:
         if counts.sum() > 50:
             k = float((zs * counts).sum() / counts.sum())
             levels[name] = image.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, k))[2]
-    return AnatomySource(image, Path(path).name, levels)
+    return AnatomySource(image, Path(path).name, levels, _pelvis_geometry(image, arr, names))
+
+
+def _pelvis_geometry(image: sitk.Image, arr: np.ndarray, names: dict[str, int]) -> PelvisGeometry | None:
+    def top_z(*labels: str) -> float | None:
+        rows = np.nonzero(np.isin(arr, [names[n] for n in labels]).any(axis=(1, 2)))[0]
+        return image.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, float(rows.max())))[2] if len(rows) else None
+
+    crest, joint = top_z("hip_left", "hip_right"), top_z("femur_left", "femur_right")
+    lumbar = np.argwhere(np.isin(arr, [names[f"vertebrae_L{i}"] for i in range(1, 6)]))
+    if crest is None or joint is None or not len(lumbar) or crest <= joint:
+        return None
+    x = image.TransformContinuousIndexToPhysicalPoint((float(lumbar[:, 2].mean()), 0.0, 0.0))[0]
+    return PelvisGeometry(crest, joint, x)
 
 
 def _draw_fov(source: AnatomySource, rng: np.random.Generator, spacing_z: float) -> tuple[str, float, float]:
@@ -148,6 +172,46 @@ def _deformation(centre: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng: np.ran
     return sitk.CompositeTransform([affine, bspline])
 
 
+ILIAC_SHIFT_MM = 25.0  # crests up or down against the spine: Tuffier's line from L3/L4 to L5/S1
+ILIAC_SPINE_MM = (30.0, 60.0)  # from the midline: untouched within the first, fully moved beyond the second
+ILIAC_ABOVE_MM = 60.0  # above the crests the shift fades out over this height (the lowest ribs stay)
+
+
+def _iliac_height(source: AnatomySource, shift_mm: float, spacing_mm: float = 4.0) -> sitk.Transform | None:
+    """A displacement (source frame) that raises or lowers the iliac wings by ``shift_mm`` against
+    the lumbar spine, the hip joints and the spine staying put.
+
+    Where the iliac crests sit against the lumbar vertebrae differs between people by about a
+    vertebra either way (the intercrestal line crosses L3/L4 to L5/S1), and with one source body
+    every training image showed the crests 15 mm above L5's centre: a network that takes its
+    lumbar levels from the pelvis then names every lumbar vertebra a part too high or low. The
+    wings are stretched between the hip joints and the crests, shifted at the crests, and the shift
+    fades over ``ILIAC_ABOVE_MM`` above them and towards the midline (``ILIAC_SPINE_MM``), so the
+    spine, the sacrum's middle and the femora keep their places."""
+    pelvis = source.pelvis
+    if pelvis is None or shift_mm == 0:
+        return None
+    src = source.labels
+    lo = np.array(src.GetOrigin())
+    hi = lo + (np.array(src.GetSize()) - 1) * np.array(src.GetSpacing())
+    size = [int(np.ceil((h - l) / spacing_mm)) + 1 for l, h in zip(lo, hi)]
+    x = lo[0] + np.arange(size[0]) * spacing_mm
+    z = lo[2] + np.arange(size[2]) * spacing_mm
+    near, far = ILIAC_SPINE_MM
+    lateral = np.clip((np.abs(x - pelvis.midline_x) - near) / (far - near), 0, 1)
+    lateral = lateral * lateral * (3 - 2 * lateral)  # smoothstep
+    rise = np.clip((z - pelvis.hip_joint_z) / (pelvis.crest_z - pelvis.hip_joint_z), 0, 1)
+    fade = np.clip(1 - (z - pelvis.crest_z) / ILIAC_ABOVE_MM, 0, 1)
+    vertical = np.where(z <= pelvis.crest_z, rise, fade)
+    field = np.zeros((size[2], size[1], size[0], 3))  # sitk array order z, y, x; vectors x, y, z
+    # output point p shows the source at p + d: the crest seen shift_mm higher means d_z = -shift
+    field[..., 2] = -shift_mm * vertical[:, None, None] * lateral[None, None, :]
+    image = sitk.GetImageFromArray(field, isVector=True)
+    image.SetOrigin(tuple(float(v) for v in lo))
+    image.SetSpacing((spacing_mm,) * 3)
+    return sitk.DisplacementFieldTransform(image)
+
+
 def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, float] | None = None,
                fov: str | None = None, phase: str | None = None, deform: float = 1.0,
                table: BoneTable | None = None, implants: bool | None = None) -> SyntheticCase:
@@ -181,6 +245,11 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     hi = np.array([src_hi[0], src_hi[1], z_hi])
     centre = (lo + hi) / 2
     transform = _deformation(centre, lo, hi, rng, deform)
+    pelvis_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x11AC]))
+    iliac_mm = float(pelvis_rng.uniform(-ILIAC_SHIFT_MM, ILIAC_SHIFT_MM)) * deform
+    iliac = _iliac_height(source, iliac_mm)
+    if iliac is not None:  # applied last, in the source's frame
+        transform = sitk.CompositeTransform([iliac, transform])
     size = [int(np.floor((hi[i] - lo[i]) / s)) + 1 for i, s in enumerate((s_xy, s_xy, s_z))]
     grid = sitk.Image(size, sitk.sitkUInt8)
     grid.SetOrigin(tuple(float(v) for v in lo))
@@ -203,7 +272,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     labelled = [b.name for b in table.foreground() if b.name not in unlabelled]
     spec = {"seed": seed, "source": source.name, "fov": kind, "z_mm": [round(z_lo, 1), round(z_hi, 1)],
             "spacing_mm": [s_xy, s_xy, s_z], "phase": phase_.name, "deform": deform,
-            "implants": implant_kinds,
+            "implants": implant_kinds, "iliac_shift_mm": round(iliac_mm, 1) if iliac is not None else 0.0,
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
