@@ -7,6 +7,7 @@
     python tools/evaluate_synthetic_views.py --seeds 1991 1993 --spacing 0.9 1.0   # thin slices
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --drawn-spacing --stitch 1 2   # finer labels
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov abdomen --implants on   # metal
+    python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --iliac-shift -20 0 20   # crests' height
 
 Each seed is synthesised from the real anatomy (``synthetic/anatomy.py``) with the seeds training
 never uses (1990-1999; 1990 and 1991 are the training's validation images, forced to a whole and a
@@ -16,7 +17,9 @@ cannot hold (hands, forearms, skull parts, C1-C6: the source body has none of th
 share of the heart, aorta and venae cavae called bone (as on the real scans), and by the share of
 predicted bone outside the evaluation's body mask that is not true bone (table, air), and, where an
 image holds metal implants (``--implants on``), by the mean Dice of the bones that hold the metal
-(a prosthesis counts as its femur, as in TotalSegmentator's references). The real scans
+(a prosthesis counts as its femur, as in TotalSegmentator's references), and by the median Dice of
+the lumbar vertebrae in view (where the iliac crests sit against the spine, ``--iliac-shift``, moves
+a network that names the lumbar levels from the pelvis). The real scans
 of ``../shared/data/real`` are the test set; this is what to develop against.
 """
 
@@ -79,6 +82,23 @@ def implanted_bone_dice(case: SyntheticCase, labels: sitk.Image) -> float | None
     return float(np.mean(dices)) if dices else None
 
 
+LUMBAR = tuple(f"vertebra_L{i}" for i in range(1, 6))
+
+
+def lumbar_dice(case: SyntheticCase, labels: sitk.Image) -> float | None:
+    """Median Dice of the lumbar vertebrae with at least 50 voxels in the image (None without)."""
+    table = default_table()
+    ref = sitk.GetArrayViewFromImage(case.labels)
+    pred = sitk.GetArrayViewFromImage(labels)
+    dices = []
+    for name in LUMBAR:
+        v = table.by_name(name).index
+        r, p = ref == v, pred == v
+        if np.count_nonzero(r) >= 50:
+            dices.append(2 * np.count_nonzero(r & p) / (np.count_nonzero(r) + np.count_nonzero(p)))
+    return float(np.median(dices)) if dices else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="bones-phantom-demo")
@@ -95,6 +115,9 @@ def main() -> None:
                     help="metal implants in the bones: as the synthesiser draws them, in every image, or none")
     ap.add_argument("--stitch", type=int, nargs="+", default=[1], metavar="F",
                     help="shift-and-stitch factors to run each model with, side by side (default: 1, off)")
+    ap.add_argument("--iliac-shift", type=float, nargs="+", default=[None], metavar="MM",
+                    help="force the iliac crests this many mm above their place against the spine; several: "
+                         "each seed at each (default: drawn)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
     paths = [resolve_model(args.model)] + ([resolve_model(args.baseline)] if args.baseline else [])
@@ -109,10 +132,10 @@ def main() -> None:
               + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"
                            for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
-    for seed in args.seeds:
+    for seed, iliac in ((seed, iliac) for seed in args.seeds for iliac in args.iliac_shift):
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
         case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase,
-                          implants={"drawn": None, "on": True, "off": False}[args.implants])
+                          implants={"drawn": None, "on": True, "off": False}[args.implants], iliac_shift_mm=iliac)
         cells = []
         outside_body = not_bone_outside_body(case)  # once per image, whatever the number of models
         for seg in segmenters:
@@ -123,10 +146,13 @@ def main() -> None:
             bone = sitk.GetArrayViewFromImage(labels) > 0
             outside = np.count_nonzero(bone & outside_body) / max(1, np.count_nonzero(bone))
             implanted = implanted_bone_dice(case, labels)
+            lumbar = lumbar_dice(case, labels)
             cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %; {100 * outside:.3f} %"
-                         + (f"; implanted bones {implanted:.3f}" if implanted is not None else ""))
+                         + (f"; implanted bones {implanted:.3f}" if implanted is not None else "")
+                         + (f"; lumbar {lumbar:.3f}" if lumbar is not None else ""))
         view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
         view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
+        view += f", crests {case.spec['iliac_shift_mm']:+g} mm"
         rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     print("\n".join(rows))

@@ -214,14 +214,17 @@ def _iliac_height(source: AnatomySource, shift_mm: float, spacing_mm: float = 4.
 
 def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, float] | None = None,
                fov: str | None = None, phase: str | None = None, deform: float = 1.0,
-               table: BoneTable | None = None, implants: bool | None = None) -> SyntheticCase:
+               table: BoneTable | None = None, implants: bool | None = None,
+               iliac_shift_mm: float | None = None) -> SyntheticCase:
     """One CT-like image and its bone labels from ``source``; a pure function of the arguments.
 
     ``spacing``: isotropic mm, or (in-plane, slice) mm; default drawn (in-plane 1.6-2.6 mm,
     slices 1.6-5 mm). ``fov``/``phase`` force a field of view or a contrast phase. ``implants``:
     None draws them (a hip prosthesis per side, spinal screws, each now and then), True puts every
     kind the field of view allows, False none. They come from their own random stream, so an image
-    without them is the image the same seed gave before they existed.
+    without them is the image the same seed gave before they existed. ``iliac_shift_mm``: the iliac
+    crests this far above (below, negative) the source body's place against the spine; default
+    drawn (+-``ILIAC_SHIFT_MM``, times ``deform``).
     """
     t0 = time.perf_counter()
     table = table or default_table()
@@ -247,6 +250,8 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     transform = _deformation(centre, lo, hi, rng, deform)
     pelvis_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x11AC]))
     iliac_mm = float(pelvis_rng.uniform(-ILIAC_SHIFT_MM, ILIAC_SHIFT_MM)) * deform
+    if iliac_shift_mm is not None:
+        iliac_mm = float(iliac_shift_mm)
     iliac = _iliac_height(source, iliac_mm)
     if iliac is not None:  # applied last, in the source's frame
         transform = sitk.CompositeTransform([iliac, transform])
