@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from BoneSegmentationLib.core.bones import default_table
+from BoneSegmentationLib.evaluation.metrics import dice_per_class
 from BoneSegmentationLib.evaluation.totalsegmentator import body_mask, bone_in_vessels
 from BoneSegmentationLib.inference.options import InferenceOptions
 from BoneSegmentationLib.inference.segmenter import Segmenter
@@ -89,13 +90,9 @@ def lumbar_dice(case: SyntheticCase, labels: sitk.Image) -> float | None:
     """Median Dice of the lumbar vertebrae with at least 50 voxels in the image (None without)."""
     table = default_table()
     ref = sitk.GetArrayViewFromImage(case.labels)
-    pred = sitk.GetArrayViewFromImage(labels)
-    dices = []
-    for name in LUMBAR:
-        v = table.by_name(name).index
-        r, p = ref == v, pred == v
-        if np.count_nonzero(r) >= 50:
-            dices.append(2 * np.count_nonzero(r & p) / (np.count_nonzero(r) + np.count_nonzero(p)))
+    per_class = dice_per_class(sitk.GetArrayViewFromImage(labels), ref, table.num_classes)
+    counts = np.bincount(ref.ravel(), minlength=table.num_classes)
+    dices = [per_class[i] for i in (table.by_name(name).index for name in LUMBAR) if counts[i] >= 50]
     return float(np.median(dices)) if dices else None
 
 
