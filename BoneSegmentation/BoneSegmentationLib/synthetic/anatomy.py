@@ -195,6 +195,11 @@ def _iliac_height(source: AnatomySource, shift_mm: float, spacing_mm: float = 4.
     src = source.labels
     lo = np.array(src.GetOrigin())
     hi = lo + (np.array(src.GetSize()) - 1) * np.array(src.GetSpacing())
+    # the field only where it moves anything: outside its domain a displacement field moves nothing
+    # (on the whole-source lattice, so that the interpolated field is the same as over all of it)
+    first = max(0.0, np.floor((pelvis.hip_joint_z - lo[2]) / spacing_mm) - 1)
+    last = np.ceil((pelvis.crest_z + ILIAC_ABOVE_MM - lo[2]) / spacing_mm) + 1
+    lo[2], hi[2] = lo[2] + first * spacing_mm, min(hi[2], lo[2] + last * spacing_mm)
     size = [int(np.ceil((h - l) / spacing_mm)) + 1 for l, h in zip(lo, hi)]
     x = lo[0] + np.arange(size[0]) * spacing_mm
     z = lo[2] + np.arange(size[2]) * spacing_mm
