@@ -6,8 +6,8 @@ The source anatomy is TotalSegmentator ground truth (Wasserthal et al., Radiolog
 CC BY 4.0): real bone shapes and their real neighbours (heart and contrast-filled vessels by the
 spine and ribs, kidneys, bowel) in one body. Per image, drawn from the seed: a random elastic and
 affine deformation (one body becomes many), the iliac crests' height against the lumbar spine
-(one body has one; people differ by a vertebra either way), a field of view (whole, thorax, abdomen or a
-20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an intensity for every
+(one body has one; people differ by a vertebra either way), a field of view (whole, thorax,
+abdomen or a 20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an intensity for every
 structure (``tissue.py``; each bone its own cancellous density), a body envelope (a muscle wall,
 then fat: the source labels no chest or abdominal wall muscles), a table, calcifications, metal,
 blur and noise; now and then a metal implant in the bones (a hip prosthesis, spinal screws and
