@@ -272,3 +272,33 @@ def test_the_crests_height_is_drawn_per_image_within_its_range(source):
               for seed in (50, 51, 52)]
     assert all(abs(v) <= ILIAC_SHIFT_MM for v in shifts) and len(set(shifts)) == 3
     assert synthesise(source, 50, spacing=8.0, fov="abdomen", deform=0.0).spec["iliac_shift_mm"] == 0.0
+
+
+def test_bone_density_falls_with_age_as_in_clinical_ct():
+    """``trabecular_for_age``: about 250 HU at 20, the osteoporotic range (under 110 HU) common
+    at 85, never outside the clip; one age's people spread round the mean."""
+    rng = np.random.default_rng(0)
+    young = [tissue.trabecular_for_age(25.0, rng) for _ in range(400)]
+    old = [tissue.trabecular_for_age(85.0, rng) for _ in range(400)]
+    assert 210 < np.mean(young) < 270 and 70 < np.mean(old) < 130
+    assert 25 < np.std(young) < 45 and np.mean(np.array(old) < 110) > 0.4
+    assert min(old + young) >= tissue.TRABECULAR_RANGE_HU[0] and max(old + young) <= tissue.TRABECULAR_RANGE_HU[1]
+
+
+def test_the_image_bone_density_is_drawn_per_body_and_changes_only_the_bones(source):
+    """Each image records its density (and the age it was drawn for); forcing another density
+    changes the cancellous cores and leaves every voxel outside the bones as it was (its own
+    random stream)."""
+    drawn = [synthesise(source, seed, spacing=8.0, fov="abdomen", implants=False).spec for seed in (60, 61, 62)]
+    assert len({d["trabecular_hu"] for d in drawn}) == 3
+    assert all(tissue.TRABECULAR_RANGE_HU[0] <= d["trabecular_hu"] <= tissue.TRABECULAR_RANGE_HU[1] and
+               tissue.AGE_YEARS[0] <= d["age_years"] <= tissue.AGE_YEARS[1] for d in drawn)
+    low, high = (synthesise(source, 60, spacing=4.0, fov="abdomen", deform=0.0, implants=False, trabecular_hu=hu)
+                 for hu in (80.0, 280.0))
+    assert low.spec["trabecular_hu"] == 80.0 and low.spec["age_years"] is None
+    bone = _source_mask_on(low.ct, source, "vertebrae_L3", "vertebrae_L4")
+    core = ndimage.binary_erosion(bone, iterations=2)
+    a_low, a_high = sitk.GetArrayFromImage(low.ct), sitk.GetArrayFromImage(high.ct)
+    assert np.median(a_high[core] - a_low[core]) > 100  # 200 HU times the bones' own factors (0.6-1.25)
+    far = ~ndimage.binary_dilation(sitk.GetArrayViewFromImage(low.labels) > 0, iterations=3)
+    assert np.array_equal(a_low[far], a_high[far])

@@ -8,6 +8,7 @@
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --drawn-spacing --stitch 1 2   # finer labels
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov abdomen --implants on   # metal
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --iliac-shift -20 0 20   # crests' height
+    python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --trabecular-hu 80 160 260   # density
 
 Each seed is synthesised from the real anatomy (``synthetic/anatomy.py``) with the seeds training
 never uses (1990-1999; 1990 and 1991 are the training's validation images, forced to a whole and a
@@ -19,7 +20,9 @@ predicted bone outside the evaluation's body mask that is not true bone (table, 
 image holds metal implants (``--implants on``), by the mean Dice of the bones that hold the metal
 (a prosthesis counts as its femur, as in TotalSegmentator's references), and by the median Dice of
 the lumbar vertebrae in view (where the iliac crests sit against the spine, ``--iliac-shift``, moves
-a network that names the lumbar levels from the pelvis). The real scans
+a network that names the lumbar levels from the pelvis), and, with ``--trabecular-hu``, at
+forced bone densities (the synthesiser draws one per body for an age, ``tissue.trabecular_for_age``).
+The real scans
 of ``../shared/data/real`` are the test set; this is what to develop against.
 """
 
@@ -115,6 +118,9 @@ def main() -> None:
     ap.add_argument("--iliac-shift", type=float, nargs="+", default=[None], metavar="MM",
                     help="force the iliac crests this many mm above their place against the spine; several: "
                          "each seed at each (default: drawn)")
+    ap.add_argument("--trabecular-hu", type=float, nargs="+", default=[None], metavar="HU",
+                    help="force the body's vertebral cancellous density (each bone its own factor of it); several: "
+                         "each seed at each (default: drawn for an age)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
     paths = [resolve_model(args.model)] + ([resolve_model(args.baseline)] if args.baseline else [])
@@ -129,10 +135,12 @@ def main() -> None:
               + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"
                            for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
-    for seed, iliac in ((seed, iliac) for seed in args.seeds for iliac in args.iliac_shift):
+    for seed, iliac, density in ((seed, iliac, density) for seed in args.seeds for iliac in args.iliac_shift
+                                 for density in args.trabecular_hu):
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
         case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase,
-                          implants={"drawn": None, "on": True, "off": False}[args.implants], iliac_shift_mm=iliac)
+                          implants={"drawn": None, "on": True, "off": False}[args.implants], iliac_shift_mm=iliac,
+                          trabecular_hu=density)
         cells = []
         outside_body = not_bone_outside_body(case)  # once per image, whatever the number of models
         for seg in segmenters:
@@ -149,7 +157,7 @@ def main() -> None:
                          + (f"; lumbar {lumbar:.3f}" if lumbar is not None else ""))
         view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
         view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
-        view += f", crests {case.spec['iliac_shift_mm']:+g} mm"
+        view += f", crests {case.spec['iliac_shift_mm']:+g} mm, cancellous {case.spec['trabecular_hu']:g} HU"
         rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     print("\n".join(rows))

@@ -61,7 +61,8 @@ def main() -> None:
         s = case.spec
         short = {"hip_prosthesis_left": "left hip", "hip_prosthesis_right": "right hip", "spinal_fusion": "spine"}
         metal = ("metal: " + ", ".join(short.get(k, k) for k in s["implants"]) + "; ") if s["implants"] else ""
-        ax.set_title(f"seed {seed}: {s['phase'].replace('_', ' ')}, {s['fov'].replace('_', ' ')}\n{metal}"
+        ax.set_title(f"seed {seed}: {s['phase'].replace('_', ' ')}, {s['fov'].replace('_', ' ')}, "
+                     f"bone {s['trabecular_hu']:.0f} HU\n{metal}"
                      f"{s['spacing_mm'][0]:.1f} x {s['spacing_mm'][2]:.1f} mm, {s['seconds']:.1f} s", fontsize=11)
         ax.axis("off")
     fig.suptitle("Training images synthesised from one real body's labels (CT window -400..1200 HU | bone "

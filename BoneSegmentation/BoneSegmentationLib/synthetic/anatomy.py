@@ -7,11 +7,11 @@ CC BY 4.0): real bone shapes and their real neighbours (heart and contrast-fille
 spine and ribs, kidneys, bowel) in one body. Per image, drawn from the seed: a random elastic and
 affine deformation (one body becomes many), the iliac crests' height against the lumbar spine
 (one body has one; people differ by a vertebra either way), a field of view (whole, thorax,
-abdomen or a 20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an intensity for every
-structure (``tissue.py``; each bone its own cancellous density), a body envelope (a muscle wall,
-then fat: the source labels no chest or abdominal wall muscles), a table, calcifications, metal,
-blur and noise; now and then a metal implant in the bones (a hip prosthesis, spinal screws and
-rods) with its streaks.
+abdomen or a 20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an
+intensity for every structure (``tissue.py``; a bone density for an age, each bone its own share
+of it), a body envelope (a muscle wall, then fat: the source labels no chest or abdominal wall
+muscles), a table, calcifications, metal, blur and noise; now and then a metal implant in the
+bones (a hip prosthesis, spinal screws and rods) with its streaks.
 
 Labels: the bones map to the bone table through its TotalSegmentator column (S1 into the
 sacrum). TotalSegmentator's one sternum is split into our three parts along the body axis at
@@ -221,7 +221,7 @@ def _iliac_height(source: AnatomySource, shift_mm: float, spacing_mm: float = 4.
 def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, float] | None = None,
                fov: str | None = None, phase: str | None = None, deform: float = 1.0,
                table: BoneTable | None = None, implants: bool | None = None,
-               iliac_shift_mm: float | None = None) -> SyntheticCase:
+               iliac_shift_mm: float | None = None, trabecular_hu: float | None = None) -> SyntheticCase:
     """One CT-like image and its bone labels from ``source``; a pure function of the arguments.
 
     ``spacing``: isotropic mm, or (in-plane, slice) mm; default drawn (in-plane 1.6-2.6 mm,
@@ -230,7 +230,8 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     kind the field of view allows, False none. They come from their own random stream, so an image
     without them is the image the same seed gave before they existed. ``iliac_shift_mm``: the iliac
     crests this far above (below, negative) the source body's place against the spine; default
-    drawn (+-``ILIAC_SHIFT_MM``, times ``deform``).
+    drawn (+-``ILIAC_SHIFT_MM``, times ``deform``). ``trabecular_hu``: the body's vertebral
+    cancellous density; default drawn for an age of ``tissue.AGE_YEARS`` (its own random stream).
     """
     t0 = time.perf_counter()
     table = table or default_table()
@@ -271,7 +272,10 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     phase_ = tissue.draw_phase(rng, phase)
     implant_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A7]))
     density_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE5]))
-    ct, implant_kinds = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng)
+    age_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA6E]))
+    age = float(age_rng.uniform(*tissue.AGE_YEARS))
+    trabecular = tissue.trabecular_for_age(age, age_rng) if trabecular_hu is None else float(trabecular_hu)
+    ct, implant_kinds = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng, trabecular)
     labels = _bone_labels(ts, table)
     if rng.random() < 0.15:  # a reconstruction circle smaller than the body: arms cut off
         _circle_fov(ct, labels, rng)
@@ -284,6 +288,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     spec = {"seed": seed, "source": source.name, "fov": kind, "z_mm": [round(z_lo, 1), round(z_hi, 1)],
             "spacing_mm": [s_xy, s_xy, s_z], "phase": phase_.name, "deform": deform,
             "implants": implant_kinds, "iliac_shift_mm": round(iliac_mm, 1) if iliac is not None else 0.0,
+            "trabecular_hu": round(trabecular, 1), "age_years": round(age, 1) if trabecular_hu is None else None,
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
@@ -300,7 +305,8 @@ def _forced_fov(source: AnatomySource, kind: str, rng: np.random.Generator, s_z:
 
 def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhase,
             spacing_zyx: tuple[float, float, float], implant_rng: np.random.Generator,
-            implants: bool | None, density_rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+            implants: bool | None, density_rng: np.random.Generator, trabecular_hu: float
+            ) -> tuple[np.ndarray, list[str]]:
     """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges), and
     the kinds of metal implant drawn into it."""
     idx = {name: i for i, name in ts_classes().items()}
@@ -380,7 +386,7 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     bone_lut[np.nonzero(ts_to_table())[0]] = True
     bone = bone_lut[ts] | mask("skull")
     tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s, thin_cortex=True,
-                       density_scale=_density_scale(ts, idx, density_rng))
+                       density_scale=_density_scale(ts, idx, density_rng), trabecular_hu=trabecular_hu)
     metal, kinds = _implants(ts, idx, body, spacing_zyx, implant_rng, implants)
     if kinds:
         ct[metal] = implant_rng.uniform(*tissue.METAL_IMPLANT_HU)

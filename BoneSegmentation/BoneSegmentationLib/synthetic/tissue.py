@@ -87,11 +87,28 @@ def depth_mm(labels: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.
 
 
 TRABECULAR_MAX_HU = 450.0
+#: Adult ages the anatomy synthesiser draws a body's bone density for (a clinical CT population)
+AGE_YEARS = (20.0, 90.0)
+#: Vertebral trabecular attenuation at 20 and its fall per year, and the spread between people of
+#: one age: about 250 HU young, 2-2.5 HU less a year, so about 110-150 HU at 70 and under 110 HU
+#: (the osteoporotic range) in many of the old (Pickhardt et al., Ann Intern Med 2013; Jang et
+#: al., Radiology 2019).
+TRABECULAR_AT_20_HU, TRABECULAR_HU_PER_YEAR, TRABECULAR_SPREAD_HU = 250.0, 2.3, 35.0
+TRABECULAR_RANGE_HU = (40.0, 380.0)
+
+
+def trabecular_for_age(age_years: float, rng: np.random.Generator) -> float:
+    """A body's vertebral cancellous HU at ``age_years``: the population's fall with age plus one
+    person's spread. The anatomy synthesiser draws the age: a uniform 60-400 HU put half of its
+    images above 230 HU, denser than most people who are scanned (bones of 70-150 HU went unseen
+    on a real abdomen, see docs/real-ct-training.md "Bone density by age")."""
+    mean = TRABECULAR_AT_20_HU - TRABECULAR_HU_PER_YEAR * (age_years - 20.0)
+    return float(np.clip(mean + rng.normal(0.0, TRABECULAR_SPREAD_HU), *TRABECULAR_RANGE_HU))
 
 
 def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.random.Generator,
                 long_bone: np.ndarray | None = None, spacing_mm: float = 2.0, thin_cortex: bool = False,
-                density_scale: np.ndarray | None = None) -> None:
+                density_scale: np.ndarray | None = None, trabecular_hu: float | None = None) -> None:
     """Cortical shell (600-1800 HU, 0.8-2.5 mm) over a textured trabecular core whose density runs
     from osteoporotic (60 HU) to dense (400 HU); long-bone shafts get a thick cortex round fatty
     marrow. Partial volume at coarse spacing is left to the caller's blur.
@@ -103,10 +120,14 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
     keeps the older rule, so its held-out figures stay comparable across models.
 
     ``density_scale`` (per voxel, the anatomy synthesiser): each bone's cancellous density as a
-    factor of the image's, so that one image holds denser and fattier bones side by side."""
+    factor of the image's, so that one image holds denser and fattier bones side by side.
+    ``trabecular_hu``: the image's cancellous density, drawn by the caller (``trabecular_for_age``)
+    instead of uniformly here; the uniform draw is still taken, so every other draw stays as it was."""
     cortex_mm = rng.uniform(0.4, 2.5) if thin_cortex else rng.uniform(0.8, 2.5)
     cortical = rng.uniform(600, 1800)
     trabecular = rng.uniform(60, 400)
+    if trabecular_hu is not None:
+        trabecular = float(trabecular_hu)
     texture = smooth_field(ct.shape, rng, 1.5) * rng.uniform(20, 80)
 
     def cancellous(m: np.ndarray) -> float | np.ndarray:  # the cancellous HU in the voxels of m
