@@ -29,6 +29,7 @@ of ``../shared/data/real`` are the test set; this is what to develop against.
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +136,7 @@ def main() -> None:
               + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"
                            for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
-    for seed, iliac, density in ((seed, iliac, density) for seed in args.seeds for iliac in args.iliac_shift
-                                 for density in args.trabecular_hu):
+    for seed, iliac, density in itertools.product(args.seeds, args.iliac_shift, args.trabecular_hu):
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
         case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase,
                           implants={"drawn": None, "on": True, "off": False}[args.implants], iliac_shift_mm=iliac,
