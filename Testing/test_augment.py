@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from BoneSegmentationLib.training.augment import GAMMA_RANGE, augment, augment_intensity
+from BoneSegmentationLib.training.augment import (FADE_RANGE, GAMMA_RANGE, SOFT_TISSUE, augment, augment_intensity,
+                                                  fade_bone_cores)
 
 
 def _patch(label: int = 7, size: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,3 +77,27 @@ def test_lower_resolution_blurs_an_edge_and_noise_has_the_drawn_size():
     stds = [float(augment_intensity(flat, torch.Generator().manual_seed(s), p_gamma=0, p_low_resolution=0,
                                     p_noise=1).std()) for s in range(10)]
     assert 0 < max(stds) <= 0.05 * 1.1
+
+
+def test_fading_bone_cores_keeps_the_shell_and_everything_outside_the_bone():
+    """A faded patch: the core of a bone block moves toward soft tissue by the drawn factor, its
+    one-voxel rim and every voxel outside the bone are untouched; with share 0 nothing is drawn."""
+    image = torch.full((1, 1, 12, 12, 12), -0.1)
+    labels = torch.zeros((1, 12, 12, 12), dtype=torch.long)
+    labels[:, 3:9, 3:9, 3:9] = 7
+    image[:, :, 3:9, 3:9, 3:9] = 0.8  # cortex
+    image[:, :, 4:8, 4:8, 4:8] = 0.3  # core, 300 HU
+    out = fade_bone_cores(image, labels, torch.Generator().manual_seed(0), share=1.0)
+    core = torch.zeros_like(image, dtype=torch.bool)
+    core[:, :, 4:8, 4:8, 4:8] = True
+    assert torch.equal(out[~core], image[~core])
+    factor = (out[core] - SOFT_TISSUE) / (0.3 - SOFT_TISSUE)
+    assert torch.allclose(factor, factor[0].expand_as(factor)) and FADE_RANGE[0] <= float(factor[0]) <= FADE_RANGE[1]
+    assert float(factor[0]) < 1.0
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    assert torch.equal(augment(image, labels, gen, intensity=False)[0],
+                       augment(image, labels, torch.Generator().manual_seed(5), intensity=False, fade_share=0.0)[0])
+    gen.set_state(state)
+    never = fade_bone_cores(image, labels, gen, share=1e-9)
+    assert torch.equal(never, image) and not torch.equal(gen.get_state(), state)  # drawn, not applied

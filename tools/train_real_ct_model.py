@@ -115,6 +115,9 @@ def main() -> None:
     ap.add_argument("--hard-negative-share", type=float, default=0.0,
                     help=f"share of patches centred on background brighter than {TrainConfig.hard_negative_hu:g} HU "
                          "(contrast-filled vessels, oral contrast, calcified cartilage, table, metal), away from bone")
+    ap.add_argument("--bone-fade-share", type=float, default=0.0,
+                    help="share of patches whose bone cores are faded toward soft tissue (osteoporotic bone; "
+                         "augment.fade_bone_cores); 0, the default, draws nothing (earlier runs resume unchanged)")
     ap.add_argument("--antialias", action="store_true",
                     help="smooth each image before sampling it at model spacing (preprocess.antialias), so that "
                          "thin-slice and thick-slice scans look alike to the network; recorded in the model, whose "
@@ -173,7 +176,8 @@ def main() -> None:
         seed=args.seed,
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
-        hard_negative_share=args.hard_negative_share, antialias=smooth, device=args.device,
+        hard_negative_share=args.hard_negative_share, bone_fade_share=args.bone_fade_share, antialias=smooth,
+        device=args.device,
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
                           + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "") +
                           f"{args.phantoms} phantoms with surroundings (1001..), {args.plain_phantoms} plain "

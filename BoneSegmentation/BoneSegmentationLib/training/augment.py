@@ -3,7 +3,8 @@ random affine (rotation, scale) plus a smooth elastic displacement applied with 
 ``grid_sample`` (trilinear for the CT, nearest for the labels), then intensity changes in the
 spirit of nnU-Net's: contrast and brightness always; now and then a gamma curve, a coarser
 resolution, and Gaussian noise, so that the network cannot lean on the exact grey values and
-sharpness of the synthesised images. No MixUp (the paper found it harmful).
+sharpness of the synthesised images. No MixUp (the paper found it harmful). Opt-in, the cores of
+the bones faded toward soft tissue (``fade_bone_cores``): osteoporotic bone, whose cortex stays.
 
 Where the rotation reaches past the patch, the CT and the labels both repeat the patch's border:
 the labels used to be padded with background there while the CT repeated its border, so bone
@@ -26,6 +27,19 @@ DESCRIPTION = ("rotation +-10 deg, scale +-10 %, elastic; contrast x0.85-1.15, b
                "labels repeat the patch border as the CT does")
 
 
+#: Soft tissue in the normalised image (40 HU): where a faded bone core tends.
+SOFT_TISSUE = 0.04
+
+#: The range of the factor a faded core keeps of its density above soft tissue.
+FADE_RANGE = (0.3, 1.0)
+
+
+def fade_description(share: float) -> str:
+    """``fade_bone_cores`` in words, for the model's metadata."""
+    return (f"bone cores (bone voxels with bone all round) faded toward 40 HU, keeping x{FADE_RANGE[0]:g}-"
+            f"{FADE_RANGE[1]:g} of their density above it (p {share:g})")
+
+
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
     a, b, c = angles
     rx = torch.tensor([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
@@ -40,8 +54,10 @@ def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
 
 def augment(image: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, max_rotation_deg: float = 10,
             scale_range: float = 0.1, elastic_strength: float = 0.03, elastic_grid: int = 4,
-            intensity: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``image`` (1, 1, D, H, W) float, ``labels`` (1, D, H, W) int64 -> augmented copies."""
+            intensity: bool = True, fade_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``image`` (1, 1, D, H, W) float, ``labels`` (1, D, H, W) int64 -> augmented copies.
+    ``fade_share``: the share of patches whose bone cores ``fade_bone_cores`` fades (0: none, and
+    no draw made, so the random stream of runs without it is unchanged)."""
     device = image.device
     angles = (torch.rand(3, generator=gen) * 2 - 1) * math.radians(max_rotation_deg)
     scale = 1 + (torch.rand(1, generator=gen).item() * 2 - 1) * scale_range
@@ -55,9 +71,28 @@ def augment(image: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, max
     out_img = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
     out_lab = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="border",
                             align_corners=False)[:, 0].long()
+    if fade_share > 0:
+        out_img = fade_bone_cores(out_img, out_lab, gen, fade_share)
     if intensity:
         out_img = augment_intensity(out_img, gen)
     return out_img, out_lab
+
+
+def fade_bone_cores(image: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:
+    """With probability ``share``, the bone voxels whose 26 neighbours are all bone moved toward
+    soft tissue, keeping a factor drawn from ``FADE_RANGE`` of their density above it.
+
+    Why: an old patient's cancellous bone is barely denser than muscle (a lumbar body's core near
+    100 HU, a sacrum's near 70) while the cortex round it stays; a network that learned bone as
+    "bright" calls such cores background. The shell is kept, so the cue left is the real one: a
+    thin bright rim round a faint core. Both draws are made whenever ``share`` > 0."""
+    use, keep = _uniform(gen, 0, 1) < share, _uniform(gen, *FADE_RANGE)
+    if not use:
+        return image
+    bone = (labels > 0)[:, None].to(image.dtype)
+    core = -F.max_pool3d(-bone, 3, stride=1, padding=1) > 0.5  # an erosion: the patch's edge does not erode
+    faded = SOFT_TISSUE + (image - SOFT_TISSUE) * keep
+    return torch.where(core, faded, image)
 
 
 def augment_intensity(image: torch.Tensor, gen: torch.Generator, p_gamma: float = 0.3,

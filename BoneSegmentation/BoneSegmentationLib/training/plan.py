@@ -41,6 +41,7 @@ class TrainConfig:
     group_weights: dict = field(default_factory=dict)  # share of patches per Case.group (empty: balanced over all)
     hard_negative_share: float = 0.0  # share of patches centred on bright background (sampling.py)
     hard_negative_hu: float = 150.0  # what counts as bright: above soft tissue, below contrast, calcium, metal
+    bone_fade_share: float = 0.0  # share of patches whose bone cores are faded (augment.fade_bone_cores)
     antialias: bool = False  # the cases were smoothed before sampling at model spacing (recorded in the model)
 
 

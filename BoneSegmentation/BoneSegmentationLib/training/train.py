@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
-from .augment import DESCRIPTION as AUGMENTATION, augment
+from .augment import DESCRIPTION as AUGMENTATION, augment, fade_description
 from ..core.bones import default_table
 from ..evaluation.metrics import dice_per_class
 from ..core.labelmaps import label_counts
@@ -193,7 +193,7 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
         x = torch.from_numpy(img)[None, None].to(device)
         y = torch.from_numpy(lab.astype(np.int64))[None].to(device)
         if cfg.augment:
-            x, y = augment(x, y, gen)
+            x, y = augment(x, y, gen, fade_share=cfg.bone_fade_share)
         labelled = None if case.labelled is None else torch.from_numpy(case.labelled)
         loss = sparse_ce_dice(model(x), y, labelled)
         optim.zero_grad(set_to_none=True)
@@ -307,7 +307,8 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
                 "date": _dt.date.today().isoformat(), "code_version": __version__,
                 "sampling": cfg.sampling + (f", {cfg.hard_negative_share:g} of patches centred on background brighter "
                                             f"than {cfg.hard_negative_hu:g} HU" if cfg.hard_negative_share else ""),
-                "augmentation": AUGMENTATION if cfg.augment else "none",
+                "augmentation": (AUGMENTATION + (f"; {fade_description(cfg.bone_fade_share)}" if cfg.bone_fade_share
+                                                 else "")) if cfg.augment else "none",
                 "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1",
                 "loss": "cross-entropy + soft Dice over all classes, no numerator smooth", "parent_model": _describe_parent(cfg.init_model), **cfg.extra}
     mirror = can_mirror(default_table().names())
