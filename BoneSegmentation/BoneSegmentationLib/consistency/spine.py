@@ -9,13 +9,17 @@ scores the fraction of its voxels the network gave that level (and, at half weig
 fraction of the rib voxels it meets that carry rib number k for Tk), gaps in the levels cost and are
 allowed only where the distance shows one, and anatomical anchors in view outweigh the network:
 C1 touches the skull above it, C2's dens rises into C1, T1-T12 carry ribs and L1-L5 do not, the sacrum
-meets the hip bones. With no anchor in view (a mid-thoracic slab), the sequence is applied only
-when most of the column already agrees with it (``DECISIVE``): when the network split its votes
-between two offsets, its labels are kept rather than replaced by a guess.
+meets the hip bones. When the top two units both touch the skull, the column is also decoded
+without the top one (the skull's base labelled C1), and that reading wins when it scores more by
+over one vertebra's evidence: the piece goes back to the skull. With no anchor in view (a
+mid-thoracic slab), the sequence is applied only when most of the column already agrees with it
+(``DECISIVE``): when the network split its votes between two offsets, its labels are kept rather
+than replaced by a guess.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -44,6 +48,7 @@ OFF_COLUMN_MM = 25.0  # a vertebra piece further than this from every other one 
 ISOLATED_PITCHES = 3.0
 SKULL_MM = 16.0  # C1 sits below the occipital condyles, closer than one cervical vertebra
 RIB_VOTE_WEIGHT = 0.5  # the numbers of the ribs a vertebra meets, against its own labels' 1.0
+SKULL_BASE_COST = 1.0  # calling the top unit skull instead of C1 costs one vertebra's evidence
 DECISIVE = 0.6  # without an anchor, renumber only when this share of the column already agrees
 GAP_COST = 1.0  # per level skipped (one vertebra's full evidence)
 GAP_ROOM = 0.75
@@ -164,12 +169,17 @@ def _off_column(units: list[Vertebra], grid: Grid, shape: tuple[int, ...]) -> li
 def _isolated(units: list[Vertebra]) -> list[bool]:
     """Units apart from the column (a vertebra label inside the skull or the pelvis): the ordered
     units are cut where the gap in height exceeds ``ISOLATED_PITCHES`` pitches, and only the run
-    holding most voxels is the column."""
+    holding most voxels is the column. The pitch is measured between units of a vertebra's size:
+    specks a few voxels apart (not folded yet) made it a few millimetres, and the sacrum, 55 mm
+    below L5 by its centre, was cut off as "isolated"."""
     if len(units) < 3:
         return [False] * len(units)
     z = np.array([u.centre[2] for u in units])
     gaps = np.abs(np.diff(z))
-    pitch = float(np.median(gaps)) or 1.0
+    sizes = np.array([u.size for u in units], float)
+    whole = sizes >= SPECK_FRACTION * np.median(sizes[sizes >= np.median(sizes)])
+    pitch = float(np.median(np.abs(np.diff(z[whole])))) if whole.sum() >= 3 else float(np.median(gaps))
+    pitch = pitch or 1.0
     run = np.r_[0, np.cumsum(gaps > ISOLATED_PITCHES * pitch)]
     weight = np.bincount(run, weights=[u.size for u in units])
     return list(run != int(np.argmax(weight)))
@@ -258,11 +268,12 @@ def _touching(unit: Vertebra, labels: np.ndarray, indices: np.ndarray, iteration
 
 
 def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTable, min_rib_voxels: int,
-            skull_reach: int) -> bool:
+            skull_reach: int, big: float | None = None) -> bool:
     """Attach the anatomical anchors in view to the units (bonuses added by ``decode``);
-    ``skull_reach``: voxels between C1 and the skull that still count as touching. True when an
-    anchor fixes a level absolutely (skull, sacrum, or the end of the rib-bearing vertebrae in view)."""
-    big = 2.0 * len(units) + 4.0
+    ``skull_reach``: voxels between C1 and the skull that still count as touching; ``big``: the bonus
+    of a hard anchor (default: more than every vote together). True when an anchor fixes a level
+    absolutely (skull, sacrum, or the end of the rib-bearing vertebrae in view)."""
+    big = 2.0 * len(units) + 4.0 if big is None else big
     idx = {b.name: b.index for b in table.foreground()}
     ribs = np.array([b.index for b in table.foreground() if b.name.startswith("rib_")])
     rib_numbers = [int(table[i].name.rsplit("_", 1)[1]) for i in ribs]
@@ -306,9 +317,14 @@ def _centre_z(labels: np.ndarray, index: int, grid: Grid) -> float:
 
 def decode(units: list[Vertebra]) -> list[int]:
     """Consecutive levels for the ordered vertebrae that agree best with their votes and anchors."""
+    return _decode(units)[0]
+
+
+def _decode(units: list[Vertebra]) -> tuple[list[int], float]:
+    """``decode``'s levels and their total score (votes and anchors met, gaps paid)."""
     n_levels = len(LEVELS)
     if not units:
-        return []
+        return [], 0.0
     median_size = float(np.median([u.size for u in units]))
     gaps = [float(np.linalg.norm(units[i + 1].centre - units[i].centre)) for i in range(len(units) - 1)]
     score = np.zeros((len(units), n_levels))
@@ -337,7 +353,18 @@ def decode(units: list[Vertebra]) -> list[int]:
     levels = [int(np.argmax(best[-1]))]
     for k in range(len(units) - 1, 0, -1):
         levels.append(int(back[k, levels[-1]]))
-    return levels[::-1]
+    return levels[::-1], float(best[-1].max())
+
+
+def _fit_levels(units: list[Vertebra]) -> list[Vertebra]:
+    """More units than levels: the smallest folds into its nearer neighbour until they fit."""
+    while len(units) > len(LEVELS):
+        k = int(np.argmin([u.size for u in units]))
+        j = k - 1 if k == len(units) - 1 or (k > 0 and abs(units[k - 1].centre[2] - units[k].centre[2])
+                                              < abs(units[k + 1].centre[2] - units[k].centre[2])) else k + 1
+        merged = _merge(units[min(j, k)], units[max(j, k)], None, None)
+        units = units[:min(j, k)] + [merged] + units[max(j, k) + 1:]
+    return units
 
 
 def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: ConsistencyReport) -> Optional[SpineResult]:
@@ -359,20 +386,28 @@ def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: Consis
     hips = np.array([table.by_name(n).index for n in ("hip_left", "hip_right")])
     units = _split_doubles(units, labels, grid, level_of, hips)
     units.sort(key=lambda u: -u.centre[2])
-    while len(units) > len(LEVELS):  # more pieces than levels: fold the smallest into a neighbour
-        k = int(np.argmin([u.size for u in units]))
-        j = k - 1 if k == len(units) - 1 or (k > 0 and abs(units[k - 1].centre[2] - units[k].centre[2])
-                                              < abs(units[k + 1].centre[2] - units[k].centre[2])) else k + 1
-        merged = _merge(units[min(j, k)], units[max(j, k)], labels, grid)
-        units = units[:min(j, k)] + [merged] + units[max(j, k) + 1:]
     min_rib = max(3, int(round(0.05 / grid.voxel_ml)))  # a few voxels of rib, at least 0.05 ml
     skull_reach = max(1, int(np.ceil(SKULL_MM / grid.voxel_mm)))
     cranium = np.array([table.by_name("cranium").index])
     while len(units) > 1 and units[0].size < PARTIAL_FRACTION * units[1].size \
             and _touching(units[0], labels, cranium, skull_reach).sum():  # a fragment at the skull base is not C1
         units = [_merge(units[0], units[1], labels, grid)] + units[2:]
-    anchored = _anchor(units, labels, grid, table, min_rib, skull_reach)
-    levels = decode(units)
+    skull_base = None
+    if len(units) > 2 and all(_touching(u, labels, cranium, skull_reach).sum() for u in units[:2]):
+        skull_base = _fit_levels([copy.deepcopy(u) for u in units[1:]])  # copies: _anchor adds to units
+    units = _fit_levels(units)
+    big = 2.0 * len(units) + 4.0
+    anchored = _anchor(units, labels, grid, table, min_rib, skull_reach, big)
+    levels, score = _decode(units)
+    if skull_base is not None:  # the top unit may be the skull's base labelled C1 (two units at the skull)
+        skull_anchored = _anchor(skull_base, labels, grid, table, min_rib, skull_reach, big)
+        base_levels, base_score = _decode(skull_base)
+        if base_score - SKULL_BASE_COST > score:
+            base = units[0]
+            labels.reshape(-1)[base.voxels] = cranium[0]
+            report.add("cranium", "fragment", f"took a piece labelled {LEVELS[base.label_level]} at the skull base "
+                       f"({base.size} voxels): the column below fits C1 downward", base.size)
+            units, levels, anchored = skull_base, base_levels, skull_anchored
     agreement = sum(u.votes[level] for u, level in zip(units, levels)) / max(1.0, sum(u.votes.sum() for u in units))
     if not anchored and agreement < DECISIVE:  # no anchor in view and the network split: leave its labels
         return SpineResult(units, [u.label_level for u in units])
