@@ -41,6 +41,7 @@ MERGE_FRACTION = 0.45  # pieces closer than this fraction of the local pitch are
 WHOLE_FACTOR = 1.6  # ... unless together they are as big as two vertebrae
 PARTIAL_FRACTION = 0.5
 SPECK_FRACTION = 0.35  # a unit this small against its neighbours is a fragment, not a vertebra
+END_SPECK_FRACTION = 0.02  # ... at either end of the column (a coccyx is 3-15 % of L5)
 CORE = 0.6  # middle fraction of a vertebra's height where another piece's centre makes it the same vertebra
 COLUMN_MM = 40.0  # pieces further apart than this across the body are not one vertebra
 GROUP_GAP_MM = 10.0  # pieces of one vertebra lie within this distance of each other
@@ -192,10 +193,13 @@ def _local(values: list[float], i: int, radius: int = 3) -> float:
 
 def _fold_specks(units: list[Vertebra], labels: np.ndarray, grid: Grid) -> list[Vertebra]:
     """Units far smaller than their neighbours (a fragment between two vertebrae) join the nearer
-    neighbour instead of taking a level of their own; the ends are spared (the coccyx is small)."""
+    neighbour instead of taking a level of their own; the ends are spared (the coccyx is small)
+    unless they are specks even for a coccyx (``END_SPECK_FRACTION``): a two-voxel piece beside
+    the sacrum, left as the column's last unit, met a rib label and pulled the column up by ten levels."""
     while len(units) > 2:
         sizes = [float(u.size) for u in units]
-        small = [i for i, s in enumerate(sizes[1:-1], start=1) if s < SPECK_FRACTION * _local(sizes, i, 2)]
+        small = [i for i, s in enumerate(sizes) if s < (SPECK_FRACTION if 0 < i < len(sizes) - 1 else
+                                                        END_SPECK_FRACTION) * _local(sizes, i, 2)]
         if not small:
             break
         i = min(small, key=lambda k: sizes[k])
@@ -282,16 +286,16 @@ def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTa
     levels = np.arange(len(LEVELS))
     bearing = []
     for k, u in enumerate(units):
+        sacrum = bool(hips.size) and k >= len(units) - 2 and _touching(u, labels, hips, 1).sum() >= min_rib_voxels
+        if sacrum:
+            u.anchors[SACRUM] = u.anchors.get(SACRUM, 0.0) + big
         contact = _touching(u, labels, ribs) if ribs.size else np.zeros(0)
         rib_contact = int(contact.sum())
-        bearing.append(rib_contact >= min_rib_voxels)
+        bearing.append(rib_contact >= min_rib_voxels and not sacrum)  # a rib label at the pelvis: the sacrum wins
         if bearing[-1]:  # the ribs' own numbers vote too: rib k meets vertebra Tk
             for n, c in zip(rib_numbers, contact):
                 u.rib_votes[T1 + n - 1] += c
-        if bearing[-1]:
             u.anchor_sets.append(((levels >= T1) & (levels <= T12), big))
-        if hips.size and _touching(u, labels, hips, 1).sum() >= min_rib_voxels and k >= len(units) - 2:
-            u.anchors[SACRUM] = u.anchors.get(SACRUM, 0.0) + big
     skull_above = bool(cranium.size and units) and _centre_z(labels, cranium[0], grid) > units[0].top_mm
     if skull_above and _touching(units[0], labels, cranium, skull_reach).sum() > 0:
         units[0].anchors[0] = units[0].anchors.get(0, 0.0) + big
