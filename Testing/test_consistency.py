@@ -425,3 +425,22 @@ def test_a_speck_beside_the_sacrum_among_rib_labels_does_not_move_the_column(see
     column = np.isin(labels, [TABLE.by_name(n).index for n in BONE_NAMES])
     order_spine(broken, grid, TABLE, ConsistencyReport())
     assert np.array_equal(broken[column], labels[column])
+
+
+def test_a_bone_with_no_voxel_of_bone_density_is_removed_and_a_faint_real_one_is_not(phantom):
+    """The left capitate moved onto soft tissue (a cushion's cover beside the body, 20-70 HU) is
+    removed whatever its size, and the review says why; the sacrum with its core faded to 60 HU
+    (osteoporotic: the cortex keeps its density) stays as it is."""
+    labels, ct, grid = phantom
+    ct, broken = ct.copy(), labels.copy()
+    capitate, sacrum = TABLE.by_name("capitate_left").index, TABLE.by_name("sacrum").index
+    broken[broken == capitate] = 0
+    soft = np.argwhere((ct > 20) & (ct < 70) & (labels == 0))
+    soft = soft[np.argsort(soft[:, 0], kind="stable")][:6]  # six voxels of soft tissue, no bone in them
+    broken[tuple(soft.T)] = capitate
+    core = ndimage.binary_erosion(labels == sacrum, np.ones((3, 3, 3), bool))
+    ct[core] = 60.0
+    out, report = make_consistent(broken, grid, ct)
+    assert not np.any(out == capitate)
+    assert any("no voxel denser than" in c.text for c in report.changes if c.bone == "capitate_left")
+    assert np.array_equal(out == sacrum, labels == sacrum)

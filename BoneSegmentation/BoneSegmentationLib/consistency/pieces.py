@@ -11,7 +11,8 @@ the label that covers most of its one-voxel shell (the bone it grew out of); wit
 it, it goes to the background when it is not bone-like and is kept otherwise, so a bone that is
 really there is never dropped. With the CT at hand, pieces with less than half their voxels in
 the body, or whose brightest tenth is below ``BONE_HU`` (no cortex anywhere; pieces under
-``BONE_HU_MIN_ML`` are spared, partial volume dims them), are removed.
+``BONE_HU_MIN_ML`` are spared, partial volume dims them), are removed; so is a bone none of whose
+voxels reaches ``BONE_HU``, whatever its size (a "hand" on the edge of a cushion at 20-70 HU).
 """
 
 from __future__ import annotations
@@ -107,9 +108,27 @@ def _engulfing(mask: np.ndarray, shell: np.ndarray, local: np.ndarray, index: in
     return 0
 
 
+def _remove_faint_bones(labels: np.ndarray, table: BoneTable, report: ConsistencyReport, ct_hu: np.ndarray) -> None:
+    """Every bone whose brightest voxel is below ``BONE_HU`` set to background, in place: not one
+    voxel of cortex, however small the bone (a distal phalanx sampled at 4 mm still holds a voxel of
+    a few hundred HU), so what the network saw there was soft tissue, fluid or a cushion's cover."""
+    indices = np.arange(1, table.num_classes)
+    brightest = np.asarray(ndimage.maximum(ct_hu, labels, indices), float)
+    present = np.bincount(labels.ravel(), minlength=table.num_classes)[1:] > 0
+    for index in indices[present & (brightest < BONE_HU)]:
+        mask = labels == index
+        n = int(np.count_nonzero(mask))
+        labels[mask] = 0
+        report.add(table[int(index)].name, "removed",
+                   f"{n} voxels removed: no voxel denser than {BONE_HU:g} HU (brightest "
+                   f"{brightest[index - 1]:.0f} HU), not bone", n)
+
+
 def clean_pieces(labels: np.ndarray, table: BoneTable, report: ConsistencyReport, voxel_ml: float,
                  ct_hu: Optional[np.ndarray] = None, body: Optional[np.ndarray] = None) -> None:
     """Reassign stray pieces in place (see the module docstring)."""
+    if ct_hu is not None:
+        _remove_faint_bones(labels, table, report, ct_hu)
     boxes = ndimage.find_objects(labels, max_label=table.num_classes - 1)
     totals = np.bincount(labels.ravel(), minlength=table.num_classes).astype(np.int64)
     moved: dict[tuple[int, int], int] = {}
