@@ -46,8 +46,8 @@ def _expected_miss(request, scan: str, misses: dict[str, str]) -> None:
 
 def test_no_bone_in_the_heart_and_great_vessels(request, scored):
     scan, result = scored
-    _expected_miss(request, scan, {"thorax": "bundled 1.5: 2.66 % on the thorax slab (1.4: 5.50 %; "
-                                             "1.3: 4.90 %)"})
+    _expected_miss(request, scan, {"thorax": "bundled 1.6: 4.34 % on the thorax slab (1.5: 2.66 %; "
+                                             "1.4: 5.50 %)"})
     assert result["bone_in_vessels"] < 0.01
 
 
@@ -57,7 +57,7 @@ def test_no_bone_outside_the_body(request, scored):
 
 
 def test_foreground_dice_does_not_fall_below_the_bundled_models(scored):
-    """Floors under the figures of the bundled model (1.5: abdomen 0.668, thorax slab 0.478; 1.4:
-    0.626 and 0.506), not targets: the target is 0.80 on each scan."""
+    """Floors under the figures of the bundled model (1.6: abdomen 0.720, thorax slab 0.493; 1.5:
+    0.668 and 0.478), not targets: the target is 0.80 on each scan."""
     scan, result = scored
-    assert result["foreground_dice"] >= {"abdomen": 0.64, "thorax": 0.47}[scan]
+    assert result["foreground_dice"] >= {"abdomen": 0.70, "thorax": 0.48}[scan]
