@@ -111,17 +111,20 @@ def _engulfing(mask: np.ndarray, shell: np.ndarray, local: np.ndarray, index: in
 def _remove_faint_bones(labels: np.ndarray, table: BoneTable, report: ConsistencyReport, ct_hu: np.ndarray) -> None:
     """Every bone whose brightest voxel is below ``BONE_HU`` set to background, in place: not one
     voxel of cortex, however small the bone (a distal phalanx sampled at 4 mm still holds a voxel of
-    a few hundred HU), so what the network saw there was soft tissue, fluid or a cushion's cover."""
-    indices = np.arange(1, table.num_classes)
-    brightest = np.asarray(ndimage.maximum(ct_hu, labels, indices), float)
-    present = np.bincount(labels.ravel(), minlength=table.num_classes)[1:] > 0
-    for index in indices[present & (brightest < BONE_HU)]:
+    a few hundred HU), so what the network saw there was soft tissue, fluid or a cushion's cover.
+    Counted on the bright voxels only (a per-label maximum over the map cost 3x the whole step)."""
+    present = np.bincount(labels.ravel(), minlength=table.num_classes) > 0
+    bright = np.bincount(labels[ct_hu >= BONE_HU], minlength=table.num_classes) > 0
+    for index in np.flatnonzero(present & ~bright):
+        if index == 0:
+            continue
         mask = labels == index
         n = int(np.count_nonzero(mask))
+        brightest = float(ct_hu[mask].max())
         labels[mask] = 0
         report.add(table[int(index)].name, "removed",
-                   f"{n} voxels removed: no voxel denser than {BONE_HU:g} HU (brightest "
-                   f"{brightest[index - 1]:.0f} HU), not bone", n)
+                   f"{n} voxels removed: no voxel denser than {BONE_HU:g} HU (brightest {brightest:.0f} HU), "
+                   "not bone", n)
 
 
 def clean_pieces(labels: np.ndarray, table: BoneTable, report: ConsistencyReport, voxel_ml: float,
