@@ -363,7 +363,8 @@ def test_the_skull_base_labelled_c1_does_not_shift_the_column(seed):
     near_c1 = ndimage.binary_dilation(labels == c1, np.ones((3, 3, 3), bool), iterations=2)
     candidates = np.argwhere((labels == cranium) & ~near_c1)
     centre = grid.to_mm(np.argwhere(labels == c1)).mean(axis=0)
-    nearest = candidates[np.argsort(np.linalg.norm(grid.to_mm(candidates) - centre, axis=1))[:np.count_nonzero(labels == c1)]]
+    by_distance = np.argsort(np.linalg.norm(grid.to_mm(candidates) - centre, axis=1))
+    nearest = candidates[by_distance[:np.count_nonzero(labels == c1)]]  # as many voxels as C1 has
     broken = labels.copy()
     broken[tuple(nearest.T)] = c1
     report = ConsistencyReport()
