@@ -147,6 +147,8 @@ def main() -> None:
                          "this run's validation cases, the baseline a run's figures are read against")
     args = ap.parse_args()
     started = time.monotonic()
+    if not 0.0 <= args.bone_fade_share <= 1.0:
+        ap.error(f"--bone-fade-share is a share of the patches, from 0 to 1, not {args.bone_fade_share}")
     if args.stop_after is not None and not args.stop_after > 0:
         ap.error(f"--stop-after must be a positive number of minutes, not {args.stop_after}")
     if args.device == "cuda":

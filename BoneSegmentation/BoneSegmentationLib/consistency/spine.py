@@ -272,12 +272,11 @@ def _touching(unit: Vertebra, labels: np.ndarray, indices: np.ndarray, iteration
 
 
 def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTable, min_rib_voxels: int,
-            skull_reach: int, big: float | None = None) -> bool:
+            skull_reach: int, big: float) -> bool:
     """Attach the anatomical anchors in view to the units (bonuses added by ``decode``);
     ``skull_reach``: voxels between C1 and the skull that still count as touching; ``big``: the bonus
-    of a hard anchor (default: more than every vote together). True when an anchor fixes a level
+    of a hard anchor (more than every vote together). True when an anchor fixes a level
     absolutely (skull, sacrum, or the end of the rib-bearing vertebrae in view)."""
-    big = 2.0 * len(units) + 4.0 if big is None else big
     idx = {b.name: b.index for b in table.foreground()}
     ribs = np.array([b.index for b in table.foreground() if b.name.startswith("rib_")])
     rib_numbers = [int(table[i].name.rsplit("_", 1)[1]) for i in ribs]
@@ -319,13 +318,9 @@ def _centre_z(labels: np.ndarray, index: int, grid: Grid) -> float:
     return float(grid.to_mm(coords.mean(axis=0))[2]) if len(coords) else -np.inf
 
 
-def decode(units: list[Vertebra]) -> list[int]:
-    """Consecutive levels for the ordered vertebrae that agree best with their votes and anchors."""
-    return _decode(units)[0]
-
-
-def _decode(units: list[Vertebra]) -> tuple[list[int], float]:
-    """``decode``'s levels and their total score (votes and anchors met, gaps paid)."""
+def decode(units: list[Vertebra]) -> tuple[list[int], float]:
+    """Consecutive levels for the ordered vertebrae that agree best with their votes and anchors,
+    and their total score (votes and anchors met, gaps paid)."""
     n_levels = len(LEVELS)
     if not units:
         return [], 0.0
@@ -402,10 +397,10 @@ def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: Consis
     units = _fit_levels(units)
     big = 2.0 * len(units) + 4.0
     anchored = _anchor(units, labels, grid, table, min_rib, skull_reach, big)
-    levels, score = _decode(units)
+    levels, score = decode(units)
     if skull_base is not None:  # the top unit may be the skull's base labelled C1 (two units at the skull)
         skull_anchored = _anchor(skull_base, labels, grid, table, min_rib, skull_reach, big)
-        base_levels, base_score = _decode(skull_base)
+        base_levels, base_score = decode(skull_base)
         if base_score - SKULL_BASE_COST > score:
             base = units[0]
             labels.reshape(-1)[base.voxels] = cranium[0]
