@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from BoneSegmentationLib.training.augment import (FADE_RANGE, GAMMA_RANGE, SOFT_TISSUE, augment, augment_intensity,
-                                                  fade_bone_cores)
+from BoneSegmentationLib.training.augment import (FADE_RANGE, GAMMA_RANGE, SHORT_VIEW_MM, SOFT_TISSUE, augment,
+                                                  augment_intensity, fade_bone_cores, short_view_slices)
 
 
 def _patch(label: int = 7, size: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,3 +101,17 @@ def test_fading_bone_cores_keeps_the_shell_and_everything_outside_the_bone():
     gen.set_state(state)
     never = fade_bone_cores(image, labels, gen, share=1e-9)
     assert torch.equal(never, image) and not torch.equal(gen.get_state(), state)  # drawn, not applied
+
+
+def test_short_views_are_drawn_in_their_range_and_not_at_all_when_off():
+    """``short_view_slices``: share 1 always gives a slab of 24-96 mm in slices of the model's
+    spacing (never deeper than the patch); share 0 leaves the generator's stream untouched, so runs
+    without it resume as before."""
+    gen = torch.Generator().manual_seed(1)
+    depths = [short_view_slices(gen, 1.0, 4.0, 64) for _ in range(200)]
+    lo, hi = (round(mm / 4.0) for mm in SHORT_VIEW_MM)
+    assert all(lo <= d <= hi for d in depths) and len(set(depths)) > 10
+    assert max(short_view_slices(gen, 1.0, 1.0, 32) for _ in range(50)) == 32  # capped at the patch
+    state = gen.get_state()
+    assert short_view_slices(gen, 0.0, 4.0, 64) is None and torch.equal(gen.get_state(), state)
+    assert {short_view_slices(gen, 0.5, 4.0, 64) is None for _ in range(100)} == {True, False}

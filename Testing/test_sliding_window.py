@@ -182,3 +182,23 @@ def test_training_patches_of_a_short_case_are_filled_as_inference_fills_them():
     np.testing.assert_array_equal(lab, fill_to_patch(labels[:, 2:18], (16, 16, 16), 0)[0])
     np.testing.assert_array_equal(lab[z0:z0 + 6, :, :12], labels[:, 2:18])  # labels follow the mirrored image
     assert (lab[:, :, 12:] == 0).all()
+
+
+def test_a_short_view_of_a_long_case_is_its_middle_slices_filled_as_a_short_scan():
+    """``_crop(..., short=n)``: n slices about the patch's middle, mirrored head to foot to the
+    patch's depth exactly as inference fills an n-slice scan, the labels with them."""
+    from BoneSegmentationLib.training.train import Case, _crop
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(40, 20, 20)).astype(np.float32)
+    labels = rng.integers(0, 126, size=(40, 20, 20)).astype(np.uint8)
+    case = Case("long", image, labels)
+    corner, patch = (10, 2, 4), (16, 16, 16)
+    img, lab = _crop(case, corner, patch, short=5)
+    middle = slice(10 + (16 - 5) // 2, 10 + (16 - 5) // 2 + 5)
+    expected, z0 = fill_to_patch(image[middle, 2:18, 4:20], patch, -1.0)
+    np.testing.assert_array_equal(img, expected)
+    np.testing.assert_array_equal(lab, fill_to_patch(labels[middle, 2:18, 4:20], patch, 0)[0])
+    np.testing.assert_array_equal(img[z0 - 1], img[z0])  # the mirror starts at the slab's edge
+    whole, _ = _crop(case, corner, patch)
+    np.testing.assert_array_equal(whole, image[10:26, 2:18, 4:20])
+    np.testing.assert_array_equal(_crop(case, corner, patch, short=16)[0], whole)  # as deep as the patch: whole

@@ -180,3 +180,20 @@ def test_real_ct_tool_refuses_a_bad_time_limit_or_a_missing_gpu_before_writing(t
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert not run.exists()
+
+
+def test_short_views_train_and_are_recorded_in_the_model(tmp_path):
+    """A run with every patch seen as a short scan trains, and its model says so (metadata
+    training.augmentation), as the faded bone cores are said."""
+    import numpy as np
+    from BoneSegmentationLib.training.train import Case, TrainConfig, train
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 24, 24), np.uint8)
+    labels[:, 8:16, 8:16] = 30  # a column of bone head to foot
+    cases = [Case(f"c{i}", (rng.normal(size=labels.shape) * 0.05 + 0.4 * (labels > 0)).astype(np.float32), labels)
+             for i in range(2)]
+    cfg = TrainConfig(out_dir=str(tmp_path), spacing=4.0, patch=16, width=4, levels=3, iterations=3,
+                      validate_every=1000, short_view_share=1.0, bone_fade_share=0.5, device="cpu")
+    path = train(cfg, cases, [])
+    augmentation = read_metadata(path)["training"]["augmentation"]
+    assert "short views: 24-96 mm" in augmentation and "(p 1)" in augmentation and "bone cores" in augmentation

@@ -9,6 +9,8 @@
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov abdomen --implants on   # metal
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --iliac-shift -20 0 20   # crests' height
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --trabecular-hu 80 160 260   # density
+    python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov thorax --phase arterial \
+        --spacing 1.5 2 --slab 20   # 40 mm slabs of the lower thorax, as the test set's DICOM slab
 
 Each seed is synthesised from the real anatomy (``synthetic/anatomy.py``) with the seeds training
 never uses (1990-1999; 1990 and 1991 are the training's validation images, forced to a whole and a
@@ -22,6 +24,8 @@ image holds metal implants (``--implants on``), by the mean Dice of the bones th
 the lumbar vertebrae in view (where the iliac crests sit against the spine, ``--iliac-shift``, moves
 a network that names the lumbar levels from the pelvis), and, with ``--trabecular-hu``, at
 forced bone densities (the synthesiser draws one per body for an age, ``tissue.trabecular_for_age``).
+With ``--slab N`` each image is cut to N slices about the middle of each vertebra of
+``--slab-levels`` (a short scan, filled by mirroring at inference) and each slab scored alone.
 The real scans
 of ``../shared/data/real`` are the test set; this is what to develop against.
 """
@@ -29,6 +33,7 @@ of ``../shared/data/real`` are the test set; this is what to develop against.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -122,6 +127,10 @@ def main() -> None:
     ap.add_argument("--trabecular-hu", type=float, nargs="+", default=[None], metavar="HU",
                     help="force the body's vertebral cancellous density (each bone its own factor of it); several: "
                          "each seed at each (default: drawn for an age)")
+    ap.add_argument("--slab", type=int, default=None, metavar="SLICES",
+                    help="score slabs of this many slices about each vertebra of --slab-levels instead of the image")
+    ap.add_argument("--slab-levels", nargs="+", default=["vertebra_T8", "vertebra_T12"], metavar="VERTEBRA",
+                    help="bone table names of the vertebrae the slabs are centred on (default: T8 and T12)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
     paths = [resolve_model(args.model)] + ([resolve_model(args.baseline)] if args.baseline else [])
@@ -141,26 +150,50 @@ def main() -> None:
         case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase,
                           implants={"drawn": None, "on": True, "off": False}[args.implants], iliac_shift_mm=iliac,
                           trabecular_hu=density)
-        cells = []
-        outside_body = not_bone_outside_body(case)  # once per image, whatever the number of models
-        for seg in segmenters:
-            labels = seg.segment(case.ct).labels
-            dice, impossible = score(case, labels)
-            vessels = bone_in_vessels(sitk.GetArrayViewFromImage(labels),
-                                      sitk.GetArrayViewFromImage(case.source_labels))
-            bone = sitk.GetArrayViewFromImage(labels) > 0
-            outside = np.count_nonzero(bone & outside_body) / max(1, np.count_nonzero(bone))
-            implanted = implanted_bone_dice(case, labels)
-            lumbar = lumbar_dice(case, labels)
-            cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %; {100 * outside:.3f} %"
-                         + (f"; implanted bones {implanted:.3f}" if implanted is not None else "")
-                         + (f"; lumbar {lumbar:.3f}" if lumbar is not None else ""))
-        view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
-        view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
-        view += f", crests {case.spec['iliac_shift_mm']:+g} mm, cancellous {case.spec['trabecular_hu']:g} HU"
-        rows.append(f"| {seed} | {view} | " + " | ".join(cells) + " |")
-        print(rows[-1], flush=True)
+        for where, case in views(case, args.slab, args.slab_levels):
+            rows.append(row(seed, where, case, segmenters))
+            print(rows[-1], flush=True)
     print("\n".join(rows))
+
+
+def views(case: SyntheticCase, slab: int | None, levels: list[str]) -> list[tuple[str, SyntheticCase]]:
+    """The image itself, or its ``slab``-slice cuts about the middle of each vertebra of ``levels`` in it."""
+    if slab is None:
+        return [("", case)]
+    table = default_table()
+    labels = sitk.GetArrayViewFromImage(case.labels)
+    out = []
+    for name in levels:
+        rows = np.nonzero((labels == table.by_name(name).index).any(axis=(1, 2)))[0]
+        if not len(rows):
+            continue
+        z0 = int(np.clip(round(rows.mean()) - slab // 2, 0, max(0, labels.shape[0] - slab)))
+        cut = {k: getattr(case, k)[:, :, z0:z0 + slab] for k in ("ct", "labels", "source_labels")
+               if getattr(case, k) is not None}
+        out.append((f", {slab}-slice slab at {name}", dataclasses.replace(case, **cut)))
+    return out
+
+
+def row(seed: int, where: str, case: SyntheticCase, segmenters: list[Segmenter]) -> str:
+    """One table row: every model on one image (or slab)."""
+    cells = []
+    outside_body = not_bone_outside_body(case)  # once per image, whatever the number of models
+    for seg in segmenters:
+        labels = seg.segment(case.ct).labels
+        dice, impossible = score(case, labels)
+        vessels = bone_in_vessels(sitk.GetArrayViewFromImage(labels),
+                                  sitk.GetArrayViewFromImage(case.source_labels))
+        bone = sitk.GetArrayViewFromImage(labels) > 0
+        outside = np.count_nonzero(bone & outside_body) / max(1, np.count_nonzero(bone))
+        implanted = implanted_bone_dice(case, labels)
+        lumbar = lumbar_dice(case, labels)
+        cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %; {100 * outside:.3f} %"
+                     + (f"; implanted bones {implanted:.3f}" if implanted is not None else "")
+                     + (f"; lumbar {lumbar:.3f}" if lumbar is not None else ""))
+    view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
+    view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
+    view += f", crests {case.spec['iliac_shift_mm']:+g} mm, cancellous {case.spec['trabecular_hu']:g} HU" + where
+    return f"| {seed} | {view} | " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

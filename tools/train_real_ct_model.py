@@ -118,6 +118,9 @@ def main() -> None:
     ap.add_argument("--bone-fade-share", type=float, default=0.0,
                     help="share of patches whose bone cores are faded toward soft tissue (osteoporotic bone; "
                          "augment.fade_bone_cores); 0, the default, draws nothing (earlier runs resume unchanged)")
+    ap.add_argument("--short-view-share", type=float, default=0.0,
+                    help="share of patches cut to a 24-96 mm slab and filled as inference fills a scan that short "
+                         "(augment.short_view_slices); 0, the default, draws nothing (earlier runs resume unchanged)")
     ap.add_argument("--antialias", action="store_true",
                     help="smooth each image before sampling it at model spacing (preprocess.antialias), so that "
                          "thin-slice and thick-slice scans look alike to the network; recorded in the model, whose "
@@ -147,8 +150,9 @@ def main() -> None:
                          "this run's validation cases, the baseline a run's figures are read against")
     args = ap.parse_args()
     started = time.monotonic()
-    if not 0.0 <= args.bone_fade_share <= 1.0:
-        ap.error(f"--bone-fade-share is a share of the patches, from 0 to 1, not {args.bone_fade_share}")
+    for flag in ("bone_fade_share", "short_view_share"):
+        if not 0.0 <= getattr(args, flag) <= 1.0:
+            ap.error(f"--{flag.replace('_', '-')} is a share of the patches, from 0 to 1, not {getattr(args, flag)}")
     if args.stop_after is not None and not args.stop_after > 0:
         ap.error(f"--stop-after must be a positive number of minutes, not {args.stop_after}")
     if args.device == "cuda":
@@ -178,7 +182,8 @@ def main() -> None:
         seed=args.seed,
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
-        hard_negative_share=args.hard_negative_share, bone_fade_share=args.bone_fade_share, antialias=smooth,
+        hard_negative_share=args.hard_negative_share, bone_fade_share=args.bone_fade_share,
+        short_view_share=args.short_view_share, antialias=smooth,
         device=args.device,
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
                           + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "") +

@@ -42,6 +42,7 @@ class TrainConfig:
     hard_negative_share: float = 0.0  # share of patches centred on bright background (sampling.py)
     hard_negative_hu: float = 150.0  # what counts as bright: above soft tissue, below contrast, calcium, metal
     bone_fade_share: float = 0.0  # share of patches whose bone cores are faded (augment.fade_bone_cores)
+    short_view_share: float = 0.0  # share of patches seen as a short scan (augment.short_view_slices)
     antialias: bool = False  # the cases were smoothed before sampling at model spacing (recorded in the model)
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
-from .augment import DESCRIPTION as AUGMENTATION, augment, fade_description
+from .augment import DESCRIPTION as AUGMENTATION, augment, fade_description, short_view_description, short_view_slices
 from ..core.bones import default_table
 from ..evaluation.metrics import dice_per_class
 from ..core.labelmaps import label_counts
@@ -189,7 +189,7 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
                 group["lr"] = cfg.lr * (1 - it / cfg.iterations) ** 0.9
         case_i, corner, _ = sampler.draw()
         case = train_cases[case_i]
-        img, lab = _crop(case, corner, patch)
+        img, lab = _crop(case, corner, patch, short_view_slices(gen, cfg.short_view_share, cfg.spacing, patch[0]))
         x = torch.from_numpy(img)[None, None].to(device)
         y = torch.from_numpy(lab.astype(np.int64))[None].to(device)
         if cfg.augment:
@@ -246,10 +246,15 @@ def _agree(flag: bool, world: int) -> bool:
     return bool(t.item())
 
 
-def _crop(case: Case, corner, patch) -> tuple[np.ndarray, np.ndarray]:
+def _crop(case: Case, corner, patch, short: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Patch at ``corner``; where the case is shorter than the patch it is filled as inference
-    fills it (``fill_to_patch``: mirrored head to foot, air / background across the body)."""
+    fills it (``fill_to_patch``: mirrored head to foot, air / background across the body).
+    ``short``: only that many slices of the patch, about its middle, are taken, the rest filled
+    the same way: the patch seen as a short scan (``augment.short_view_slices``)."""
     sl = tuple(slice(int(c), int(c) + p) for c, p in zip(corner, patch))
+    if short is not None and short < patch[0]:
+        z = int(corner[0]) + (patch[0] - short) // 2
+        sl = (slice(z, z + short),) + sl[1:]
     img, lab = case.image[sl], case.labels[sl]
     if img.shape != tuple(patch):
         img, _ = fill_to_patch(img, patch, padding_value(INTENSITY))
@@ -308,7 +313,9 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
                 "sampling": cfg.sampling + (f", {cfg.hard_negative_share:g} of patches centred on background brighter "
                                             f"than {cfg.hard_negative_hu:g} HU" if cfg.hard_negative_share else ""),
                 "augmentation": (AUGMENTATION + (f"; {fade_description(cfg.bone_fade_share)}" if cfg.bone_fade_share
-                                                 else "")) if cfg.augment else "none",
+                                                 else "")
+                                 + (f"; {short_view_description(cfg.short_view_share)}" if cfg.short_view_share
+                                    else "")) if cfg.augment else "none",
                 "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1",
                 "loss": "cross-entropy + soft Dice over all classes, no numerator smooth", "parent_model": _describe_parent(cfg.init_model), **cfg.extra}
     mirror = can_mirror(default_table().names())
