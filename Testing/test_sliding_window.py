@@ -202,3 +202,8 @@ def test_a_short_view_of_a_long_case_is_its_middle_slices_filled_as_a_short_scan
     whole, _ = _crop(case, corner, patch)
     np.testing.assert_array_equal(whole, image[10:26, 2:18, 4:20])
     np.testing.assert_array_equal(_crop(case, corner, patch, short=16)[0], whole)  # as deep as the patch: whole
+    short_case = Case("short", image[:9], labels[:9])  # shorter than the patch: the slab is cut from its 9 slices
+    np.testing.assert_array_equal(_crop(short_case, (0, 2, 4), patch, short=5)[0],
+                                  fill_to_patch(image[2:7, 2:18, 4:20], patch, -1.0)[0])
+    np.testing.assert_array_equal(_crop(short_case, (0, 2, 4), patch, short=12)[0],
+                                  _crop(short_case, (0, 2, 4), patch)[0])

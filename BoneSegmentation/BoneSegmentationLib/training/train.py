@@ -249,11 +249,12 @@ def _agree(flag: bool, world: int) -> bool:
 def _crop(case: Case, corner, patch, short: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Patch at ``corner``; where the case is shorter than the patch it is filled as inference
     fills it (``fill_to_patch``: mirrored head to foot, air / background across the body).
-    ``short``: only that many slices of the patch, about its middle, are taken, the rest filled
-    the same way: the patch seen as a short scan (``augment.short_view_slices``)."""
+    ``short``: only that many of the patch's slices in the case, about their middle, are taken,
+    the rest filled the same way: the patch seen as a short scan (``augment.short_view_slices``)."""
     sl = tuple(slice(int(c), int(c) + p) for c, p in zip(corner, patch))
-    if short is not None and short < patch[0]:
-        z = int(corner[0]) + (patch[0] - short) // 2
+    depth = min(patch[0], case.image.shape[0] - int(corner[0]))  # a short case holds fewer than the patch
+    if short is not None and short < depth:
+        z = int(corner[0]) + (depth - short) // 2
         sl = (slice(z, z + short),) + sl[1:]
     img, lab = case.image[sl], case.labels[sl]
     if img.shape != tuple(patch):
