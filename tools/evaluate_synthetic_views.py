@@ -133,6 +133,11 @@ def main() -> None:
                     help="bone table names of the vertebrae the slabs are centred on (default: T8 and T12)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
+    if args.slab is not None and args.slab < 1:
+        ap.error(f"--slab is a number of slices, at least 1, not {args.slab}")
+    unknown = [name for name in args.slab_levels if name not in default_table().names()]
+    if unknown:
+        ap.error(f"--slab-levels: {', '.join(unknown)} not in the bone table (e.g. vertebra_T12)")
     paths = [resolve_model(args.model)] + ([resolve_model(args.baseline)] if args.baseline else [])
     names, segmenters = [], []
     for path in paths:

@@ -189,7 +189,8 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
                 group["lr"] = cfg.lr * (1 - it / cfg.iterations) ** 0.9
         case_i, corner, _ = sampler.draw()
         case = train_cases[case_i]
-        img, lab = _crop(case, corner, patch, short_view_slices(gen, cfg.short_view_share, cfg.spacing, patch[0]))
+        short = short_view_slices(gen, cfg.short_view_share if cfg.augment else 0.0, cfg.spacing, patch[0])
+        img, lab = _crop(case, corner, patch, short)
         x = torch.from_numpy(img)[None, None].to(device)
         y = torch.from_numpy(lab.astype(np.int64))[None].to(device)
         if cfg.augment:
