@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.core.totalsegmentator import ts_classes, ts_to_table
-from BoneSegmentationLib.synthetic import tissue
+from BoneSegmentationLib.synthetic import anatomy, tissue
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, ILIAC_SHIFT_MM, _iliac_height, load_source, synthesise
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
@@ -302,3 +302,57 @@ def test_the_image_bone_density_is_drawn_per_body_and_changes_only_the_bones(sou
     assert np.median(a_high[core] - a_low[core]) > 100  # 200 HU times the bones' own factors (0.6-1.25)
     far = ~ndimage.binary_dilation(sitk.GetArrayViewFromImage(low.labels) > 0, iterations=3)
     assert np.array_equal(a_low[far], a_high[far])
+
+
+def test_a_bone_with_its_own_cortex_gets_that_rim_and_the_others_the_image_s():
+    """``cortex_mm_map``: a vertebra's 0.3 mm shell in a 2 mm voxel is a rim of 15 % cortical HU over
+    its core; a bone without an entry (NaN) keeps the image's one drawn thickness."""
+    spacing = 2.0
+    bone = np.zeros((12, 12, 24), bool)
+    bone[2:10, 2:10, 2:10] = True
+    bone[2:10, 2:10, 14:22] = True
+    ids = np.where(bone, 1 + (np.arange(24) >= 12), 0).astype(np.uint8)
+    depth = tissue.depth_mm(ids, (spacing,) * 3)
+    cortex_map = np.where(ids == 1, np.float32(0.3), np.float32(np.nan))
+    ct = np.zeros(bone.shape, np.float32)
+    tissue.render_bone(ct, bone, depth, np.random.default_rng(7), spacing_mm=spacing, thin_cortex=True,
+                       cortex_mm_map=cortex_map)
+    draws = np.random.default_rng(7)
+    cortex_mm, cortical, trabecular = draws.uniform(0.4, 2.5), draws.uniform(600, 1800), draws.uniform(60, 400)
+    rim = bone & (depth == 0)
+    thin, drawn = rim & (ids == 1), rim & (ids == 2)
+    assert np.allclose(ct[thin], 0.15 * cortical + 0.85 * trabecular, atol=1e-2)
+    fill = min(1.0, cortex_mm / spacing)
+    assert np.allclose(ct[drawn], fill * cortical + (1 - fill) * trabecular, atol=1e-2)
+
+
+def test_thin_cortices_are_drawn_per_bone_for_spine_sacrum_and_ribs_in_most_images(source, monkeypatch):
+    """``_cortex_map``: vertebrae and sacrum 0.2-0.7 mm, ribs 0.4-1.2 mm, one draw per bone, every
+    other bone NaN (the image's thickness); a quarter of the images keep one thickness for all.
+    The image records which it drew, and the draw does not move the other structures' values."""
+    classes = ts_classes()
+    idx = {name: i for i, name in classes.items()}
+    ts = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    maps = [anatomy._cortex_map(ts, idx, np.random.default_rng(seed)) for seed in range(40)]
+    assert 0.55 <= np.mean([m is not None for m in maps]) <= 0.95
+    m = next(m for m in maps if m is not None).ravel()
+    for name, i in idx.items():
+        if name.startswith(("vertebrae", "sacrum")):
+            assert 0.2 <= m[i] <= 0.7, name
+        elif name.startswith("rib"):
+            assert 0.4 <= m[i] <= 1.2, name
+        else:
+            assert np.isnan(m[i]), name
+    spines = [m.ravel()[idx["vertebrae_T12"]] for m in maps if m is not None]
+    assert len(set(np.round(spines, 4))) > 5  # drawn per image, not fixed
+    seed = next(seed for seed in range(60, 80)
+                if synthesise(source, seed, spacing=8.0, fov="thorax", implants=False).spec["thin_cortices"])
+    thin = synthesise(source, seed, spacing=4.0, fov="thorax", deform=0.0, implants=False)
+    monkeypatch.setattr(anatomy, "THIN_CORTEX_SHARE", 0.0)
+    one = synthesise(source, seed, spacing=4.0, fov="thorax", deform=0.0, implants=False)
+    assert thin.spec["thin_cortices"] and not one.spec["thin_cortices"]
+    a_thin, a_one = sitk.GetArrayFromImage(thin.ct), sitk.GetArrayFromImage(one.ct)
+    spine = _source_mask_on(thin.ct, source, "vertebrae_T10", "vertebrae_T11", "vertebrae_T12")
+    assert not np.array_equal(a_thin[spine], a_one[spine])
+    far = ~ndimage.binary_dilation(sitk.GetArrayViewFromImage(thin.labels) > 0, iterations=3)
+    assert np.array_equal(a_thin[far], a_one[far])

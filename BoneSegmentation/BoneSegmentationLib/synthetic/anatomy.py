@@ -9,9 +9,10 @@ affine deformation (one body becomes many), the iliac crests' height against the
 (one body has one; people differ by a vertebra either way), a field of view (whole, thorax,
 abdomen or a 20-60-slice clinical crop), spacing and anisotropy, a contrast phase and an
 intensity for every structure (``tissue.py``; a bone density for an age, each bone its own share
-of it), a body envelope (a muscle wall, then fat: the source labels no chest or abdominal wall
-muscles), a table, calcifications, metal, blur and noise; now and then a metal implant in the
-bones (a hip prosthesis, spinal screws and rods) with its streaks.
+of it, and in most images the thin cortical shells of vertebrae, sacrum and ribs), a body
+envelope (a muscle wall, then fat: the source labels no chest or abdominal wall muscles), a
+table, calcifications, metal, blur and noise; now and then a metal implant in the bones (a hip
+prosthesis, spinal screws and rods) with its streaks.
 
 Labels: the bones map to the bone table through its TotalSegmentator column (S1 into the
 sacrum). TotalSegmentator's one sternum is split into our three parts along the body axis at
@@ -272,10 +273,13 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     phase_ = tissue.draw_phase(rng, phase)
     implant_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A7]))
     density_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE5]))
+    cortex_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC07]))
+    cortex_map = _cortex_map(ts, {name: i for i, name in ts_classes().items()}, cortex_rng)
     age_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA6E]))
     age = float(age_rng.uniform(*tissue.AGE_YEARS))
     trabecular = tissue.trabecular_for_age(age, age_rng) if trabecular_hu is None else float(trabecular_hu)
-    ct, implant_kinds = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng, trabecular)
+    ct, implant_kinds = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng, trabecular,
+                                cortex_map)
     labels = _bone_labels(ts, table)
     if rng.random() < 0.15:  # a reconstruction circle smaller than the body: arms cut off
         _circle_fov(ct, labels, rng)
@@ -289,6 +293,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
             "spacing_mm": [s_xy, s_xy, s_z], "phase": phase_.name, "deform": deform,
             "implants": implant_kinds, "iliac_shift_mm": round(iliac_mm, 1) if iliac is not None else 0.0,
             "trabecular_hu": round(trabecular, 1), "age_years": round(age, 1) if trabecular_hu is None else None,
+            "thin_cortices": cortex_map is not None,
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
@@ -305,8 +310,8 @@ def _forced_fov(source: AnatomySource, kind: str, rng: np.random.Generator, s_z:
 
 def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhase,
             spacing_zyx: tuple[float, float, float], implant_rng: np.random.Generator,
-            implants: bool | None, density_rng: np.random.Generator, trabecular_hu: float
-            ) -> tuple[np.ndarray, list[str]]:
+            implants: bool | None, density_rng: np.random.Generator, trabecular_hu: float,
+            cortex_map: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges), and
     the kinds of metal implant drawn into it."""
     idx = {name: i for i, name in ts_classes().items()}
@@ -386,7 +391,8 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     bone_lut[np.nonzero(ts_to_table())[0]] = True
     bone = bone_lut[ts] | mask("skull")
     tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s, thin_cortex=True,
-                       density_scale=_density_scale(ts, idx, density_rng), trabecular_hu=trabecular_hu)
+                       density_scale=_density_scale(ts, idx, density_rng), trabecular_hu=trabecular_hu,
+                       cortex_mm_map=cortex_map)
     metal, kinds = _implants(ts, idx, body, spacing_zyx, implant_rng, implants)
     if kinds:
         ct[metal] = implant_rng.uniform(*tissue.METAL_IMPLANT_HU)
@@ -407,6 +413,29 @@ def _density_scale(ts: np.ndarray, idx: dict[str, int], rng: np.random.Generator
         for name in ("sacrum", "hip_left", "hip_right", "vertebrae_S1"):
             if name in idx:
                 lut[idx[name]] *= fatty
+    return lut[ts]
+
+
+#: Cortical shell thickness (mm) of the bones whose shell is thin: a vertebral body's is 0.2-0.5 mm
+#: (Silva et al., J Bone Miner Res 1994; Roy et al., Spine 1999), the sacrum's alike, a rib's
+#: 0.4-1.2 mm; the image's one draw (0.4-2.5 mm) stays for the others, and a long bone's shaft is
+#: 3-6 mm. At 1-2 mm voxels such a shell shows as a faint rim, not a white ring: a network taught
+#: that a vertebra is a bright ring misses a real one (a real thorax's T11-T12 at 4 mm, session 31).
+THIN_CORTEX_MM = {"vertebrae": (0.2, 0.7), "sacrum": (0.2, 0.7), "rib": (0.4, 1.2)}
+THIN_CORTEX_SHARE = 0.75  # of the images; the rest keep the image's one thickness (sclerotic spines)
+
+
+def _cortex_map(ts: np.ndarray, idx: dict[str, int], rng: np.random.Generator) -> np.ndarray | None:
+    """Per voxel the cortex thickness of its bone where that bone's shell is thin (``THIN_CORTEX_MM``,
+    one draw per bone), NaN elsewhere; None in the images that keep one thickness for all."""
+    lut = np.full(256, np.nan, np.float32)
+    draws = rng.uniform(0.0, 1.0, 256)  # always drawn: the stream is the same whatever the share
+    if rng.random() >= THIN_CORTEX_SHARE:
+        return None
+    for name, index in idx.items():
+        for prefix, (lo, hi) in THIN_CORTEX_MM.items():
+            if name.startswith(prefix):
+                lut[index] = lo + (hi - lo) * draws[index]
     return lut[ts]
 
 

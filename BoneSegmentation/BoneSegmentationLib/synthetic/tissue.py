@@ -108,7 +108,8 @@ def trabecular_for_age(age_years: float, rng: np.random.Generator) -> float:
 
 def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.random.Generator,
                 long_bone: np.ndarray | None = None, spacing_mm: float = 2.0, thin_cortex: bool = False,
-                density_scale: np.ndarray | None = None, trabecular_hu: float | None = None) -> None:
+                density_scale: np.ndarray | None = None, trabecular_hu: float | None = None,
+                cortex_mm_map: np.ndarray | None = None) -> None:
     """Cortical shell (600-1800 HU, 0.8-2.5 mm) over a textured trabecular core whose density runs
     from osteoporotic (60 HU) to dense (400 HU); long-bone shafts get a thick cortex round fatty
     marrow. Partial volume at coarse spacing is left to the caller's blur.
@@ -122,8 +123,16 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
     ``density_scale`` (per voxel, the anatomy synthesiser): each bone's cancellous density as a
     factor of the image's, so that one image holds denser and fattier bones side by side.
     ``trabecular_hu``: the image's cancellous density, drawn by the caller (``trabecular_for_age``)
-    instead of uniformly here; the uniform draw is still taken, so every other draw stays as it was."""
+    instead of uniformly here; the uniform draw is still taken, so every other draw stays as it was.
+
+    ``cortex_mm_map`` (per voxel, NaN where the image's one thickness holds): each bone's own cortex,
+    as the anatomy synthesiser draws it (``anatomy._cortex_map``: a vertebral body's shell is a
+    tenth of a long bone's). With ``thin_cortex`` only."""
     cortex_mm = rng.uniform(0.4, 2.5) if thin_cortex else rng.uniform(0.8, 2.5)
+    if cortex_mm_map is not None and thin_cortex:
+        cortex = np.where(np.isnan(cortex_mm_map), np.float32(cortex_mm), cortex_mm_map).astype(np.float32)
+    else:
+        cortex = cortex_mm
     cortical = rng.uniform(600, 1800)
     trabecular = rng.uniform(60, 400)
     if trabecular_hu is not None:
@@ -133,11 +142,14 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
     def cancellous(m: np.ndarray) -> float | np.ndarray:  # the cancellous HU in the voxels of m
         return trabecular if density_scale is None else np.minimum(trabecular * density_scale[m], TRABECULAR_MAX_HU)
 
-    core = bone & (depth > cortex_mm)
+    core = bone & (depth > cortex)
     ct[core] = cancellous(core) + texture[core]
     shell = bone & ~core
     # a shell thinner than a voxel shows as a weaker rim: blend by the fraction of the voxel it fills
-    fill = min(1.0, cortex_mm / spacing_mm) if thin_cortex else min(1.0, 1.5 * cortex_mm / spacing_mm + 0.3)
+    if thin_cortex:
+        fill = min(1.0, cortex_mm / spacing_mm) if np.ndim(cortex) == 0 else np.minimum(1.0, cortex[shell] / spacing_mm)
+    else:
+        fill = min(1.0, 1.5 * cortex_mm / spacing_mm + 0.3)
     ct[shell] = fill * cortical + (1 - fill) * cancellous(shell)
     if long_bone is not None and long_bone.any():
         shaft_cortex = rng.uniform(3.0, 6.0)
