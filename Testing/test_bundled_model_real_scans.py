@@ -46,8 +46,8 @@ def _expected_miss(request, scan: str, misses: dict[str, str]) -> None:
 
 def test_no_bone_in_the_heart_and_great_vessels(request, scored):
     scan, result = scored
-    _expected_miss(request, scan, {"thorax": "bundled 1.6: 4.34 % on the thorax slab (1.5: 2.66 %; "
-                                             "1.4: 5.50 %)"})
+    _expected_miss(request, scan, {"thorax": "bundled 1.7: 1.57 % on the thorax slab (1.6: 4.34 %; "
+                                             "1.5: 2.66 %)"})
     assert result["bone_in_vessels"] < 0.01
 
 
@@ -57,7 +57,11 @@ def test_no_bone_outside_the_body(request, scored):
 
 
 def test_foreground_dice_does_not_fall_below_the_bundled_models(scored):
-    """Floors under the figures of the bundled model (1.6: abdomen 0.720, thorax slab 0.493; 1.5:
-    0.668 and 0.478), not targets: the target is 0.80 on each scan."""
+    """Floors under the figures of the bundled model (1.7: abdomen 0.771, thorax slab 0.461; 1.6:
+    0.720 and 0.493), not targets: the target is 0.80 on each scan. The slab's floor was lowered
+    from 0.48 with 1.7, on purpose and in the open: 1.7 trades 0.032 of the slab's foreground (its
+    arms; its vertebrae are missed by every model) for +0.051 on the abdomen, its spine 0.523 ->
+    0.650 and the slab's heart and vessels called bone 4.34 % -> 1.57 %, and it is better on
+    fresh synthetic slabs (docs/real-ct-training.md, "Run 33")."""
     scan, result = scored
-    assert result["foreground_dice"] >= {"abdomen": 0.70, "thorax": 0.48}[scan]
+    assert result["foreground_dice"] >= {"abdomen": 0.75, "thorax": 0.44}[scan]
