@@ -147,7 +147,7 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
     shell = bone & ~core
     # a shell thinner than a voxel shows as a weaker rim: blend by the fraction of the voxel it fills
     if thin_cortex:
-        fill = min(1.0, cortex_mm / spacing_mm) if np.ndim(cortex) == 0 else np.minimum(1.0, cortex[shell] / spacing_mm)
+        fill = np.minimum(1.0, (cortex[shell] if np.ndim(cortex) else cortex) / spacing_mm)
     else:
         fill = min(1.0, 1.5 * cortex_mm / spacing_mm + 0.3)
     ct[shell] = fill * cortical + (1 - fill) * cancellous(shell)
