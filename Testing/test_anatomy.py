@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from BoneSegmentationLib.core.bones import default_table
-from BoneSegmentationLib.core.totalsegmentator import ts_classes, ts_to_table
+from BoneSegmentationLib.core.totalsegmentator import ts_indices, ts_to_table
 from BoneSegmentationLib.synthetic import anatomy, tissue
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, ILIAC_SHIFT_MM, _iliac_height, load_source, synthesise
 
@@ -27,7 +27,7 @@ def source():
 def _source_mask_on(case_image: sitk.Image, source, *names: str) -> np.ndarray:
     """The source's mask of TotalSegmentator structures resampled onto a synthesised grid (valid
     for deform=0, where the synthesiser's transform is the identity)."""
-    idx = {n: i for i, n in ts_classes().items()}
+    idx = ts_indices()
     lut = np.zeros(256, np.uint8)
     lut[[idx[n] for n in names]] = 1
     on_grid = sitk.Resample(source.labels, case_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
@@ -71,9 +71,9 @@ def test_the_source_labels_come_with_the_image_deformed_as_it_is(source):
     ts = sitk.GetArrayViewFromImage(case.source_labels)
     labels = sitk.GetArrayViewFromImage(case.labels)
     mapped = ts_to_table(TABLE)[ts]
-    skull = ts == {n: i for i, n in ts_classes().items()}["skull"]
+    skull = ts == ts_indices()["skull"]
     assert np.array_equal(labels > 0, (mapped > 0) | skull)
-    aorta = ts == {n: i for i, n in ts_classes().items()}["aorta"]
+    aorta = ts == ts_indices()["aorta"]
     assert aorta.sum() > 50 and not (labels[aorta] > 0).any()
 
 
@@ -183,7 +183,7 @@ def test_metal_implants_sit_in_their_bones_keep_its_labels_and_cast_streaks(sour
     ct, plain = sitk.GetArrayFromImage(with_.ct).astype(float), sitk.GetArrayFromImage(without.ct).astype(float)
     metal = ct > 2400
     src = sitk.GetArrayFromImage(with_.source_labels)
-    idx = {n: i for i, n in ts_classes().items()}
+    idx = ts_indices()
     for side in ("left", "right"):
         femur = src == idx[f"femur_{side}"]
         assert np.count_nonzero(metal & femur) > 20  # ball, neck and stem
@@ -244,7 +244,7 @@ def test_iliac_crests_move_against_the_spine_and_the_hip_joints_stay(source, shi
                       sitk.sitkUInt8)
     grid.SetOrigin(source.labels.GetOrigin())
     grid.SetSpacing((4.0, 4.0, 4.0))
-    idx = {n: i for i, n in ts_classes().items()}
+    idx = ts_indices()
     moved = sitk.GetArrayFromImage(sitk.Resample(source.labels, grid, _iliac_height(source, shift_mm),
                                                  sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
     still = sitk.GetArrayFromImage(sitk.Resample(source.labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
@@ -330,8 +330,7 @@ def test_thin_cortices_are_drawn_per_bone_for_spine_sacrum_and_ribs_in_most_imag
     """``_cortex_map``: vertebrae and sacrum 0.2-0.7 mm, ribs 0.4-1.2 mm, one draw per bone, every
     other bone NaN (the image's thickness); a quarter of the images keep one thickness for all.
     The image records which it drew, and the draw does not move the other structures' values."""
-    classes = ts_classes()
-    idx = {name: i for i, name in classes.items()}
+    idx = ts_indices()
     ts = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     maps = [anatomy._cortex_map(ts, idx, np.random.default_rng(seed)) for seed in range(40)]
     assert 0.55 <= np.mean([m is not None for m in maps]) <= 0.95
@@ -356,3 +355,61 @@ def test_thin_cortices_are_drawn_per_bone_for_spine_sacrum_and_ribs_in_most_imag
     assert not np.array_equal(a_thin[spine], a_one[spine])
     far = ~ndimage.binary_dilation(sitk.GetArrayViewFromImage(thin.labels) > 0, iterations=3)
     assert np.array_equal(a_thin[far], a_one[far])
+
+
+def test_a_bone_s_edge_voxels_are_part_bone_part_what_surrounds_them():
+    """``rim_bone_fraction``: a voxel on a bone's outer edge gets that share of its bone value and the
+    rest from the non-bone voxels round it; deeper voxels, the voxels outside, and an edge where two
+    bones meet keep their values."""
+    spacing = 2.0
+    bone = np.zeros((14, 14, 26), bool)
+    bone[2:12, 2:12, 2:12] = True
+    bone[2:12, 2:12, 12:24] = True  # a second bone touching the first
+    ids = np.where(bone, 1 + (np.arange(26) >= 12), 0).astype(np.uint8)
+    depth = tissue.depth_mm(ids, (spacing,) * 3)
+    whole = np.full(bone.shape, 40.0, np.float32)
+    mixed = whole.copy()
+    tissue.render_bone(whole, bone, depth, np.random.default_rng(5), spacing_mm=spacing, thin_cortex=True)
+    tissue.render_bone(mixed, bone, depth, np.random.default_rng(5), spacing_mm=spacing, thin_cortex=True,
+                       rim_bone_fraction=0.6)
+    edge = bone & ~ndimage.binary_erosion(bone)
+    assert np.allclose(mixed[edge], 0.6 * whole[edge] + 0.4 * 40.0, atol=1e-3)
+    assert np.array_equal(mixed[~edge], whole[~edge])
+    contact = bone & (depth == 0) & ~edge  # the face where the two bones meet, inside the bone
+    assert contact.any() and np.array_equal(mixed[contact], whole[contact])
+    assert (mixed[edge] < whole[edge]).all()  # bone is brighter than the 40 HU round it
+
+
+def test_the_edge_share_is_drawn_per_image_from_its_own_stream_and_recorded(source, monkeypatch):
+    drawn = synthesise(source, 21, spacing=4.0, fov="thorax", deform=0.0, implants=False)
+    lo, hi = anatomy.RIM_BONE_FRACTION
+    assert lo <= drawn.spec["rim_bone_fraction"] <= hi
+    others = {synthesise(source, s, spacing=8.0, fov="thorax", implants=False).spec["rim_bone_fraction"]
+              for s in (22, 23, 24)}
+    assert len(others | {drawn.spec["rim_bone_fraction"]}) == 4
+    monkeypatch.setattr(anatomy, "RIM_BONE_FRACTION", (1.0, 1.0))
+    whole = synthesise(source, 21, spacing=4.0, fov="thorax", deform=0.0, implants=False)
+    assert whole.spec["rim_bone_fraction"] == 1.0
+    a, b = sitk.GetArrayFromImage(drawn.ct), sitk.GetArrayFromImage(whole.ct)
+    labels = sitk.GetArrayViewFromImage(drawn.labels) > 0
+    assert not np.array_equal(a[labels], b[labels])
+    far = ~ndimage.binary_dilation(labels, iterations=3)  # the scanner's blur spreads the change a little
+    assert np.array_equal(a[far], b[far])
+
+
+def test_the_old_pelvis_can_be_as_fatty_as_a_real_sacrum():
+    """In half the images the sacrum and hips get a further factor of ``FATTY_PELVIS_FACTOR``: cores
+    down to a fifth of the image's density (a 150 HU spine over a 30 HU sacrum), the spine untouched."""
+    idx = ts_indices()
+    ts = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    sacrum, spine = [], []
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        lut = rng.uniform(0.6, 1.25, 256)
+        scale = anatomy._density_scale(ts, idx, np.random.default_rng(seed)).ravel()
+        sacrum.append(scale[idx["sacrum"]] / lut[idx["sacrum"]])
+        spine.append(scale[idx["vertebrae_L3"]] / lut[idx["vertebrae_L3"]])
+    assert np.allclose(spine, 1.0) and np.isclose(np.max(sacrum), 1.0)
+    fatty = [f for f in sacrum if f < 0.999]  # float32 rounding leaves the others at 1 +- 1e-7
+    assert 0.3 <= len(fatty) / len(sacrum) <= 0.7
+    assert min(fatty) < 0.3 and min(fatty) >= anatomy.FATTY_PELVIS_FACTOR[0]

@@ -30,11 +30,17 @@ def ts_classes() -> dict[int, str]:
         return {int(row["index"]): row["name"] for row in csv.DictReader(f)}
 
 
+@lru_cache(maxsize=1)
+def ts_indices() -> dict[str, int]:
+    """TotalSegmentator v2 "total" class name -> index (the inverse of ``ts_classes``)."""
+    return {name: index for index, name in ts_classes().items()}
+
+
 def ts_index(name: str) -> int:
-    for index, n in ts_classes().items():
-        if n == name:
-            return index
-    raise KeyError(f"{name!r} is not a TotalSegmentator v2 'total' class")
+    try:
+        return ts_indices()[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a TotalSegmentator v2 'total' class") from None
 
 
 def ts_to_table(table: BoneTable | None = None, sternum_as: str = "sternum_body") -> np.ndarray:

@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from ..core.bones import BoneTable, default_table
 from ..core.errors import InputImageError
-from ..core.totalsegmentator import STERNUM_PARTS, ts_classes, ts_to_table
+from ..core.totalsegmentator import STERNUM_PARTS, ts_classes, ts_indices, ts_to_table
 from . import tissue
 
 ATTRIBUTION = ("TotalSegmentator CT dataset, subject s0011 ground truth (Wasserthal et al., "
@@ -105,7 +105,7 @@ def _load_cached(path: str) -> AnatomySource:
     if arr.max() > max(ts_classes()):
         raise InputImageError(f"{path}: label {int(arr.max())} is not a TotalSegmentator v2 'total' class")
     levels = {}
-    names = {v: k for k, v in ts_classes().items()}
+    names = ts_indices()
     zs = np.arange(arr.shape[0])
     for name in [f"vertebrae_{p}{i}" for p, n in (("T", 12), ("L", 5)) for i in range(1, n + 1)] + \
             ["vertebrae_C7", "femur_left", "sacrum"]:
@@ -274,12 +274,14 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     implant_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A7]))
     density_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDE5]))
     cortex_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC07]))
-    cortex_map = _cortex_map(ts, {name: i for i, name in ts_classes().items()}, cortex_rng)
+    cortex_map = _cortex_map(ts, ts_indices(), cortex_rng)
     age_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA6E]))
     age = float(age_rng.uniform(*tissue.AGE_YEARS))
     trabecular = tissue.trabecular_for_age(age, age_rng) if trabecular_hu is None else float(trabecular_hu)
+    rim_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x41B]))
+    rim = float(rim_rng.uniform(*RIM_BONE_FRACTION))
     ct, implant_kinds = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng, trabecular,
-                                cortex_map)
+                                cortex_map, rim)
     labels = _bone_labels(ts, table)
     if rng.random() < 0.15:  # a reconstruction circle smaller than the body: arms cut off
         _circle_fov(ct, labels, rng)
@@ -293,7 +295,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
             "spacing_mm": [s_xy, s_xy, s_z], "phase": phase_.name, "deform": deform,
             "implants": implant_kinds, "iliac_shift_mm": round(iliac_mm, 1) if iliac is not None else 0.0,
             "trabecular_hu": round(trabecular, 1), "age_years": round(age, 1) if trabecular_hu is None else None,
-            "thin_cortices": cortex_map is not None,
+            "thin_cortices": cortex_map is not None, "rim_bone_fraction": round(rim, 3),
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
@@ -311,10 +313,11 @@ def _forced_fov(source: AnatomySource, kind: str, rng: np.random.Generator, s_z:
 def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhase,
             spacing_zyx: tuple[float, float, float], implant_rng: np.random.Generator,
             implants: bool | None, density_rng: np.random.Generator, trabecular_hu: float,
-            cortex_map: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+            cortex_map: np.ndarray | None = None, rim_bone_fraction: float | None = None
+            ) -> tuple[np.ndarray, list[str]]:
     """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges), and
     the kinds of metal implant drawn into it."""
-    idx = {name: i for i, name in ts_classes().items()}
+    idx = ts_indices()
     shape = ts.shape
     s = spacing_zyx[1]
 
@@ -392,7 +395,7 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     bone = bone_lut[ts] | mask("skull")
     tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s, thin_cortex=True,
                        density_scale=_density_scale(ts, idx, density_rng), trabecular_hu=trabecular_hu,
-                       cortex_mm_map=cortex_map)
+                       cortex_mm_map=cortex_map, rim_bone_fraction=rim_bone_fraction)
     metal, kinds = _implants(ts, idx, body, spacing_zyx, implant_rng, implants)
     if kinds:
         ct[metal] = implant_rng.uniform(*tissue.METAL_IMPLANT_HU)
@@ -402,14 +405,22 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     return tissue.scanner(ct, rng, spacing_zyx), kinds
 
 
+FATTY_PELVIS_FACTOR = (0.2, 1.0)  # on the sacrum's and hips' cancellous density, in half the images
+#: How much of a bone's outermost labelled voxel is bone (``tissue.render_bone``), drawn per image:
+#: a label map made from CT calls a voxel bone from about half bone, so its edge layer is a mix.
+RIM_BONE_FRACTION = (0.45, 1.0)
+
+
 def _density_scale(ts: np.ndarray, idx: dict[str, int], rng: np.random.Generator) -> np.ndarray:
     """Each bone's cancellous density as a factor (0.6-1.25) of the image's: bones of one body differ
     (vertebral bodies denser than the pelvis). In half the images the sacrum and hips get a further
-    0.5-1.0, the fatty marrow of older pelvises (cancellous cores down to 20-100 HU, as osteoporotic
-    vertebrae under 100-110 HU in Pickhardt et al., Ann Intern Med 2013)."""
+    0.2-1.0, the fatty marrow of older pelvises: cancellous cores down to 10-60 HU, as the sacral ala
+    and the iliac bone of the old are often near fat and water (red marrow turns yellow there first;
+    osteoporotic vertebrae are under 100-110 HU, Pickhardt et al., Ann Intern Med 2013). 0.5-1.0
+    (cores no lower than 20-100 HU) left a real abdomen's sacrum, 30 HU inside, unfound."""
     lut = rng.uniform(0.6, 1.25, 256).astype(np.float32)
     if rng.random() < 0.5:
-        fatty = rng.uniform(0.5, 1.0)
+        fatty = rng.uniform(*FATTY_PELVIS_FACTOR)
         for name in ("sacrum", "hip_left", "hip_right", "vertebrae_S1"):
             if name in idx:
                 lut[idx[name]] *= fatty
@@ -550,7 +561,7 @@ def _bone_labels(ts: np.ndarray, table: BoneTable) -> np.ndarray:
     """TotalSegmentator indices -> bone table indices; the sternum split into its three parts
     along z (manubrium top 27 %, xiphoid bottom 8 % of its extent)."""
     labels = ts_to_table(table)[ts]
-    sternum = ts == {v: k for k, v in ts_classes().items()}["sternum"]
+    sternum = ts == ts_indices()["sternum"]
     zs = np.nonzero(sternum.any(axis=(1, 2)))[0]
     if len(zs):
         lo, hi = zs[0], zs[-1] + 1
@@ -564,7 +575,7 @@ def _bone_labels(ts: np.ndarray, table: BoneTable) -> np.ndarray:
         band[lo:xiph_hi] = parts["sternum_xiphoid"]
         labels[sternum] = np.broadcast_to(band[:, None, None], ts.shape)[sternum]
     # slivers of bones the source cannot provide whole keep their class (left out of the loss)
-    idx = {v: k for k, v in ts_classes().items()}
+    idx = ts_indices()
     labels[ts == idx["skull"]] = table.by_name("cranium").index
     labels[ts == idx["vertebrae_C7"]] = table.by_name("vertebra_C7").index
     return labels

@@ -109,7 +109,7 @@ def trabecular_for_age(age_years: float, rng: np.random.Generator) -> float:
 def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.random.Generator,
                 long_bone: np.ndarray | None = None, spacing_mm: float = 2.0, thin_cortex: bool = False,
                 density_scale: np.ndarray | None = None, trabecular_hu: float | None = None,
-                cortex_mm_map: np.ndarray | None = None) -> None:
+                cortex_mm_map: np.ndarray | None = None, rim_bone_fraction: float | None = None) -> None:
     """Cortical shell (600-1800 HU, 0.8-2.5 mm) over a textured trabecular core whose density runs
     from osteoporotic (60 HU) to dense (400 HU); long-bone shafts get a thick cortex round fatty
     marrow. Partial volume at coarse spacing is left to the caller's blur.
@@ -127,7 +127,15 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
 
     ``cortex_mm_map`` (per voxel, NaN where the image's one thickness holds): each bone's own cortex,
     as the anatomy synthesiser draws it (``anatomy._cortex_map``: a vertebral body's shell is a
-    tenth of a long bone's). With ``thin_cortex`` only."""
+    tenth of a long bone's). With ``thin_cortex`` only.
+
+    ``rim_bone_fraction`` (the anatomy synthesiser): how much of a voxel on a bone's outer edge is
+    bone. A label map made from CT (TotalSegmentator's, a rater's) calls a voxel bone once about
+    half of it is, so its outermost layer is partly bone and partly what lies outside; painting that
+    layer as whole bone draws every bone fatter and brighter at its edge than a scanner shows it.
+    The edge voxels (bone with a non-bone neighbour) get this share of their bone value and the rest
+    from the non-bone voxels round them."""
+    before = ct.copy() if rim_bone_fraction is not None else None
     cortex_mm = rng.uniform(0.4, 2.5) if thin_cortex else rng.uniform(0.8, 2.5)
     if cortex_mm_map is not None and thin_cortex:
         cortex = np.where(np.isnan(cortex_mm_map), np.float32(cortex_mm), cortex_mm_map).astype(np.float32)
@@ -156,6 +164,21 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
         marrow = long_bone & (depth > shaft_cortex)
         ct[long_bone & ~marrow & core] = cortical * rng.uniform(0.8, 1.0)
         ct[marrow] = rng.uniform(-80, 60) + texture[marrow] * 0.3
+    if before is not None:
+        _blend_rim(ct, bone, before, rim_bone_fraction)
+
+
+def _blend_rim(ct: np.ndarray, bone: np.ndarray, before: np.ndarray, fraction: float) -> None:
+    """Mix each edge voxel of ``bone`` with the mean of the non-bone voxels round it (in ``before``,
+    the image without its bones), ``fraction`` of it bone."""
+    rim = bone & ~ndimage.binary_erosion(bone)
+    if not rim.any():
+        return
+    outside = (~bone).astype(np.float32)
+    weight = ndimage.uniform_filter(outside, size=3)
+    total = ndimage.uniform_filter(np.where(bone, 0.0, before).astype(np.float32), size=3)
+    surround = np.divide(total, weight, out=before.astype(np.float32), where=weight > 1e-6)
+    ct[rim] = fraction * ct[rim] + (1.0 - fraction) * surround[rim]
 
 
 def fat_and_muscle(shape: tuple[int, int, int], rng: np.random.Generator, spacing_mm: float) -> np.ndarray:
