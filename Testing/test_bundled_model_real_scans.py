@@ -46,8 +46,8 @@ def _expected_miss(request, scan: str, misses: dict[str, str]) -> None:
 
 def test_no_bone_in_the_heart_and_great_vessels(request, scored):
     scan, result = scored
-    _expected_miss(request, scan, {"thorax": "bundled 1.7: 1.57 % on the thorax slab (1.6: 4.34 %; "
-                                             "1.5: 2.66 %)"})
+    _expected_miss(request, scan, {"thorax": "bundled 1.8: 5.44 % on the thorax slab, the calcified aorta "
+                                             "beside T12 taken into the vertebra (1.7: 1.57 %; 1.6: 4.34 %)"})
     assert result["bone_in_vessels"] < 0.01
 
 
@@ -57,11 +57,11 @@ def test_no_bone_outside_the_body(request, scored):
 
 
 def test_foreground_dice_does_not_fall_below_the_bundled_models(scored):
-    """Floors under the figures of the bundled model (1.7: abdomen 0.771, thorax slab 0.461; 1.6:
-    0.720 and 0.493), not targets: the target is 0.80 on each scan. The slab's floor was lowered
-    from 0.48 with 1.7, on purpose and in the open: 1.7 trades 0.032 of the slab's foreground (its
-    arms; its vertebrae are missed by every model) for +0.051 on the abdomen, its spine 0.523 ->
-    0.650 and the slab's heart and vessels called bone 4.34 % -> 1.57 %, and it is better on
-    fresh synthetic slabs (docs/real-ct-training.md, "Run 33")."""
+    """Floors under the figures of the bundled model (1.8: abdomen 0.782, thorax slab 0.502; 1.7:
+    0.771 and 0.461), not targets: the target is 0.80 on each scan. The slab's floor, lowered from
+    0.48 to 0.44 with 1.7 in the open, is back at 0.48. 1.8 has its own trade, also in the open: its
+    abdomen spine median falls 0.650 -> 0.474 (the spine as one structure stays at 0.70: the
+    boundaries between lumbar levels moved) and the slab's aorta called bone rises 1.57 % -> 5.44 %,
+    for ribs 0.443 -> 0.610 and both foregrounds up (docs/real-ct-training.md, "Run 36")."""
     scan, result = scored
-    assert result["foreground_dice"] >= {"abdomen": 0.75, "thorax": 0.44}[scan]
+    assert result["foreground_dice"] >= {"abdomen": 0.76, "thorax": 0.48}[scan]
