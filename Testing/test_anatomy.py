@@ -359,11 +359,11 @@ def test_thin_cortices_are_drawn_per_bone_for_spine_sacrum_and_ribs_in_most_imag
 
 def test_a_bone_s_edge_voxels_are_part_bone_part_what_surrounds_them():
     """``rim_bone_fraction``: a voxel on a bone's outer edge gets that share of its bone value and the
-    rest from the non-bone voxels round it; deeper voxels, the voxels outside, and an edge where two
-    bones meet keep their values."""
+    rest from the non-bone voxels round it; deeper voxels, the voxels outside, an edge where two
+    bones meet and a bone's face cut by the image's border keep their values."""
     spacing = 2.0
     bone = np.zeros((14, 14, 26), bool)
-    bone[2:12, 2:12, 2:12] = True
+    bone[0:12, 2:12, 2:12] = True  # cut by the image's first slice
     bone[2:12, 2:12, 12:24] = True  # a second bone touching the first
     ids = np.where(bone, 1 + (np.arange(26) >= 12), 0).astype(np.uint8)
     depth = tissue.depth_mm(ids, (spacing,) * 3)
@@ -372,8 +372,9 @@ def test_a_bone_s_edge_voxels_are_part_bone_part_what_surrounds_them():
     tissue.render_bone(whole, bone, depth, np.random.default_rng(5), spacing_mm=spacing, thin_cortex=True)
     tissue.render_bone(mixed, bone, depth, np.random.default_rng(5), spacing_mm=spacing, thin_cortex=True,
                        rim_bone_fraction=0.6)
-    edge = bone & ~ndimage.binary_erosion(bone)
+    edge = bone & ~ndimage.binary_erosion(bone, border_value=1)
     assert np.allclose(mixed[edge], 0.6 * whole[edge] + 0.4 * 40.0, atol=1e-3)
+    assert (bone[0] & ~edge[0]).any()  # the cut face is not an edge
     assert np.array_equal(mixed[~edge], whole[~edge])
     contact = bone & (depth == 0) & ~edge  # the face where the two bones meet, inside the bone
     assert contact.any() and np.array_equal(mixed[contact], whole[contact])

@@ -135,7 +135,6 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
     layer as whole bone draws every bone fatter and brighter at its edge than a scanner shows it.
     The edge voxels (bone with a non-bone neighbour) get this share of their bone value and the rest
     from the non-bone voxels round them."""
-    before = ct.copy() if rim_bone_fraction is not None else None
     cortex_mm = rng.uniform(0.4, 2.5) if thin_cortex else rng.uniform(0.8, 2.5)
     if cortex_mm_map is not None and thin_cortex:
         cortex = np.where(np.isnan(cortex_mm_map), np.float32(cortex_mm), cortex_mm_map).astype(np.float32)
@@ -164,21 +163,21 @@ def render_bone(ct: np.ndarray, bone: np.ndarray, depth: np.ndarray, rng: np.ran
         marrow = long_bone & (depth > shaft_cortex)
         ct[long_bone & ~marrow & core] = cortical * rng.uniform(0.8, 1.0)
         ct[marrow] = rng.uniform(-80, 60) + texture[marrow] * 0.3
-    if before is not None:
-        _blend_rim(ct, bone, before, rim_bone_fraction)
+    if rim_bone_fraction is not None:
+        _blend_rim(ct, bone, rim_bone_fraction)
 
 
-def _blend_rim(ct: np.ndarray, bone: np.ndarray, before: np.ndarray, fraction: float) -> None:
-    """Mix each edge voxel of ``bone`` with the mean of the non-bone voxels round it (in ``before``,
-    the image without its bones), ``fraction`` of it bone."""
-    rim = bone & ~ndimage.binary_erosion(bone)
+def _blend_rim(ct: np.ndarray, bone: np.ndarray, fraction: float) -> None:
+    """Mix each edge voxel of ``bone`` (one with a non-bone face neighbour; a bone cut by the
+    image's border is not an edge there) with the mean of the non-bone voxels in its 3x3x3 box,
+    ``fraction`` of it bone. ``render_bone`` writes only bone voxels, so the others in ``ct`` are
+    what surrounds the bones."""
+    rim = bone & ~ndimage.binary_erosion(bone, border_value=1)
     if not rim.any():
         return
-    outside = (~bone).astype(np.float32)
-    weight = ndimage.uniform_filter(outside, size=3)
-    total = ndimage.uniform_filter(np.where(bone, 0.0, before).astype(np.float32), size=3)
-    surround = np.divide(total, weight, out=before.astype(np.float32), where=weight > 1e-6)
-    ct[rim] = fraction * ct[rim] + (1.0 - fraction) * surround[rim]
+    weight = ndimage.uniform_filter((~bone).astype(np.float32), size=3)  # > 0 on every edge voxel
+    total = ndimage.uniform_filter(np.where(bone, np.float32(0.0), ct).astype(np.float32), size=3)
+    ct[rim] = fraction * ct[rim] + (1.0 - fraction) * total[rim] / weight[rim]
 
 
 def fat_and_muscle(shape: tuple[int, int, int], rng: np.random.Generator, spacing_mm: float) -> np.ndarray:
