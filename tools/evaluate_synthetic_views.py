@@ -9,6 +9,7 @@
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov abdomen --implants on   # metal
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --iliac-shift -20 0 20   # crests' height
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --trabecular-hu 80 160 260   # density
+    python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov thorax --body-size 1 1.28   # a larger body
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov thorax --phase arterial \
         --spacing 1.5 2 --slab 20   # 40 mm slabs of the lower thorax, as the test set's DICOM slab
 
@@ -23,7 +24,9 @@ image holds metal implants (``--implants on``), by the mean Dice of the bones th
 (a prosthesis counts as its femur, as in TotalSegmentator's references), and by the median Dice of
 the lumbar vertebrae in view (where the iliac crests sit against the spine, ``--iliac-shift``, moves
 a network that names the lumbar levels from the pelvis), and, with ``--trabecular-hu``, at
-forced bone densities (the synthesiser draws one per body for an age, ``tissue.trabecular_for_age``).
+forced bone densities (the synthesiser draws one per body for an age, ``tissue.trabecular_for_age``),
+and, with ``--body-size``, at forced sizes across (``anatomy.BODY_SIZE``: a network taught one body's
+size calls a larger body's spine pelvis, or misses it).
 With ``--slab N`` each image is cut to N slices about the middle of each vertebra of
 ``--slab-levels`` (a short scan, filled by mirroring at inference) and each slab scored alone.
 The real scans
@@ -127,6 +130,9 @@ def main() -> None:
     ap.add_argument("--trabecular-hu", type=float, nargs="+", default=[None], metavar="HU",
                     help="force the body's vertebral cancellous density (each bone its own factor of it); several: "
                          "each seed at each (default: drawn for an age)")
+    ap.add_argument("--body-size", type=float, nargs="+", default=[None], metavar="FACTOR",
+                    help="force the body's size across against the source's (1: the source's); several: each "
+                         "seed at each (default: drawn, anatomy.BODY_SIZE)")
     ap.add_argument("--slab", type=int, default=None, metavar="SLICES",
                     help="score slabs of this many slices about each vertebra of --slab-levels instead of the image")
     ap.add_argument("--slab-levels", nargs="+", default=["vertebra_T8", "vertebra_T12"], metavar="VERTEBRA",
@@ -150,11 +156,14 @@ def main() -> None:
               + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"
                            for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
-    for seed, iliac, density in itertools.product(args.seeds, args.iliac_shift, args.trabecular_hu):
+    if any(f is not None and not 0.5 <= f <= 2.0 for f in args.body_size):
+        ap.error(f"--body-size: factors of the source body's size across, 0.5-2, not {args.body_size}")
+    for seed, iliac, density, size in itertools.product(args.seeds, args.iliac_shift, args.trabecular_hu,
+                                                        args.body_size):
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
         case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase,
                           implants={"drawn": None, "on": True, "off": False}[args.implants], iliac_shift_mm=iliac,
-                          trabecular_hu=density)
+                          trabecular_hu=density, body_size=size)
         for where, case in views(case, args.slab, args.slab_levels):
             rows.append(row(seed, where, case, segmenters))
             print(rows[-1], flush=True)
@@ -197,7 +206,8 @@ def row(seed: int, where: str, case: SyntheticCase, segmenters: list[Segmenter])
                      + (f"; lumbar {lumbar:.3f}" if lumbar is not None else ""))
     view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
     view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
-    view += f", crests {case.spec['iliac_shift_mm']:+g} mm, cancellous {case.spec['trabecular_hu']:g} HU" + where
+    view += f", crests {case.spec['iliac_shift_mm']:+g} mm, cancellous {case.spec['trabecular_hu']:g} HU"
+    view += f", body x{case.spec['body_size']:g}" + where
     return f"| {seed} | {view} | " + " | ".join(cells) + " |"
 
 

@@ -62,7 +62,7 @@ def main() -> None:
         short = {"hip_prosthesis_left": "left hip", "hip_prosthesis_right": "right hip", "spinal_fusion": "spine"}
         metal = ("metal: " + ", ".join(short.get(k, k) for k in s["implants"]) + "; ") if s["implants"] else ""
         ax.set_title(f"seed {seed}: {s['phase'].replace('_', ' ')}, {s['fov'].replace('_', ' ')}, "
-                     f"bone {s['trabecular_hu']:.0f} HU\n{metal}"
+                     f"bone {s['trabecular_hu']:.0f} HU, body x{s['body_size']:.2f}\n{metal}"
                      f"{s['spacing_mm'][0]:.1f} x {s['spacing_mm'][2]:.1f} mm, {s['seconds']:.1f} s", fontsize=11)
         ax.axis("off")
     fig.suptitle("Training images synthesised from one real body's labels (CT window -400..1200 HU | bone "

@@ -173,6 +173,13 @@ def _deformation(centre: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng: np.ran
     return sitk.CompositeTransform([affine, bspline])
 
 
+#: The body's size across (left-right, front-back) against the source body's, drawn per image on top
+#: of the deformation's +-15 % per axis. Why: adults' trunks differ far more than one body scaled by
+#: 15 %: a vertebra's depth from the front of its body to the tip of its spinous process runs from
+#: about 55 mm (the source's T12) to 70 mm and more in a large man, and a network that has seen one
+#: size calls a larger spine's lower thoracic vertebrae pelvis, or background.
+BODY_SIZE = (0.92, 1.28)
+
 ILIAC_SHIFT_MM = 25.0  # crests up or down against the spine: Tuffier's line from L3/L4 to L5/S1
 ILIAC_SPINE_MM = (30.0, 60.0)  # from the midline: untouched within the first, fully moved beyond the second
 ILIAC_ABOVE_MM = 60.0  # above the crests the shift fades out over this height (the lowest ribs stay)
@@ -222,7 +229,8 @@ def _iliac_height(source: AnatomySource, shift_mm: float, spacing_mm: float = 4.
 def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, float] | None = None,
                fov: str | None = None, phase: str | None = None, deform: float = 1.0,
                table: BoneTable | None = None, implants: bool | None = None,
-               iliac_shift_mm: float | None = None, trabecular_hu: float | None = None) -> SyntheticCase:
+               iliac_shift_mm: float | None = None, trabecular_hu: float | None = None,
+               body_size: float | None = None) -> SyntheticCase:
     """One CT-like image and its bone labels from ``source``; a pure function of the arguments.
 
     ``spacing``: isotropic mm, or (in-plane, slice) mm; default drawn (in-plane 1.6-2.6 mm,
@@ -233,6 +241,8 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     crests this far above (below, negative) the source body's place against the spine; default
     drawn (+-``ILIAC_SHIFT_MM``, times ``deform``). ``trabecular_hu``: the body's vertebral
     cancellous density; default drawn for an age of ``tissue.AGE_YEARS`` (its own random stream).
+    ``body_size``: the body's size across (left-right and front-back) against the source's, the
+    image widened to hold it; default drawn from ``BODY_SIZE`` (its own stream, times ``deform``).
     """
     t0 = time.perf_counter()
     table = table or default_table()
@@ -256,6 +266,16 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     hi = np.array([src_hi[0], src_hi[1], z_hi])
     centre = (lo + hi) / 2
     transform = _deformation(centre, lo, hi, rng, deform)
+    size_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x512E]))
+    size = 1.0 + (float(size_rng.uniform(*BODY_SIZE)) - 1.0) * deform
+    if body_size is not None:
+        size = float(body_size)
+    if size != 1.0:  # applied first, in the image's frame: the body drawn larger (smaller) about its centre
+        scale = sitk.ScaleTransform(3, (1 / size, 1 / size, 1.0))
+        scale.SetCenter(tuple(float(c) for c in centre))
+        transform = sitk.CompositeTransform([transform, scale])
+        grow = np.array([max(size, 1.0), max(size, 1.0), 1.0])  # a larger body still fits across the image
+        lo, hi = centre - (centre - lo) * grow, centre + (hi - centre) * grow
     pelvis_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x11AC]))
     iliac_mm = float(pelvis_rng.uniform(-ILIAC_SHIFT_MM, ILIAC_SHIFT_MM)) * deform
     if iliac_shift_mm is not None:
@@ -263,8 +283,8 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     iliac = _iliac_height(source, iliac_mm)
     if iliac is not None:  # applied last, in the source's frame
         transform = sitk.CompositeTransform([iliac, transform])
-    size = [int(np.floor((hi[i] - lo[i]) / s)) + 1 for i, s in enumerate((s_xy, s_xy, s_z))]
-    grid = sitk.Image(size, sitk.sitkUInt8)
+    shape = [int(np.floor((hi[i] - lo[i]) / s)) + 1 for i, s in enumerate((s_xy, s_xy, s_z))]
+    grid = sitk.Image(shape, sitk.sitkUInt8)
     grid.SetOrigin(tuple(float(v) for v in lo))
     grid.SetSpacing((s_xy, s_xy, s_z))
     ts = sitk.GetArrayFromImage(sitk.Resample(src, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
@@ -296,6 +316,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
             "implants": implant_kinds, "iliac_shift_mm": round(iliac_mm, 1) if iliac is not None else 0.0,
             "trabecular_hu": round(trabecular, 1), "age_years": round(age, 1) if trabecular_hu is None else None,
             "thin_cortices": cortex_map is not None, "rim_bone_fraction": round(rim, 3),
+            "body_size": round(size, 3),
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
