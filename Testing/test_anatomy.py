@@ -449,6 +449,8 @@ def test_the_body_size_is_drawn_per_image_from_its_own_stream(source):
     sizes = [synthesise(source, s, **kw).spec["body_size"] for s in (32, 33, 34)]
     assert all(lo <= v <= hi for v in sizes) and len(set(sizes)) == 3
     assert synthesise(source, 32, deform=0.0, **kw).spec["body_size"] == 1.0
+    with pytest.raises(ValueError, match="body_size"):
+        synthesise(source, 32, body_size=0.0, **kw)
     a, b = synthesise(source, 32, body_size=1.0, **kw).spec, synthesise(source, 32, body_size=1.2, **kw).spec
     assert {k: v for k, v in a.items() if k not in ("body_size", "seconds")} == \
         {k: v for k, v in b.items() if k not in ("body_size", "seconds")}

@@ -269,6 +269,8 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     size_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x512E]))
     size = 1.0 + (float(size_rng.uniform(*BODY_SIZE)) - 1.0) * deform
     if body_size is not None:
+        if not 0.0 < body_size < float("inf"):
+            raise ValueError(f"body_size is a factor of the source body's size across, above 0, not {body_size!r}")
         size = float(body_size)
     if size != 1.0:  # applied first, in the image's frame: the body drawn larger (smaller) about its centre
         scale = sitk.ScaleTransform(3, (1 / size, 1 / size, 1.0))
