@@ -46,8 +46,9 @@ def _expected_miss(request, scan: str, misses: dict[str, str]) -> None:
 
 def test_no_bone_in_the_heart_and_great_vessels(request, scored):
     scan, result = scored
-    _expected_miss(request, scan, {"thorax": "bundled 1.8: 5.44 % on the thorax slab, the calcified aorta "
-                                             "beside T12 taken into the vertebra (1.7: 1.57 %; 1.6: 4.34 %)"})
+    _expected_miss(request, scan, {"thorax": "bundled 1.9: 3.72 % on the thorax slab, the aorta beside T12 "
+                                             "taken into a vertebra's or the sacrum's label (1.8: 5.44 %; 1.7: "
+                                             "1.57 %; 1.6: 4.34 %)"})
     assert result["bone_in_vessels"] < 0.01
 
 
@@ -57,11 +58,12 @@ def test_no_bone_outside_the_body(request, scored):
 
 
 def test_foreground_dice_does_not_fall_below_the_bundled_models(scored):
-    """Floors under the figures of the bundled model (1.8: abdomen 0.782, thorax slab 0.502; 1.7:
-    0.771 and 0.461), not targets: the target is 0.80 on each scan. The slab's floor, lowered from
-    0.48 to 0.44 with 1.7 in the open, is back at 0.48. 1.8 has its own trade, also in the open: its
-    abdomen spine median falls 0.650 -> 0.474 (the spine as one structure stays at 0.70: the
-    boundaries between lumbar levels moved) and the slab's aorta called bone rises 1.57 % -> 5.44 %,
-    for ribs 0.443 -> 0.610 and both foregrounds up (docs/real-ct-training.md, "Run 36")."""
+    """Floors under the figures of the bundled model (1.9: abdomen 0.793, thorax slab 0.481; 1.8:
+    0.782 and 0.502; 1.7: 0.771 and 0.461), not targets: the target is 0.80 on each scan. 1.9's
+    trade, in the open: the slab's foreground falls 0.502 -> 0.481 (its vertebrae are still missed;
+    its humeri are found better) for the abdomen's spine median 0.474 -> 0.656, ribs 0.610 ->
+    0.681, all bones 0.580 -> 0.669 and the slab's aorta called bone 5.44 % -> 3.72 %; the slab's
+    floor moves 0.48 -> 0.47, a hundredth under its figure as the abdomen's is
+    (docs/real-ct-training.md, "Run 39")."""
     scan, result = scored
-    assert result["foreground_dice"] >= {"abdomen": 0.76, "thorax": 0.48}[scan]
+    assert result["foreground_dice"] >= {"abdomen": 0.78, "thorax": 0.47}[scan]
