@@ -139,6 +139,8 @@ def main() -> None:
                     help="bone table names of the vertebrae the slabs are centred on (default: T8 and T12)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
+    if any(f is not None and not 0.5 <= f <= 2.0 for f in args.body_size):
+        ap.error(f"--body-size: factors of the source body's size across, 0.5-2, not {args.body_size}")
     if args.slab is not None and args.slab < 1:
         ap.error(f"--slab is a number of slices, at least 1, not {args.slab}")
     unknown = [name for name in args.slab_levels if name not in default_table().names()]
@@ -156,8 +158,6 @@ def main() -> None:
               + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"
                            for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
-    if any(f is not None and not 0.5 <= f <= 2.0 for f in args.body_size):
-        ap.error(f"--body-size: factors of the source body's size across, 0.5-2, not {args.body_size}")
     for seed, iliac, density, size in itertools.product(args.seeds, args.iliac_shift, args.trabecular_hu,
                                                         args.body_size):
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
