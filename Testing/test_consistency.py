@@ -445,3 +445,95 @@ def test_a_bone_with_no_voxel_of_bone_density_is_removed_and_a_faint_real_one_is
     assert not np.any(out == capitate)
     assert any("no voxel denser than" in c.text for c in report.changes if c.bone == "capitate_left")
     assert np.array_equal(out == sacrum, labels == sacrum)
+
+
+def test_l5_beside_the_sacrums_alae_stays_l5():
+    """The sacrum is tilted and its alae rise beside L5: the middle of its height, where a piece's
+    centre made it part of the same vertebra, reached L5's centre, and a real abdomen's whole L5
+    became sacrum. A piece above the sacrum's centre that does not touch the hip bones is a
+    vertebra of its own: nothing changes (4 mm grid, LPS; without the rule L5 was taken)."""
+    labels = np.zeros((80, 30, 60), np.uint8)  # z inferior to superior, y anterior to posterior, x
+    for k, level in enumerate(("L5", "L4", "L3", "L2", "L1")):
+        labels[36 + 8 * k:42 + 8 * k, 10:18, 22:32] = TABLE.by_name(f"vertebra_{level}").index
+    sacrum = TABLE.by_name("sacrum").index
+    labels[18:34, 11:19, 22:32] = sacrum  # its body, below L5's disc
+    labels[30:40, 4:26, 8:22] = sacrum  # the alae, beside L5's lower two thirds
+    labels[30:40, 4:26, 32:46] = sacrum
+    labels[20:38, 4:26, 1:8] = TABLE.by_name("hip_right").index  # at the sacroiliac joints
+    labels[20:38, 4:26, 46:53] = TABLE.by_name("hip_left").index
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing((4.0, 4.0, 4.0))
+    grid = Grid.of(image)
+    l5 = grid.to_mm(np.argwhere(labels == TABLE.by_name("vertebra_L5").index)).mean(axis=0)
+    bone = grid.to_mm(np.argwhere(labels == sacrum))
+    middle = bone[:, 2].mean() + 0.3 * np.ptp(bone[:, 2]) * np.array([-1, 1])
+    assert middle[0] <= l5[2] <= middle[1]  # the case the rule is for
+    out, report = labels.copy(), ConsistencyReport()
+    result = order_spine(out, grid, TABLE, report)
+    assert np.array_equal(out, labels) and report.changes == []
+    assert [LEVELS[level] for level in result.levels] == ["L1", "L2", "L3", "L4", "L5", "sacrum"]
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_a_vertebra_labelled_only_in_part_keeps_its_level(seed):
+    """The network labelled one slice of L4 (4 mm) and missed the rest: a unit a fraction of its
+    neighbours' size, at L4's place, a pitch from L3 and from L5, labelled between them. Taken for a
+    fragment it was folded into L5 and L4 was lost (a held-out synthetic abdomen); it is a vertebra
+    and keeps its level: nothing else changes."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    l4 = TABLE.by_name("vertebra_L4").index
+    coords = np.argwhere(labels == l4)
+    slices = coords[:, grid.si_axis]
+    missed = coords[slices != np.median(slices).round()]  # all but its middle slice
+    broken = labels.copy()
+    broken[tuple(missed.T)] = 0
+    neighbours = [np.count_nonzero(labels == TABLE.by_name(n).index) for n in ("vertebra_L3", "vertebra_L5")]
+    assert np.count_nonzero(broken == l4) < 0.35 * min(neighbours)  # a speck by size alone
+    out = broken.copy()
+    report = ConsistencyReport()
+    result = order_spine(out, grid, TABLE, report)
+    assert np.array_equal(out, broken) and report.changes == []
+    assert LEVELS.index("L4") in result.levels
+
+
+@pytest.mark.parametrize("pair", [("L2", "L3"), ("T11", "T12")])
+@pytest.mark.parametrize("seed", [3, 0])
+def test_one_label_on_two_vertebrae_is_cut_in_two(seed, pair):
+    """The network gave the upper label to both vertebrae and to the disc between them: one piece
+    as big as two. It is cut at its thinnest cross-section and the lower half gets its own level
+    back (most of its voxels: the cut is a plane, the disc is not); no other bone changes."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    upper, lower = (TABLE.by_name(f"vertebra_{name}").index for name in pair)
+    near = [ndimage.binary_dilation(labels == i, np.ones((3, 3, 3), bool), iterations=2) for i in (upper, lower)]
+    broken = labels.copy()
+    broken[(labels == lower) | (near[0] & near[1] & (labels == 0))] = upper
+    assert ndimage.label(broken == upper, np.ones((3, 3, 3), bool))[1] == 1  # one piece
+    out = broken.copy()
+    order_spine(out, grid, TABLE, ConsistencyReport())
+    both = (labels == upper) | (labels == lower)
+    assert np.mean(out[both] == labels[both]) >= 0.9
+    others = (labels > 0) & ~both
+    assert np.array_equal(out[others], labels[others])
+
+
+def test_a_big_vertebra_between_under_labelled_ones_is_not_cut():
+    """L1 labelled whole while the network labelled only the middle third of T11, T12, L2 and L3:
+    L1 is as big as two of its neighbours, but cutting it would make one vertebra too many and
+    shift every level above it (a held-out synthetic abdomen). The column is read with and without
+    the cut, and without it fits the labels better: nothing changes."""
+    labels, _, lab = _arrays(0)
+    grid = Grid.of(lab)
+    broken = labels.copy()
+    for name in ("T11", "T12", "L2", "L3"):
+        coords = np.argwhere(labels == TABLE.by_name(f"vertebra_{name}").index)
+        slices = coords[:, grid.si_axis]
+        low, high = np.quantile(slices, [0.34, 0.66])
+        broken[tuple(coords[(slices < low) | (slices > high)].T)] = 0
+    sizes = [np.count_nonzero(broken == TABLE.by_name(f"vertebra_{n}").index) for n in ("T11", "T12", "L2", "L3")]
+    assert np.count_nonzero(broken == TABLE.by_name("vertebra_L1").index) >= 1.8 * np.median(sizes)  # a "double"
+    out = broken.copy()
+    report = ConsistencyReport()
+    order_spine(out, grid, TABLE, report)
+    assert np.array_equal(out, broken) and report.changes == []

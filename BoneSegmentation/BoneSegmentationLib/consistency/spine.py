@@ -41,6 +41,7 @@ MERGE_FRACTION = 0.45  # pieces closer than this fraction of the local pitch are
 WHOLE_FACTOR = 1.6  # ... unless together they are as big as two vertebrae
 PARTIAL_FRACTION = 0.5
 SPECK_FRACTION = 0.35  # a unit this small against its neighbours is a fragment, not a vertebra
+OWN_PITCH_FRACTION = 0.6  # ... unless it lies this fraction of the pitch from both neighbours, labelled between them
 END_SPECK_FRACTION = 0.02  # ... at either end of the column (a coccyx is 3-15 % of L5)
 CORE = 0.6  # middle fraction of a vertebra's height where another piece's centre makes it the same vertebra
 COLUMN_MM = 40.0  # pieces further apart than this across the body are not one vertebra
@@ -120,14 +121,26 @@ def _merge(a: Vertebra, b: Vertebra, labels: np.ndarray, grid: Grid) -> Vertebra
                     max(a.top_mm, b.top_mm), min(a.bottom_mm, b.bottom_mm))
 
 
-def _group_pieces(pieces: list[Vertebra], step_mm: float, grid: Grid, shape: tuple[int, ...]) -> list[Vertebra]:
+def _group_pieces(pieces: list[Vertebra], step_mm: float, grid: Grid, labels: np.ndarray,
+                  hips: np.ndarray) -> list[Vertebra]:
     """Pieces of one vertebra (several labels on it) become one unit: from the largest down, a piece
     within ``GROUP_GAP_MM`` of a larger unit whose centre lies in the middle ``CORE`` of that unit's
-    height joins it (a hand beside the lumbar spine, however labelled, does not)."""
+    height joins it (a hand beside the lumbar spine, however labelled, does not).
+
+    The sacrum is five fused vertebrae, tilted, its alae rising beside L5: the middle of its height
+    reaches L5's centre. A piece labelled a vertebra above the sacrum's centre that does not touch
+    the hip bones (when they are in view) is L5, not part of the sacrum, and stays a unit of its
+    own; a piece of the sacrum given a vertebra's label meets the hip bones at the sacroiliac
+    joints and still joins (a real abdomen's whole L5 was taken into the sacrum)."""
+    shape = labels.shape
+    hips = np.array([h for h in hips if (labels == h).any()], int)  # in view
     units: list[list] = []  # [unit, core bottom, core top, tree of its voxels in mm]
     for piece in sorted(pieces, key=lambda p: -p.size):
         host = None
         for k, (u, lo, hi, tree) in enumerate(units):
+            if u.label_level >= SACRUM and piece.label_level < SACRUM and hips.size \
+                    and piece.centre[2] > u.centre[2] and not _touching(piece, labels, hips, 1).sum():
+                continue
             if lo <= piece.centre[2] <= hi and np.linalg.norm(piece.centre[:2] - u.centre[:2]) <= COLUMN_MM:
                 if tree is None:
                     tree = units[k][3] = cKDTree(_mm(u, grid, shape))
@@ -199,7 +212,8 @@ def _fold_specks(units: list[Vertebra], labels: np.ndarray, grid: Grid) -> list[
     while len(units) > 2:
         sizes = [float(u.size) for u in units]
         small = [i for i, s in enumerate(sizes) if s < (SPECK_FRACTION if 0 < i < len(sizes) - 1 else
-                                                        END_SPECK_FRACTION) * _local(sizes, i, 2)]
+                                                        END_SPECK_FRACTION) * _local(sizes, i, 2)
+                 and not _partly_labelled_vertebra(units, i)]
         if not small:
             break
         i = min(small, key=lambda k: sizes[k])
@@ -208,6 +222,19 @@ def _fold_specks(units: list[Vertebra], labels: np.ndarray, grid: Grid) -> list[
         a, b = min(i, j), max(i, j)
         units = units[:a] + [_merge(units[a], units[b], labels, grid)] + units[b + 1:]
     return units
+
+
+def _partly_labelled_vertebra(units: list[Vertebra], i: int) -> bool:
+    """A small unit that sits a vertebra's pitch from both neighbours and carries the level between
+    theirs is a vertebra the network labelled only in part, not a fragment: a synthetic abdomen's
+    L4, a third of it labelled L4 and the rest L5 and L3, was folded into L5 and lost."""
+    if not 0 < i < len(units) - 1:
+        return False
+    z = [float(u.centre[2]) for u in units]
+    gaps = np.abs(np.diff(z))
+    pitch = float(np.median(gaps[max(0, i - 3):i + 3]))
+    above, level, below = (units[k].label_level for k in (i - 1, i, i + 1))
+    return above < level < below and min(gaps[i - 1], gaps[i]) >= OWN_PITCH_FRACTION * pitch
 
 
 def _merge_split_pieces(units: list[Vertebra], labels: np.ndarray, grid: Grid) -> list[Vertebra]:
@@ -366,25 +393,20 @@ def _fit_levels(units: list[Vertebra]) -> list[Vertebra]:
     return units
 
 
-def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: ConsistencyReport) -> Optional[SpineResult]:
-    """Relabel the column in place as one consecutive sequence; None when no vertebra is found."""
-    column = np.array([table.by_name(n).index for n in BONE_NAMES])
-    level_of = np.full(256, -1, np.int16)
-    level_of[column] = np.arange(len(column))
-    units = _pieces(labels, column, grid)
-    if not units:
-        return None
-    units = _group_pieces(units, float(np.abs(grid.matrix[2]).max()), grid, labels.shape)
-    units.sort(key=lambda u: -u.centre[2])
-    units = [u for u, off in zip(units, _off_column(units, grid, labels.shape)) if not off]
-    units = [u for u, alone in zip(units, _isolated(units)) if not alone]
-    if not units:
-        return None
-    units = _fold_specks(units, labels, grid)
-    units = _merge_split_pieces(units, labels, grid)
-    hips = np.array([table.by_name(n).index for n in ("hip_left", "hip_right")])
-    units = _split_doubles(units, labels, grid, level_of, hips)
-    units.sort(key=lambda u: -u.centre[2])
+@dataclass
+class _Reading:
+    """One way to read the column: its units, their levels, the decoding's score, whether an anchor
+    fixed them, and the top unit given back to the skull (when the skull-base reading won)."""
+    units: list[Vertebra]
+    levels: list[int]
+    score: float
+    anchored: bool
+    skull_piece: Optional[Vertebra] = None
+
+
+def _read(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTable, big: float) -> _Reading:
+    """Decode the ordered units (``units`` is changed: anchors are added to them), with the skull's
+    base read as C1 as the alternative when the top two units both touch the skull."""
     min_rib = max(3, int(round(0.05 / grid.voxel_ml)))  # a few voxels of rib, at least 0.05 ml
     skull_reach = max(1, int(np.ceil(SKULL_MM / grid.voxel_mm)))
     cranium = np.array([table.by_name("cranium").index])
@@ -395,18 +417,51 @@ def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: Consis
     if len(units) > 2 and all(_touching(u, labels, cranium, skull_reach).sum() for u in units[:2]):
         skull_base = _fit_levels([copy.deepcopy(u) for u in units[1:]])  # copies: _anchor adds to units
     units = _fit_levels(units)
-    big = 2.0 * len(units) + 4.0
     anchored = _anchor(units, labels, grid, table, min_rib, skull_reach, big)
     levels, score = decode(units)
     if skull_base is not None:  # the top unit may be the skull's base labelled C1 (two units at the skull)
         skull_anchored = _anchor(skull_base, labels, grid, table, min_rib, skull_reach, big)
         base_levels, base_score = decode(skull_base)
         if base_score - SKULL_BASE_COST > score:
-            base = units[0]
-            labels.reshape(-1)[base.voxels] = cranium[0]
-            report.add("cranium", "fragment", f"took a piece labelled {LEVELS[base.label_level]} at the skull base "
-                       f"({base.size} voxels): the column below fits C1 downward", base.size)
-            units, levels, anchored = skull_base, base_levels, skull_anchored
+            return _Reading(skull_base, base_levels, base_score - SKULL_BASE_COST, skull_anchored, units[0])
+    return _Reading(units, levels, score, anchored)
+
+
+def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: ConsistencyReport) -> Optional[SpineResult]:
+    """Relabel the column in place as one consecutive sequence; None when no vertebra is found.
+
+    Units cut as doubles are a reading, not a fact: the column is decoded with and without the
+    cuts, and the cuts stay only when they score more. A true L1 beside an under-labelled T12 and
+    L2 is as big as two of them, and cutting it shifted every level above by one (a held-out
+    synthetic abdomen)."""
+    column = np.array([table.by_name(n).index for n in BONE_NAMES])
+    level_of = np.full(256, -1, np.int16)
+    level_of[column] = np.arange(len(column))
+    units = _pieces(labels, column, grid)
+    if not units:
+        return None
+    hips = np.array([table.by_name(n).index for n in ("hip_left", "hip_right")])
+    units = _group_pieces(units, float(np.abs(grid.matrix[2]).max()), grid, labels, hips)
+    units.sort(key=lambda u: -u.centre[2])
+    units = [u for u, off in zip(units, _off_column(units, grid, labels.shape)) if not off]
+    units = [u for u, alone in zip(units, _isolated(units)) if not alone]
+    if not units:
+        return None
+    units = _fold_specks(units, labels, grid)
+    units = _merge_split_pieces(units, labels, grid)
+    cut = sorted(_split_doubles(units, labels, grid, level_of, hips), key=lambda u: -u.centre[2])
+    big = 2.0 * min(len(cut), len(LEVELS)) + 4.0  # one hard anchor's bonus for both readings
+    reading = _read([copy.deepcopy(u) for u in units] if len(cut) > len(units) else units, labels, grid, table, big)
+    if len(cut) > len(units):
+        with_cuts = _read(cut, labels, grid, table, big)
+        if with_cuts.score > reading.score:
+            reading = with_cuts
+    units, levels, anchored = reading.units, reading.levels, reading.anchored
+    if reading.skull_piece is not None:
+        base = reading.skull_piece
+        labels.reshape(-1)[base.voxels] = table.by_name("cranium").index
+        report.add("cranium", "fragment", f"took a piece labelled {LEVELS[base.label_level]} at the skull base "
+                   f"({base.size} voxels): the column below fits C1 downward", base.size)
     agreement = sum(u.votes[level] for u, level in zip(units, levels)) / max(1.0, sum(u.votes.sum() for u in units))
     if not anchored and agreement < DECISIVE:  # no anchor in view and the network split: leave its labels
         return SpineResult(units, [u.label_level for u in units])
