@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from BoneSegmentationLib.consistency.body import body_mask
 from BoneSegmentationLib.consistency.changes import ConsistencyReport
+from BoneSegmentationLib.consistency.discs import cut_at_discs
 from BoneSegmentationLib.consistency.geometry import Grid
 from BoneSegmentationLib.consistency.marrow import fill_cores
 from BoneSegmentationLib.consistency.spine import BONE_NAMES, LEVELS, Vertebra, _isolated, order_spine
@@ -537,3 +538,46 @@ def test_a_big_vertebra_between_under_labelled_ones_is_not_cut():
     report = ConsistencyReport()
     order_spine(out, grid, TABLE, report)
     assert np.array_equal(out, broken) and report.changes == []
+
+
+def _boundary_moved_up(labels: np.ndarray, grid: Grid, upper: str, lower: str) -> np.ndarray:
+    """The lower vertebra's label given to the lower half of the upper one (as a network did to a
+    real abdomen's L4 and L5)."""
+    up, low = (TABLE.by_name(f"vertebra_{name}").index for name in (upper, lower))
+    coords = np.argwhere(labels == up)
+    height = grid.to_mm(coords)[:, 2]
+    broken = labels.copy()
+    broken[tuple(coords[height < np.median(height)].T)] = low
+    return broken
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_a_lumbar_boundary_moves_back_to_the_disc(seed):
+    """L5's label reaches into the lower half of L4: the column is thin at the disc between them, so
+    the voxels between the two centres go to the vertebra on their side of it. L4 and L5 come back
+    (the disc is a valley of their voxel count per step along the line between their centres); no
+    other bone changes, and the review says what moved."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    broken = _boundary_moved_up(labels, grid, "L4", "L5")
+    l4, l5 = (TABLE.by_name(f"vertebra_{name}").index for name in ("L4", "L5"))
+    assert np.count_nonzero((labels == l4) & (broken == l5)) > 100
+    report = ConsistencyReport()
+    moved = cut_at_discs(broken, grid, TABLE, report)
+    both = (labels == l4) | (labels == l5)
+    assert moved > 100 and np.array_equal(broken[both], labels[both])
+    assert np.array_equal(broken[~both], labels[~both])
+    assert [c.text.split(" (")[0] for c in report.changes] == ["moved the L4/L5 boundary to the disc"]
+
+
+def test_thoracic_boundaries_are_left_to_the_network(phantom):
+    """Thoracic discs are thinner than a voxel of the model's grid and show no valley: the step
+    leaves a thoracic boundary where the network put it, and a correct column unchanged."""
+    labels, _, lab = phantom
+    grid = Grid.of(lab)
+    broken = _boundary_moved_up(labels, grid, "T7", "T8")
+    out = broken.copy()
+    report = ConsistencyReport()
+    assert cut_at_discs(out, grid, TABLE, report) == 0 and np.array_equal(out, broken) and report.changes == []
+    correct = labels.copy()
+    assert cut_at_discs(correct, grid, TABLE, report) == 0 and np.array_equal(correct, labels)

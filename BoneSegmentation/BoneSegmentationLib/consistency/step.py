@@ -1,7 +1,7 @@
 """``make_consistent``: the anatomical consistency step, run after the network (on by default,
 ``--no-anatomy`` to skip). Order matters: stray pieces first (so that every bone is one piece
-when the spine is counted), the spine next (its levels number the ribs and give the midline),
-then ribs and the other paired bones; last, each bone's cancellous core is filled where the
+when the spine is counted), the spine next (its levels number the ribs and give the midline;
+the lumbar boundaries then move to the discs), then ribs and the other paired bones; last, each bone's cancellous core is filled where the
 network left only its cortex (``marrow``)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from ..core.bones import BoneTable, default_table
 from .body import body_image, body_mask, body_on_grid
 from .changes import ConsistencyReport
+from .discs import cut_at_discs
 from .geometry import Grid, Midline
 from .marrow import fill_cores
 from .pieces import clean_pieces
@@ -44,6 +45,7 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
         body = body_mask(ct_hu, grid)
     clean_pieces(out, table, report, grid.voxel_ml, ct_hu, body)
     spine = order_spine(out, grid, table, report)
+    cut_at_discs(out, grid, table, report)
     centres = spine.centres_by_level() if spine else {}
     midline = Midline(list(centres.values()))
     number_ribs(out, grid, table, midline, thoracic_heights(centres), report)
