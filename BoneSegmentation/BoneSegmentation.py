@@ -112,6 +112,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.finerLabelsCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.mirrorComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.anatomyCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        self.ui.growEdgesCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.lowMemoryCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.modelFileButton.clicked.connect(self.onChooseModelFile)
         self.ui.segmentButton.clicked.connect(self.onSegment)
@@ -175,6 +176,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.finerLabelsCheckBox.checked = int(p.GetParameter("Stitch") or 1) > 1
         self.ui.mirrorComboBox.setCurrentIndex(max(0, self.ui.mirrorComboBox.findData(p.GetParameter("Mirror") or "model")))
         self.ui.anatomyCheckBox.checked = (p.GetParameter("Anatomy") or "true").lower() != "false"
+        self.ui.growEdgesCheckBox.checked = (p.GetParameter("GrowEdges") or "false").lower() == "true"
         self.ui.lowMemoryCheckBox.checked = p.GetParameter("Accumulate") == "float16"
         self.ui.segmentButton.enabled = p.GetNodeReference("InputVolume") is not None and self._job is None
         self.ui.modelInfoLabel.text = self.logic.model_description(self.ui.modelComboBox.currentData)
@@ -193,6 +195,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.SetParameter("Stitch", "2" if self.ui.finerLabelsCheckBox.checked else "1")
         self._parameterNode.SetParameter("Mirror", self.ui.mirrorComboBox.currentData or "model")
         self._parameterNode.SetParameter("Anatomy", "true" if self.ui.anatomyCheckBox.checked else "false")
+        self._parameterNode.SetParameter("GrowEdges", "true" if self.ui.growEdgesCheckBox.checked else "false")
         self._parameterNode.SetParameter("Accumulate", "float16" if self.ui.lowMemoryCheckBox.checked else "float32")
         self._parameterNode.EndModify(was)
 

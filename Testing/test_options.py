@@ -24,7 +24,8 @@ def coarse_model(tmp_path_factory):
     return make_random_model(tmp_path_factory.mktemp("coarse") / "random.pt", spacing=6.0, patch=32)
 
 SAMPLES = [InferenceOptions(), InferenceOptions(device="cpu", overlap=0.25, stitch=2, mirror="on", threads=1),
-           InferenceOptions(device="cuda:1", overlap=0.0, stitch=4, mirror="off", anatomy=False, accumulate="float16")]
+           InferenceOptions(device="cuda:1", overlap=0.0, stitch=4, mirror="off", anatomy=False, accumulate="float16",
+                            edges=True)]
 
 
 @pytest.mark.parametrize("options", SAMPLES)
@@ -63,7 +64,8 @@ def test_defaults_in_the_panel_come_from_the_options():
 @pytest.mark.parametrize("bad, message", [
     ({"overlap": 0.95}, "overlap"), ({"stitch": 0}, "stitch"), ({"mirror": "yes"}, "mirror"),
     ({"device": "gpu"}, "device"), ({"threads": 0}, "threads"), ({"overlap": float("nan")}, "overlap"),
-    ({"engine": "tensorrt"}, "engine"), ({"anatomy": "yes"}, "anatomy"), ({"accumulate": "bfloat16"}, "accumulate")])
+    ({"engine": "tensorrt"}, "engine"), ({"anatomy": "yes"}, "anatomy"), ({"accumulate": "bfloat16"}, "accumulate"),
+    ({"edges": 1}, "edges")])
 def test_invalid_options_are_refused_with_the_option_named(bad, message):
     with pytest.raises(OptionError, match=message):
         InferenceOptions(**bad)
@@ -87,6 +89,7 @@ def test_segment_writes_a_sidecar_naming_options_and_model(tmp_path, coarse_mode
     assert sidecar["resolved"]["mirrored"] is False and sidecar["outputs"]["labels"] == str(out)
     assert sidecar["input"]["size"] == list(ct.GetSize()) and sidecar["timings_s"]["total_s"] > 0
     assert sidecar["anatomy"]["ran"] is True and "anatomy_s" in sidecar["timings_s"]
+    assert isinstance(sidecar["anatomy"]["edges_grown"], int)
     assert all({"bone", "kind", "text", "voxels"} <= set(c) for c in sidecar["anatomy"]["changes"])
     review = json.loads((tmp_path / "bones.review.json").read_text())
     flagged = {b["name"]: " ".join(b["reasons"]) for b in review["bones"]}  # every change is listed for review
@@ -98,7 +101,7 @@ def test_segment_writes_a_sidecar_naming_options_and_model(tmp_path, coarse_mode
                                                                          "switched off (--no-anatomy)",
                                                                          "seconds": 0.0, "changes": [],
                                                                          "outside_body_on_input_grid": 0,
-                                                                         "cores_filled": 0}
+                                                                         "cores_filled": 0, "edges_grown": 0}
     # an existing sidecar is not overwritten silently
     assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "other.nii.gz"),
                  "--model", str(coarse_model), "--device", "cpu", "-q"]) == 0

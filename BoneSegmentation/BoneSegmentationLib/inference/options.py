@@ -66,6 +66,7 @@ class InferenceOptions:
     engine: str = "auto"  # what runs the network: auto, torch or openvino (CPU)
     anatomy: bool = True  # the anatomical consistency step after the network (consistency/)
     accumulate: str = "float32"  # ring-buffer precision: float16 halves it (labels may differ at near-ties)
+    edges: bool = False  # grow bones into their bright edge voxels on a CT finer than the model's grid (edges.py)
 
     def __post_init__(self) -> None:
         device = (self.device or "auto").lower()
@@ -82,8 +83,9 @@ class InferenceOptions:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or not 1 <= self.threads <= 1024):
             raise OptionError(f"threads must be a whole number of at least 1, not {self.threads!r}")
-        if not isinstance(self.anatomy, bool):
-            raise OptionError(f"anatomy must be true or false, not {self.anatomy!r}")
+        for name in ("anatomy", "edges"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.engine not in ENGINES:
             raise OptionError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.accumulate not in ACCUMULATE:
@@ -126,6 +128,11 @@ class InferenceOptions:
                             help="precision of the running sums of overlapping windows: float32 (default, "
                                  "exact) or float16 (the aggregation's memory halved, about 0.6x the peak; "
                                  "labels may differ where two bones are nearly tied)")
+        parser.add_argument("--grow-edges", dest="edges", action="store_true", default=d.edges,
+                            help="grow each bone into its bright (>= 150 HU) edge voxels, up to one model voxel, "
+                                 "on a CT finer than the model's grid: fuller bone surfaces, the half-bone layer "
+                                 "a coarse grid leaves out; off by default, because on contrast scans it also "
+                                 "grows bone the network wrongly put in a vessel")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "InferenceOptions":
@@ -144,11 +151,14 @@ class InferenceOptions:
             argv.append("--no-anatomy")
         if self.accumulate != "float32":
             argv += ["--accumulate", self.accumulate]
+        if self.edges:
+            argv.append("--grow-edges")
         return argv
 
     # -- Slicer parameter node (strings) ---------------------------------------------------------
     PARAMETERS = {"device": "Device", "overlap": "Overlap", "stitch": "Stitch", "mirror": "Mirror",
-                  "threads": "Threads", "engine": "Engine", "anatomy": "Anatomy", "accumulate": "Accumulate"}
+                  "threads": "Threads", "engine": "Engine", "anatomy": "Anatomy", "accumulate": "Accumulate",
+                  "edges": "GrowEdges"}
 
     def to_parameters(self) -> dict[str, str]:
         values = asdict(self)
@@ -166,7 +176,7 @@ class InferenceOptions:
                 continue
             default = getattr(d, name)
             try:
-                if name == "anatomy":
+                if name in ("anatomy", "edges"):
                     if text.lower() not in ("true", "false", "1", "0"):
                         raise ValueError(text)
                     kw[name] = text.lower() in ("true", "1")

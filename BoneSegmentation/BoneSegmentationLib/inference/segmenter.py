@@ -27,6 +27,7 @@ from ..consistency.step import make_consistent_on_grid
 from ..model.modelfile import LoadedModel
 from .budget import check_fits, estimate
 from .device import autocast_dtype, describe, resolve_device, set_threads
+from .edges import grow_into_edges
 from .engine import build_network, choose_engine
 from .options import InferenceOptions
 from .preprocess import normalise, padding_value
@@ -142,6 +143,8 @@ class Segmenter:
         bone_img.CopyInformation(fine)
         del bone
         labels_input = labels_to_input_grid(labels_grid, image, bone=bone_img)
+        if opts.edges:  # the outermost, half-bone layer the coarse grid leaves out
+            labels_input, anatomy.edges_grown = grow_into_edges(labels_input, image, max(fine.GetSpacing()))
         if body is not None:
             labels_input, anatomy.outside_body_on_input_grid = keep_inside_body(labels_input, body)
         timings["postprocess_s"] = time.perf_counter() - t3

@@ -1,0 +1,65 @@
+"""Bones grown into their bright edge voxels on the input grid (``--grow-edges``; off by default).
+
+The network labels bone on a 4 mm grid, and its boundary, brought to a finer CT, falls inside the
+bone: the outermost layer of voxels, half bone and half soft tissue, is left out (half of the
+reference bone the bundled model missed on a real abdomen was that layer). Here each bone grows,
+one input voxel per step and up to one voxel of the model's grid from where it was, into
+background voxels at least ``EDGE_HU`` bright, taking the label of the bone it grows from. Growth
+follows bright voxels only (a dark gap stops it), and each axis takes as many steps as the model's
+voxel holds of its spacing: none along an axis as coarse as the model's grid, whose boundary is
+the network's own (on 4 mm phantoms one 4 mm step took foreground 0.88 -> 0.77). The threshold was
+chosen on held-out synthetic images, never on the real test scans (docs/real-ct-training.md, "Bone
+edges on the input grid"). Off by default: on contrast scans it also grows the bone the network
+wrongly put in the aorta (a synthetic arterial slab: 20 % -> 37 % of the vessels called bone).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+EDGE_HU = 150.0  # a voxel at least this bright beside a bone is part of its edge (soft tissue ~40, bone 150-1500)
+SLAB_SLICES = 32  # input slices grown together (plus a margin of the growth's reach): bounds the memory
+
+
+def growth_steps(spacing_xyz: tuple[float, float, float], model_mm: float) -> tuple[int, int, int]:
+    """Steps of one voxel each array axis (z, y, x) takes: as many as a model voxel holds of the
+    axis's spacing, none along an axis as coarse as the model's grid."""
+    return tuple(int(np.floor(model_mm / s + 1e-6)) if s < model_mm - 1e-6 else 0 for s in spacing_xyz[::-1])
+
+
+def grow_into_edges(labels: sitk.Image, ct: sitk.Image, model_mm: float,
+                    threshold_hu: float = EDGE_HU) -> tuple[sitk.Image, int]:
+    """``labels`` (on ``ct``'s grid, from a model grid of ``model_mm`` voxels) grown into the
+    bright voxels at each bone's edge, and how many voxels that added."""
+    if labels.GetSize() != ct.GetSize():
+        raise ValueError(f"labels {labels.GetSize()} and CT {ct.GetSize()} are not one grid")
+    steps = growth_steps(ct.GetSpacing(), model_mm)
+    if not any(steps):
+        return labels, 0
+    out = sitk.GetArrayViewFromImage(labels)
+    hu = sitk.GetArrayViewFromImage(ct)
+    margin = steps[0]
+    added = 0
+    grown_all = sitk.GetArrayFromImage(labels)
+    for z0 in range(0, out.shape[0], SLAB_SLICES):
+        z1 = min(z0 + SLAB_SLICES, out.shape[0])
+        lo, hi = max(0, z0 - margin), min(out.shape[0], z1 + margin)
+        part = out[lo:hi].copy()
+        if not part.any():
+            continue
+        bright = hu[lo:hi] >= threshold_hu
+        for step in range(max(steps)):
+            size = tuple(3 if step < n else 1 for n in steps)
+            grown = ndimage.grey_dilation(part, size=size)
+            take = (part == 0) & (grown > 0) & bright
+            if not take.any():
+                break
+            part[take] = grown[take]
+        core = part[z0 - lo:z0 - lo + (z1 - z0)]
+        added += int(np.count_nonzero(core != out[z0:z1]))
+        grown_all[z0:z1] = core
+    result = sitk.GetImageFromArray(grown_all)
+    result.CopyInformation(labels)
+    return result, added
