@@ -6,6 +6,7 @@
    ran after every segmentation) as the reference;
 2. the bundled model on the same phantom (``--no-anatomy``), then the step on its labels on the
    model's grid, as the pipeline runs it: step time as a fraction of the network's;
+   the labels' way to the input grid, with ``--grow-edges`` (``inference/edges.py``) against it;
 3. ``--speckled``: the labels a random-weight network (width 4, the tests' model) gives on the same
    phantom at 4 mm, hundreds of thousands of one-to-few-voxel pieces as a scan that is not CT or a
    broken model gives: the step against ``review_ranking`` on the same map.
@@ -33,6 +34,7 @@ from memory import measure  # noqa: E402
 from BoneSegmentationLib.consistency.body import body_image, body_on_grid, keep_inside_body  # noqa: E402
 from BoneSegmentationLib.core.bones import default_table  # noqa: E402
 from BoneSegmentationLib.model.random_weights import save_random_model  # noqa: E402
+from BoneSegmentationLib.inference.edges import grow_into_edges  # noqa: E402
 from BoneSegmentationLib.inference.to_input_grid import labels_to_input_grid  # noqa: E402
 from BoneSegmentationLib.consistency.step import make_consistent, make_consistent_on_grid  # noqa: E402
 from BoneSegmentationLib.inference.options import InferenceOptions  # noqa: E402
@@ -75,14 +77,18 @@ def main() -> None:
     # a network-like bone probability: the 4 mm bone mask blurred over a voxel
     bone = sitk.SmoothingRecursiveGaussian(sitk.Cast(coarse > 0, sitk.sitkFloat32), 4.0)
     with measure() as trim_run:  # as the pipeline does it: the boundary from the bone probability
-        keep_inside_body(labels_to_input_grid(coarse, ct, bone=bone), body)
+        on_input = labels_to_input_grid(coarse, ct, bone=bone)
+        keep_inside_body(on_input, body)
+    with measure() as grow_run:  # --grow-edges, on the labels as they reach the input grid
+        _, grown = grow_into_edges(on_input, ct, 4.0)
     nearest_row = "4 mm labels to the input grid by nearest neighbour, trimmed to the body (reference for the next row)"
     rows = [("review ranking (reference)", ref_run), ("consistency step", step_run),
             ("body on the CT's grid, to the 4 mm grid (body_on_grid, part of the step)", body_run),
             (nearest_row, nearest_run),
             ("4 mm labels to the input grid, boundary from the bone probability, trimmed to the body "
-             "(labels_to_input_grid(bone=) + keep_inside_body)", trim_run)]
-    references = {"consistency step": ref_run, rows[-1][0]: nearest_run}  # row -> the run its ratio is against
+             "(labels_to_input_grid(bone=) + keep_inside_body)", trim_run),
+            (f"--grow-edges on those labels, {grown} voxels grown (grow_into_edges; against the row above)", grow_run)]
+    references = {"consistency step": ref_run, rows[-2][0]: nearest_run, rows[-1][0]: trim_run}  # row -> its reference
     if not args.no_network:
         model = load_model(resolve_model(None))
         segmenter = Segmenter(model, InferenceOptions(device="cpu", anatomy=False))
