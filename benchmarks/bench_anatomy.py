@@ -3,10 +3,10 @@
 1. a full 2 mm upper body (phantom seed 4, 648 x 211 x 299 voxels, 125 bones) whose label map is
    broken as networks break it (spine shifted by one level, ribs swapped, 40 stray fragments):
    the step on the 2 mm grid, against the same map's ``review_ranking`` (the step that already
-   ran after every segmentation) as the reference;
+   ran after every segmentation) as the reference; the 4 mm labels' way to the input grid, and
+   ``--grow-edges`` (``inference/edges.py``) against it;
 2. the bundled model on the same phantom (``--no-anatomy``), then the step on its labels on the
    model's grid, as the pipeline runs it: step time as a fraction of the network's;
-   the labels' way to the input grid, with ``--grow-edges`` (``inference/edges.py``) against it;
 3. ``--speckled``: the labels a random-weight network (width 4, the tests' model) gives on the same
    phantom at 4 mm, hundreds of thousands of one-to-few-voxel pieces as a scan that is not CT or a
    broken model gives: the step against ``review_ranking`` on the same map.
