@@ -50,7 +50,6 @@ def test_growth_stops_at_its_reach_and_at_a_dark_gap():
     out = sitk.GetArrayFromImage(grow_into_edges(_image(labels), _image(ct), 4.0)[0])
     assert (out[:, 14, 19:21] == 7).all() and (out[:, 14, 21:] == 0).all()
     assert not out[:, 9:11, :19].any()
-    assert EDGE_HU > 40
 
 
 def test_each_axis_grows_as_far_as_its_spacing_allows():
