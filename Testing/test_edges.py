@@ -41,10 +41,10 @@ def test_a_bone_takes_its_half_bone_rim_and_no_soft_tissue():
 
 
 def test_growth_stops_at_its_reach_and_at_a_dark_gap():
-    """A bright band 10 mm wide beside the bone: 4 mm of it (two 2 mm voxels) is taken, no more;
-    bright voxels behind one voxel of soft tissue are not (growth follows bright voxels only)."""
+    """A thin bright band 10 mm long beside the bone: 4 mm of it (two 2 mm voxels) is taken, no
+    more; bright voxels behind one voxel of soft tissue are not (growth follows bright voxels only)."""
     ct, labels = _bar()
-    ct[:, 10:20, 20:25] = 300  # bright band right of the bone, 5 voxels wide
+    ct[:, 14, 20:25] = 300  # a bright band right of the bone, 5 voxels long, one thick
     ct[:, 10, :20] = 40  # above the bone: a dark layer where its rim was ...
     ct[:, 9, :20] = 300  # ... and a bright one behind it, 4 mm from the bone: within reach
     out = sitk.GetArrayFromImage(grow_into_edges(_image(labels), _image(ct), 4.0)[0])
@@ -60,12 +60,26 @@ def test_each_axis_grows_as_far_as_its_spacing_allows():
     assert growth_steps((2.0, 2.0, 2.0), 4.0) == (2, 2, 2)
     ct = np.full((9, 30, 30), 40, np.int16)
     labels = np.zeros(ct.shape, np.uint8)
-    ct[:, 5:25, 5:25] = 300
+    ct[:, 5:25:2, 5:25] = 300  # bright stripes, thin across y, through every slice ...
+    ct[4, 5:25, 5:25] = 300  # ... and one bright slice: thin along z
     ct[4, 12:18, 12:18] = 700
     labels[4, 12:18, 12:18] = 3
     out = sitk.GetArrayFromImage(grow_into_edges(_image(labels, (1.0, 1.0, 5.0)), _image(ct, (1.0, 1.0, 5.0)), 4.0)[0])
     assert (out[4, 8:22, 8:22] == 3).all() and (out[4, 7, :] == 0).all() and (out[4, :, 22] == 0).all()
     assert not out[[3, 5]].any()  # the next slices are 5 mm away
+
+
+def test_a_thick_bright_vessel_against_a_bone_is_not_grown_into():
+    """A contrast-filled vessel (300 HU, 16 mm across) touching the bone, and a bone wrongly
+    labelled inside another one: the bone takes its thin rim, neither takes the lumen."""
+    ct, labels = _bar((12, 40, 40))
+    ct[:, 12:20, 20:28] = 300  # the vessel against the bone's right side, 8 x 8 voxels of 2 mm
+    ct[:, 30:38, 5:13] = 300  # a second vessel with a calcified wall ...
+    ct[:, 30, 5:13] = 900
+    labels[:, 30, 5:13] = 4  # ... that the network called bone
+    out = sitk.GetArrayFromImage(grow_into_edges(_image(labels), _image(ct), 4.0)[0])
+    assert (out[:, 10, 10:20] == 7).all()  # the rim on the far side from the vessel
+    assert not out[:, 12:20, 20:28].any() and not out[:, 31:38, 5:13].any()
 
 
 def test_two_bones_each_grow_with_their_own_label():

@@ -4,6 +4,7 @@ uses 1000 and above) at the model's own spacing and at 2 mm, with the resampling
 
     python tools/evaluate_demo_model.py [--model bones-phantom-demo] [--out runs/heldout]
     python tools/evaluate_demo_model.py --model runs/realct/best.pt --baseline runs/realct/parent.pt
+    python tools/evaluate_demo_model.py --real-only --grow-edges   # edge growth on and off, side by side
 
 ``--baseline`` puts a second model beside the first in every table (real scans: 1 min per model
 on 2 CPU cores; phantoms: about 10 min per model and spacing).
@@ -44,11 +45,16 @@ REAL_SCANS = {"abdomen (NIfTI)": ("ts_abdomen_ct.nii.gz", "ts_abdomen_totalseg.n
               "thorax (DICOM)": ("ts_thorax_dicom", "ts_thorax_totalseg.nii.gz")}
 
 
-def real_scan_tables(models: dict[str, Path], stitch: int = 1) -> str:
-    """Each real scan segmented by each model (with the default options, and with ``stitch`` > 1
-    also shift-and-stitched), against TotalSegmentator (the test set: never trained or tuned on)."""
+def real_scan_tables(models: dict[str, Path], stitch: int = 1, edges: bool = False) -> str:
+    """Each real scan segmented by each model (with the default options, with ``stitch`` > 1
+    also shift-and-stitched, with ``edges`` also with edge growth switched the other way), against
+    TotalSegmentator (the test set: never trained or tuned on)."""
     report = []
     runs = [(label, path, InferenceOptions()) for label, path in models.items()]
+    if edges:
+        flipped = not InferenceOptions().edges
+        runs += [(f"{label}, {'grown' if flipped else 'no'} edges", path, InferenceOptions(edges=flipped))
+                 for label, path in models.items()]
     if stitch > 1:
         runs += [(f"{label}, stitch {stitch}", path, InferenceOptions(stitch=stitch)) for label, path in models.items()]
     for scan, (ct_name, ref_name) in REAL_SCANS.items():
@@ -98,6 +104,9 @@ def main() -> None:
     ap.add_argument("--stitch", action="store_true",
                     help="add shift-and-stitch columns at 2 mm: on the real scans, and on the 2 mm phantoms "
                          "(8 passes per phantom, x2 with mirroring)")
+    ap.add_argument("--grow-edges", action="store_true",
+                    help="add, on the real scans, each model with edge growth (inference/edges.py) the other way "
+                         "from the default")
     args = ap.parse_args()
     path = resolve_model(args.model)
     model_spacing = float(read_metadata(path)["spacing_mm"][0])
@@ -107,7 +116,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     factor = round(model_spacing / 2.0)
-    report = [real_scan_tables(models, stitch=factor if args.stitch else 1)]
+    report = [real_scan_tables(models, stitch=factor if args.stitch else 1, edges=args.grow_edges)]
     spacings = [model_spacing] if args.quick else sorted({model_spacing, 2.0}, reverse=True)
     for spacing in ([] if args.real_only else spacings):
         folder = phantom_dataset(out / f"phantoms_{spacing:g}mm", spacing)

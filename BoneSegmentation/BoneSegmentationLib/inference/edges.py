@@ -1,4 +1,4 @@
-"""Bones grown into their bright edge voxels on the input grid (``--grow-edges``; off by default).
+"""Bones grown into their bright edge voxels on the input grid (``--grow-edges``).
 
 The network labels bone on a 4 mm grid, and its boundary, brought to a finer CT, falls inside the
 bone: the outermost layer of voxels, half bone and half soft tissue, is left out (half of the
@@ -7,10 +7,13 @@ one input voxel per step and up to one voxel of the model's grid from where it w
 background voxels at least ``EDGE_HU`` bright, taking the label of the bone it grows from. Growth
 follows bright voxels only (a dark gap stops it), and each axis takes as many steps as the model's
 voxel holds of its spacing: none along an axis as coarse as the model's grid, whose boundary is
-the network's own (on 4 mm phantoms one 4 mm step took foreground 0.88 -> 0.77). The threshold was
-chosen on held-out synthetic images, never on the real test scans (docs/real-ct-training.md, "Bone
-edges on the input grid"). Off by default: on contrast scans it also grows the bone the network
-wrongly put in the aorta (a synthetic arterial slab: 20 % -> 37 % of the vessels called bone).
+the network's own (on 4 mm phantoms one 4 mm step took foreground 0.88 -> 0.77).
+
+An edge is thin; a contrast-filled vessel or the heart is a thick bright region. Unlabelled
+voxels of at least ``BRIGHT_HU`` that hold a box ``THICK_MM`` from its centre along each axis (a
+morphological opening) are not grown into, so a bone the network wrongly put in the aorta, or a
+vertebra against it, does not fill the lumen. Both thresholds were chosen on held-out synthetic
+images, never on the real test scans (docs/real-ct-training.md, "Bone edges on the input grid").
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-EDGE_HU = 150.0  # a voxel at least this bright beside a bone is part of its edge (soft tissue ~40, bone 150-1500)
+EDGE_HU = 250.0  # a voxel at least this bright beside a bone is part of its edge (soft tissue ~40, bone 150-1500)
+BRIGHT_HU = 150.0  # contrast-filled vessels and enhancing organs are brighter than this, soft tissue is not
+THICK_MM = 2.0  # an unlabelled bright region holding a box this far from its centre is a lumen, not an edge
 SLAB_SLICES = 32  # input slices grown together (plus a margin of the growth's reach): bounds the memory
 
 
@@ -29,10 +34,30 @@ def growth_steps(spacing_xyz: tuple[float, float, float], model_mm: float) -> tu
     return tuple(int(np.floor(model_mm / s + 1e-6)) if s < model_mm - 1e-6 else 0 for s in spacing_xyz[::-1])
 
 
+def thick_radii(spacing_xyz: tuple[float, float, float], thick_mm: float = THICK_MM) -> tuple[int, int, int]:
+    """Half-widths (z, y, x) in voxels of the box a lumen holds: ``thick_mm``, at least one voxel."""
+    return tuple(max(1, int(round(thick_mm / s))) for s in spacing_xyz[::-1])
+
+
+def thick_bright(bright: np.ndarray, radii: tuple[int, int, int]) -> np.ndarray:
+    """The parts of ``bright`` that hold a box of ``radii`` (an opening, done one axis at a time:
+    a box is the product of three lines). The array's ends count as bright, so a vessel leaving
+    the scan stays thick there."""
+    out = bright
+    for axis, r in enumerate(radii):
+        line = np.ones([2 * r + 1 if a == axis else 1 for a in range(3)], bool)
+        out = ndimage.binary_erosion(out, structure=line, border_value=1)
+    for axis, r in enumerate(radii):
+        line = np.ones([2 * r + 1 if a == axis else 1 for a in range(3)], bool)
+        out = ndimage.binary_dilation(out, structure=line)
+    return out & bright
+
+
 def grow_into_edges(labels: sitk.Image, ct: sitk.Image, model_mm: float,
                     threshold_hu: float = EDGE_HU) -> tuple[sitk.Image, int]:
     """``labels`` (on ``ct``'s grid, from a model grid of ``model_mm`` voxels) grown into the
-    bright voxels at each bone's edge, and how many voxels that added."""
+    bright voxels at each bone's edge, not into thick bright regions (vessels), and how many
+    voxels that added."""
     if labels.GetSize() != ct.GetSize():
         raise ValueError(f"labels {labels.GetSize()} and CT {ct.GetSize()} are not one grid")
     steps = growth_steps(ct.GetSpacing(), model_mm)
@@ -40,7 +65,8 @@ def grow_into_edges(labels: sitk.Image, ct: sitk.Image, model_mm: float,
         return labels, 0
     out = sitk.GetArrayViewFromImage(labels)
     hu = sitk.GetArrayViewFromImage(ct)
-    margin = steps[0]
+    radii = thick_radii(ct.GetSpacing())
+    margin = steps[0] + 2 * radii[0]  # the growth's reach and the opening's along z
     added = 0
     grown_all = sitk.GetArrayFromImage(labels)
     for z0 in range(0, out.shape[0], SLAB_SLICES):
@@ -49,7 +75,8 @@ def grow_into_edges(labels: sitk.Image, ct: sitk.Image, model_mm: float,
         part = out[lo:hi].copy()
         if not part.any():
             continue
-        bright = hu[lo:hi] >= threshold_hu
+        block = hu[lo:hi]
+        bright = (block >= threshold_hu) & ~thick_bright((block >= BRIGHT_HU) & (part == 0), radii)
         for step in range(max(steps)):
             size = tuple(3 if step < n else 1 for n in steps)
             grown = ndimage.grey_dilation(part, size=size)
