@@ -176,7 +176,7 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.finerLabelsCheckBox.checked = int(p.GetParameter("Stitch") or 1) > 1
         self.ui.mirrorComboBox.setCurrentIndex(max(0, self.ui.mirrorComboBox.findData(p.GetParameter("Mirror") or "model")))
         self.ui.anatomyCheckBox.checked = (p.GetParameter("Anatomy") or "true").lower() != "false"
-        self.ui.growEdgesCheckBox.checked = (p.GetParameter("GrowEdges") or "false").lower() == "true"
+        self.ui.growEdgesCheckBox.checked = (p.GetParameter("GrowEdges") or "true").lower() != "false"
         self.ui.lowMemoryCheckBox.checked = p.GetParameter("Accumulate") == "float16"
         self.ui.segmentButton.enabled = p.GetNodeReference("InputVolume") is not None and self._job is None
         self.ui.modelInfoLabel.text = self.logic.model_description(self.ui.modelComboBox.currentData)

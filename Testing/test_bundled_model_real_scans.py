@@ -46,9 +46,10 @@ def _expected_miss(request, scan: str, misses: dict[str, str]) -> None:
 
 def test_no_bone_in_the_heart_and_great_vessels(request, scored):
     scan, result = scored
-    _expected_miss(request, scan, {"thorax": "bundled 1.9: 3.72 % on the thorax slab, the aorta beside T12 "
-                                             "taken into a vertebra's or the sacrum's label (1.8: 5.44 %; 1.7: "
-                                             "1.57 %; 1.6: 4.34 %)"})
+    _expected_miss(request, scan, {"thorax": "bundled 1.9: 6.97 % on the thorax slab with its edges grown "
+                                             "(3.72 % without): the calcified wall of the aorta beside T12 "
+                                             "taken into a vertebra's or the sacrum's label, and grown into "
+                                             "the lumen next to it (1.8: 5.44 %; 1.7: 1.57 %; 1.6: 4.34 %)"})
     assert result["bone_in_vessels"] < 0.01
 
 
@@ -58,12 +59,14 @@ def test_no_bone_outside_the_body(request, scored):
 
 
 def test_foreground_dice_does_not_fall_below_the_bundled_models(scored):
-    """Floors under the figures of the bundled model (1.9: abdomen 0.793, thorax slab 0.481; 1.8:
-    0.782 and 0.502; 1.7: 0.771 and 0.461), not targets: the target is 0.80 on each scan. 1.9's
+    """Floors under the figures of the bundled model with the default options (1.9 with its edges
+    grown, session 35: abdomen 0.811, thorax slab 0.578; without: 0.793 and 0.481; 1.8: 0.782 and
+    0.502; 1.7: 0.771 and 0.461), not targets: the target is 0.80 on each scan. 1.9's
     trade, in the open: the slab's foreground falls 0.502 -> 0.481 (its vertebrae are still missed;
     its humeri are found better) for the abdomen's spine median 0.474 -> 0.656, ribs 0.610 ->
     0.681, all bones 0.580 -> 0.669 and the slab's aorta called bone 5.44 % -> 3.72 %; the slab's
     floor moves 0.48 -> 0.47, a hundredth under its figure as the abdomen's is
-    (docs/real-ct-training.md, "Run 39")."""
+    (docs/real-ct-training.md, "Run 39"). With edge growth on by default the floors rise to 0.80
+    and 0.57 (docs/real-ct-training.md, "Bone edges, not vessels")."""
     scan, result = scored
-    assert result["foreground_dice"] >= {"abdomen": 0.78, "thorax": 0.47}[scan]
+    assert result["foreground_dice"] >= {"abdomen": 0.80, "thorax": 0.57}[scan]

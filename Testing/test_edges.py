@@ -120,10 +120,10 @@ def test_a_ct_as_coarse_as_the_models_grid_is_left_as_the_network_labelled_it():
     assert added == 0 and np.array_equal(sitk.GetArrayFromImage(grown), labels)
 
 
-def test_the_segmenter_grows_edges_only_when_asked(tmp_path):
-    """Through the real pipeline (a random TorchScript model at 6 mm on a 3 mm phantom): with
-    ``edges`` every bone voxel of the plain run stays, each added voxel is at least EDGE_HU bright,
-    and the record counts them; without it nothing is grown."""
+def test_the_segmenter_grows_edges_by_default_and_not_when_told(tmp_path):
+    """Through the real pipeline (a random TorchScript model at 6 mm on a 3 mm phantom): by default
+    every bone voxel of the plain run stays, each added voxel is at least EDGE_HU bright, and the
+    record counts them; with ``edges=False`` nothing is grown."""
     from conftest import make_random_model
 
     from BoneSegmentationLib.inference.options import InferenceOptions
@@ -133,8 +133,8 @@ def test_the_segmenter_grows_edges_only_when_asked(tmp_path):
 
     model = load_model(make_random_model(tmp_path / "random.pt", spacing=6.0, patch=32))
     ct, _, _ = make_phantom(3, spacing=3.0, partial=True)
-    plain = Segmenter(model, InferenceOptions(device="cpu", overlap=0.0, mirror="off")).segment(ct)
-    grown = Segmenter(model, InferenceOptions(device="cpu", overlap=0.0, mirror="off", edges=True)).segment(ct)
+    plain = Segmenter(model, InferenceOptions(device="cpu", overlap=0.0, mirror="off", edges=False)).segment(ct)
+    grown = Segmenter(model, InferenceOptions(device="cpu", overlap=0.0, mirror="off")).segment(ct)
     before, after = (sitk.GetArrayFromImage(r.labels) for r in (plain, grown))
     hu = sitk.GetArrayFromImage(ct)
     added = after != before

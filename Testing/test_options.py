@@ -25,7 +25,7 @@ def coarse_model(tmp_path_factory):
 
 SAMPLES = [InferenceOptions(), InferenceOptions(device="cpu", overlap=0.25, stitch=2, mirror="on", threads=1),
            InferenceOptions(device="cuda:1", overlap=0.0, stitch=4, mirror="off", anatomy=False, accumulate="float16",
-                            edges=True)]
+                            edges=False)]
 
 
 @pytest.mark.parametrize("options", SAMPLES)

@@ -69,11 +69,12 @@ def test_panel_opens_with_defaults_and_follows_the_scene(panel, ct):
     assert options.anatomy is False and "--no-anatomy" in options.to_argv()
     ui.anatomyCheckBox.checked = True
     assert panel.widget._parameterNode.GetParameter("Anatomy") == "true"
-    assert not ui.growEdgesCheckBox.checked and panel.widget._parameterNode.GetParameter("GrowEdges") == "false"
-    ui.growEdgesCheckBox.checked = True  # opt-in edge growth reaches the logic's options and the child's argv
+    assert ui.growEdgesCheckBox.checked and panel.widget._parameterNode.GetParameter("GrowEdges") == "true"
+    ui.growEdgesCheckBox.checked = False  # edge growth switched off reaches the logic's options and the child's argv
     options = SlicerSegmentationLogic.options_from_parameters(panel.widget._parameterNode)
-    assert options.edges is True and "--grow-edges" in options.to_argv()
-    ui.growEdgesCheckBox.checked = False
+    assert options.edges is False and "--no-grow-edges" in options.to_argv()
+    ui.growEdgesCheckBox.checked = True
+    assert panel.widget._parameterNode.GetParameter("GrowEdges") == "true"
     assert not ui.lowMemoryCheckBox.checked and panel.widget._parameterNode.GetParameter("Accumulate") == "float32"
     ui.lowMemoryCheckBox.checked = True  # float16 sums reach the logic's options and the child's argv
     options = SlicerSegmentationLogic.options_from_parameters(panel.widget._parameterNode)

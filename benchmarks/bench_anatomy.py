@@ -4,7 +4,7 @@
    broken as networks break it (spine shifted by one level, ribs swapped, 40 stray fragments):
    the step on the 2 mm grid, against the same map's ``review_ranking`` (the step that already
    ran after every segmentation) as the reference; the 4 mm labels' way to the input grid, and
-   ``--grow-edges`` (``inference/edges.py``) against it;
+   the edge growth that follows by default (``inference/edges.py``) against it;
 2. the bundled model on the same phantom (``--no-anatomy``), then the step on its labels on the
    model's grid, as the pipeline runs it: step time as a fraction of the network's;
 3. ``--speckled``: the labels a random-weight network (width 4, the tests' model) gives on the same
@@ -79,7 +79,7 @@ def main() -> None:
     with measure() as trim_run:  # as the pipeline does it: the boundary from the bone probability
         on_input = labels_to_input_grid(coarse, ct, bone=bone)
         keep_inside_body(on_input, body)
-    with measure() as grow_run:  # --grow-edges, on the labels as they reach the input grid
+    with measure() as grow_run:  # edge growth (on by default), on the labels as they reach the input grid
         _, grown = grow_into_edges(on_input, ct, 4.0)
     nearest_row = "4 mm labels to the input grid by nearest neighbour, trimmed to the body (reference for the next row)"
     rows = [("review ranking (reference)", ref_run), ("consistency step", step_run),
@@ -87,7 +87,7 @@ def main() -> None:
             (nearest_row, nearest_run),
             ("4 mm labels to the input grid, boundary from the bone probability, trimmed to the body "
              "(labels_to_input_grid(bone=) + keep_inside_body)", trim_run),
-            (f"--grow-edges on those labels, {grown} voxels grown (grow_into_edges; against the row above)", grow_run)]
+            (f"edge growth (default) on those labels, {grown} voxels grown (grow_into_edges; against the row above)", grow_run)]
     references = {"consistency step": ref_run, rows[-2][0]: nearest_run, rows[-1][0]: trim_run}  # row -> its reference
     if not args.no_network:
         model = load_model(resolve_model(None))

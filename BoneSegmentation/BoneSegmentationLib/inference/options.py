@@ -66,7 +66,7 @@ class InferenceOptions:
     engine: str = "auto"  # what runs the network: auto, torch or openvino (CPU)
     anatomy: bool = True  # the anatomical consistency step after the network (consistency/)
     accumulate: str = "float32"  # ring-buffer precision: float16 halves it (labels may differ at near-ties)
-    edges: bool = False  # grow bones into their bright edge voxels on a CT finer than the model's grid (edges.py)
+    edges: bool = True  # grow bones into their bright edge voxels on a CT finer than the model's grid (edges.py)
 
     def __post_init__(self) -> None:
         device = (self.device or "auto").lower()
@@ -129,10 +129,12 @@ class InferenceOptions:
                                  "exact) or float16 (the aggregation's memory halved, about 0.6x the peak; "
                                  "labels may differ where two bones are nearly tied)")
         parser.add_argument("--grow-edges", dest="edges", action="store_true", default=d.edges,
-                            help="grow each bone into its bright (>= 150 HU) edge voxels, up to one model voxel, "
-                                 "on a CT finer than the model's grid: fuller bone surfaces, the half-bone layer "
-                                 "a coarse grid leaves out; off by default, because on contrast scans it also "
-                                 "grows bone the network wrongly put in a vessel")
+                            help="grow each bone into its bright (>= 250 HU) edge voxels, up to one model voxel, "
+                                 "on a CT finer than the model's grid, never into a thick bright region (a vessel): "
+                                 "fuller bone surfaces, the half-bone layer a coarse grid leaves out (default)")
+        parser.add_argument("--no-grow-edges", dest="edges", action="store_false",
+                            help="leave the bones' boundaries where the model's grid puts them (on a contrast "
+                                 "scan, edge growth also enlarges bone the network wrongly put in a vessel)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "InferenceOptions":
@@ -151,8 +153,8 @@ class InferenceOptions:
             argv.append("--no-anatomy")
         if self.accumulate != "float32":
             argv += ["--accumulate", self.accumulate]
-        if self.edges:
-            argv.append("--grow-edges")
+        if not self.edges:
+            argv.append("--no-grow-edges")
         return argv
 
     # -- Slicer parameter node (strings) ---------------------------------------------------------
