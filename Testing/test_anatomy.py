@@ -454,3 +454,42 @@ def test_the_body_size_is_drawn_per_image_from_its_own_stream(source):
     a, b = synthesise(source, 32, body_size=1.0, **kw).spec, synthesise(source, 32, body_size=1.2, **kw).spec
     assert {k: v for k, v in a.items() if k not in ("body_size", "seconds")} == \
         {k: v for k, v in b.items() if k not in ("body_size", "seconds")}
+
+
+def _spine_angle_deg(case) -> float:
+    """The lumbar and lower thoracic column's lean in the sagittal plane (front-back against head-foot,
+    degrees), from its labelled voxels' principal axis in physical millimetres."""
+    table = default_table()
+    levels = [table.by_name(f"vertebra_{n}").index for n in ("T10", "T11", "T12", "L1", "L2", "L3", "L4")]
+    idx = np.argwhere(np.isin(sitk.GetArrayViewFromImage(case.labels), levels))[:, ::-1].astype(float)
+    points = np.array([case.labels.TransformContinuousIndexToPhysicalPoint(list(p)) for p in idx[::7]])
+    yz = points[:, 1:] - points[:, 1:].mean(axis=0)
+    axis = np.linalg.eigh(np.cov(yz.T))[1][:, 1]
+    axis = axis if axis[1] > 0 else -axis  # pointing to the head
+    return float(np.degrees(np.arctan2(axis[0], axis[1])))
+
+
+def test_a_forced_tilt_turns_the_spine_by_that_angle_and_the_image_deepens_to_hold_it(source):
+    """``tilt_deg``: the column leans that much more (towards the back at the head for a positive
+    angle), and the image is deeper front to back so that the turned body is not cut off."""
+    kw = dict(spacing=5.0, fov="abdomen", deform=0.0, implants=False)
+    upright, turned = synthesise(source, 41, **kw), synthesise(source, 41, tilt_deg=12.0, **kw)
+    assert upright.spec["sagittal_tilt_deg"] == 0.0 and turned.spec["sagittal_tilt_deg"] == 12.0
+    assert abs(_spine_angle_deg(turned) - _spine_angle_deg(upright) - 12.0) < 2.5
+    assert turned.ct.GetSize()[1] > upright.ct.GetSize()[1] and turned.ct.GetSize()[2] == upright.ct.GetSize()[2]
+    body = sitk.GetArrayViewFromImage(turned.ct) > -500
+    assert not body[:, 0, :].any()  # the front edge: air (the table lies behind the body)
+
+
+def test_the_tilt_is_drawn_per_image_from_its_own_stream_and_smaller_on_a_long_view(source):
+    kw = dict(spacing=8.0, fov="abdomen", implants=False)
+    tilts = [synthesise(source, s, **kw).spec["sagittal_tilt_deg"] for s in (42, 43, 44)]
+    assert all(abs(t) <= anatomy.SAGITTAL_TILT_DEG for t in tilts) and len(set(tilts)) == 3
+    assert synthesise(source, 42, deform=0.0, **kw).spec["sagittal_tilt_deg"] == 0.0
+    with pytest.raises(ValueError, match="tilt_deg"):
+        synthesise(source, 42, tilt_deg=60.0, **kw)
+    a, b = synthesise(source, 42, tilt_deg=0.0, **kw).spec, synthesise(source, 42, tilt_deg=10.0, **kw).spec
+    assert {k: v for k, v in a.items() if k not in ("sagittal_tilt_deg", "seconds")} == \
+        {k: v for k, v in b.items() if k not in ("sagittal_tilt_deg", "seconds")}
+    assert anatomy._tilt_limit(300.0) == anatomy.SAGITTAL_TILT_DEG  # an abdomen: the full range
+    assert anatomy._tilt_limit(1000.0) < 5.0  # a whole upper body: its ends would move too far

@@ -10,6 +10,7 @@
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --iliac-shift -20 0 20   # crests' height
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --trabecular-hu 80 160 260   # density
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov thorax --body-size 1 1.28   # a larger body
+    python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov abdomen --spacing 3 --tilt 0 15 -15
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov thorax --phase arterial \
         --spacing 1.5 2 --slab 20   # 40 mm slabs of the lower thorax, as the test set's DICOM slab
 
@@ -26,7 +27,8 @@ the lumbar vertebrae in view (where the iliac crests sit against the spine, ``--
 a network that names the lumbar levels from the pelvis), and, with ``--trabecular-hu``, at
 forced bone densities (the synthesiser draws one per body for an age, ``tissue.trabecular_for_age``),
 and, with ``--body-size``, at forced sizes across (``anatomy.BODY_SIZE``: a network taught one body's
-size calls a larger body's spine pelvis, or misses it).
+size calls a larger body's spine pelvis, or misses it), and, with ``--tilt``, at forced sagittal
+tilts (``anatomy.SAGITTAL_TILT_DEG``: the lumbar vertebrae lean as a person's lordosis makes them).
 With ``--slab N`` each image is cut to N slices about the middle of each vertebra of
 ``--slab-levels`` (a short scan, filled by mirroring at inference) and each slab scored alone.
 The real scans
@@ -133,6 +135,9 @@ def main() -> None:
     ap.add_argument("--body-size", type=float, nargs="+", default=[None], metavar="FACTOR",
                     help="force the body's size across against the source's (1: the source's); several: each "
                          "seed at each (default: drawn, anatomy.BODY_SIZE)")
+    ap.add_argument("--tilt", type=float, nargs="+", default=[None], metavar="DEGREES",
+                    help="force the body's sagittal tilt (degrees, -45 to 45); several: each seed at each "
+                         "(default: drawn, anatomy.SAGITTAL_TILT_DEG)")
     ap.add_argument("--slab", type=int, default=None, metavar="SLICES",
                     help="score slabs of this many slices about each vertebra of --slab-levels instead of the image")
     ap.add_argument("--slab-levels", nargs="+", default=["vertebra_T8", "vertebra_T12"], metavar="VERTEBRA",
@@ -141,6 +146,8 @@ def main() -> None:
     args = ap.parse_args()
     if any(f is not None and not 0.5 <= f <= 2.0 for f in args.body_size):
         ap.error(f"--body-size: factors of the source body's size across, 0.5-2, not {args.body_size}")
+    if any(t is not None and not -45 <= t <= 45 for t in args.tilt):
+        ap.error(f"--tilt: degrees from -45 to 45, not {args.tilt}")
     if args.slab is not None and args.slab < 1:
         ap.error(f"--slab is a number of slices, at least 1, not {args.slab}")
     unknown = [name for name in args.slab_levels if name not in default_table().names()]
@@ -158,12 +165,12 @@ def main() -> None:
               + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"
                            for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
-    for seed, iliac, density, size in itertools.product(args.seeds, args.iliac_shift, args.trabecular_hu,
-                                                        args.body_size):
+    for seed, iliac, density, size, tilt in itertools.product(args.seeds, args.iliac_shift, args.trabecular_hu,
+                                                              args.body_size, args.tilt):
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
         case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase,
                           implants={"drawn": None, "on": True, "off": False}[args.implants], iliac_shift_mm=iliac,
-                          trabecular_hu=density, body_size=size)
+                          trabecular_hu=density, body_size=size, tilt_deg=tilt)
         for where, case in views(case, args.slab, args.slab_levels):
             rows.append(row(seed, where, case, segmenters))
             print(rows[-1], flush=True)
@@ -207,7 +214,7 @@ def row(seed: int, where: str, case: SyntheticCase, segmenters: list[Segmenter])
     view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
     view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
     view += f", crests {case.spec['iliac_shift_mm']:+g} mm, cancellous {case.spec['trabecular_hu']:g} HU"
-    view += f", body x{case.spec['body_size']:g}" + where
+    view += f", body x{case.spec['body_size']:g}, tilt {case.spec['sagittal_tilt_deg']:+g} deg" + where
     return f"| {seed} | {view} | " + " | ".join(cells) + " |"
 
 
