@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 from BoneSegmentationLib.core.bones import default_table  # noqa: E402
 from BoneSegmentationLib.core.files import atomic_write  # noqa: E402
@@ -32,7 +33,7 @@ def coronal(case) -> tuple[np.ndarray, np.ndarray, float]:
     lab = sitk.GetArrayFromImage(case.labels)
     table = default_table()
     spine = np.isin(lab, [b.index for b in table.foreground() if b.region == "spine"])
-    metal = ct > 2400
+    metal = (ct > 2400) & (ndimage.binary_dilation(lab > 0, iterations=2))  # implants in bone, not the table's rails
     y = int(np.median(np.nonzero(metal if metal.any() else spine)[1])) if spine.any() or metal.any() else ct.shape[1] // 2
     sx, _, sz = case.ct.GetSpacing()
     return ct[::-1, y, :], lab[::-1, y, :], sz / sx
@@ -62,7 +63,7 @@ def main() -> None:
         short = {"hip_prosthesis_left": "left hip", "hip_prosthesis_right": "right hip", "spinal_fusion": "spine"}
         metal = ("metal: " + ", ".join(short.get(k, k) for k in s["implants"]) + "; ") if s["implants"] else ""
         ax.set_title(f"seed {seed}: {s['phase'].replace('_', ' ')}, {s['fov'].replace('_', ' ')}, "
-                     f"bone {s['trabecular_hu']:.0f} HU, body x{s['body_size']:.2f}\n{metal}"
+                     f"bone {s['trabecular_hu']:.0f} HU, body x{s['body_size']:.2f}, tilt {s['sagittal_tilt_deg']:+.0f} deg\n{metal}"
                      f"{s['spacing_mm'][0]:.1f} x {s['spacing_mm'][2]:.1f} mm, {s['seconds']:.1f} s", fontsize=11)
         ax.axis("off")
     fig.suptitle("Training images synthesised from one real body's labels (CT window -400..1200 HU | bone "
