@@ -4,7 +4,7 @@ uses 1000 and above) at the model's own spacing and at 2 mm, with the resampling
 
     python tools/evaluate_demo_model.py [--model bones-phantom-demo] [--out runs/heldout]
     python tools/evaluate_demo_model.py --model runs/realct/best.pt --baseline runs/realct/parent.pt
-    python tools/evaluate_demo_model.py --real-only --grow-edges   # edge growth on and off, side by side
+    python tools/evaluate_demo_model.py --real-only --edges-both-ways   # edge growth on and off, side by side
 
 ``--baseline`` puts a second model beside the first in every table (real scans: 1 min per model
 on 2 CPU cores; phantoms: about 10 min per model and spacing).
@@ -104,9 +104,9 @@ def main() -> None:
     ap.add_argument("--stitch", action="store_true",
                     help="add shift-and-stitch columns at 2 mm: on the real scans, and on the 2 mm phantoms "
                          "(8 passes per phantom, x2 with mirroring)")
-    ap.add_argument("--grow-edges", action="store_true",
-                    help="add, on the real scans, each model with edge growth (inference/edges.py) the other way "
-                         "from the default")
+    ap.add_argument("--edges-both-ways", action="store_true",
+                    help="add, on the real scans, each model with edge growth (inference/edges.py) switched the "
+                         "other way from the default")
     args = ap.parse_args()
     path = resolve_model(args.model)
     model_spacing = float(read_metadata(path)["spacing_mm"][0])
@@ -116,7 +116,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     factor = round(model_spacing / 2.0)
-    report = [real_scan_tables(models, stitch=factor if args.stitch else 1, edges=args.grow_edges)]
+    report = [real_scan_tables(models, stitch=factor if args.stitch else 1, edges=args.edges_both_ways)]
     spacings = [model_spacing] if args.quick else sorted({model_spacing, 2.0}, reverse=True)
     for spacing in ([] if args.real_only else spacings):
         folder = phantom_dataset(out / f"phantoms_{spacing:g}mm", spacing)
