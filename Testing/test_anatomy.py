@@ -448,16 +448,24 @@ def _other_draws(spec: dict, forced: str) -> dict:
     return {k: v for k, v in spec.items() if k not in (forced, "seconds")}
 
 
+def _assert_drawn_from_own_stream(source, seeds: tuple[int, int, int], key: str, argument: str, allowed,
+                                  neutral: float, refused: float, forced: tuple[float, float], **kw) -> None:
+    """One of the synthesiser's draws (recorded as ``key``, forced by ``argument``): it differs between
+    ``seeds`` within ``allowed(value)``, is ``neutral`` without deformation, a value out of range is
+    refused, and forcing it to either of ``forced`` leaves every other draw as it was."""
+    values = [synthesise(source, s, **kw).spec[key] for s in seeds]
+    assert all(allowed(v) for v in values) and len(set(values)) == 3
+    assert synthesise(source, seeds[0], deform=0.0, **kw).spec[key] == neutral
+    with pytest.raises(ValueError, match=argument):
+        synthesise(source, seeds[0], **{argument: refused}, **kw)
+    a, b = (synthesise(source, seeds[0], **{argument: v}, **kw).spec for v in forced)
+    assert _other_draws(a, key) == _other_draws(b, key)
+
+
 def test_the_body_size_is_drawn_per_image_from_its_own_stream(source):
     lo, hi = anatomy.BODY_SIZE
-    kw = dict(spacing=8.0, fov="thorax", implants=False)
-    sizes = [synthesise(source, s, **kw).spec["body_size"] for s in (32, 33, 34)]
-    assert all(lo <= v <= hi for v in sizes) and len(set(sizes)) == 3
-    assert synthesise(source, 32, deform=0.0, **kw).spec["body_size"] == 1.0
-    with pytest.raises(ValueError, match="body_size"):
-        synthesise(source, 32, body_size=0.0, **kw)
-    a, b = synthesise(source, 32, body_size=1.0, **kw).spec, synthesise(source, 32, body_size=1.2, **kw).spec
-    assert _other_draws(a, "body_size") == _other_draws(b, "body_size")
+    _assert_drawn_from_own_stream(source, (32, 33, 34), "body_size", "body_size", lambda v: lo <= v <= hi,
+                                  1.0, 0.0, (1.0, 1.2), spacing=8.0, fov="thorax", implants=False)
 
 
 def _spine_angle_deg(case) -> float:
@@ -486,13 +494,40 @@ def test_a_forced_tilt_turns_the_spine_by_that_angle_and_the_image_deepens_to_ho
 
 
 def test_the_tilt_is_drawn_per_image_from_its_own_stream_and_smaller_on_a_long_view(source):
-    kw = dict(spacing=8.0, fov="abdomen", implants=False)
-    tilts = [synthesise(source, s, **kw).spec["sagittal_tilt_deg"] for s in (42, 43, 44)]
-    assert all(abs(t) <= anatomy.SAGITTAL_TILT_DEG for t in tilts) and len(set(tilts)) == 3
-    assert synthesise(source, 42, deform=0.0, **kw).spec["sagittal_tilt_deg"] == 0.0
-    with pytest.raises(ValueError, match="tilt_deg"):
-        synthesise(source, 42, tilt_deg=60.0, **kw)
-    a, b = synthesise(source, 42, tilt_deg=0.0, **kw).spec, synthesise(source, 42, tilt_deg=10.0, **kw).spec
-    assert _other_draws(a, "sagittal_tilt_deg") == _other_draws(b, "sagittal_tilt_deg")
+    _assert_drawn_from_own_stream(source, (42, 43, 44), "sagittal_tilt_deg", "tilt_deg",
+                                  lambda v: abs(v) <= anatomy.SAGITTAL_TILT_DEG, 0.0, 60.0, (0.0, 10.0),
+                                  spacing=8.0, fov="abdomen", implants=False)
     assert anatomy._tilt_limit(300.0) == anatomy.SAGITTAL_TILT_DEG  # an abdomen: the full range
     assert anatomy._tilt_limit(1000.0) < 5.0  # a whole upper body: its ends would move too far
+
+
+def _extent_z_mm(case, *names: str) -> tuple[float, float]:
+    """Lowest and highest LPS z (mm) of the slices holding any of the TotalSegmentator ``names``."""
+    idx = ts_indices()
+    rows = np.nonzero(np.isin(sitk.GetArrayViewFromImage(case.source_labels), [idx[n] for n in names])
+                      .any(axis=(1, 2)))[0]
+    z0, dz = case.ct.GetOrigin()[2], case.ct.GetSpacing()[2]
+    return z0 + rows.min() * dz, z0 + rows.max() * dz
+
+
+def test_a_forced_diaphragm_shift_moves_the_lungs_bases_and_the_liver_but_no_bone(source):
+    """``diaphragm_shift_mm``: the lungs' lowest point and the liver's top are that much higher, the
+    lungs' apices stay, and every bone label is where it was (only the organs moved)."""
+    kw = dict(spacing=4.0, fov="whole", deform=0.0, implants=False)
+    still, up, down = (synthesise(source, 51, diaphragm_shift_mm=d, **kw) for d in (0.0, 30.0, -30.0))
+    assert (still.spec["diaphragm_shift_mm"], up.spec["diaphragm_shift_mm"]) == (0.0, 30.0)
+    lungs = anatomy._LUNGS
+    for case, shift in ((up, 30.0), (down, -30.0)):
+        assert abs(_extent_z_mm(case, *lungs)[0] - _extent_z_mm(still, *lungs)[0] - shift) <= 8.0
+        assert abs(_extent_z_mm(case, "liver")[1] - _extent_z_mm(still, "liver")[1] - shift) <= 8.0
+        assert abs(_extent_z_mm(case, *lungs)[1] - _extent_z_mm(still, *lungs)[1]) <= 4.0  # the apices
+        assert np.array_equal(sitk.GetArrayViewFromImage(case.labels), sitk.GetArrayViewFromImage(still.labels))
+        ts_still, ts_case = (sitk.GetArrayViewFromImage(c.source_labels) for c in (still, case))
+        aorta = ts_indices()["aorta"]
+        assert np.array_equal(ts_case == aorta, ts_still == aorta)  # a vessel on the spine stays too
+
+
+def test_the_diaphragm_shift_is_drawn_per_image_from_its_own_stream(source):
+    _assert_drawn_from_own_stream(source, (52, 53, 54), "diaphragm_shift_mm", "diaphragm_shift_mm",
+                                  lambda v: abs(v) <= anatomy.DIAPHRAGM_SHIFT_MM, 0.0, 150.0, (0.0, 20.0),
+                                  spacing=8.0, fov="thorax", implants=False)

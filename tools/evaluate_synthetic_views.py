@@ -11,6 +11,9 @@
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov abdomen --trabecular-hu 80 160 260   # density
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 --fov thorax --body-size 1 1.28   # a larger body
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov abdomen --spacing 3 --tilt 0 15 -15
+    python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --mirror on off   # mirror averaging
+    python tools/evaluate_synthetic_views.py --seeds 1996 1998 --fov thorax --spacing 1 2 --slab 20 \
+        --diaphragm-shift -35 0 35   # lower-thorax slabs with the diaphragm lower, as drawn, higher
     python tools/evaluate_synthetic_views.py --seeds 1996 1997 1998 1999 --fov thorax --phase arterial \
         --spacing 1.5 2 --slab 20   # 40 mm slabs of the lower thorax, as the test set's DICOM slab
 
@@ -28,7 +31,9 @@ a network that names the lumbar levels from the pelvis), and, with ``--trabecula
 forced bone densities (the synthesiser draws one per body for an age, ``tissue.trabecular_for_age``),
 and, with ``--body-size``, at forced sizes across (``anatomy.BODY_SIZE``: a network taught one body's
 size calls a larger body's spine pelvis, or misses it), and, with ``--tilt``, at forced sagittal
-tilts (``anatomy.SAGITTAL_TILT_DEG``: the lumbar vertebrae lean as a person's lordosis makes them).
+tilts (``anatomy.SAGITTAL_TILT_DEG``: the lumbar vertebrae lean as a person's lordosis makes them),
+and, with ``--diaphragm-shift``, at forced heights of the diaphragm and the organs that move with it
+(``anatomy.DIAPHRAGM_SHIFT_MM``: breath and build move them a vertebra or more against the spine).
 With ``--slab N`` each image is cut to N slices about the middle of each vertebra of
 ``--slab-levels`` (a short scan, filled by mirroring at inference) and each slab scored alone.
 The real scans
@@ -48,7 +53,7 @@ import SimpleITK as sitk
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.evaluation.metrics import dice_per_class
 from BoneSegmentationLib.evaluation.totalsegmentator import body_mask, bone_in_vessels
-from BoneSegmentationLib.inference.options import InferenceOptions
+from BoneSegmentationLib.inference.options import MIRROR_MODES, InferenceOptions
 from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata
 from BoneSegmentationLib.model.registry import resolve_model
@@ -142,10 +147,16 @@ def main() -> None:
                     help="score slabs of this many slices about each vertebra of --slab-levels instead of the image")
     ap.add_argument("--slab-levels", nargs="+", default=["vertebra_T8", "vertebra_T12"], metavar="VERTEBRA",
                     help="bone table names of the vertebrae the slabs are centred on (default: T8 and T12)")
+    ap.add_argument("--diaphragm-shift", type=float, nargs="+", default=[None], metavar="MM",
+                    help="force the diaphragm's height against the skeleton, mm up (down, negative), one row each")
+    ap.add_argument("--mirror", nargs="+", default=["model"], choices=MIRROR_MODES, metavar="MODE",
+                    help="left-right mirror averaging, one column per mode: model (as its metadata says), on, off")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
     if any(f is not None and not 0.5 <= f <= 2.0 for f in args.body_size):
         ap.error(f"--body-size: factors of the source body's size across, 0.5-2, not {args.body_size}")
+    if any(d is not None and not -100 <= d <= 100 for d in args.diaphragm_shift):
+        ap.error(f"--diaphragm-shift: mm from -100 to 100, not {args.diaphragm_shift}")
     if any(t is not None and not -45 <= t <= 45 for t in args.tilt):
         ap.error(f"--tilt: degrees from -45 to 45, not {args.tilt}")
     if args.slab is not None and args.slab < 1:
@@ -157,20 +168,21 @@ def main() -> None:
     names, segmenters = [], []
     for path in paths:
         meta, model = read_metadata(path), load_model(path)
-        for factor in args.stitch:
-            names.append(f"{meta['name']} {meta['version']}" + (f" (stitch {factor})" if factor > 1 else ""))
-            segmenters.append(Segmenter(model, InferenceOptions(stitch=factor)))
+        for factor, mirror in itertools.product(args.stitch, args.mirror):
+            names.append(f"{meta['name']} {meta['version']}" + (f" (stitch {factor})" if factor > 1 else "")
+                         + (f" (mirror {mirror})" if len(args.mirror) > 1 else ""))
+            segmenters.append(Segmenter(model, InferenceOptions(stitch=factor, mirror=mirror)))
     source = load_source(Path(args.anatomy))
     header = ("| seed | field of view, contrast phase | "
               + " | ".join(f"{n}: foreground; impossible classes; heart and vessels; false bone outside the body"
                            for n in names) + " |")
     rows = [header, "|" + "---|" * (2 + len(names))]
-    for seed, iliac, density, size, tilt in itertools.product(args.seeds, args.iliac_shift, args.trabecular_hu,
-                                                              args.body_size, args.tilt):
+    for seed, iliac, density, size, tilt, breath in itertools.product(
+            args.seeds, args.iliac_shift, args.trabecular_hu, args.body_size, args.tilt, args.diaphragm_shift):
         spacing = None if args.drawn_spacing else args.spacing[0] if len(args.spacing) == 1 else tuple(args.spacing[:2])
         case = synthesise(source, seed, spacing=spacing, fov=args.fov or FORCED_VIEW.get(seed), phase=args.phase,
                           implants={"drawn": None, "on": True, "off": False}[args.implants], iliac_shift_mm=iliac,
-                          trabecular_hu=density, body_size=size, tilt_deg=tilt)
+                          trabecular_hu=density, body_size=size, tilt_deg=tilt, diaphragm_shift_mm=breath)
         for where, case in views(case, args.slab, args.slab_levels):
             rows.append(row(seed, where, case, segmenters))
             print(rows[-1], flush=True)
@@ -214,7 +226,8 @@ def row(seed: int, where: str, case: SyntheticCase, segmenters: list[Segmenter])
     view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
     view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
     view += f", crests {case.spec['iliac_shift_mm']:+g} mm, cancellous {case.spec['trabecular_hu']:g} HU"
-    view += f", body x{case.spec['body_size']:g}, tilt {case.spec['sagittal_tilt_deg']:+g} deg" + where
+    view += f", body x{case.spec['body_size']:g}, tilt {case.spec['sagittal_tilt_deg']:+g} deg"
+    view += f", diaphragm {case.spec['diaphragm_shift_mm']:+g} mm" + where
     return f"| {seed} | {view} | " + " | ".join(cells) + " |"
 
 

@@ -70,6 +70,7 @@ class AnatomySource:
     name: str
     level_z_mm: dict[str, float]  # centre height (LPS z) of the vertebrae and femora present
     pelvis: "PelvisGeometry | None" = None  # where the iliac wings are, for ``_iliac_height``
+    diaphragm_z_mm: "tuple[float, float] | None" = None  # lungs' lowest point, liver's top: ``_diaphragm_height``
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,21 @@ def _load_cached(path: str) -> AnatomySource:
         if counts.sum() > 50:
             k = float((zs * counts).sum() / counts.sum())
             levels[name] = image.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, k))[2]
-    return AnatomySource(image, Path(path).name, levels, _pelvis_geometry(image, arr, names))
+    return AnatomySource(image, Path(path).name, levels, _pelvis_geometry(image, arr, names),
+                         _diaphragm_geometry(image, arr, names))
+
+
+def _diaphragm_geometry(image: sitk.Image, arr: np.ndarray, names: dict[str, int]) -> tuple[float, float] | None:
+    """(lowest lung slice, highest liver slice), LPS z in mm: the span the diaphragm's domes and
+    recesses cover; None where the source lacks lungs or liver."""
+    lut = np.zeros(256, bool)
+    lut[[names[n] for n in _LUNGS]] = True
+    lung = np.nonzero(lut[arr].any(axis=(1, 2)))[0]
+    liver = np.nonzero((arr == names["liver"]).any(axis=(1, 2)))[0]
+    if not len(lung) or not len(liver):
+        return None
+    low, high = (image.TransformIndexToPhysicalPoint((0, 0, int(k)))[2] for k in (lung.min(), liver.max()))
+    return (min(low, high), max(low, high))
 
 
 def _pelvis_geometry(image: sitk.Image, arr: np.ndarray, names: dict[str, int]) -> PelvisGeometry | None:
@@ -201,6 +216,62 @@ ILIAC_SPINE_MM = (30.0, 60.0)  # from the midline: untouched within the first, f
 ILIAC_ABOVE_MM = 60.0  # above the crests the shift fades out over this height (the lowest ribs stay)
 
 
+#: The diaphragm and the organs under and over it moved up or down against the skeleton, drawn per
+#: image up to this many mm either way. Why: with one source body, every training image showed the
+#: lungs reaching down beside T12 and the liver's top at the same vertebra, so the network learnt a
+#: vertebra's level and even its being a vertebra from them; yet the diaphragm's height differs
+#: between people by a vertebra or more either way and moves 15-70 mm with the breath (a lower thorax
+#: in expiration shows no lung beside T11-T12). The skeleton, the back and hip muscles, the spinal
+#: cord, the aorta and the pelvic organs stay put; the shift fades out over ``DIAPHRAGM_FADE_MM``
+#: above and below the diaphragm, stretching or compressing the lungs and the abdomen.
+DIAPHRAGM_SHIFT_MM = 35.0
+DIAPHRAGM_FADE_MM = 120.0
+_MOVE_WITH_DIAPHRAGM = _LUNGS + ("liver", "spleen", "stomach", "pancreas", "gallbladder", "kidney_left",
+                                 "kidney_right", "kidney_cyst_left", "kidney_cyst_right", "adrenal_gland_left",
+                                 "adrenal_gland_right", "small_bowel", "duodenum", "colon", "heart",
+                                 "pulmonary_vein", "atrial_appendage_left", "inferior_vena_cava",
+                                 "portal_vein_and_splenic_vein")
+
+
+def _diaphragm_height(source: AnatomySource, shift_mm: float, spacing_mm: float = 4.0) -> sitk.Transform | None:
+    """A displacement (source frame, along z only) under which the organs that move with the
+    diaphragm (``_MOVE_WITH_DIAPHRAGM``) are seen ``shift_mm`` higher: fully between the lungs'
+    lowest point and the liver's top, fading to nothing ``DIAPHRAGM_FADE_MM`` above and below.
+    ``_with_viscera_moved`` applies it to those organs alone."""
+    if source.diaphragm_z_mm is None or shift_mm == 0:
+        return None
+    low, high = source.diaphragm_z_mm
+    src = source.labels
+    lo = np.array(src.GetOrigin())
+    hi = lo + (np.array(src.GetSize()) - 1) * np.array(src.GetSpacing())
+    across = float(max(hi[0] - lo[0], hi[1] - lo[1]))  # the field is the same across: one step spans it
+    lo[2], hi[2] = max(lo[2], low - DIAPHRAGM_FADE_MM) - spacing_mm, min(hi[2], high + DIAPHRAGM_FADE_MM) + spacing_mm
+    size = [2, 2, int(np.ceil((hi[2] - lo[2]) / spacing_mm)) + 1]
+    z = lo[2] + np.arange(size[2]) * spacing_mm
+    weight = np.clip(np.minimum((z - (low - DIAPHRAGM_FADE_MM)) / DIAPHRAGM_FADE_MM,
+                                ((high + DIAPHRAGM_FADE_MM) - z) / DIAPHRAGM_FADE_MM), 0, 1)
+    field = np.zeros((size[2], 2, 2, 3))  # sitk array order z, y, x; vectors x, y, z
+    field[..., 2] = -shift_mm * weight[:, None, None]  # output point p shows the source at p + d
+    image = sitk.GetImageFromArray(field, isVector=True)
+    image.SetOrigin(tuple(float(v) for v in lo))
+    image.SetSpacing((across, across, spacing_mm))
+    return sitk.DisplacementFieldTransform(image)
+
+
+def _with_viscera_moved(ts: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """The label map ``ts`` with the organs of ``_MOVE_WITH_DIAPHRAGM`` taken from ``moved`` (the same
+    grid sampled through ``_diaphragm_height``): where an organ leaves, unlabelled soft tissue; an
+    organ moving onto a bone, a muscle or a vessel that stays gives way to it."""
+    idx = ts_indices()
+    moving = np.zeros(256, bool)
+    moving[[idx[n] for n in _MOVE_WITH_DIAPHRAGM]] = True
+    free = moving[ts] | (ts == 0)  # where the moving organs may go
+    out = np.where(moving[ts], 0, ts).astype(ts.dtype)
+    take = free & moving[moved]
+    out[take] = moved[take]
+    return out
+
+
 def _iliac_height(source: AnatomySource, shift_mm: float, spacing_mm: float = 4.0) -> sitk.Transform | None:
     """A displacement (source frame) that raises or lowers the iliac wings by ``shift_mm`` against
     the lumbar spine, the hip joints and the spine staying put.
@@ -246,7 +317,8 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
                fov: str | None = None, phase: str | None = None, deform: float = 1.0,
                table: BoneTable | None = None, implants: bool | None = None,
                iliac_shift_mm: float | None = None, trabecular_hu: float | None = None,
-               body_size: float | None = None, tilt_deg: float | None = None) -> SyntheticCase:
+               body_size: float | None = None, tilt_deg: float | None = None,
+               diaphragm_shift_mm: float | None = None) -> SyntheticCase:
     """One CT-like image and its bone labels from ``source``; a pure function of the arguments.
 
     ``spacing``: isotropic mm, or (in-plane, slice) mm; default drawn (in-plane 1.6-2.6 mm,
@@ -262,6 +334,9 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     ``tilt_deg``: the body turned this far in the sagittal plane (about the left-right axis, positive
     turns the head backwards), the image deepened to hold it; default drawn up to
     ``SAGITTAL_TILT_DEG`` (its own stream, times ``deform``; less on a long field of view).
+    ``diaphragm_shift_mm``: the diaphragm and the organs that move with it this far higher (lower,
+    negative) against the skeleton; default drawn (+-``DIAPHRAGM_SHIFT_MM``, its own stream, times
+    ``deform``).
     """
     t0 = time.perf_counter()
     table = table or default_table()
@@ -322,6 +397,17 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     grid.SetOrigin(tuple(float(v) for v in lo))
     grid.SetSpacing((s_xy, s_xy, s_z))
     ts = sitk.GetArrayFromImage(sitk.Resample(src, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    breath_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD1A]))
+    diaphragm_mm = float(breath_rng.uniform(-DIAPHRAGM_SHIFT_MM, DIAPHRAGM_SHIFT_MM)) * deform
+    if diaphragm_shift_mm is not None:
+        if not -100.0 <= diaphragm_shift_mm <= 100.0:
+            raise ValueError(f"diaphragm_shift_mm is a height in mm from -100 to 100, not {diaphragm_shift_mm!r}")
+        diaphragm_mm = float(diaphragm_shift_mm)
+    breath = _diaphragm_height(source, diaphragm_mm)
+    if breath is not None:  # the viscera sampled again, through the shift applied last (source frame)
+        moved = sitk.Resample(src, grid, sitk.CompositeTransform([breath, transform]), sitk.sitkNearestNeighbor, 0,
+                              sitk.sitkUInt8)
+        ts = _with_viscera_moved(ts, sitk.GetArrayViewFromImage(moved))
     spacing_zyx = (s_z, s_xy, s_xy)
 
     phase_ = tissue.draw_phase(rng, phase)
@@ -351,6 +437,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
             "trabecular_hu": round(trabecular, 1), "age_years": round(age, 1) if trabecular_hu is None else None,
             "thin_cortices": cortex_map is not None, "rim_bone_fraction": round(rim, 3),
             "body_size": round(size, 3), "sagittal_tilt_deg": round(tilt, 1),
+            "diaphragm_shift_mm": round(diaphragm_mm, 1) if breath is not None else 0.0,
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
