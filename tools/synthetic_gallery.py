@@ -27,14 +27,15 @@ ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anat
 
 
 def coronal(case) -> tuple[np.ndarray, np.ndarray, float]:
-    """The coronal slice through the metal implants' centre if any, else the labelled vertebrae's,
+    """The coronal slice holding most of the metal implants if any, else of the labelled vertebrae,
     and the slice's aspect ratio."""
     ct = sitk.GetArrayFromImage(case.ct)
     lab = sitk.GetArrayFromImage(case.labels)
     table = default_table()
     spine = np.isin(lab, [b.index for b in table.foreground() if b.region == "spine"])
     metal = (ct > 2400) & (ndimage.binary_dilation(lab > 0, iterations=2))  # implants in bone, not the table's rails
-    y = int(np.median(np.nonzero(metal if metal.any() else spine)[1])) if spine.any() or metal.any() else ct.shape[1] // 2
+    target = metal if metal.any() else spine  # the coronal slice holding most of it (a tilted spine crosses many)
+    y = int(np.argmax(np.count_nonzero(target, axis=(0, 2)))) if target.any() else ct.shape[1] // 2
     sx, _, sz = case.ct.GetSpacing()
     return ct[::-1, y, :], lab[::-1, y, :], sz / sx
 
@@ -61,10 +62,12 @@ def main() -> None:
         ax.imshow(np.concatenate([grey, overlay], axis=1), aspect=aspect, interpolation="nearest")
         s = case.spec
         short = {"hip_prosthesis_left": "left hip", "hip_prosthesis_right": "right hip", "spinal_fusion": "spine"}
-        metal = ("metal: " + ", ".join(short.get(k, k) for k in s["implants"]) + "; ") if s["implants"] else ""
+        metal = ("\nmetal: " + ", ".join(short.get(k, k) for k in s["implants"])) if s["implants"] else ""
         ax.set_title(f"seed {seed}: {s['phase'].replace('_', ' ')}, {s['fov'].replace('_', ' ')}, "
-                     f"bone {s['trabecular_hu']:.0f} HU, body x{s['body_size']:.2f}, tilt {s['sagittal_tilt_deg']:+.0f} deg\n{metal}"
-                     f"{s['spacing_mm'][0]:.1f} x {s['spacing_mm'][2]:.1f} mm, {s['seconds']:.1f} s", fontsize=11)
+                     f"{s['spacing_mm'][0]:.1f} x {s['spacing_mm'][2]:.1f} mm, {s['seconds']:.1f} s\n"
+                     f"bone {s['trabecular_hu']:.0f} HU, body x{s['body_size']:.2f}, "
+                     f"tilt {s['sagittal_tilt_deg']:+.0f} deg, diaphragm {s['diaphragm_shift_mm']:+.0f} mm{metal}",
+                     fontsize=10)
         ax.axis("off")
     fig.suptitle("Training images synthesised from one real body's labels (CT window -400..1200 HU | bone "
                  "labels; hands, forearms, skull parts and C1-C6 are unlabelled there)", fontsize=10)
