@@ -1,0 +1,56 @@
+"""What moving the diaphragm costs the anatomy synthesiser: the same images (seed, view, spacing)
+synthesised with the diaphragm where the source body has it (``diaphragm_shift_mm=0``: no second
+sampling of the label map) and shifted (the organs that move with it sampled again), side by side in
+one process, alternating so that neither run gets a warmer cache.
+
+Reports wall time and peak memory (RSS above the level at the start) per image, best of
+``--repeat``, and the ratios. Needs ../shared/data/anatomy/s0011_labels.nii.gz.
+
+    python benchmarks/bench_synthesis.py                      # whole views at 2.5 mm, seeds 1998 1999
+    python benchmarks/bench_synthesis.py --spacing 1.5 --fov thorax --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import measure  # noqa: E402
+
+from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, load_source, synthesise  # noqa: E402
+
+ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1998, 1999])
+    ap.add_argument("--fov", choices=FOV_KINDS, default="whole")
+    ap.add_argument("--spacing", type=float, default=2.5)
+    ap.add_argument("--shift", type=float, default=30.0, help="the shifted run's diaphragm_shift_mm")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--anatomy", default=str(ANATOMY))
+    args = ap.parse_args()
+    source = load_source(Path(args.anatomy))
+    synthesise(source, args.seeds[0], spacing=8.0, fov=args.fov)  # warm-up: caches, imports
+    print(f"| seed | view | in place: s; MiB | shifted {args.shift:+g} mm: s; MiB | time ratio | memory ratio |")
+    print("|---|---|---|---|---|---|")
+    for seed in args.seeds:
+        best = {}
+        for _ in range(args.repeat):
+            for name, shift in (("in place", 0.0), ("shifted", args.shift)):
+                with measure() as m:
+                    case = synthesise(source, seed, spacing=args.spacing, fov=args.fov, diaphragm_shift_mm=shift)
+                if name not in best or m.elapsed_s < best[name][0]:
+                    best[name] = (m.elapsed_s, m.peak_mib)
+                size = case.ct.GetSize()
+                del case
+        (t0, m0), (t1, m1) = best["in place"], best["shifted"]
+        print(f"| {seed} | {args.fov}, {size[0]} x {size[1]} x {size[2]} at {args.spacing:g} mm | {t0:.2f}; {m0:.0f} | "
+              f"{t1:.2f}; {m1:.0f} | {t1 / t0:.2f} | {m1 / max(m0, 1e-6):.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
