@@ -15,7 +15,7 @@ from BoneSegmentationLib.consistency.body import body_mask
 from BoneSegmentationLib.consistency.changes import ConsistencyReport
 from BoneSegmentationLib.consistency.discs import cut_at_discs
 from BoneSegmentationLib.consistency.geometry import Grid
-from BoneSegmentationLib.consistency.marrow import fill_cores
+from BoneSegmentationLib.consistency.marrow import fill_canals, fill_cores
 from BoneSegmentationLib.consistency.spine import BONE_NAMES, LEVELS, Vertebra, _isolated, order_spine
 from BoneSegmentationLib.consistency.step import make_consistent
 from BoneSegmentationLib.core.bones import default_table
@@ -291,6 +291,60 @@ def test_an_empty_vertebral_core_is_filled_and_the_canal_is_not(orientation):
     assert (result[core] > 0).all() and result[5, 14, 20] == TABLE.by_name("vertebra_L3").index
     assert not result[canal].any() and np.array_equal(result[~core], truth[~core])
     assert fill_cores(labels.copy(), Grid.of(image), TABLE, None) == 0, "without the CT nothing is filled"
+
+
+def _shaft_and_pelvis(orientation: str):
+    """A femoral shaft (cortex 700 HU round a fatty canal of -50 HU) beside a ring of hip bone
+    round pelvic fat (-50 HU), both labelled as their rings only, and a stray voxel of another
+    bone in the canal; on a 1.5 mm grid in ``orientation``."""
+    z, y, x = np.ogrid[0:12, 0:40, 0:60]
+    shaft = ((y - 20) ** 2 + (x - 12) ** 2 <= 49) & (z > 1) & (z < 10)
+    canal = ((y - 20) ** 2 + (x - 12) ** 2 <= 16) & (z > 1) & (z < 10)
+    ring = ((y - 20) ** 2 + (x - 40) ** 2 <= 144) & (z > 1) & (z < 10)
+    fat = ((y - 20) ** 2 + (x - 40) ** 2 <= 81) & (z > 1) & (z < 10)
+    hu = np.full(shaft.shape, 40.0)
+    hu[shaft | ring] = 700.0
+    hu[canal | fat] = -50.0
+    labels = np.zeros(shaft.shape, np.uint8)
+    labels[shaft & ~canal] = TABLE.by_name("femur_right").index
+    labels[ring & ~fat] = TABLE.by_name("hip_right").index
+    labels[5, 20, 12] = TABLE.by_name("hip_right").index  # another bone in the canal stays
+    images = []
+    for array in (labels, hu):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((1.5, 1.5, 1.5))
+        images.append(sitk.DICOMOrient(image, orientation))
+    return images[0], images[1], canal, fat
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAI", "ASL"])
+def test_a_long_bones_fatty_canal_is_filled_and_a_pelvic_ring_is_not(orientation):
+    """A femur encloses only its medullary canal, fatty in adults (-50 HU) and inside the
+    reference's femur: filled on the model's grid and on the input's, whatever its density; the
+    same fat inside a ring of hip bone (the pelvis round its cavity) stays background, as does
+    another bone's label in the canal."""
+    labels, hu, canal, fat = _shaft_and_pelvis(orientation)
+    femur, hip = TABLE.by_name("femur_right").index, TABLE.by_name("hip_right").index
+
+    def in_lps(array_or_image):
+        image = array_or_image
+        if isinstance(array_or_image, np.ndarray):
+            image = sitk.GetImageFromArray(array_or_image)
+            image.CopyInformation(labels)
+        return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS"))
+
+    expected = canal.copy()
+    expected[5, 20, 12] = False
+    on_model_grid = sitk.GetArrayFromImage(labels)
+    assert fill_cores(on_model_grid, Grid.of(labels), TABLE, sitk.GetArrayFromImage(hu)) == np.count_nonzero(expected)
+    filled, count = fill_canals(labels, TABLE)
+    assert count == np.count_nonzero(expected)
+    for result in (in_lps(on_model_grid), in_lps(filled)):
+        assert (result[expected] == femur).all() and result[5, 20, 12] == hip
+        assert not result[fat].any(), "the pelvis's cavity is not marrow"
+    assert filled.GetOrigin() == labels.GetOrigin() and filled.GetDirection() == labels.GetDirection()
+    again, count = fill_canals(filled, TABLE)
+    assert count == 0 and again is filled, "a map with no open canal is returned as it is"
 
 
 def test_the_review_lists_what_the_step_changed(phantom):

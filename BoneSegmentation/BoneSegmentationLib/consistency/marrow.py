@@ -9,8 +9,11 @@ when its median intensity is above ``CORE_HU`` (denser than any unenhanced soft 
 spinal canal inside a vertebral ring (cord and fluid, 0-50 HU) and the muscle or fat inside a
 ring of pelvis stay background; the cranium, a shell around the brain, is never filled (where
 an axial slice grazes the vault, partial volume makes the brain's edge look dense). Darker holes
-(fatty marrow too) are left as the network found them. Only background is filled, never another
-bone. Without the CT nothing is filled (an enclosed hole alone does not say bone).
+(fatty marrow too) are left as the network found them, except in the long bones' shafts: a
+femur, humerus, radius or ulna encloses nothing but its medullary canal, whose marrow is fat
+(-100-60 HU) in adults and which reference labels include, so their holes are filled whatever
+their density. Only background is filled, never another bone. Without the CT nothing is filled
+(an enclosed hole alone does not say bone).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from ..core.bones import BoneTable
@@ -26,6 +30,7 @@ from .geometry import Grid
 
 CORE_HU = 100.0  # median of a hole above this: cancellous bone (soft tissue, fluid and fat are below)
 HOLLOW = ("cranium",)  # shells around something else (the brain): their holes are never marrow
+TUBULAR = ("femur", "humerus", "radius", "ulna")  # long bones: a hole in their shaft is the medullary canal
 
 
 def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional[np.ndarray] = None) -> int:
@@ -37,6 +42,7 @@ def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional
     axis = grid.si_axis
     structure = in_slice_structure(axis)
     hollow = {table.by_name(name).index for name in HOLLOW}
+    tubular = {bone.index for bone in table.foreground() if bone.name.split("_")[0] in TUBULAR}
     total = 0
     for index, box in enumerate(ndimage.find_objects(labels, max_label=table.num_classes - 1), start=1):
         if box is None or index in hollow:
@@ -45,6 +51,11 @@ def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional
         mask = view == index
         holes = fill_holes_per_slice(mask, axis) & (view == 0)
         if not holes.any():
+            continue
+        if index in tubular:  # the canal, fatty or not
+            n = int(np.count_nonzero(holes))
+            view[holes] = index
+            total += n
             continue
         pieces, count = ndimage.label(holes, structure=structure)
         medians = np.asarray(ndimage.median(ct_hu[box], pieces, np.arange(1, count + 1)), float)
@@ -55,3 +66,31 @@ def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional
             view[fill] = index
             total += n
     return total
+
+
+def fill_canals(labels: sitk.Image, table: BoneTable) -> tuple[sitk.Image, int]:
+    """``labels`` on the input grid with each long bone's in-plane holes filled, and how many
+    voxels that took. The model grid's canal is filled by ``fill_cores``, but the boundary brought
+    to a finer CT follows the bone probability, which is low in fatty marrow, and opens the canal
+    again there."""
+    view = sitk.GetArrayViewFromImage(labels)  # read only: the map is copied only when a canal is open
+    axis = Grid.of(labels).si_axis
+    tubular = [bone.index for bone in table.foreground() if bone.name.split("_")[0] in TUBULAR]
+    boxes = ndimage.find_objects(view, max_label=max(tubular))
+    fills = []
+    for index in tubular:
+        box = boxes[index - 1]
+        if box is None:
+            continue
+        part = view[box]
+        holes = fill_holes_per_slice(part == index, axis) & (part == 0)
+        if holes.any():
+            fills.append((box, holes, index))
+    if not fills:
+        return labels, 0
+    arr = sitk.GetArrayFromImage(labels)
+    for box, holes, index in fills:
+        arr[box][holes] = index
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(labels)
+    return out, int(sum(np.count_nonzero(holes) for _, holes, _ in fills))

@@ -18,11 +18,13 @@ import SimpleITK as sitk
 import torch
 
 from .. import __version__
+from ..core.bones import default_table
 from ..core.files import atomic_write_text
 from ..core.imageio import check_ct, strip_image_suffix
 from ..core.labelmaps import present_labels
 from ..consistency.body import body_image, keep_inside_body
 from ..consistency.changes import ConsistencyReport
+from ..consistency.marrow import fill_canals
 from ..consistency.step import make_consistent_on_grid
 from ..model.modelfile import LoadedModel
 from .budget import check_fits, estimate
@@ -145,6 +147,8 @@ class Segmenter:
         labels_input = labels_to_input_grid(labels_grid, image, bone=bone_img)
         if opts.edges:  # the outermost, half-bone layer the coarse grid leaves out
             labels_input, anatomy.edges_grown = grow_into_edges(labels_input, image, max(fine.GetSpacing()))
+        if opts.anatomy:  # the long bones' fatty canals, opened again by the boundary on a finer grid
+            labels_input, anatomy.canals_filled = fill_canals(labels_input, default_table())
         if body is not None:
             labels_input, anatomy.outside_body_on_input_grid = keep_inside_body(labels_input, body)
         timings["postprocess_s"] = time.perf_counter() - t3
