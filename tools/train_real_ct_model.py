@@ -102,6 +102,27 @@ def build_cases(out: Path, jobs: list[Job], workers: int) -> dict[str, Case]:
     return cases
 
 
+def extra_cases(folders: list[str], antialiased: bool, validation_seeds: list[int]) -> list[Case]:
+    """Anatomy images another run synthesised (an earlier version of the synthesiser, so other
+    images for the same seeds), read from its case cache: more variety without synthesising again.
+    Only training seeds (2001..) are taken; never a validation seed."""
+    cases = []
+    for folder in folders:
+        cache = Path(folder) / ("cases-antialiased" if antialiased else "cases")
+        files = sorted(cache.glob("anatomy*_2[0-9][0-9][0-9].npz"))
+        if not files:
+            raise SystemExit(f"--extra-cases {folder}: no anatomy images in {cache}; give a run folder with cached cases "
+                             f"prepared {'with' if antialiased else 'without'} --antialias")
+        for path in files:
+            if int(path.stem.rsplit("_", 1)[1]) in validation_seeds:
+                continue
+            with np.load(path) as z:
+                labelled = z["labelled"]
+                cases.append(Case(f"{Path(folder).name}/{path.stem}", z["image"], z["labels"],
+                                  None if labelled.all() else labelled, group="anatomy"))
+    return cases
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/realct")
@@ -141,6 +162,9 @@ def main() -> None:
                     help="stop cleanly once MINUTES have passed since the command started (synthesis included: "
                          "a time-limited machine), with the checkpoint saved so that the same command resumes, "
                          "and export the best validated weights so far to OUT/candidate.pt")
+    ap.add_argument("--extra-cases", nargs="+", default=[], metavar="RUN",
+                    help="also train on the anatomy images cached in these earlier run folders (other versions of "
+                         "the synthesiser: more variety without synthesising again)")
     ap.add_argument("--anatomy", default=str(ANATOMY))
     ap.add_argument("--install", action="store_true", help="copy the exported model into Resources/")
     ap.add_argument("--export-best", action="store_true",
@@ -186,7 +210,9 @@ def main() -> None:
         short_view_share=args.short_view_share, antialias=smooth,
         device=args.device,
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
-                          + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "") +
+                          + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "")
+                          + (f"the anatomy images cached by {', '.join(Path(f).name for f in args.extra_cases)} "
+                             "(earlier versions of the synthesiser), " if args.extra_cases else "") +
                           f"{args.phantoms} phantoms with surroundings (1001..), {args.plain_phantoms} plain "
                           f"phantoms (1101..); validation: anatomy "
                           f"{'/'.join(map(str, args.validation_seeds))}, phantom 1000"),
@@ -197,7 +223,9 @@ def main() -> None:
         export_candidate(cfg)
         return
     cases = build_cases(out, val_jobs + train_jobs, args.workers)
-    train_cases = [cases[f"{k}_{s}"] for k, s, *_ in train_jobs]
+    train_cases = [cases[f"{k}_{s}"] for k, s, *_ in train_jobs] + extra_cases(args.extra_cases, smooth,
+                                                                                  args.validation_seeds)
+    print(f"{len(train_cases)} training images", flush=True)
     val_cases = [cases[f"{k}_{s}"] for k, s, *_ in val_jobs]
     if args.validate_model:
         for name in args.validate_model:
