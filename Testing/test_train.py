@@ -197,3 +197,28 @@ def test_short_views_train_and_are_recorded_in_the_model(tmp_path):
     path = train(cfg, cases, [])
     augmentation = read_metadata(path)["training"]["augmentation"]
     assert "short views: 24-96 mm" in augmentation and "(p 1)" in augmentation and "bone cores" in augmentation
+
+
+def test_extra_cases_take_an_earlier_runs_anatomy_training_images_only(tmp_path):
+    """``--extra-cases``: the anatomy images (seeds 2001.., crops 2501..) another run cached, read
+    as training cases; its validation images and phantoms are not taken, and a folder without
+    anatomy images (or prepared the other way) is refused with what to give instead."""
+    import importlib.util
+    import numpy as np
+    spec = importlib.util.spec_from_file_location("train_real_ct_model", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cache = tmp_path / "realct9" / "cases-antialiased"
+    cache.mkdir(parents=True)
+    labels = np.zeros((8, 8, 8), np.uint8)
+    labels[2:6, 2:6, 2:6] = 30
+    labelled = np.zeros(126, bool)
+    labelled[[0, 30]] = True
+    for name in ("anatomy_2001", "anatomy_crop_2501", "anatomy_1990", "phantom_real_1001"):
+        np.savez_compressed(cache / f"{name}.npz", image=labels.astype(np.float32), labels=labels, labelled=labelled)
+    cases = tool.extra_cases([str(tmp_path / "realct9")], True, [1990])
+    assert [c.name for c in cases] == ["realct9/anatomy_2001", "realct9/anatomy_crop_2501"]
+    assert all(c.group == "anatomy" and c.labelled is not None and c.labelled[30] for c in cases)
+    assert np.array_equal(cases[0].labels, labels)
+    with pytest.raises(SystemExit, match="no anatomy images"):
+        tool.extra_cases([str(tmp_path / "realct9")], False, [1990])  # cached with --antialias only
