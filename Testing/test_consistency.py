@@ -15,7 +15,7 @@ from BoneSegmentationLib.consistency.body import body_mask
 from BoneSegmentationLib.consistency.changes import ConsistencyReport
 from BoneSegmentationLib.consistency.discs import cut_at_discs
 from BoneSegmentationLib.consistency.geometry import Grid
-from BoneSegmentationLib.consistency.marrow import fill_canals, fill_cores
+from BoneSegmentationLib.consistency.marrow import OPEN_RING, convex_per_slice, fill_canals, fill_cores
 from BoneSegmentationLib.consistency.spine import BONE_NAMES, LEVELS, Vertebra, _isolated, order_spine
 from BoneSegmentationLib.consistency.step import make_consistent
 from BoneSegmentationLib.core.bones import default_table
@@ -345,6 +345,40 @@ def test_a_long_bones_fatty_canal_is_filled_and_a_pelvic_ring_is_not(orientation
     assert filled.GetOrigin() == labels.GetOrigin() and filled.GetDirection() == labels.GetDirection()
     again, count = fill_canals(filled, TABLE)
     assert count == 0 and again is filled, "a map with no open canal is returned as it is"
+
+
+def test_an_open_ring_of_shaft_is_closed_and_a_solid_section_with_a_notch_is_not():
+    """A femoral shaft whose ring the network left open (a C: the cortex found but for a thin
+    stretch, the fatty canal not) is filled to its convex hull on the input grid; a solid section
+    with a notch (a femoral neck's concavity, most of its hull) keeps its notch, and so does a
+    C of a bone that is not a long bone."""
+    z, y, x = np.ogrid[0:6, 0:30, 0:70]
+    disc = ((y - 15) ** 2 + (x - 12) ** 2 <= 81) & (z > 0) & (z < 5)
+    ring = disc & ((y - 15) ** 2 + (x - 12) ** 2 >= 36)
+    c_shape = ring & ~((x > 9) & (x < 15) & (y < 12))  # open at the top
+    solid = ((y - 15) ** 2 + (x - 40) ** 2 <= 81) & (z > 0) & (z < 5)
+    notch = solid & (np.abs(x - 40) <= 1) & (y >= 19)  # a slot, 3 voxels wide, into the lower edge
+    other = np.roll(c_shape, 45, axis=2)  # the same C, labelled hip
+    femur, femur_l, hip = (TABLE.by_name(n).index for n in ("femur_right", "femur_left", "hip_right"))
+    labels = np.zeros(disc.shape, np.uint8)
+    labels[c_shape] = femur
+    labels[solid & ~notch] = femur_l
+    labels[other] = hip
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    assert np.count_nonzero(c_shape[2]) < OPEN_RING * np.count_nonzero(disc[2])
+    assert np.count_nonzero((solid & ~notch)[2]) > OPEN_RING * np.count_nonzero(solid[2])
+    filled, count = fill_canals(image, TABLE)
+    result = sitk.GetArrayFromImage(filled)
+    canal = disc & ~ring
+    assert (result[canal | c_shape] == femur).all(), "the open ring's canal is the femur"
+    assert not (result == femur)[~disc].any(), "closed by the chord between its tips, not beyond"
+    assert not result[notch].any(), "a solid section keeps its notch"
+    assert np.array_equal(result == hip, other), "a C of the pelvis is left as it is"
+    assert count == np.count_nonzero(result != labels) > np.count_nonzero(canal)
+    holes_only, _ = fill_canals(image, TABLE, open_ring=0.0)
+    assert np.array_equal(sitk.GetArrayFromImage(holes_only), labels), "a C encloses no hole"
+    assert np.array_equal(convex_per_slice(c_shape, 0, 0.0), c_shape)
 
 
 def test_the_review_lists_what_the_step_changed(phantom):

@@ -1,6 +1,7 @@
 """The long bones' canals filled on the input grid (``consistency.marrow.fill_canals``), measured
-on fresh synthetic images: the pipeline runs once per image, and the labels just before and just
-after the fill are scored against the image's labels.
+on fresh synthetic images: the pipeline runs once per image, and the labels that reach the fill are
+scored against the image's labels as they are, with their holes filled, and with their open rings
+closed too at each ratio of a piece to its convex hull (``OPEN_RING``, the default, in each row).
 
     python tools/evaluate_canal_fill.py --seeds 1996 1997 1998 1999 --fov abdomen --spacing 1.5 3
 
@@ -18,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 import BoneSegmentationLib.inference.segmenter as segmenter_module
+from BoneSegmentationLib.consistency.marrow import OPEN_RING
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.evaluation.metrics import dice_per_class
 from BoneSegmentationLib.inference.segmenter import Segmenter
@@ -27,6 +29,7 @@ from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, load_source, synthe
 
 ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 LONG_BONES = ("femur_left", "femur_right", "humerus_left", "humerus_right")
+RATIOS = tuple(sorted({0.5, 0.6, 0.7, 0.8, 1.0, OPEN_RING}))  # a piece filled to its convex hull when it covers less than this of it
 
 
 def scores(labels: sitk.Image, reference: sitk.Image) -> tuple[float, dict[str, float]]:
@@ -54,28 +57,37 @@ def main() -> None:
 
     def recording_fill(labels, table):  # the labels on the input grid before and after the fill
         seen["before"] = labels
-        filled, n = real_fill(labels, table)
-        seen["after"] = filled
+        filled, n = real_fill(labels, table)  # as the pipeline runs it
+        seen["after"], _ = real_fill(labels, table, open_ring=0.0)
+        for ratio in RATIOS:
+            seen[f"convex {ratio}"], _ = real_fill(labels, table, open_ring=ratio)
         return filled, n
 
     segmenter_module.fill_canals = recording_fill
     segmenter = Segmenter(load_model(resolve_model(args.model, allow_download=False)))
     source = load_source(Path(args.anatomy))
-    totals = {"before": [], "after": []}
-    print("| seed | spacing | view | filled voxels | fg before -> after | long bones' Dice before -> after |")
+    variants = ["after"] + [f"convex {ratio}" for ratio in RATIOS]
+    totals = {key: [] for key in ["before"] + variants}
+    print(f"| seed | spacing | view | filled voxels | fg before -> holes / open rings under {OPEN_RING} | "
+          f"long bones' Dice before -> holes / open rings under {OPEN_RING} |")
     print("|---|---|---|---|---|---|")
     for seed, spacing in itertools.product(args.seeds, args.spacing):
         case = synthesise(source, seed, spacing=spacing, fov=args.fov)
         result = segmenter.segment(case.ct)
-        (fg0, bones0), (fg1, bones1) = (scores(seen[k], case.labels) for k in ("before", "after"))
-        for key, bones in (("before", bones0), ("after", bones1)):
-            totals[key].extend(bones.values())
-        pairs = ", ".join(f"{name} {bones0[name]:.3f} -> {bones1[name]:.3f}" for name in bones0)
+        scored = {key: scores(seen[key], case.labels) for key in totals}
+        for key in totals:
+            totals[key].extend(scored[key][1].values())
+        (fg0, bones0), (fg1, bones1), (fg2, bones2) = scored["before"], scored["after"], scored[f"convex {OPEN_RING}"]
+        pairs = ", ".join(f"{name} {bones0[name]:.3f} -> {bones1[name]:.3f} / {bones2[name]:.3f}" for name in bones0)
         print(f"| {seed} | {spacing:g} | {case.spec.get('fov', '')} | {result.anatomy.canals_filled} | "
-              f"{fg0:.4f} -> {fg1:.4f} | {pairs} |", flush=True)
+              f"{fg0:.4f} -> {fg1:.4f} / {fg2:.4f} | {pairs} |", flush=True)
     if totals["before"]:
-        print(f"\nlong bones' mean Dice over {len(totals['before'])}: {np.mean(totals['before']):.4f} -> "
-              f"{np.mean(totals['after']):.4f}")
+        before = np.array(totals["before"])
+        for key, what in [("after", "holes filled")] + [(f"convex {r}", f"holes, and pieces under {r} of their convex hull "
+                                                                      "filled to it") for r in RATIOS]:
+            after = np.array(totals[key])
+            print(f"long bones' mean Dice over {len(before)}, {what}: {before.mean():.4f} -> {after.mean():.4f} "
+                  f"({np.count_nonzero(after > before + 1e-4)} up, {np.count_nonzero(after < before - 1e-4)} down)")
 
 
 if __name__ == "__main__":

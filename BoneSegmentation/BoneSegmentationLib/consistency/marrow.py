@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from ..core.bones import BoneTable
 from .body import fill_holes_per_slice, in_slice_structure
@@ -31,6 +32,7 @@ from .geometry import Grid
 CORE_HU = 100.0  # median of a hole above this: cancellous bone (soft tissue, fluid and fat are below)
 HOLLOW = ("cranium",)  # shells around something else (the brain): their holes are never marrow
 TUBULAR = ("femur", "humerus", "radius", "ulna")  # long bones: a hole in their shaft is the medullary canal
+OPEN_RING = 0.7  # a long bone's in-slice piece covering less of its convex hull is a ring left open: filled to it
 
 
 def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional[np.ndarray] = None) -> int:
@@ -68,11 +70,38 @@ def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional
     return total
 
 
-def fill_canals(labels: sitk.Image, table: BoneTable) -> tuple[sitk.Image, int]:
-    """``labels`` on the input grid with each long bone's in-plane holes filled, and how many
-    voxels that took. The model grid's canal is filled by ``fill_cores``, but the boundary brought
-    to a finer CT follows the bone probability, which is low in fatty marrow, and opens the canal
-    again there."""
+def convex_per_slice(mask: np.ndarray, axis: int, open_ring: float = OPEN_RING) -> np.ndarray:
+    """``mask`` with each in-slice piece (8-connected, slices across ``axis``) that covers less than
+    ``open_ring`` of its convex hull filled to the hull: a shaft's cross-section whose ring the
+    network left open (its cortex found, a thin stretch of it and the fatty canal not). A solid
+    section with a concavity (a femoral neck, a humeral head's tuberosities) covers more and stays."""
+    out = mask.copy()
+    for k in range(mask.shape[axis]):
+        index = [slice(None)] * 3
+        index[axis] = k
+        section, target = mask[tuple(index)], out[tuple(index)]
+        if not section.any():
+            continue
+        pieces, _ = ndimage.label(section, structure=np.ones((3, 3), bool))
+        for j, box in enumerate(ndimage.find_objects(pieces), start=1):
+            piece = pieces[box] == j
+            points = np.argwhere(piece)
+            try:
+                hull = ConvexHull(points)
+            except QhullError:  # fewer than three points off one line: nothing to close
+                continue
+            grid = np.indices(piece.shape).reshape(2, -1).T
+            inside = (grid @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9).all(axis=1)
+            if np.count_nonzero(piece) < open_ring * np.count_nonzero(inside):  # a ring, not a solid section
+                target[box] |= inside.reshape(piece.shape)
+    return out
+
+
+def fill_canals(labels: sitk.Image, table: BoneTable, open_ring: float = OPEN_RING) -> tuple[sitk.Image, int]:
+    """``labels`` on the input grid with each long bone's in-plane holes filled and its open rings
+    closed (``convex_per_slice``; ``open_ring`` 0: holes only), and how many voxels that took. The
+    model grid's canal is filled by ``fill_cores``, but the boundary brought to a finer CT follows
+    the bone probability, which is low in fatty marrow, and opens the canal again there."""
     view = sitk.GetArrayViewFromImage(labels)  # read only: the map is copied only when a canal is open
     axis = Grid.of(labels).si_axis
     tubular = [bone.index for bone in table.foreground() if bone.name.split("_")[0] in TUBULAR]
@@ -83,7 +112,10 @@ def fill_canals(labels: sitk.Image, table: BoneTable) -> tuple[sitk.Image, int]:
         if box is None:
             continue
         part = view[box]
-        holes = fill_holes_per_slice(part == index, axis) & (part == 0)
+        holes = fill_holes_per_slice(part == index, axis)
+        if open_ring:
+            holes |= convex_per_slice(part == index, axis, open_ring)
+        holes &= part == 0
         if holes.any():
             fills.append((box, holes, index))
     if not fills:
