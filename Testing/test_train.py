@@ -167,9 +167,7 @@ def test_exporting_a_run_that_never_started_says_so(tmp_path):
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "train_real_ct_model.py"
 REFUSALS = [(["--stop-after", "0"], "--stop-after must be a positive number of minutes"),
-            (["--stop-after", "nan"], "--stop-after must be a positive number of minutes"),
-            (["--warmup", "-1"], "--warmup is a number of iterations"),
-            (["--iterations", "100", "--warmup", "100"], "--warmup is a number of iterations")]
+            (["--stop-after", "nan"], "--stop-after must be a positive number of minutes")]
 if not torch.cuda.is_available():
     REFUSALS.append((["--device", "cuda"], "PyTorch sees no CUDA GPU here"))
 
@@ -224,22 +222,3 @@ def test_extra_cases_take_an_earlier_runs_anatomy_training_images_only(tmp_path)
     assert np.array_equal(cases[0].labels, labels)
     with pytest.raises(SystemExit, match="no anatomy images"):
         tool.extra_cases([str(tmp_path / "realct9")], False, [1990])  # cached with --antialias only
-
-
-def test_the_warm_up_raises_the_rate_linearly_then_hands_over_to_the_schedule(tmp_path):
-    """``warmup_iterations`` N: lr / N at the first iteration, the full schedule from the N-th on;
-    0 leaves the schedule as it was (earlier runs resume unchanged); the model records it."""
-    import numpy as np
-    from BoneSegmentationLib.training.train import Case, TrainConfig, learning_rate, train
-    poly = TrainConfig(out_dir=str(tmp_path), lr=1e-3, lr_schedule="poly", iterations=100)
-    warm = TrainConfig(out_dir=str(tmp_path), lr=1e-3, lr_schedule="poly", iterations=100, warmup_iterations=10)
-    assert learning_rate(warm, 0) == pytest.approx(learning_rate(poly, 0) / 10)
-    assert learning_rate(warm, 4) == pytest.approx(learning_rate(poly, 4) / 2)
-    assert all(learning_rate(warm, it) == learning_rate(poly, it) for it in range(9, 100))
-    assert learning_rate(TrainConfig(out_dir="x", lr=1e-3, warmup_iterations=4), 1) == pytest.approx(5e-4)
-    labels = np.zeros((24, 24, 24), np.uint8)
-    labels[8:16, 8:16, 8:16] = 30
-    cases = [Case("c", (0.4 * (labels > 0)).astype(np.float32), labels)]
-    cfg = TrainConfig(out_dir=str(tmp_path / "run"), spacing=4.0, patch=16, width=4, levels=3, iterations=3,
-                      validate_every=1000, warmup_iterations=2, device="cpu")
-    assert "linear warm-up over 2 iterations" in read_metadata(train(cfg, cases, []))["training"]["optimizer"]

@@ -147,9 +147,6 @@ def main() -> None:
                          "thin-slice and thick-slice scans look alike to the network; recorded in the model, whose "
                          "inference then does the same")
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--warmup", type=int, default=0, metavar="N",
-                    help="raise the rate linearly over the first N iterations (a fresh Adam on the parent's trained "
-                         "weights); 0, the default, starts at the full rate (earlier runs resume unchanged)")
     ap.add_argument("--validate-every", type=int, default=250)
     ap.add_argument("--validation-seeds", type=int, nargs="+", default=[1990, 1991],
                     help="anatomy images to validate on (1990 forced whole, 1991 a clinical crop, others drawn "
@@ -180,8 +177,6 @@ def main() -> None:
     for flag in ("bone_fade_share", "short_view_share"):
         if not 0.0 <= getattr(args, flag) <= 1.0:
             ap.error(f"--{flag.replace('_', '-')} is a share of the patches, from 0 to 1, not {getattr(args, flag)}")
-    if not 0 <= args.warmup < args.iterations:
-        ap.error(f"--warmup is a number of iterations from 0 to under --iterations ({args.iterations}), not {args.warmup}")
     if args.stop_after is not None and not args.stop_after > 0:
         ap.error(f"--stop-after must be a positive number of minutes, not {args.stop_after}")
     if args.device == "cuda":
@@ -210,7 +205,6 @@ def main() -> None:
         out_dir=str(out), iterations=args.iterations, validate_every=args.validate_every, checkpoint_every=50,
         seed=args.seed,
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
-        warmup_iterations=args.warmup,
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
         hard_negative_share=args.hard_negative_share, bone_fade_share=args.bone_fade_share,
         short_view_share=args.short_view_share, antialias=smooth,

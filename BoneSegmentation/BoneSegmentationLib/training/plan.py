@@ -26,7 +26,6 @@ class TrainConfig:
     iterations: int = 1000
     lr: float = 1e-3
     lr_schedule: str = "constant"  # the paper's; "poly" decays as nnU-Net: lr * (1 - it / iterations) ** 0.9
-    warmup_iterations: int = 0  # the rate rises linearly from lr / N over the first N: a fresh Adam on trained weights
     sampling: str = "balanced"
     augment: bool = True
     seed: int = 0

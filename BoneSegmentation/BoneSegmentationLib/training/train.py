@@ -139,17 +139,6 @@ def weights_digest(net: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def learning_rate(cfg: TrainConfig, iteration: int) -> float:
-    """The rate at ``iteration`` (from 0): ``cfg.lr``, decayed as nnU-Net's poly schedule when asked,
-    and during the first ``warmup_iterations`` scaled by (iteration + 1) / N. A fine-tune starts a
-    fresh Adam on trained weights, whose first steps move every weight by about the full rate
-    whatever its gradient's size; the warm-up lets the moment estimates settle first."""
-    lr = cfg.lr * ((1 - iteration / cfg.iterations) ** 0.9 if cfg.lr_schedule == "poly" else 1.0)
-    if cfg.warmup_iterations:
-        lr *= min(1.0, (iteration + 1) / cfg.warmup_iterations)
-    return lr
-
-
 def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
           log: Callable[[dict], None] = lambda r: None,
           should_stop: Callable[[], bool] = lambda: False) -> Optional[Path]:
@@ -195,9 +184,9 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     t0 = time.perf_counter()
     for it in range(start, cfg.iterations):
         model.train()
-        if cfg.lr_schedule == "poly" or cfg.warmup_iterations:
+        if cfg.lr_schedule == "poly":
             for group in optim.param_groups:
-                group["lr"] = learning_rate(cfg, it)
+                group["lr"] = cfg.lr * (1 - it / cfg.iterations) ** 0.9
         case_i, corner, _ = sampler.draw()
         case = train_cases[case_i]
         short = short_view_slices(gen, cfg.short_view_share if cfg.augment else 0.0, cfg.spacing, patch[0])
@@ -329,8 +318,7 @@ def export(net: NoNewNet, cfg: TrainConfig, best_dice: float, iterations: int, p
                                                  else "")
                                  + (f"; {short_view_description(cfg.short_view_share)}" if cfg.short_view_share
                                     else "")) if cfg.augment else "none",
-                "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1"
-                             + (f", linear warm-up over {cfg.warmup_iterations} iterations" if cfg.warmup_iterations else ""),
+                "optimizer": f"Adam lr {cfg.lr} ({cfg.lr_schedule}), batch 1",
                 "loss": "cross-entropy + soft Dice over all classes, no numerator smooth", "parent_model": _describe_parent(cfg.init_model), **cfg.extra}
     mirror = can_mirror(default_table().names())
     if mirror:
