@@ -35,6 +35,11 @@ TUBULAR = ("femur", "humerus", "radius", "ulna")  # long bones: a hole in their 
 OPEN_RING = 0.7  # a long bone's in-slice piece covering less of its convex hull is a ring left open: filled to it
 
 
+def tubular_indices(table: BoneTable) -> list[int]:
+    """The long bones' label values (``TUBULAR``), ascending."""
+    return [bone.index for bone in table.foreground() if bone.name.split("_")[0] in TUBULAR]
+
+
 def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional[np.ndarray] = None) -> int:
     """Fill each bone's bone-dense in-plane holes in place (see the module docstring); returns
     the number of voxels filled. Not a change for the review list: the bone's identity and
@@ -44,7 +49,7 @@ def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional
     axis = grid.si_axis
     structure = in_slice_structure(axis)
     hollow = {table.by_name(name).index for name in HOLLOW}
-    tubular = {bone.index for bone in table.foreground() if bone.name.split("_")[0] in TUBULAR}
+    tubular = set(tubular_indices(table))
     total = 0
     for index, box in enumerate(ndimage.find_objects(labels, max_label=table.num_classes - 1), start=1):
         if box is None or index in hollow:
@@ -104,7 +109,7 @@ def fill_canals(labels: sitk.Image, table: BoneTable, open_ring: float = OPEN_RI
     the bone probability, which is low in fatty marrow, and opens the canal again there."""
     view = sitk.GetArrayViewFromImage(labels)  # read only: the map is copied only when a canal is open
     axis = Grid.of(labels).si_axis
-    tubular = [bone.index for bone in table.foreground() if bone.name.split("_")[0] in TUBULAR]
+    tubular = tubular_indices(table)
     boxes = ndimage.find_objects(view, max_label=max(tubular))
     fills = []
     for index in tubular:
