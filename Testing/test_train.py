@@ -222,3 +222,33 @@ def test_extra_cases_take_an_earlier_runs_anatomy_training_images_only(tmp_path)
     assert np.array_equal(cases[0].labels, labels)
     with pytest.raises(SystemExit, match="no anatomy images"):
         tool.extra_cases([str(tmp_path / "realct9")], False, [1990])  # cached with --antialias only
+
+
+@pytest.mark.parametrize("hostile", ["pickled", "truncated", "mismatched"])
+def test_extra_cases_refuse_a_hostile_or_broken_cached_case_in_one_line(tmp_path, hostile):
+    """A cached case from another folder is untrusted: a pickled object is never unpickled (nothing
+    runs), a truncated file and labels that do not fit the image are refused with what to do."""
+    import importlib.util
+    import numpy as np
+    spec = importlib.util.spec_from_file_location("train_real_ct_model", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cache = tmp_path / "run" / "cases-antialiased"
+    cache.mkdir(parents=True)
+    path = cache / "anatomy_2001.npz"
+    labels = np.zeros((8, 8, 8), np.uint8)
+    labelled = np.ones(126, bool)
+    marker = tmp_path / "ran"
+    if hostile == "pickled":  # an object array whose unpickling would create a file
+        class Payload:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+        np.savez(path, image=np.array([Payload()], dtype=object), labels=labels, labelled=labelled)
+    elif hostile == "truncated":
+        np.savez_compressed(path, image=labels.astype(np.float32), labels=labels, labelled=labelled)
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        np.savez_compressed(path, image=np.zeros((8, 8, 9), np.float32), labels=labels, labelled=labelled)
+    with pytest.raises(SystemExit, match="anatomy_2001.npz is not a (readable cached case|cached case of this project)"):
+        tool.extra_cases([str(tmp_path / "run")], True, [1990])
+    assert not marker.exists(), "nothing in the file ran"

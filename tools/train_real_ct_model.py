@@ -33,6 +33,7 @@ import json
 import shutil
 import sys
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -116,11 +117,29 @@ def extra_cases(folders: list[str], antialiased: bool, validation_seeds: list[in
         for path in files:
             if int(path.stem.rsplit("_", 1)[1]) in validation_seeds:
                 continue
-            with np.load(path) as z:
-                labelled = z["labelled"]
-                cases.append(Case(f"{Path(folder).name}/{path.stem}", z["image"], z["labels"],
-                                  None if labelled.all() else labelled, group="anatomy"))
+            image, labels, labelled = read_cached_case(path)
+            cases.append(Case(f"{Path(folder).name}/{path.stem}", image, labels,
+                              None if labelled.all() else labelled, group="anatomy"))
     return cases
+
+
+def read_cached_case(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, labels and labelled classes of a cached case, checked before use: a file from another
+    folder is untrusted (no pickled objects are read; a truncated or malformed one is refused in
+    one line with what to do)."""
+    classes = default_table().num_classes
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            image, labels, labelled = z["image"], z["labels"], z["labelled"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise SystemExit(f"--extra-cases: {path} is not a readable cached case ({error}); "
+                         "delete it or leave its run folder out") from None
+    if (image.ndim != 3 or image.dtype != np.float32 or labels.shape != image.shape or labels.dtype != np.uint8
+            or labelled.shape != (classes,) or labelled.dtype != bool or (labels.size and labels.max() >= classes)):
+        raise SystemExit(f"--extra-cases: {path} is not a cached case of this project (image {image.shape} "
+                         f"{image.dtype}, labels {labels.shape} {labels.dtype}, labelled {labelled.shape}); "
+                         "delete it or leave its run folder out")
+    return image, labels, labelled
 
 
 def main() -> None:
