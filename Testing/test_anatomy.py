@@ -531,3 +531,26 @@ def test_the_diaphragm_shift_is_drawn_per_image_from_its_own_stream(source):
     _assert_drawn_from_own_stream(source, (52, 53, 54), "diaphragm_shift_mm", "diaphragm_shift_mm",
                                   lambda v: abs(v) <= anatomy.DIAPHRAGM_SHIFT_MM, 0.0, 150.0, (0.0, 20.0),
                                   spacing=8.0, fov="thorax", implants=False)
+
+
+def test_the_views_tool_counts_vertebrae_called_any_bone_and_skips_images_without_a_spine():
+    """tools/evaluate_synthetic_views.py's "vertebrae found": the slab failure (vertebral bodies
+    left as background) measured whatever name the bone gets; ribs do not count."""
+    import importlib.util
+    tool = Path(__file__).resolve().parents[1] / "tools" / "evaluate_synthetic_views.py"
+    spec = importlib.util.spec_from_file_location("evaluate_synthetic_views", tool)
+    views = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(views)
+    table = default_table()
+    ref = np.zeros((10, 20, 20), np.uint8)
+    ref[:, 2:12, 2:12] = table.by_name("vertebra_T12").index  # 1000 voxels of spine
+    ref[:, 15:18, 15:18] = table.by_name("rib_left_12").index
+    pred = np.zeros_like(ref)
+    pred[:4, 2:12, 2:12] = table.by_name("femur_right").index  # 400 found, wrongly named
+    pred[:, 15:18, 15:18] = ref[:, 15:18, 15:18]  # every rib voxel: not counted
+    case = anatomy.SyntheticCase(ct=sitk.GetImageFromArray(ref.astype(np.int16)), labels=sitk.GetImageFromArray(ref),
+                                 labelled=["vertebra_T12", "rib_left_12"])
+    assert views.vertebrae_found(case, sitk.GetImageFromArray(pred)) == pytest.approx(0.4)
+    ref[ref == table.by_name("vertebra_T12").index] = 0
+    no_spine = anatomy.SyntheticCase(ct=case.ct, labels=sitk.GetImageFromArray(ref), labelled=["rib_left_12"])
+    assert views.vertebrae_found(no_spine, sitk.GetImageFromArray(pred)) is None

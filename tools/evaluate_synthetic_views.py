@@ -27,7 +27,8 @@ predicted bone outside the evaluation's body mask that is not true bone (table, 
 image holds metal implants (``--implants on``), by the mean Dice of the bones that hold the metal
 (a prosthesis counts as its femur, as in TotalSegmentator's references), and by the median Dice of
 the lumbar vertebrae in view (where the iliac crests sit against the spine, ``--iliac-shift``, moves
-a network that names the lumbar levels from the pelvis), and, with ``--trabecular-hu``, at
+a network that names the lumbar levels from the pelvis), and by the share of the vertebrae called
+bone of any name (what a short slab of the lower thorax loses), and, with ``--trabecular-hu``, at
 forced bone densities (the synthesiser draws one per body for an age, ``tissue.trabecular_for_age``),
 and, with ``--body-size``, at forced sizes across (``anatomy.BODY_SIZE``: a network taught one body's
 size calls a larger body's spine pelvis, or misses it), and, with ``--tilt``, at forced sagittal
@@ -113,6 +114,18 @@ def lumbar_dice(case: SyntheticCase, labels: sitk.Image) -> float | None:
     counts = np.bincount(ref.ravel(), minlength=table.num_classes)
     dices = [per_class[i] for i in (table.by_name(name).index for name in LUMBAR) if counts[i] >= 50]
     return float(np.median(dices)) if dices else None
+
+
+def vertebrae_found(case: SyntheticCase, labels: sitk.Image) -> float | None:
+    """Share of the vertebrae's voxels (sacrum and coccyx included) called bone of any name (None
+    with under 500 of them in view): a 40 mm slab of the lower thorax loses half its vertebral
+    bodies to the background, which foreground Dice mixes with ribs and labels ignore."""
+    table = default_table()
+    spine = [b.index for b in table.foreground() if b.name.startswith("vertebra_") or b.name in ("sacrum", "coccyx")]
+    ref = np.isin(sitk.GetArrayViewFromImage(case.labels), spine)
+    if np.count_nonzero(ref) < 500:
+        return None
+    return np.count_nonzero(ref & (sitk.GetArrayViewFromImage(labels) > 0)) / np.count_nonzero(ref)
 
 
 def main() -> None:
@@ -220,9 +233,11 @@ def row(seed: int, where: str, case: SyntheticCase, segmenters: list[Segmenter])
         outside = np.count_nonzero(bone & outside_body) / max(1, np.count_nonzero(bone))
         implanted = implanted_bone_dice(case, labels)
         lumbar = lumbar_dice(case, labels)
+        spine = vertebrae_found(case, labels)
         cells.append(f"{dice:.3f}; {100 * impossible:.1f} %; {100 * vessels:.2f} %; {100 * outside:.3f} %"
                      + (f"; implanted bones {implanted:.3f}" if implanted is not None else "")
-                     + (f"; lumbar {lumbar:.3f}" if lumbar is not None else ""))
+                     + (f"; lumbar {lumbar:.3f}" if lumbar is not None else "")
+                     + (f"; vertebrae found {spine:.2f}" if spine is not None else ""))
     view = f"{case.spec['fov']}, {case.ct.GetSize()[2]} x {case.spec['spacing_mm'][2]:g} mm, {case.spec['phase']}"
     view += "".join(f", {k.replace('_', ' ')}" for k in case.spec["implants"])
     view += f", crests {case.spec['iliac_shift_mm']:+g} mm, cancellous {case.spec['trabecular_hu']:g} HU"
