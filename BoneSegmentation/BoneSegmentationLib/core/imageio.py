@@ -1,7 +1,8 @@
 """Reading CT images (NIfTI, NRRD, MHA, DICOM folders) with clear errors, and atomic writing.
 
 Geometry (origin, spacing, direction) is kept exactly as SimpleITK reads it; any direction
-matrix is accepted.
+matrix is accepted. A DICOM folder is read by ``dicom.py``, which refuses a series with a missing
+slice and puts a gantry-tilted one on a regular grid where it was scanned.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .dicom import first_itk_line, read_dicom_folder
 from .errors import InputImageError
 from .files import atomic_write
 from .seg_nrrd import as_segmentation, is_seg_nrrd
-
-log = logging.getLogger(__name__)
 
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 SHORT_FOV_MM = 100.0  # head-to-foot extent below which bone names are unreliable (docs/real-ct-training.md)
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
+
+log = logging.getLogger(__name__)
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
@@ -35,13 +37,13 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     if not path.exists():
         raise InputImageError(f"input not found: {path}")
     if path.is_dir():
-        return _read_dicom_folder(path)
+        return read_dicom_folder(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         check_nifti_file(path)  # what ITK's NIfTI reader lets through silently
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
-        detail = _first_itk_line(e)
+        detail = first_itk_line(e)
         raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image "
                               f"format (NIfTI, NRRD, MHA, DICOM folder). {detail}") from None
 
@@ -92,58 +94,6 @@ def check_nifti_file(path: Path) -> None:
                               "declares; copy or export the file again")
     if nans:
         raise InputImageError(f"{path} contains {nans} NaN voxel values; fix or mask them first")
-
-
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputImageError(f"no DICOM series found in folder {folder}")
-    files_per_series = {s: reader.GetGDCMSeriesFileNames(str(folder), s) for s in series}
-    chosen = max(files_per_series, key=lambda s: len(files_per_series[s]))
-    if len(series) > 1:
-        log.warning("folder %s holds %d DICOM series; using the largest (%s, %d files)",
-                    folder, len(series), chosen, len(files_per_series[chosen]))
-    files = files_per_series[chosen]
-    _check_slice_positions(folder, files)
-    reader.SetFileNames(files)
-    try:
-        return reader.Execute()
-    except RuntimeError as e:
-        raise InputImageError(f"cannot read the DICOM series in {folder}: {_first_itk_line(e)}") from None
-
-
-def _check_slice_positions(folder: Path, files: list[str]) -> None:
-    """Refuse a series with a missing or duplicated slice: ITK would stack it with one average
-    spacing (the anatomy beyond the gap lands at the wrong place) and print a multi-line warning."""
-    if len(files) < 3:
-        return
-    header = sitk.ImageFileReader()
-    positions, normal = [], None
-    for name in files:
-        header.SetFileName(name)
-        try:
-            header.ReadImageInformation()
-            position = [float(v) for v in header.GetMetaData("0020|0032").split("\\")]
-            if normal is None:
-                row_col = [float(v) for v in header.GetMetaData("0020|0037").split("\\")]
-                normal = np.cross(row_col[:3], row_col[3:])
-        except (RuntimeError, ValueError):
-            return  # no usable position tags: leave the decision to ITK
-        positions.append(float(np.dot(position, normal)))
-    steps = np.diff(np.sort(positions))
-    typical = float(np.median(steps))
-    if typical <= 0 or np.any(np.abs(steps - typical) > 0.1 * typical + 1e-3):
-        k = int(np.argmax(np.abs(steps - typical)))
-        raise InputImageError(f"the DICOM series in {folder} has uneven slice spacing (slices {typical:.2f} mm apart, "
-                              f"but {steps[k]:.2f} mm at slice {k + 1} of {len(files)}): a slice is missing or "
-                              "duplicated; export the complete series again")
-
-
-def _first_itk_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "Description:" in ln or "ERROR" in ln.upper()]
-    return (useful or lines or [""])[-1][:200]
 
 
 def check_ct(image: sitk.Image, name: str = "input") -> list[str]:

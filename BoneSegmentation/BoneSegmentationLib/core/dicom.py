@@ -1,0 +1,169 @@
+"""A DICOM folder read as one CT volume whose geometry is the acquisition's.
+
+ITK stacks a series' slices along the normal of their orientation with the distance between the
+first two slices as spacing. Two series break that silently:
+- a missing or duplicated slice (uneven steps): the anatomy beyond the gap lands at the wrong place,
+  so the series is refused;
+- a gantry-tilted series, whose slices are shifted in their own plane from one to the next: ITK
+  drops the shift and stretches the spacing, so a 20 degree tilt misplaces the last of 30 slices by
+  20 mm. Its slices are resampled onto a regular grid that holds the tilted stack where it was
+  scanned (as dcm2niix and Slicer's acquisition geometry regularisation do), and a warning says so:
+  labels then line up with the scan in physical space, on that grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputImageError
+
+log = logging.getLogger(__name__)
+
+TILT_VOXELS = 0.1  # in-plane shift over the whole series, in voxels, below which a series is not tilted
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where a series' slices are, in the order ITK stacks them (LPS, mm)."""
+    positions: np.ndarray  # (n, 3) ImagePositionPatient of each file
+    row: np.ndarray  # unit vector along a row (first three of ImageOrientationPatient)
+    column: np.ndarray  # unit vector down a column
+
+    @property
+    def normal(self) -> np.ndarray:
+        n = np.cross(self.row, self.column)
+        return n / np.linalg.norm(n)
+
+    def steps_mm(self) -> np.ndarray:
+        """Distances between neighbouring slices along the normal, in stacking order."""
+        return np.diff(self.positions @ self.normal)
+
+    def in_plane_shift(self) -> np.ndarray:
+        """Shift within the slice plane from one slice to the next (mm vector; zero when not tilted)."""
+        step = (self.positions[-1] - self.positions[0]) / (len(self.positions) - 1)
+        return step - (step @ self.normal) * self.normal
+
+
+def read_dicom_folder(folder: Path) -> sitk.Image:
+    """The largest DICOM series in ``folder``: refused with uneven slices, regularised when tilted."""
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputImageError(f"no DICOM series found in folder {folder}")
+    files_per_series = {s: reader.GetGDCMSeriesFileNames(str(folder), s) for s in series}
+    chosen = max(files_per_series, key=lambda s: len(files_per_series[s]))
+    if len(series) > 1:
+        log.warning("folder %s holds %d DICOM series; using the largest (%s, %d files)",
+                    folder, len(series), chosen, len(files_per_series[chosen]))
+    files = files_per_series[chosen]
+    geometry = slice_geometry(files)
+    if geometry is not None:
+        check_even_steps(folder, geometry)
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as e:
+        raise InputImageError(f"cannot read the DICOM series in {folder}: {first_itk_line(e)}") from None
+    if geometry is not None and is_tilted(geometry, image.GetSpacing()):
+        image = regularise_tilt(image, geometry)
+        log.warning("the DICOM series in %s is gantry-tilted (%.1f degrees): its slices were resampled onto a "
+                    "regular grid that keeps them where they were scanned; outputs are on that grid",
+                    folder, tilt_degrees(geometry))
+    return image
+
+
+def slice_geometry(files: list[str]) -> Optional[SliceGeometry]:
+    """Each file's position and the series' orientation, or None (under 3 slices, or tags missing:
+    the decision is then ITK's)."""
+    if len(files) < 3:
+        return None
+    header = sitk.ImageFileReader()
+    positions, orientation = [], None
+    for name in files:
+        header.SetFileName(name)
+        try:
+            header.ReadImageInformation()
+            positions.append([float(v) for v in header.GetMetaData("0020|0032").split("\\")])
+            if orientation is None:
+                orientation = [float(v) for v in header.GetMetaData("0020|0037").split("\\")]
+        except (RuntimeError, ValueError):
+            return None
+    positions = np.array(positions, float)
+    if positions.shape[1] != 3 or orientation is None or len(orientation) != 6 or not np.all(np.isfinite(positions)):
+        return None
+    row, column = np.array(orientation[:3]), np.array(orientation[3:])
+    if not (np.isfinite(row).all() and np.isfinite(column).all()) or np.linalg.norm(np.cross(row, column)) < 1e-3:
+        return None
+    return SliceGeometry(positions, row / np.linalg.norm(row), column / np.linalg.norm(column))
+
+
+def check_even_steps(folder: Path, geometry: SliceGeometry) -> None:
+    """Refuse a series with a missing or duplicated slice: ITK would stack it with one average
+    spacing (the anatomy beyond the gap lands at the wrong place)."""
+    steps = np.diff(np.sort(geometry.positions @ geometry.normal))
+    typical = float(np.median(steps))
+    if typical <= 0 or np.any(np.abs(steps - typical) > 0.1 * typical + 1e-3):
+        k = int(np.argmax(np.abs(steps - typical)))
+        raise InputImageError(f"the DICOM series in {folder} has uneven slice spacing (slices {typical:.2f} mm apart, "
+                              f"but {steps[k]:.2f} mm at slice {k + 1} of {len(steps) + 1}): a slice is missing or "
+                              "duplicated; export the complete series again")
+
+
+def is_tilted(geometry: SliceGeometry, spacing: tuple[float, ...]) -> bool:
+    total_shift = np.linalg.norm(geometry.in_plane_shift()) * (len(geometry.positions) - 1)
+    return bool(total_shift > TILT_VOXELS * min(spacing[0], spacing[1]))
+
+
+def tilt_degrees(geometry: SliceGeometry) -> float:
+    step = abs(float(np.median(geometry.steps_mm())))
+    return float(np.degrees(np.arctan2(np.linalg.norm(geometry.in_plane_shift()), step)))
+
+
+def regularise_tilt(image: sitk.Image, geometry: SliceGeometry) -> sitk.Image:
+    """``image`` (as ITK stacked it, slice k from file k) resampled onto a grid with the slices'
+    orientation, their spacing along the normal, and room for the shift, by linear interpolation;
+    outside the scan, the image's lowest value (air)."""
+    n = geometry.normal
+    first = geometry.positions[0]
+    along = float((geometry.positions[-1] - first) @ n) / (len(geometry.positions) - 1)
+    if along < 0:  # stacked against the normal: the grid's third axis points the way the slices go
+        n, along = -n, -along
+    shift = geometry.in_plane_shift()
+    sx, sy = image.GetSpacing()[:2]
+    direction = np.column_stack([geometry.row, geometry.column, n])
+    # the scan as if untilted: slice k at first + k * along * n
+    straight = sitk.Image(image)
+    straight.SetOrigin(tuple(first))
+    straight.SetSpacing((sx, sy, along))
+    straight.SetDirection(tuple(direction.ravel()))
+    # the true place of a straight point x is x + ((x - first) . n / along) * shift; the resampler
+    # needs the inverse, from a point of the output grid to the straight image
+    transform = sitk.AffineTransform(3)
+    transform.SetCenter(tuple(first))
+    transform.SetMatrix(tuple((np.eye(3) - np.outer(shift / along, n)).ravel()))
+    size = list(image.GetSize())
+    total = shift * (size[2] - 1)
+    origin = first.copy()
+    for axis, (vector, spacing) in enumerate(((geometry.row, sx), (geometry.column, sy))):
+        extent = float(total @ vector)
+        if extent < 0:
+            origin += extent * vector
+        size[axis] += int(np.ceil(abs(extent) / spacing - 1e-6))
+    grid = sitk.Image(size, image.GetPixelID())
+    grid.SetOrigin(tuple(origin))
+    grid.SetSpacing((sx, sy, along))
+    grid.SetDirection(tuple(direction.ravel()))
+    air = float(sitk.GetArrayViewFromImage(image).min())
+    return sitk.Resample(straight, grid, transform, sitk.sitkLinear, air, image.GetPixelID())
+
+
+def first_itk_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "Description:" in ln or "ERROR" in ln.upper()]
+    return (useful or lines or [""])[-1][:200]
