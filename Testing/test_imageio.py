@@ -200,3 +200,40 @@ def test_segmenting_a_tilted_series_writes_labels_on_the_regular_grid_with_one_w
     tilted = [r.getMessage() for r in caplog.records if "gantry-tilted" in r.getMessage()]
     assert len(tilted) == 1 and "15.0 degrees" in tilted[0] and "\n" not in tilted[0]
     assert same_geometry(read_image(out), read_image(tmp_path / "tilted"))
+
+
+def test_a_localizer_filed_in_the_series_is_left_out_with_a_warning(tmp_path, caplog):
+    """A coronal scout with the axial series' UID, one slice step above its last slice: ITK would
+    stack it as a 31st slice (and the stack then looks tilted)."""
+    import shutil
+
+    write_dicom_series(tmp_path / "axial", cube_column())
+    write_dicom_series(tmp_path / "scout", cube_column((1, 64, 64)), column=(0.0, 0.0, -1.0), origin=(-50.0, 0.0, 160.0))
+    series = tmp_path / "series"
+    series.mkdir()
+    for f in (tmp_path / "axial").iterdir():
+        shutil.move(str(f), series / f.name)
+    shutil.move(str(tmp_path / "scout" / "slice000.dcm"), series / "scout.dcm")
+    with caplog.at_level("WARNING"):
+        image = read_image(series)
+    assert image.GetSize() == (64, 64, 30) and image.GetSpacing() == pytest.approx((0.8, 0.8, 2.0))
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "1 of 31 files have another orientation or size" in warning and "left out" in warning
+
+
+def test_slices_shifted_each_their_own_way_are_refused_in_one_line(tmp_path):
+    write_dicom_series(tmp_path / "series", cube_column())
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(tmp_path / "series" / "slice010.dcm"))
+    image = reader.Execute()
+    for key in reader.GetMetaDataKeys():
+        image.SetMetaData(key, reader.GetMetaData(key))
+    x, y, z = (float(v) for v in reader.GetMetaData("0020|0032").split("\\"))
+    image.SetMetaData("0020|0032", f"{x + 6:.5f}\\{y:.5f}\\{z:.5f}")  # one slice 6 mm to the side
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(tmp_path / "series" / "slice010.dcm"))
+    writer.Execute(image)
+    with pytest.raises(InputImageError, match="shifted 6.0 mm off the line") as info:
+        read_image(tmp_path / "series")
+    assert "\n" not in str(info.value)

@@ -31,6 +31,7 @@ TILT_VOXELS = 0.1  # in-plane shift over the whole series, in voxels, below whic
 @dataclass(frozen=True)
 class SliceGeometry:
     """Where a series' slices are, in the order ITK stacks them (LPS, mm)."""
+    files: list[str]  # the files that make the volume (a localizer with the series' UID left out)
     positions: np.ndarray  # (n, 3) ImagePositionPatient of each file
     row: np.ndarray  # unit vector along a row (first three of ImageOrientationPatient)
     column: np.ndarray  # unit vector down a column
@@ -51,7 +52,8 @@ class SliceGeometry:
 
 
 def read_dicom_folder(folder: Path) -> sitk.Image:
-    """The largest DICOM series in ``folder``: refused with uneven slices, regularised when tilted."""
+    """The largest DICOM series in ``folder``: a localizer filed in it left out, refused with uneven
+    slices or slices off one line, regularised when tilted."""
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
@@ -64,7 +66,12 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
     files = files_per_series[chosen]
     geometry = slice_geometry(files)
     if geometry is not None:
+        if len(geometry.files) < len(files):
+            log.warning("in the DICOM series in %s, %d of %d files have another orientation or size than the "
+                        "rest (a localizer?) and were left out", folder, len(files) - len(geometry.files), len(files))
+            files = geometry.files
         check_even_steps(folder, geometry)
+        check_one_line(folder, geometry)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
@@ -79,28 +86,38 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
 
 
 def slice_geometry(files: list[str]) -> Optional[SliceGeometry]:
-    """Each file's position and the series' orientation, or None (under 3 slices, or tags missing:
-    the decision is then ITK's)."""
+    """Each file's position and the series' orientation, from the files that share the most common
+    orientation and size (a localizer filed in the series is not a slice of it), or None (under 3
+    slices, or tags missing: the decision is then ITK's)."""
     if len(files) < 3:
         return None
     header = sitk.ImageFileReader()
-    positions, orientation = [], None
+    slices = []
     for name in files:
         header.SetFileName(name)
         try:
             header.ReadImageInformation()
-            positions.append([float(v) for v in header.GetMetaData("0020|0032").split("\\")])
-            if orientation is None:
-                orientation = [float(v) for v in header.GetMetaData("0020|0037").split("\\")]
+            position = [float(v) for v in header.GetMetaData("0020|0032").split("\\")]
+            orientation = tuple(round(float(v), 3) for v in header.GetMetaData("0020|0037").split("\\"))
         except (RuntimeError, ValueError):
             return None
-    positions = np.array(positions, float)
-    if positions.shape[1] != 3 or orientation is None or len(orientation) != 6 or not np.all(np.isfinite(positions)):
+        if len(position) != 3 or len(orientation) != 6:
+            return None
+        slices.append((name, position, (orientation, header.GetSize()[:2])))
+    kinds = [kind for _, _, kind in slices]
+    common = max(set(kinds), key=kinds.count)
+    kept = [(name, position) for name, position, kind in slices if kind == common]
+    if len(kept) < 3:
         return None
+    positions = np.array([position for _, position in kept], float)
+    if not np.all(np.isfinite(positions)):
+        return None
+    orientation = common[0]
     row, column = np.array(orientation[:3]), np.array(orientation[3:])
     if not (np.isfinite(row).all() and np.isfinite(column).all()) or np.linalg.norm(np.cross(row, column)) < 1e-3:
         return None
-    return SliceGeometry(positions, row / np.linalg.norm(row), column / np.linalg.norm(column))
+    return SliceGeometry([name for name, _ in kept], positions, row / np.linalg.norm(row),
+                         column / np.linalg.norm(column))
 
 
 def check_even_steps(folder: Path, geometry: SliceGeometry) -> None:
@@ -113,6 +130,19 @@ def check_even_steps(folder: Path, geometry: SliceGeometry) -> None:
         raise InputImageError(f"the DICOM series in {folder} has uneven slice spacing (slices {typical:.2f} mm apart, "
                               f"but {steps[k]:.2f} mm at slice {k + 1} of {len(steps) + 1}): a slice is missing or "
                               "duplicated; export the complete series again")
+
+
+def check_one_line(folder: Path, geometry: SliceGeometry) -> None:
+    """Refuse slices whose corners do not follow one straight line (each shifted its own way in its
+    plane): no regular grid holds them, and ITK would stack them straight."""
+    n = len(geometry.positions)
+    straight = geometry.positions[0] + np.outer(np.arange(n), (geometry.positions[-1] - geometry.positions[0]) / (n - 1))
+    off = float(np.max(np.linalg.norm(geometry.positions - straight, axis=1)))
+    step = abs(float(np.median(geometry.steps_mm())))
+    if off > 0.1 * step + 1e-3:
+        raise InputImageError(f"the DICOM series in {folder} has slices shifted {off:.1f} mm off the line through the "
+                              "first and the last (not one volume: a mix of series or a varying tilt); export the "
+                              "series again or convert it with dcm2niix")
 
 
 def is_tilted(geometry: SliceGeometry, spacing: tuple[float, ...]) -> bool:
