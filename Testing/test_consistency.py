@@ -15,7 +15,8 @@ from BoneSegmentationLib.consistency.body import body_mask
 from BoneSegmentationLib.consistency.changes import ConsistencyReport
 from BoneSegmentationLib.consistency.discs import cut_at_discs
 from BoneSegmentationLib.consistency.geometry import Grid
-from BoneSegmentationLib.consistency.marrow import OPEN_RING, convex_per_slice, fill_canals, fill_cores
+from BoneSegmentationLib.consistency.marrow import (ENCLOSED_MAX_MM2, OPEN_RING, convex_per_slice, fill_canals, fill_cores,
+                                                    fill_enclosed)
 from BoneSegmentationLib.consistency.spine import BONE_NAMES, LEVELS, Vertebra, _isolated, order_spine
 from BoneSegmentationLib.consistency.step import make_consistent
 from BoneSegmentationLib.core.bones import default_table
@@ -345,6 +346,67 @@ def test_a_long_bones_fatty_canal_is_filled_and_a_pelvic_ring_is_not(orientation
     assert filled.GetOrigin() == labels.GetOrigin() and filled.GetDirection() == labels.GetDirection()
     again, count = fill_canals(filled, TABLE)
     assert count == 0 and again is filled, "a map with no open canal is returned as it is"
+
+
+def _walled_cores():
+    """On a 1 mm grid (LPS arrays): a vertebra whose cortex (700 HU) the network labelled only in
+    part, round a cancellous core (180 HU) and its spinal canal (30 HU); a ring of hip bone round
+    fatty marrow (-50 HU); a larger ring of hip round a cavity of fat over ``ENCLOSED_MAX_MM2``;
+    and the bone probability the network gave (0.3 in the cores and the canal, 0 elsewhere)."""
+    z, y, x = np.ogrid[0:8, 0:90, 0:150]
+    body = ((y - 20) ** 2 + (x - 20) ** 2 <= 144) & (z > 1) & (z < 6)
+    core = ((y - 20) ** 2 + (x - 20) ** 2 <= 81) & (z > 1) & (z < 6)
+    arch = ((y - 38) ** 2 + (x - 20) ** 2 <= 64) & (z > 1) & (z < 6)
+    canal = ((y - 38) ** 2 + (x - 20) ** 2 <= 16) & (z > 1) & (z < 6)
+    ring = ((y - 20) ** 2 + (x - 60) ** 2 <= 144) & (z > 1) & (z < 6)
+    marrow = ((y - 20) ** 2 + (x - 60) ** 2 <= 81) & (z > 1) & (z < 6)
+    big = ((y - 55) ** 2 + (x - 110) ** 2 <= 34 ** 2) & (z > 1) & (z < 6)
+    cavity = ((y - 55) ** 2 + (x - 110) ** 2 <= 31 ** 2) & (z > 1) & (z < 6)
+    hu = np.full(body.shape, 40.0)
+    hu[body | arch | ring | big] = 700.0
+    hu[core] = 180.0
+    hu[canal] = 30.0
+    hu[marrow | cavity] = -50.0
+    vertebra, hip = TABLE.by_name("vertebra_L2").index, TABLE.by_name("hip_right").index
+    labels = np.zeros(body.shape, np.uint8)
+    labels[(body | arch) & ~core & ~canal & (x < 24)] = vertebra  # the right part of the cortex unlabelled
+    labels[ring & ~marrow] = hip
+    labels[big & ~cavity] = hip
+    labels[4, 20, 60] = TABLE.by_name("femur_right").index  # another bone in the marrow stays
+    probability = np.where(core | canal | marrow | cavity, 0.3, 0.0).astype(np.float32)
+    return labels, hu, probability, dict(core=core, canal=canal, marrow=marrow, cavity=cavity)
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAI", "ASL"])
+def test_cores_walled_by_a_bone_and_unlabelled_cortex_are_filled_the_canal_and_cavities_are_not(orientation):
+    """On the input grid: a vertebral core walled partly by the vertebra's labels and partly by
+    bright cortex the network left unlabelled is the vertebra; fatty marrow in a ring of hip bone
+    is the hip; the spinal canal (30 HU), a cavity over ``ENCLOSED_MAX_MM2`` and another bone's
+    voxel stay as they are; with a bone probability near 0 nothing is filled. The probability comes
+    on another grid (LPS, as the model's), so it is found by physical position."""
+    labels, hu, probability, parts = _walled_cores()
+    assert np.count_nonzero(parts["cavity"][3]) > ENCLOSED_MAX_MM2
+    images = []
+    for array in (labels, hu):
+        image = sitk.GetImageFromArray(array)
+        images.append(sitk.DICOMOrient(image, orientation))
+    labels_image, hu_image = images
+    bone = sitk.GetImageFromArray(probability)
+    filled, count = fill_enclosed(labels_image, hu_image, bone, TABLE)
+    result = sitk.GetArrayFromImage(sitk.DICOMOrient(filled, "LPS"))
+    vertebra, hip = TABLE.by_name("vertebra_L2").index, TABLE.by_name("hip_right").index
+    marrow = parts["marrow"].copy()
+    marrow[4, 20, 60] = False
+    assert (result[parts["core"]] == vertebra).all(), "the core walled by unlabelled cortex"
+    assert (result[marrow] == hip).all() and result[4, 20, 60] == TABLE.by_name("femur_right").index
+    assert not result[parts["canal"]].any(), "the spinal canal is not marrow"
+    assert not result[parts["cavity"]].any(), "a cavity too large for a bone's core"
+    assert count == np.count_nonzero(parts["core"]) + np.count_nonzero(marrow)
+    assert np.array_equal(result[result != sitk.GetArrayFromImage(sitk.DICOMOrient(labels_image, "LPS"))] > 0,
+                          np.ones(count, bool)), "only background is filled"
+    assert filled.GetOrigin() == labels_image.GetOrigin() and filled.GetDirection() == labels_image.GetDirection()
+    unsure, none = fill_enclosed(labels_image, hu_image, sitk.GetImageFromArray(probability * 0.1), TABLE)
+    assert none == 0 and unsure is labels_image, "what the network saw as not bone stays background"
 
 
 def test_an_open_ring_of_shaft_is_closed_and_a_solid_section_with_a_notch_is_not():

@@ -123,8 +123,8 @@ def test_a_ct_as_coarse_as_the_models_grid_is_left_as_the_network_labelled_it():
 def test_the_segmenter_grows_edges_by_default_and_not_when_told(tmp_path, monkeypatch):
     """Through the real pipeline (a random TorchScript model at 6 mm on a 3 mm phantom): by default
     every bone voxel of the plain run stays, each added voxel is at least EDGE_HU bright, and the
-    record counts them; with ``edges=False`` nothing is grown. The long bones' canal fill that
-    follows (tested in test_consistency.py) is held still, so that the two runs differ by the
+    record counts them; with ``edges=False`` nothing is grown. The canal and enclosed-core fills
+    that follow (tested in test_consistency.py) are held still, so that the two runs differ by the
     growth alone."""
     from conftest import make_random_model
 
@@ -135,6 +135,7 @@ def test_the_segmenter_grows_edges_by_default_and_not_when_told(tmp_path, monkey
     from BoneSegmentationLib.synthetic.phantom import make_phantom
 
     monkeypatch.setattr(segmenter_module, "fill_canals", lambda labels, table: (labels, 0))
+    monkeypatch.setattr(segmenter_module, "fill_enclosed", lambda labels, ct, bone, table: (labels, 0))
     model = load_model(make_random_model(tmp_path / "random.pt", spacing=6.0, patch=32))
     ct, _, _ = make_phantom(3, spacing=3.0, partial=True)
     plain = Segmenter(model, InferenceOptions(device="cpu", overlap=0.0, mirror="off", edges=False)).segment(ct)

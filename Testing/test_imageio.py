@@ -1,5 +1,8 @@
 """Every bad input gets its own specific error; suspicious intensities get a warning."""
 
+import contextlib
+import locale
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -116,6 +119,17 @@ def test_atomic_write_never_overwrites(tmp_path):
         write_image(img, tmp_path / "out.png")
 
 
+@contextlib.contextmanager
+def keeping_locale():
+    """GDCM's DICOM writer sets the C locale and leaves it so: Python's default text encoding would
+    be ASCII for every later test in the process. Put back what was there."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def write_dicom_series(folder, volume, spacing=(0.8, 0.8, 2.0), tilt_deg=0.0, origin=(-50.0, -60.0, 100.0),
                        row=(1.0, 0.0, 0.0), column=(0.0, 1.0, 0.0)):
     """``volume`` (slices first) as a CT DICOM series, one file per slice, written by SimpleITK; a
@@ -139,7 +153,8 @@ def write_dicom_series(folder, volume, spacing=(0.8, 0.8, 2.0), tilt_deg=0.0, or
                            ("0018|0050", f"{spacing[2]:g}"), ("0028|1053", "1"), ("0028|1052", "0")]:
             image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(image)
+        with keeping_locale():
+            writer.Execute(image)
 
 
 def cube_column(shape=(30, 64, 64)):
@@ -233,7 +248,8 @@ def test_slices_shifted_each_their_own_way_are_refused_in_one_line(tmp_path):
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     writer.SetFileName(str(tmp_path / "series" / "slice010.dcm"))
-    writer.Execute(image)
+    with keeping_locale():
+        writer.Execute(image)
     with pytest.raises(InputImageError, match="shifted 6.0 mm off the line") as info:
         read_image(tmp_path / "series")
     assert "\n" not in str(info.value)

@@ -90,6 +90,7 @@ def test_segment_writes_a_sidecar_naming_options_and_model(tmp_path, coarse_mode
     assert sidecar["input"]["size"] == list(ct.GetSize()) and sidecar["timings_s"]["total_s"] > 0
     assert sidecar["anatomy"]["ran"] is True and "anatomy_s" in sidecar["timings_s"]
     assert isinstance(sidecar["anatomy"]["edges_grown"], int) and isinstance(sidecar["anatomy"]["canals_filled"], int)
+    assert isinstance(sidecar["anatomy"]["enclosed_filled"], int)
     assert all({"bone", "kind", "text", "voxels"} <= set(c) for c in sidecar["anatomy"]["changes"])
     review = json.loads((tmp_path / "bones.review.json").read_text())
     flagged = {b["name"]: " ".join(b["reasons"]) for b in review["bones"]}  # every change is listed for review
@@ -102,7 +103,7 @@ def test_segment_writes_a_sidecar_naming_options_and_model(tmp_path, coarse_mode
                                                                          "seconds": 0.0, "changes": [],
                                                                          "outside_body_on_input_grid": 0,
                                                                          "cores_filled": 0, "edges_grown": 0,
-                                                                         "canals_filled": 0}
+                                                                         "canals_filled": 0, "enclosed_filled": 0}
     # an existing sidecar is not overwritten silently
     assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "other.nii.gz"),
                  "--model", str(coarse_model), "--device", "cpu", "-q"]) == 0

@@ -5,7 +5,8 @@
    the step on the 2 mm grid, against the same map's ``review_ranking`` (the step that already
    ran after every segmentation) as the reference; the 4 mm labels' way to the input grid, and
    the edge growth that follows by default (``inference/edges.py``) against it, and the long
-   bones' canals filled on the input grid (``consistency/marrow.py``) against it too;
+   bones' canals and the cores walled by bone and cortex filled on the input grid
+   (``consistency/marrow.py``) against it too;
 2. the bundled model on the same phantom (``--no-anatomy``), then the step on its labels on the
    model's grid, as the pipeline runs it: step time as a fraction of the network's;
 3. ``--speckled``: the labels a random-weight network (width 4, the tests' model) gives on the same
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
 from BoneSegmentationLib.consistency.body import body_image, body_on_grid, keep_inside_body  # noqa: E402
-from BoneSegmentationLib.consistency.marrow import fill_canals  # noqa: E402
+from BoneSegmentationLib.consistency.marrow import fill_canals, fill_enclosed  # noqa: E402
 from BoneSegmentationLib.core.bones import default_table  # noqa: E402
 from BoneSegmentationLib.model.random_weights import save_random_model  # noqa: E402
 from BoneSegmentationLib.inference.edges import grow_into_edges  # noqa: E402
@@ -84,7 +85,9 @@ def main() -> None:
     with measure() as grow_run:  # edge growth (on by default), on the labels as they reach the input grid
         grown_labels, grown = grow_into_edges(on_input, ct, 4.0)
     with measure() as canal_run:  # the long bones' canals on the input grid (after edge growth, as the pipeline)
-        _, canals = fill_canals(grown_labels, default_table())
+        canal_labels, canals = fill_canals(grown_labels, default_table())
+    with measure() as enclosed_run:  # cores walled by bone and unlabelled cortex (after the canals, as the pipeline)
+        _, enclosed = fill_enclosed(canal_labels, ct, bone, default_table())
     nearest_row = "4 mm labels to the input grid by nearest neighbour, trimmed to the body (reference for the next row)"
     rows = [("review ranking (reference)", ref_run), ("consistency step", step_run),
             ("body on the CT's grid, to the 4 mm grid (body_on_grid, part of the step)", body_run),
@@ -93,9 +96,11 @@ def main() -> None:
              "(labels_to_input_grid(bone=) + keep_inside_body)", trim_run),
             (f"edge growth (default) on those labels, {grown} voxels grown (grow_into_edges; against the row above)", grow_run),
             (f"long bones' canals filled on the input grid, {canals} voxels (fill_canals; against the boundary row)",
-             canal_run)]
-    references = {"consistency step": ref_run, rows[-3][0]: nearest_run, rows[-2][0]: trim_run,
-                  rows[-1][0]: trim_run}  # row -> its reference
+             canal_run),
+            (f"cores walled by a bone and cortex filled on the input grid, {enclosed} voxels (fill_enclosed; "
+             "against the boundary row)", enclosed_run)]
+    references = {"consistency step": ref_run, rows[-4][0]: nearest_run, rows[-3][0]: trim_run,
+                  rows[-2][0]: trim_run, rows[-1][0]: trim_run}  # row -> its reference
     if not args.no_network:
         model = load_model(resolve_model(None))
         segmenter = Segmenter(model, InferenceOptions(device="cpu", anatomy=False))

@@ -22,6 +22,7 @@ class ConsistencyReport:
     cores_filled: int = 0  # background voxels inside a bone's cross-section with bone-like intensity, filled
     edges_grown: int = 0  # bright background voxels at a bone's edge on the input grid, given its label
     canals_filled: int = 0  # background voxels enclosed by a long bone's shaft on the input grid, given its label
+    enclosed_filled: int = 0  # background voxels walled in a slice by a bone and cortex on the input grid (marrow.py)
 
     def add(self, bone: str, kind: str, text: str, voxels: int = 0) -> None:
         self.changes.append(Change(bone, kind, text, int(voxels)))
@@ -36,4 +37,5 @@ class ConsistencyReport:
         return {"ran": not self.skipped, "skipped": self.skipped, "seconds": round(self.seconds, 3),
                 "outside_body_on_input_grid": self.outside_body_on_input_grid, "cores_filled": self.cores_filled,
                 "edges_grown": self.edges_grown, "canals_filled": self.canals_filled,
+                "enclosed_filled": self.enclosed_filled,
                 "changes": [asdict(c) for c in self.changes]}

@@ -24,7 +24,7 @@ from ..core.imageio import check_ct, strip_image_suffix
 from ..core.labelmaps import present_labels
 from ..consistency.body import body_image, keep_inside_body
 from ..consistency.changes import ConsistencyReport
-from ..consistency.marrow import fill_canals
+from ..consistency.marrow import fill_canals, fill_enclosed
 from ..consistency.step import make_consistent_on_grid
 from ..model.modelfile import LoadedModel
 from .budget import check_fits, estimate
@@ -149,6 +149,8 @@ class Segmenter:
             labels_input, anatomy.edges_grown = grow_into_edges(labels_input, image, max(fine.GetSpacing()))
         if opts.anatomy:  # the long bones' fatty canals, opened again by the boundary on a finer grid
             labels_input, anatomy.canals_filled = fill_canals(labels_input, default_table())
+            # cores walled by a bone and by cortex the network left unlabelled
+            labels_input, anatomy.enclosed_filled = fill_enclosed(labels_input, image, bone_img, default_table())
         if body is not None:
             labels_input, anatomy.outside_body_on_input_grid = keep_inside_body(labels_input, body)
         timings["postprocess_s"] = time.perf_counter() - t3
