@@ -41,9 +41,14 @@ TUBULAR = ("femur", "humerus", "radius", "ulna")  # long bones: a hole in their 
 OPEN_RING = 0.7  # a long bone's in-slice piece covering less of its convex hull is a ring left open: filled to it
 
 
+def kind_indices(table: BoneTable, kinds: tuple[str, ...]) -> list[int]:
+    """The label values of the bones whose names start with one of ``kinds`` ("femur"), ascending."""
+    return [bone.index for bone in table.foreground() if bone.name.split("_")[0] in kinds]
+
+
 def tubular_indices(table: BoneTable) -> list[int]:
     """The long bones' label values (``TUBULAR``), ascending."""
-    return [bone.index for bone in table.foreground() if bone.name.split("_")[0] in TUBULAR]
+    return kind_indices(table, TUBULAR)
 
 
 def fill_cores(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional[np.ndarray] = None) -> int:
@@ -143,6 +148,7 @@ CORTEX_HU = 300.0  # a voxel this bright walls a hole as a labelled bone does: c
 ENCLOSED_MAX_MM2 = 3000.0  # larger in-slice holes are cavities (a pelvic or chest ring closed), not a bone's core
 ENCLOSED_MIN_BONE = 0.1  # a hole whose mean probability of bone is lower is what the network saw as not bone at all
 FATTY = TUBULAR + ("hip",)  # bones whose enclosed holes are marrow whatever their density
+SLAB_SLICES = 32  # slices filled together: bounds the memory of the labellings
 
 
 def fill_enclosed(labels: sitk.Image, ct: sitk.Image, bone: sitk.Image, table: BoneTable) -> tuple[sitk.Image, int]:
@@ -166,11 +172,11 @@ def fill_enclosed(labels: sitk.Image, ct: sitk.Image, bone: sitk.Image, table: B
     axis = grid.si_axis
     in_plane = [s for a, s in enumerate(np.linalg.norm(grid.matrix, axis=0)) if a != axis]
     fatty = np.zeros(table.num_classes, bool)
-    fatty[[b.index for b in table.foreground() if b.name.split("_")[0] in FATTY]] = True
+    fatty[kind_indices(table, FATTY)] = True
     refused = np.zeros(table.num_classes, bool)  # walls whose holes are never marrow
     refused[[table.by_name(name).index for name in HOLLOW]] = True
     refused[0] = True
-    bone_array = sitk.GetArrayViewFromImage(bone).astype(np.float32)
+    bone_array = np.asarray(sitk.GetArrayViewFromImage(bone), np.float32)
     bone_grid = Grid.of(bone)
     out, total = None, 0
     for start in range(0, view.shape[axis], SLAB_SLICES):
@@ -195,9 +201,6 @@ def fill_enclosed(labels: sitk.Image, ct: sitk.Image, bone: sitk.Image, table: B
     image = sitk.GetImageFromArray(out)
     image.CopyInformation(labels)
     return image, total
-
-
-SLAB_SLICES = 32  # slices filled together: bounds the memory of the labellings
 
 
 def _enclosed_values(labels: np.ndarray, hu: np.ndarray, axis: int, pixel_mm2: float, probability,
