@@ -253,3 +253,12 @@ def test_slices_shifted_each_their_own_way_are_refused_in_one_line(tmp_path):
     with pytest.raises(InputImageError, match="shifted 6.0 mm off the line") as info:
         read_image(tmp_path / "series")
     assert "\n" not in str(info.value)
+
+
+def test_a_shift_no_gantry_makes_is_refused_before_a_grid_is_built_for_it(tmp_path):
+    """Position tags that shift each slice by more than a 30 degree tilt would (here 70 degrees)
+    are not a tilt: refused in one line rather than resampled onto an ever wider grid."""
+    write_dicom_series(tmp_path / "series", cube_column((10, 32, 32)), tilt_deg=70.0)
+    with pytest.raises(InputImageError, match="shifted 70 degrees off their normal") as info:
+        read_image(tmp_path / "series")
+    assert "\n" not in str(info.value)

@@ -26,6 +26,7 @@ from .errors import InputImageError
 log = logging.getLogger(__name__)
 
 TILT_VOXELS = 0.1  # in-plane shift over the whole series, in voxels, below which a series is not tilted
+MAX_TILT_DEGREES = 30.0  # gantries tilt up to about 30 degrees; a larger shift is not a tilt (and would widen the grid without bound)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
     except RuntimeError as e:
         raise InputImageError(f"cannot read the DICOM series in {folder}: {first_itk_line(e)}") from None
     if geometry is not None and is_tilted(geometry, image.GetSpacing()):
+        if tilt_degrees(geometry) > MAX_TILT_DEGREES:
+            raise InputImageError(f"the DICOM series in {folder} has its slices shifted {tilt_degrees(geometry):.0f} "
+                                  f"degrees off their normal, more than a gantry tilts ({MAX_TILT_DEGREES:g}); "
+                                  "check the series' position tags or convert it with dcm2niix")
         image = regularise_tilt(image, geometry)
         log.warning("the DICOM series in %s is gantry-tilted (%.1f degrees): its slices were resampled onto a "
                     "regular grid that keeps them where they were scanned; outputs are on that grid",
