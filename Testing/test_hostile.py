@@ -391,14 +391,20 @@ def test_truncated_nifti_is_refused_not_zero_filled(tmp_path, name, capsys):
     assert not (tmp_path / "out.nii.gz").exists()
 
 
-def test_nifti_nan_and_zero_voxel_size_are_refused(tmp_path):
+def test_nifti_nan_infinity_and_zero_voxel_size_are_refused(tmp_path):
+    """ITK reads a NIfTI's NaN and infinite floats as 0 (a CT with holes of water), so the file's
+    own bytes are checked."""
     from BoneSegmentationLib.core.errors import InputImageError
     from BoneSegmentationLib.core.imageio import read_ct
 
     values = np.random.default_rng(0).normal(0, 500, (20, 20, 20)).astype(np.float32)
     values[3, 4, 5] = np.nan
-    with pytest.raises(InputImageError, match="contains 1 NaN voxel values"):
+    with pytest.raises(InputImageError, match="contains 1 NaN or infinite voxel values"):
         read_ct(_nifti(tmp_path, "nan.nii.gz", values))
+    values[3, 4, 5], values[0, 0, 0], values[19, 19, 19] = 0, np.inf, -np.inf
+    with pytest.raises(InputImageError, match="contains 2 NaN or infinite voxel values"):
+        read_ct(_nifti(tmp_path, "inf.nii.gz", values))
+    values[0, 0, 0] = values[19, 19, 19] = 0
     zero = _nifti(tmp_path, "zero.nii", values * 0 + 1)
     data = bytearray(zero.read_bytes())
     data[80:84] = np.float32(0).tobytes()  # pixdim[1]

@@ -54,7 +54,7 @@ _NIFTI_FLOATS = {16: np.float32, 64: np.float64}  # NIfTI datatype codes of real
 def check_nifti_file(path: Path) -> None:
     """Refuse a NIfTI-1 file whose data are shorter than its header declares (ITK fills the
     missing slices with zeros), whose gzip stream is damaged, whose voxel size is zero (ITK makes
-    it 1 mm), or whose float voxels hold NaN (ITK turns them into 0). Streams the file once."""
+    it 1 mm), or whose float voxels hold NaN or infinity (ITK turns both into 0). Streams the file once."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -84,7 +84,7 @@ def check_nifti_file(path: Path) -> None:
                 if dtype is not None:
                     data = tail + block
                     usable = len(data) - len(data) % dtype.itemsize
-                    nans += int(np.count_nonzero(np.isnan(np.frombuffer(data[:usable], dtype))))
+                    nans += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:usable], dtype))))
                     tail = data[usable:]
     except (EOFError, OSError, zlib.error, struct.error) as e:
         raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image format "
@@ -93,7 +93,7 @@ def check_nifti_file(path: Path) -> None:
         raise InputImageError(f"{path} is truncated: its data hold {have} of the {expected} bytes its header "
                               "declares; copy or export the file again")
     if nans:
-        raise InputImageError(f"{path} contains {nans} NaN voxel values; fix or mask them first")
+        raise InputImageError(f"{path} contains {nans} NaN or infinite voxel values; fix or mask them first")
 
 
 def check_ct(image: sitk.Image, name: str = "input") -> list[str]:
