@@ -105,6 +105,25 @@ def test_slabs_give_the_same_answer_as_one_piece(monkeypatch):
     assert np.array_equal(sitk.GetArrayFromImage(slabs), whole) and added == np.count_nonzero(whole != labels) > 0
 
 
+def test_the_bones_box_gives_the_same_answer_as_the_whole_cross_section():
+    """Each slab is grown only in the labelled bones' box across the body and the reach round it
+    (the growth's steps and the two radii the opening reads): a bright plate 4 mm thick beside a
+    bone, ending at the growth's reach, is an edge, not a lumen (a box cut at the reach would see
+    it as thick); bones far apart, whose box is the whole cross-section, grow as each alone."""
+    ct = np.full((12, 60, 60), 40, np.int16)
+    ct[:, 20:40, 20:29] = 700
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[:, 20:40, 20:29] = 5
+    ct[:, 10:50, 29:33] = 300  # the plate right of the bone: 4 voxels of 1 mm, the growth's reach
+    spacing = (1.0, 1.0, 1.0)
+    alone = sitk.GetArrayFromImage(grow_into_edges(_image(labels, spacing), _image(ct, spacing), 4.0)[0])
+    assert (alone[:, 20:40, 29:33] == 5).all() and not alone[:, :, 33:].any()
+    both = labels.copy()
+    both[:, 0, 0] = both[:, 59, 59] = 2  # bones in two far corners: the box is the whole cross-section
+    out = sitk.GetArrayFromImage(grow_into_edges(_image(both, spacing), _image(ct, spacing), 4.0)[0])
+    assert np.array_equal(out[:, 8:52, 8:52], alone[:, 8:52, 8:52])
+
+
 def test_labels_and_ct_must_share_a_grid():
     ct, labels = _bar()
     with pytest.raises(ValueError, match="not one grid"):
