@@ -554,3 +554,50 @@ def test_the_views_tool_counts_vertebrae_called_any_bone_and_skips_images_withou
     ref[ref == table.by_name("vertebra_T12").index] = 0
     no_spine = anatomy.SyntheticCase(ct=case.ct, labels=sitk.GetImageFromArray(ref), labelled=["rib_left_12"])
     assert views.vertebrae_found(no_spine, sitk.GetImageFromArray(pred)) is None
+
+
+def test_calcified_plaques_lie_on_the_artery_s_wall_more_with_age_mostly_at_its_back():
+    """``tissue.add_plaques``: none at 40, more at 85 than at 60, every plaque voxel in the artery's
+    outer 2.5 mm and in ``PLAQUE_HU``, and more of them in its back half (beside the spine)."""
+    shape, spacing = (60, 40, 40), (2.0, 1.0, 1.0)
+    zz, yy, xx = np.ogrid[:60, :40, :40]
+    artery = np.broadcast_to((yy - 20) ** 2 + (xx - 20) ** 2 <= 10 ** 2, shape).copy()  # a 20 mm aorta
+    labels = np.where(artery, 1, 0).astype(np.uint8)
+    depth = tissue.depth_mm(labels, spacing)
+    counts = {}
+    for age in (40.0, 60.0, 85.0):
+        drawn = []
+        for seed in range(12):
+            ct = np.where(artery, 200.0, 40.0).astype(np.float32)
+            drawn.append(tissue.add_plaques(ct, artery, depth, age, np.random.default_rng(seed), spacing))
+            plaque = ct > 250
+            assert not (plaque & ~artery).any() and (depth[plaque] < tissue.PLAQUE_THICKNESS_MM[1]).all()
+            assert ((ct[plaque] >= tissue.PLAQUE_HU[0]) & (ct[plaque] <= tissue.PLAQUE_HU[1])).all()
+            if age == 85.0:
+                back = np.count_nonzero(plaque[:, 21:, :])
+                front = np.count_nonzero(plaque[:, :20, :])
+                counts.setdefault("back", 0)
+                counts["back"] += back - front
+        counts[age] = sum(drawn)
+    assert counts[40.0] == 0 and 0 < counts[60.0] < counts[85.0]
+    assert counts["back"] > 0
+
+
+def test_plaques_come_from_their_own_stream_and_change_no_label(source, monkeypatch):
+    """An old body's image with its plaques and without: the same labels, the same voxels away from
+    the arteries (the plaques' draws take nothing from the image's stream), brighter wall voxels."""
+    kw = dict(spacing=4.0, fov="abdomen", implants=False)
+    seed = next(s for s in range(60, 120) if synthesise(source, s, spacing=8.0, fov="abdomen",
+                                                        implants=False).spec["plaques"] >= 3)
+    with_plaques = synthesise(source, seed, **kw)
+    monkeypatch.setattr(tissue, "PLAQUES_PER_DECADE", 0.0)
+    without = synthesise(source, seed, **kw)
+    assert with_plaques.spec["plaques"] >= 3 and without.spec["plaques"] == 0
+    assert np.array_equal(sitk.GetArrayViewFromImage(with_plaques.labels), sitk.GetArrayViewFromImage(without.labels))
+    a, b = (sitk.GetArrayFromImage(c.ct).astype(np.int32) for c in (with_plaques, without))
+    idx = ts_indices()
+    arteries = np.isin(sitk.GetArrayViewFromImage(without.source_labels),
+                       [idx[n] for n in anatomy._ARTERIES])
+    near = ndimage.binary_dilation(arteries, iterations=3)
+    assert np.array_equal(a[~near], b[~near])
+    assert (a[arteries] - b[arteries]).max() > 200

@@ -420,8 +420,9 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     trabecular = tissue.trabecular_for_age(age, age_rng) if trabecular_hu is None else float(trabecular_hu)
     rim_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x41B]))
     rim = float(rim_rng.uniform(*RIM_BONE_FRACTION))
-    ct, implant_kinds = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng, trabecular,
-                                cortex_map, rim)
+    plaque_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9AC]))
+    ct, implant_kinds, plaques = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng,
+                                         trabecular, cortex_map, rim, (age, plaque_rng))
     labels = _bone_labels(ts, table)
     if rng.random() < 0.15:  # a reconstruction circle smaller than the body: arms cut off
         _circle_fov(ct, labels, rng)
@@ -438,6 +439,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
             "thin_cortices": cortex_map is not None, "rim_bone_fraction": round(rim, 3),
             "body_size": round(size, 3), "sagittal_tilt_deg": round(tilt, 1),
             "diaphragm_shift_mm": round(diaphragm_mm, 1) if breath is not None else 0.0,
+            "plaques": plaques,
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
@@ -455,10 +457,11 @@ def _forced_fov(source: AnatomySource, kind: str, rng: np.random.Generator, s_z:
 def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhase,
             spacing_zyx: tuple[float, float, float], implant_rng: np.random.Generator,
             implants: bool | None, density_rng: np.random.Generator, trabecular_hu: float,
-            cortex_map: np.ndarray | None = None, rim_bone_fraction: float | None = None
-            ) -> tuple[np.ndarray, list[str]]:
-    """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges), and
-    the kinds of metal implant drawn into it."""
+            cortex_map: np.ndarray | None = None, rim_bone_fraction: float | None = None,
+            plaques: tuple[float, np.random.Generator] | None = None) -> tuple[np.ndarray, list[str], int]:
+    """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges), the
+    kinds of metal implant drawn into it, and how many calcified plaques. ``plaques``: the body's
+    age and the plaques' own random stream (none without it)."""
     idx = ts_indices()
     shape = ts.shape
     s = spacing_zyx[1]
@@ -502,6 +505,7 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     paint(heart, phase.heart, 15)
     paint(heart & (depth < u(4, 10)), phase.myocardium, 8)
     tissue.add_calcifications(ct, arteries & (depth < 2.5), rng)
+    plaque_count = tissue.add_plaques(ct, arteries, depth, plaques[0], plaques[1], spacing_zyx) if plaques else 0
     # bowel: a wall round contents that are air, fluid or (oral contrast) bright
     bowel = mask(*_BOWEL)
     contents = tissue.smooth_field(shape, rng, 8 / s)
@@ -544,7 +548,7 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
         tissue.add_metal_artifacts(ct, metal, implant_rng, spacing_zyx)
     tissue.add_metal(ct, body & ~bone & (depth < 5), rng)
     tissue.add_table(ct, body, rng, spacing_zyx)
-    return tissue.scanner(ct, rng, spacing_zyx), kinds
+    return tissue.scanner(ct, rng, spacing_zyx), kinds, plaque_count
 
 
 FATTY_PELVIS_FACTOR = (0.2, 1.0)  # on the sacrum's and hips' cancellous density, in half the images
