@@ -20,7 +20,7 @@ than the box and is still grown into.
 Cost: slabs of slices, each cut across the body to the labelled bones' box and the reach round
 it (the steps, and the two radii the opening reads), voxel for voxel the answer of the whole
 cross-section; on a 0.75 x 0.75 x 0.33 mm abdomen the growth took 31 s of a 47 s segmentation
-over whole slabs, about half that now (``benchmarks/bench_edges.py``).
+over whole slabs and 12 s now (``benchmarks/bench_edges.py``: 0.5-0.6x on phantom chests).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ abdomen or a 20-60-slice clinical crop), spacing and anisotropy, a contrast phas
 intensity for every structure (``tissue.py``; a bone density for an age, each bone its own share
 of it, and in most images the thin cortical shells of vertebrae, sacrum and ribs), a body
 envelope (a muscle wall, then fat: the source labels no chest or abdominal wall muscles), a
-table, calcifications, metal, blur and noise; now and then a metal implant in the bones (a hip
-prosthesis, spinal screws and rods) with its streaks.
+table, calcifications (plaques on the arteries' wall, more with age), metal, blur and noise; now
+and then a metal implant in the bones (a hip prosthesis, spinal screws and rods) with its streaks.
 
 Labels: the bones map to the bone table through its TotalSegmentator column (S1 into the
 sacrum). TotalSegmentator's one sternum is split into our three parts along the body axis at

@@ -287,7 +287,7 @@ def add_plaques(ct: np.ndarray, arteries: np.ndarray, depth: np.ndarray, age_yea
     if count == 0 or len(idx) == 0:
         return 0
     zyx = np.array(np.unravel_index(idx, ct.shape))
-    back = np.zeros(len(idx), bool)  # behind the centre of the artery's cross-section in that slice
+    back = np.zeros(len(idx), bool)  # behind the centre of the arteries in that slice (array axis 1: posterior +, LPS)
     for z in np.unique(zyx[0]):
         here = zyx[0] == z
         sel = arteries[z]
