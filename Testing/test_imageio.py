@@ -236,6 +236,23 @@ def test_a_localizer_filed_in_the_series_is_left_out_with_a_warning(tmp_path, ca
     assert "1 of 31 files have another orientation or size" in warning and "left out" in warning
 
 
+@pytest.mark.parametrize("cut", ["slice029.dcm", "slice000.dcm", "slice012.dcm"])
+def test_a_slice_file_cut_short_is_refused_in_one_line(tmp_path, cut):
+    """GDCM leaves a slice it cannot parse out of its series: at either end the series would be one
+    slice shorter with no gap to see. Files no series lists that are not its slices (notes, a cut
+    copy holding no series UID) are left alone."""
+    folder = tmp_path / "series"
+    write_dicom_series(folder, cube_column())
+    (folder / "notes.txt").write_text("reconstruction 2")
+    (folder / "part.dcm").write_bytes((folder / "slice005.dcm").read_bytes()[:300])  # the file meta only
+    assert read_image(folder).GetSize() == (64, 64, 30)
+    data = (folder / cut).read_bytes()
+    (folder / cut).write_bytes(data[: len(data) - 3000])  # the pixel data cut, the header whole
+    with pytest.raises(InputImageError, match=rf"1 damaged or truncated slice file\(s\) that cannot be read \({cut}\)") as e:
+        read_image(folder)
+    assert len(str(e.value).splitlines()) == 1
+
+
 def test_slices_shifted_each_their_own_way_are_refused_in_one_line(tmp_path):
     write_dicom_series(tmp_path / "series", cube_column())
     reader = sitk.ImageFileReader()

@@ -9,6 +9,10 @@ first two slices as spacing. Two series break that silently:
   20 mm. Its slices are resampled onto a regular grid that holds the tilted stack where it was
   scanned (as dcm2niix and Slicer's acquisition geometry regularisation do), and a warning says so:
   labels then line up with the scan in physical space, on that grid.
+A slice file cut short (a copy stopped half-way) is not listed in its series at all: GDCM cannot
+parse it and leaves it out, and a first or last slice lost so leaves no gap for the steps' check.
+Such a file (the DICOM preamble, the series' image class, its series' UID in its bytes, and no
+header ITK can read) is refused in one line.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
         log.warning("folder %s holds %d DICOM series; using the largest (%s, %d files)",
                     folder, len(series), chosen, len(files_per_series[chosen]))
     files = files_per_series[chosen]
+    check_no_damaged_slice(folder, chosen, files, {f for names in files_per_series.values() for f in names})
     geometry = slice_geometry(files)
     if geometry is not None:
         if len(geometry.files) < len(files):
@@ -88,6 +93,61 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
                     "regular grid that keeps them where they were scanned; outputs are on that grid",
                     folder, tilt_degrees(geometry))
     return image
+
+
+DICOM_PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM Part 10 file
+
+
+def media_storage_class(path: Path) -> Optional[str]:
+    """The file meta's Media Storage SOP Class UID (0002,0002): what kind of object the file holds
+    (CT image, structured report, DICOMDIR). Group 2 is always explicit VR little endian and comes
+    first, so it is read from the first kilobyte even of a file cut short; None when absent."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if head[DICOM_PREAMBLE:DICOM_PREAMBLE + 4] != b"DICM":
+        return None
+    at = DICOM_PREAMBLE + 4
+    while at + 8 <= len(head):
+        group, element = int.from_bytes(head[at:at + 2], "little"), int.from_bytes(head[at + 2:at + 4], "little")
+        if group != 2:
+            return None
+        vr = head[at + 4:at + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            length, value_at = int.from_bytes(head[at + 8:at + 12], "little"), at + 12
+        else:
+            length, value_at = int.from_bytes(head[at + 6:at + 8], "little"), at + 8
+        if element == 2:
+            return head[value_at:value_at + length].rstrip(b"\0 ").decode("ascii", "replace")
+        at = value_at + length
+    return None
+
+
+def check_no_damaged_slice(folder: Path, series_uid: str, files: list[str], listed: set[str]) -> None:
+    """Refuse the series when a file in ``folder`` that no series lists (``listed``) is one of its
+    slices cut short: a DICOM file of the series' image class, holding the series' UID, whose
+    header ITK cannot read. Other unlisted files (reports, DICOMDIR, notes) are left alone."""
+    known = {str(Path(f).resolve()) for f in listed}
+    image_class = media_storage_class(Path(files[0])) if files else None
+    damaged = []
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file() or str(path.resolve()) in known:
+            continue
+        if image_class is None or media_storage_class(path) != image_class:
+            continue
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(path))
+        try:
+            header.ReadImageInformation()
+            continue  # readable: another series' file or a kind of image the series reader skips
+        except RuntimeError:
+            pass
+        if series_uid.encode("ascii") in path.read_bytes():
+            damaged.append(path.name)
+    if damaged:
+        raise InputImageError(f"the DICOM series in {folder} has {len(damaged)} damaged or truncated slice "
+                              f"file(s) that cannot be read ({', '.join(damaged[:3])}"
+                              f"{', ...' if len(damaged) > 3 else ''}): the scan would miss them; copy or "
+                              "export the complete series again")
 
 
 def slice_geometry(files: list[str]) -> Optional[SliceGeometry]:
