@@ -75,7 +75,7 @@ def check_nifti_file(path: Path) -> None:
             expected = int(np.prod([max(1, int(d)) for d in dims[1:ndim + 1]])) * max(1, bitpix // 8)
             f.read(max(0, vox_offset - 352))
             dtype = np.dtype(_NIFTI_FLOATS[datatype]).newbyteorder(endian) if datatype in _NIFTI_FLOATS else None
-            have, nans, tail = 0, 0, b""
+            have, not_finite, tail = 0, 0, b""
             while True:
                 block = f.read(1 << 22)
                 if not block:
@@ -84,7 +84,7 @@ def check_nifti_file(path: Path) -> None:
                 if dtype is not None:
                     data = tail + block
                     usable = len(data) - len(data) % dtype.itemsize
-                    nans += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:usable], dtype))))
+                    not_finite += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:usable], dtype))))
                     tail = data[usable:]
     except (EOFError, OSError, zlib.error, struct.error) as e:
         raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image format "
@@ -92,8 +92,8 @@ def check_nifti_file(path: Path) -> None:
     if have < expected:
         raise InputImageError(f"{path} is truncated: its data hold {have} of the {expected} bytes its header "
                               "declares; copy or export the file again")
-    if nans:
-        raise InputImageError(f"{path} contains {nans} NaN or infinite voxel values; fix or mask them first")
+    if not_finite:
+        raise InputImageError(f"{path} contains {not_finite} NaN or infinite voxel values; fix or mask them first")
 
 
 def check_ct(image: sitk.Image, name: str = "input") -> list[str]:
