@@ -253,6 +253,22 @@ def test_a_slice_file_cut_short_is_refused_in_one_line(tmp_path, cut):
     assert len(str(e.value).splitlines()) == 1
 
 
+def test_file_meta_and_uid_search_survive_hostile_bytes(tmp_path):
+    """The file meta's parser stops at a length pointing past the file or at a group other than 2;
+    the UID is found across the boundary of two read blocks."""
+    from BoneSegmentationLib.core.dicom import holds_bytes, media_storage_class
+
+    huge = tmp_path / "huge.dcm"
+    huge.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x01\x00OB\0\0" + b"\xff\xff\xff\xff")
+    assert media_storage_class(huge) is None
+    other = tmp_path / "other.dcm"
+    other.write_bytes(b"\0" * 128 + b"DICM" + b"\x08\x00\x16\x00UI\x04\x001.2\0")
+    assert media_storage_class(other) is None
+    split = tmp_path / "split.bin"
+    split.write_bytes(b"x" * 10 + b"1.2.840.99" + b"y" * 10)
+    assert holds_bytes(split, b"1.2.840.99", block=14) and not holds_bytes(split, b"1.2.840.98", block=14)
+
+
 def test_slices_shifted_each_their_own_way_are_refused_in_one_line(tmp_path):
     write_dicom_series(tmp_path / "series", cube_column())
     reader = sitk.ImageFileReader()

@@ -122,6 +122,17 @@ def media_storage_class(path: Path) -> Optional[str]:
     return None
 
 
+def holds_bytes(path: Path, needle: bytes, block: int = 1 << 20) -> bool:
+    """Whether ``needle`` occurs in the file, read a block at a time (a damaged file may be large)."""
+    tail = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return False
+
+
 def check_no_damaged_slice(folder: Path, series_uid: str, files: list[str], listed: set[str]) -> None:
     """Refuse the series when a file in ``folder`` that no series lists (``listed``) is one of its
     slices cut short: a DICOM file of the series' image class, holding the series' UID, whose
@@ -141,7 +152,7 @@ def check_no_damaged_slice(folder: Path, series_uid: str, files: list[str], list
             continue  # readable: another series' file or a kind of image the series reader skips
         except RuntimeError:
             pass
-        if series_uid.encode("ascii") in path.read_bytes():
+        if holds_bytes(path, series_uid.encode("ascii")):
             damaged.append(path.name)
     if damaged:
         raise InputImageError(f"the DICOM series in {folder} has {len(damaged)} damaged or truncated slice "
