@@ -391,6 +391,24 @@ def test_truncated_nifti_is_refused_not_zero_filled(tmp_path, name, capsys):
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+def test_a_truncated_nrrd_says_what_is_missing_in_one_line(tmp_path, capsys):
+    """ITK's exception is a dozen lines ending in NRRD's own reason; the user gets that reason,
+    without the class, the address or a dangling colon."""
+    from BoneSegmentationLib.cli import main
+
+    path = tmp_path / "ct.nrrd"
+    image = sitk.GetImageFromArray(np.zeros((10, 20, 20), np.int16))
+    sitk.WriteImage(image, str(path), False)  # raw, uncompressed: cut, it is short of voxels
+    data = path.read_bytes()
+    path.write_bytes(data[:-500])
+    assert main(["segment", str(path), "-o", str(tmp_path / "out.nii.gz"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot read" in err
+    assert "3750" in err and "4000" in err  # what was read, against what the header promised
+    assert "0x" not in err and not err.endswith(":")
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_nifti_nan_infinity_and_zero_voxel_size_are_refused(tmp_path):
     """ITK reads a NIfTI's NaN and infinite floats as 0 (a CT with holes of water), so the file's
     own bytes are checked."""

@@ -18,6 +18,7 @@ header ITK can read) is refused in one line.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -82,7 +83,7 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
     try:
         image = reader.Execute()
     except RuntimeError as e:
-        raise InputImageError(f"cannot read the DICOM series in {folder}: {first_itk_line(e)}") from None
+        raise InputImageError(f"cannot read the DICOM series in {folder}: {itk_reason(e)}") from None
     if geometry is not None and is_tilted(geometry, image.GetSpacing()):
         if tilt_degrees(geometry) > MAX_TILT_DEGREES:
             raise InputImageError(f"the DICOM series in {folder} has its slices shifted {tilt_degrees(geometry):.0f} "
@@ -269,7 +270,15 @@ def regularise_tilt(image: sitk.Image, geometry: SliceGeometry) -> sitk.Image:
     return sitk.Resample(straight, grid, transform, sitk.sitkLinear, air, image.GetPixelID())
 
 
-def first_itk_line(e: Exception) -> str:
+def itk_reason(e: Exception) -> str:
+    """The words in an ITK exception that say what is wrong, for a one-line error: the deepest
+    library's own reason where it gives one (NRRD's "[nrrd] _nrrdEncodingRaw_read: fread got only
+    3750 ... of 4000"), else the last ITK ERROR line without its class, address and dangling colon."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        said = re.match(r"\[\w+\]\s+\w+:\s*(\S.*)$", line)
+        if said:
+            return said.group(1)[:200]
     useful = [ln for ln in lines if "Description:" in ln or "ERROR" in ln.upper()]
-    return (useful or lines or [""])[-1][:200]
+    line = re.sub(r"^(itk::)?ITK ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", (useful or lines or [""])[-1], flags=re.I)
+    return line.rstrip(": ")[:200]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .dicom import first_itk_line, read_dicom_folder
+from .dicom import itk_reason, read_dicom_folder
 from .errors import InputImageError
 from .files import atomic_write
 from .seg_nrrd import as_segmentation, is_seg_nrrd
@@ -43,7 +43,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
-        detail = first_itk_line(e)
+        detail = itk_reason(e)
         raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image "
                               f"format (NIfTI, NRRD, MHA, DICOM folder). {detail}") from None
 
