@@ -6,8 +6,10 @@ is one clear line."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import struct
 import zipfile
 from pathlib import Path
 from typing import Tuple
@@ -603,3 +605,35 @@ def test_read_only_output_folder_is_refused_before_any_work(tmp_path, capsys):
         locked.chmod(0o755)
     err = capsys.readouterr().err.strip()
     assert "is not writable" in err and len(err.splitlines()) == 1
+
+
+def _declaring(tmp_path: Path, name: str, size: tuple[int, int, int]) -> Path:
+    """A small real image file whose header then declares ``size`` voxels (the data left as they were)."""
+    path, plain = tmp_path / name, tmp_path / name.removesuffix(".gz")
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.int16)), str(plain), False)
+    data = plain.read_bytes()
+    if name.endswith(".nrrd"):
+        data = data.replace(b"sizes: 4 4 4", f"sizes: {size[0]} {size[1]} {size[2]}".encode())
+    else:  # NIfTI-1: dim[1..3] are int16 at bytes 42-47
+        data = data[:42] + struct.pack("<3h", *size) + data[48:]
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    return path
+
+
+@pytest.mark.parametrize("name", ["ct.nrrd", "ct.nii", "ct.nii.gz"])
+def test_a_header_declaring_more_than_memory_is_refused_before_reading(tmp_path, name, capsys):
+    """A few bytes of header can promise terabytes (a compressed file inflates a thousandfold): the
+    declared size is read against the memory free before a voxel is, in one line."""
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.core.errors import InputImageError
+    from BoneSegmentationLib.core.imageio import check_declared_size
+
+    path = _declaring(tmp_path, name, (30000, 30000, 30000) if name.endswith(".nrrd") else (32000, 32000, 32000))
+    assert main(["segment", str(path), "-o", str(tmp_path / "out.nii.gz"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "header declares" in err and "GiB of memory free" in err
+    assert not (tmp_path / "out.nii.gz").exists()
+    modest = _declaring(tmp_path, "modest_" + name, (512, 512, 400))  # 200 MiB: a CT
+    check_declared_size(modest, available=8 * 2 ** 30)
+    with pytest.raises(InputImageError, match=r"512 x 512 x 400 voxels \(0\.2 GiB\), more than the 0\.1 GiB"):
+        check_declared_size(modest, available=2 ** 30 // 8)

@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from .dicom import itk_reason, read_dicom_folder
 from .errors import InputImageError
 from .files import atomic_write
+from .memory import available_bytes
 from .seg_nrrd import as_segmentation, is_seg_nrrd
 
 MIN_SPACING_MM = 0.05
@@ -38,6 +39,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise InputImageError(f"input not found: {path}")
     if path.is_dir():
         return read_dicom_folder(path)
+    check_declared_size(path)  # before any voxel is read: a header can promise terabytes
     if path.name.lower().endswith((".nii", ".nii.gz")):
         check_nifti_file(path)  # what ITK's NIfTI reader lets through silently
     try:
@@ -46,6 +48,28 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         detail = itk_reason(e)
         raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image "
                               f"format (NIfTI, NRRD, MHA, DICOM folder). {detail}") from None
+
+
+def check_declared_size(path: Path, available: int | None = None) -> None:
+    """Refuse a file whose header declares more voxels than the memory free can hold (``available``
+    bytes; default what the OS says now), before they are read: a few bytes of header can promise
+    terabytes, and a compressed file can inflate a thousandfold. A header ITK cannot read is left
+    to the reader, which says why."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return
+    size = reader.GetSize()
+    component = sitk.Image([1] * len(size), reader.GetPixelID(), 1).GetSizeOfPixelComponent()
+    declared = int(np.prod(size, dtype=np.float64) * reader.GetNumberOfComponents() * component)
+    available = available_bytes() if available is None else available
+    if available is not None and declared > 0.9 * available:
+        raise InputImageError(
+            f"cannot read {path}: its header declares {' x '.join(map(str, size))} voxels "
+            f"({declared / 2 ** 30:,.1f} GiB), more than the {available / 2 ** 30:.1f} GiB of memory free; "
+            "check the file, or crop or resample the CT first")
 
 
 _NIFTI_FLOATS = {16: np.float32, 64: np.float64}  # NIfTI datatype codes of real-valued voxels

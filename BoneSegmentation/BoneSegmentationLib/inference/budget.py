@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputImageError
+from ..core.memory import available_bytes
 from .preprocess import SLAB_SLICES
 from .to_input_grid import SLAB_SLICES as TO_INPUT_SLAB
 
@@ -61,18 +62,6 @@ def smoothing_bytes(image: sitk.Image, spacing_mm: tuple[float, float, float]) -
     shrink = min(1.0, image.GetSpacing()[first] / spacing_mm[0])
     slab = SLAB_SLICES * n_in // max(1, image.GetSize()[slices])
     return int(n_in * shrink * 4 * 1.5) + slab * 4 * 2
-
-
-def available_bytes() -> int | None:
-    """Memory the OS can give now (Linux /proc/meminfo; None where unknown)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def check_fits(budget: JobBudget, available: int | None = None) -> None:
