@@ -137,6 +137,41 @@ def test_flipped_bytes_in_a_model_file_are_caught_by_the_zip_checksums(tmp_path)
         load_model(path)
 
 
+def _with_bomb(path: Path, megabytes: int) -> Path:
+    """``path`` (a zip: a TorchScript model or a checkpoint) with one more member: ``megabytes`` of
+    zeros, deflated to a few hundred KB (a zip bomb, in small)."""
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(f"{zf.namelist()[0].split('/')[0]}/extra/padding", "w") as member:
+            zeros = bytes(2 ** 20)
+            for _ in range(megabytes):
+                member.write(zeros)
+    return path
+
+
+def test_a_model_file_that_unpacks_to_more_than_a_model_holds_is_refused_before_inflating(tmp_path, monkeypatch):
+    from BoneSegmentationLib.model import safety
+
+    monkeypatch.setattr(safety, "MAX_UNPACKED_BYTES", 64 * 2 ** 20)  # the real cap is 2 GiB: the same code, smaller
+    path = _with_bomb(make_random_model(tmp_path / "m.pt"), 80)
+    assert path.stat().st_size < 2 * 2 ** 20
+    read = []
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", lambda self: read.append(1))
+    with pytest.raises(ModelFileError, match=r"unpack to 0\.1 GiB, more than the 0\.0625 GiB") as e:
+        load_model(path)
+    assert not read and "\n" not in str(e.value)  # refused from the sizes the zip declares, nothing inflated
+    load_model(make_random_model(tmp_path / "plain.pt"))  # a model under the cap loads
+
+
+def test_a_checkpoint_that_unpacks_to_more_than_a_run_holds_is_refused(tmp_path, monkeypatch):
+    from BoneSegmentationLib.training import train as train_module
+
+    monkeypatch.setattr(train_module, "MAX_CHECKPOINT_BYTES", 64 * 2 ** 20)
+    torch.save({"model": {"w": torch.zeros(1000)}, "iteration": 3}, tmp_path / "checkpoint.pt")
+    _with_bomb(tmp_path / "checkpoint.pt", 80)
+    with pytest.raises(BoneSegmentationError, match="unpack to 0.1 GiB.*delete it to start the run over"):
+        load_checkpoint(tmp_path / "checkpoint.pt", "cpu")
+
+
 def test_a_file_named_like_the_default_model_does_not_replace_it(tmp_path, monkeypatch):
     impostor = tmp_path / DEFAULT_MODEL
     make_random_model(impostor)

@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import secrets
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -81,6 +82,13 @@ def file_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def unpacked_bytes(archive: zipfile.ZipFile) -> int:
+    """What the members of a zip declare they unpack to: read before any is inflated, since a few
+    MB of deflated zeros can unpack to tens of GB (a zip bomb), and both Python's zipfile and
+    PyTorch's reader stop a member at its declared size."""
+    return sum(info.file_size for info in archive.infolist())
 
 
 def sha256_file(path: Path) -> str:

@@ -4,7 +4,8 @@ A TorchScript file is a program: ``__setstate__`` runs while it loads and ``forw
 operator TorchScript knows, ``torch.from_file`` (which maps and writes files) included. So a file
 is checked twice:
 
-1. before ``torch.jit.load``: the zip is intact (every member's CRC) and no serialized class
+1. before ``torch.jit.load``: the zip unpacks to at most ``MAX_UNPACKED_BYTES`` (its members'
+   declared sizes, read before any is inflated), is intact (every member's CRC), and no serialized class
    defines ``__setstate__`` (the only code TorchScript runs while loading);
 2. after loading, before the first forward pass: every operation of the inlined ``forward`` graph
    is on an allow-list of what a segmentation network needs (convolutions, norms, activations,
@@ -20,6 +21,7 @@ import zlib
 from pathlib import Path
 
 from ..core.errors import ModelFileError
+from ..core.files import unpacked_bytes
 
 # aten:: operators a network of this project (or a similar 3D CNN) may use in forward
 ALLOWED_ATEN = frozenset("""
@@ -46,6 +48,7 @@ Constant GetAttr If Loop ListConstruct ListUnpack TupleConstruct TupleUnpack Tup
 RaiseException Uninitialized unchecked_cast NumToTensor device dtype min max isinstance
 """.split())
 
+MAX_UNPACKED_BYTES = 2 * 2 ** 30  # a 3D segmentation network holds tens of MB; the bundled one 9 MB
 _SETSTATE = re.compile(r"^\s*def\s+__setstate__\s*\(", re.MULTILINE)
 
 
@@ -53,6 +56,11 @@ def check_archive(path: Path) -> None:
     """Step 1: intact zip, no ``__setstate__`` (it would run inside ``torch.jit.load``)."""
     try:
         with zipfile.ZipFile(path) as zf:
+            unpacked = unpacked_bytes(zf)
+            if unpacked > MAX_UNPACKED_BYTES:
+                raise ModelFileError(f"{path} is refused: its members unpack to {unpacked / 2 ** 30:,.1f} GiB, more "
+                                     f"than the {MAX_UNPACKED_BYTES / 2 ** 30:g} GiB a model file may hold "
+                                     "(a network of this kind holds tens of MB)")
             try:
                 broken = zf.testzip()
             except (zlib.error, EOFError, OSError) as e:  # a compressed member that no longer inflates

@@ -29,7 +29,7 @@ from ..core.labelmaps import label_counts
 from .losses import sparse_ce_dice
 from ..inference.mirror import can_mirror
 from ..core.errors import BoneSegmentationError, ModelFileError
-from ..core.files import atomic_write, atomic_write_text, safe_name
+from ..core.files import atomic_write, atomic_write_text, safe_name, unpacked_bytes
 from ..model.metadata import DEFAULT_INTENSITY
 from ..model.modelfile import load_model, make_metadata, read_metadata, save_model
 from ..model.network import NoNewNet
@@ -41,6 +41,7 @@ from .plan import ARCHITECTURE_KEYS, TrainConfig, kfold_splits, parent_architect
 from ..inference.sliding_window import fill_to_patch, predict_streaming
 
 INTENSITY = DEFAULT_INTENSITY
+MAX_CHECKPOINT_BYTES = 8 * 2 ** 30  # weights and the optimiser's two moments: a few times a model (28 MB here)
 
 
 @dataclass
@@ -89,6 +90,11 @@ def load_checkpoint(path: Path, device) -> dict:
     to call, a class to build) is refused instead of run, a damaged file named."""
     try:
         with zipfile.ZipFile(path) as zf:  # torch does not check the members' CRCs: flipped bytes load
+            unpacked = unpacked_bytes(zf)
+            if unpacked > MAX_CHECKPOINT_BYTES:
+                raise BoneSegmentationError(f"{path} is refused: its members unpack to {unpacked / 2 ** 30:,.1f} GiB, "
+                                            f"more than the {MAX_CHECKPOINT_BYTES / 2 ** 30:g} GiB a checkpoint may "
+                                            "hold; delete it to start the run over")
             broken = zf.testzip()
         if broken is not None:
             raise BoneSegmentationError(f"{path} is corrupt ({broken} fails its checksum); delete it to start the "
