@@ -39,6 +39,7 @@ def test_segment_writes_nifti_and_confidence(real_data, random_model_file, tmp_p
 @pytest.mark.parametrize("args,message", [
     (["segment", "missing.nii.gz", "-o", "x.nii.gz"], "input not found"),
     (["segment", "in.nii.gz", "-o", "x.png"], "use one of"),
+    (["segment", "in.nii.gz", "-o", "."], "it is a folder; name a file in it"),
     (["info", "missing.pt"], "model file not found"),
     (["info", "no-such-model"], "neither a model file nor a registered model"),
 ])

@@ -87,6 +87,13 @@ def _bytes_progress(bar: ProgressBar) -> Callable[[int, int], None]:
     return lambda have, total: bar(have / total if total else 0.0, f"{have / 2**20:.1f} MiB")
 
 
+def check_not_folder(path: Path) -> None:
+    """An output named as an existing folder is a slip (``-o results``): say so, with a file name."""
+    if path.is_dir():
+        raise BoneSegmentationError(f"cannot write {path}: it is a folder; name a file in it, e.g. "
+                                    f"{path / 'bones.nii.gz'}")
+
+
 def check_outputs(targets: list[Path], inputs: list[Path], overwrite: bool) -> None:
     """Before any work: no output is an input (same file after resolving links; an input folder
     holds none), none exists unless ``overwrite``, and every output folder is writable."""
@@ -97,6 +104,7 @@ def check_outputs(targets: list[Path], inputs: list[Path], overwrite: bool) -> N
             if resolved == source or (source.is_dir() and source in resolved.parents):
                 raise BoneSegmentationError(f"output {path} would replace the input {source}; choose another "
                                             "output name")
+        check_not_folder(path)
         if path.exists() and not overwrite:
             raise BoneSegmentationError(f"{path} already exists; pass --overwrite to replace it")
         folder = resolved.parent
@@ -112,11 +120,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
         return cmd_segment_cohort(args)
     options = InferenceOptions.from_args(args)
     output = Path(args.output)
-    output_suffix(output)  # refuse unsupported formats before any work
+    check_not_folder(output)  # before names are derived from it
     review_path = Path(args.review) if args.review else review_path_for(output)
     sidecar = sidecar_path_for(output)
     targets = [output, review_path, sidecar] + ([Path(args.confidence)] if args.confidence else [])
     check_outputs(targets, [Path(args.input[0])], args.overwrite)
+    output_suffix(output)  # refuse unsupported formats before any work
     image, _ = read_ct(args.input[0])  # a bad input fails before the model is loaded
     model = _load_for_segment(args)
     segmenter = Segmenter(model, options)
