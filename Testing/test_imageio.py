@@ -2,6 +2,7 @@
 
 import contextlib
 import locale
+import logging
 
 import numpy as np
 import pytest
@@ -131,12 +132,12 @@ def keeping_locale():
 
 
 def write_dicom_series(folder, volume, spacing=(0.8, 0.8, 2.0), tilt_deg=0.0, origin=(-50.0, -60.0, 100.0),
-                       row=(1.0, 0.0, 0.0), column=(0.0, 1.0, 0.0)):
+                       row=(1.0, 0.0, 0.0), column=(0.0, 1.0, 0.0), modality="CT", series=2):
     """``volume`` (slices first) as a CT DICOM series, one file per slice, written by SimpleITK; a
     gantry tilt shifts each slice along its columns by spacing x tan(tilt), as a tilted gantry does."""
     import math
 
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     uid = "1.2.826.0.1.3680043.2.1125.42"
@@ -146,13 +147,14 @@ def write_dicom_series(folder, volume, spacing=(0.8, 0.8, 2.0), tilt_deg=0.0, or
         image = sitk.GetImageFromArray(plane.astype(np.int16))
         image.SetSpacing(spacing[:2])
         position = np.array(origin) + k * spacing[2] * (normal + math.tan(math.radians(tilt_deg)) * column)
-        for tag, value in [("0008|0060", "CT"), ("0020|000d", uid + ".1"), ("0020|000e", uid + ".2"),
-                           ("0008|0018", f"{uid}.3.{k}"), ("0020|0013", str(k + 1)),
+        for tag, value in [("0008|0060", modality), ("0020|000d", uid + ".1"), ("0020|000e", f"{uid}.{series}"),
+                           ("0008|0018", f"{uid}.3.{k}" if series == 2 else f"{uid}.3.{series}.{k}"),
+                           ("0020|0013", str(k + 1)),
                            ("0020|0032", "\\".join(f"{v:.5f}" for v in position)),
                            ("0020|0037", "\\".join(f"{v:.6f}" for v in (*row, *column))),
                            ("0018|0050", f"{spacing[2]:g}"), ("0028|1053", "1"), ("0028|1052", "0")]:
             image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.SetFileName(str(folder / (f"slice{k:03d}.dcm" if series == 2 else f"series{series}_slice{k:03d}.dcm")))
         with keeping_locale():
             writer.Execute(image)
 
@@ -215,6 +217,29 @@ def test_segmenting_a_tilted_series_writes_labels_on_the_regular_grid_with_one_w
     tilted = [r.getMessage() for r in caplog.records if "gantry-tilted" in r.getMessage()]
     assert len(tilted) == 1 and "15.0 degrees" in tilted[0] and "\n" not in tilted[0]
     assert same_geometry(read_image(out), read_image(tmp_path / "tilted"))
+
+
+def test_the_ct_series_is_read_when_a_larger_series_of_another_modality_shares_its_folder(tmp_path, caplog):
+    """An exported PET/CT study: the PET series has more slices than the CT. The CT is read."""
+    folder = tmp_path / "study"
+    ct = cube_column((20, 64, 64))
+    write_dicom_series(folder, ct, modality="CT", series=2)
+    write_dicom_series(folder, np.full((30, 64, 64), 7, np.int16), modality="PT", series=5)
+    with caplog.at_level(logging.WARNING):
+        image = read_image(folder)
+    assert image.GetSize() == (64, 64, 20)
+    assert np.array_equal(sitk.GetArrayViewFromImage(image), ct)
+    assert "largest CT series" in caplog.text and "PT" in caplog.text
+
+
+def test_a_folder_without_a_ct_series_is_refused_naming_what_it_holds(tmp_path):
+    folder = tmp_path / "mr"
+    write_dicom_series(folder, cube_column((12, 64, 64)), modality="MR", series=3)
+    write_dicom_series(folder, cube_column((8, 64, 64)), modality="PT", series=4)
+    with pytest.raises(InputImageError, match=r"no CT series in .*: its DICOM series are .*MR \(12 files\).*"
+                                              r"PT \(8 files\).*segments CT") as e:
+        read_image(folder)
+    assert "\n" not in str(e.value)
 
 
 def test_a_localizer_filed_in_the_series_is_left_out_with_a_warning(tmp_path, caplog):

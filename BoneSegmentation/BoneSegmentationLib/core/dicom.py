@@ -58,17 +58,14 @@ class SliceGeometry:
 
 
 def read_dicom_folder(folder: Path) -> sitk.Image:
-    """The largest DICOM series in ``folder``: a localizer filed in it left out, refused with uneven
+    """The largest CT series in ``folder``: a localizer filed in it left out, refused with uneven
     slices or slices off one line, regularised when tilted."""
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise InputImageError(f"no DICOM series found in folder {folder}")
     files_per_series = {s: reader.GetGDCMSeriesFileNames(str(folder), s) for s in series}
-    chosen = max(files_per_series, key=lambda s: len(files_per_series[s]))
-    if len(series) > 1:
-        log.warning("folder %s holds %d DICOM series; using the largest (%s, %d files)",
-                    folder, len(series), chosen, len(files_per_series[chosen]))
+    chosen = choose_ct_series(folder, files_per_series)
     files = files_per_series[chosen]
     check_no_damaged_slice(folder, chosen, files, {f for names in files_per_series.values() for f in names})
     geometry = slice_geometry(files)
@@ -94,6 +91,38 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
                     "regular grid that keeps them where they were scanned; outputs are on that grid",
                     folder, tilt_degrees(geometry))
     return image
+
+
+CT_MODALITIES = ("CT", "")  # a series without a Modality tag (some anonymisers drop it) may still be CT
+
+
+def series_modality(first_file: str) -> str:
+    """A series' Modality (0008,0060), upper case, from its first file ("" when absent or unreadable)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(first_file)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return ""
+    return reader.GetMetaData("0008|0060").strip().upper() if reader.HasMetaDataKey("0008|0060") else ""
+
+
+def choose_ct_series(folder: Path, files_per_series: dict[str, list[str]]) -> str:
+    """The largest CT series of a folder: an exported study holds scouts, MR, PET or dose reports
+    beside its CT, and the largest series is not always the CT (a PET/CT's PET can have more
+    slices). A folder with no CT series is refused, naming what it holds."""
+    modality = {s: series_modality(files[0]) for s, files in files_per_series.items()}
+    ct = [s for s in files_per_series if modality[s] in CT_MODALITIES]
+    if not ct:
+        held = ", ".join(f"{modality[s]} ({len(files)} files)" for s, files in files_per_series.items())
+        raise InputImageError(f"no CT series in {folder}: its DICOM series are {held}; BoneSegmentation "
+                              "segments CT, so choose a folder with the CT series")
+    chosen = max(ct, key=lambda s: len(files_per_series[s]))
+    if len(files_per_series) > 1:
+        others = sorted({modality[s] or "no modality" for s in files_per_series if s != chosen})
+        log.warning("folder %s holds %d DICOM series (also %s); using the largest CT series (%s, %d files)",
+                    folder, len(files_per_series), ", ".join(others), chosen, len(files_per_series[chosen]))
+    return chosen
 
 
 DICOM_PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM Part 10 file
