@@ -59,10 +59,10 @@ def check_declared_size(path: Path, available: int | None = None) -> None:
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
+        size = reader.GetSize()
+        component = sitk.Image([1] * len(size), reader.GetPixelID(), 1).GetSizeOfPixelComponent()
     except RuntimeError:
         return
-    size = reader.GetSize()
-    component = sitk.Image([1] * len(size), reader.GetPixelID(), 1).GetSizeOfPixelComponent()
     declared = int(np.prod(size, dtype=np.float64) * reader.GetNumberOfComponents() * component)
     available = available_bytes() if available is None else available
     if available is not None and declared > 0.9 * available:
