@@ -124,6 +124,27 @@ def test_the_bones_box_gives_the_same_answer_as_the_whole_cross_section():
     assert np.array_equal(out[:, 8:52, 8:52], alone[:, 8:52, 8:52])
 
 
+@pytest.mark.parametrize("steps", [(4, 4, 4), (12, 5, 5), (0, 3, 3), (2, 0, 5)])
+def test_growing_from_the_front_gives_the_labels_of_growing_over_the_whole_array(steps):
+    """After the first step only the last step's voxels are read (a voxel left at step k-1 had no
+    label in its box, and the box only narrows as axes spend their steps): against a box maximum
+    over the whole array at every step, on random bright voxels and bones of several labels
+    competing for the same voxels (the larger label wins, in both)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(sum(steps))
+    bright = rng.random((20, 18, 17)) < 0.55
+    labels = np.where(rng.random(bright.shape) < 0.04, rng.integers(1, 9, bright.shape), 0).astype(np.uint8)
+    reference = labels.copy()
+    for step in range(max(steps)):  # a grey dilation by the step's box over the whole array
+        grown = ndimage.grey_dilation(reference, size=tuple(3 if step < n else 1 for n in steps))
+        take = (reference == 0) & (grown > 0) & bright
+        reference[take] = grown[take]
+    front = labels.copy()
+    edges.grow_from_front(front, bright, steps)
+    assert np.array_equal(front, reference) and np.count_nonzero(front != labels) > 100
+
+
 def test_labels_and_ct_must_share_a_grid():
     ct, labels = _bar()
     with pytest.raises(ValueError, match="not one grid"):
