@@ -672,3 +672,20 @@ def test_a_header_declaring_more_than_memory_is_refused_before_reading(tmp_path,
     check_declared_size(modest, available=8 * 2 ** 30)
     with pytest.raises(InputImageError, match=r"512 x 512 x 400 voxels \(0\.2 GiB\), more than the 0\.1 GiB"):
         check_declared_size(modest, available=2 ** 30 // 8)
+
+
+def test_a_shared_dataset_whose_image_declares_terabytes_is_refused_in_one_line(tmp_path):
+    """A dataset from elsewhere is untrusted: its files are read through the same checks as a CT."""
+    from BoneSegmentationLib.core.errors import InputImageError
+    from BoneSegmentationLib.training.dataset import image_path
+    from BoneSegmentationLib.training.train import load_dataset
+
+    ct = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1500, (12, 12, 12)).astype(np.int16))
+    lab = sitk.GetImageFromArray(np.zeros((12, 12, 12), np.uint8))
+    lab[3, 3, 3] = 1
+    add_case(tmp_path / "d", ct, lab, source_name="scan.nii.gz")
+    assert len(load_dataset(tmp_path / "d", 4.0)) == 1
+    image_path(tmp_path / "d", "scan_000").write_bytes(_declaring(tmp_path, "big.nii.gz", (32000, 32000, 32000)).read_bytes())
+    with pytest.raises(InputImageError, match="header declares 32000 x 32000 x 32000 voxels") as e:
+        load_dataset(tmp_path / "d", 4.0)
+    assert "\n" not in str(e.value)

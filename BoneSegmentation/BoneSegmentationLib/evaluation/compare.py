@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from ..training.corrections import labelled_mask
 from ..training.dataset import check_dataset, image_path, label_path, read_manifest
 from ..core.errors import DatasetError
+from ..core.imageio import read_image
 from .metrics import evaluate_arrays, pool_results
 from ..inference.options import InferenceOptions
 from ..inference.segmenter import Segmenter
@@ -50,8 +51,8 @@ def compare_models(folder: Path, models: list[str], cases: Optional[list[str]] =
         names.append(name if name not in names else f"{name} ({len(names) + 1})")
     per_model: dict[str, list[dict]] = {n: [] for n in names}
     for case_id in ids:
-        ct = sitk.ReadImage(str(image_path(folder, case_id)))
-        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path(folder, case_id))))
+        ct = read_image(image_path(folder, case_id))
+        ref = sitk.GetArrayFromImage(read_image(label_path(folder, case_id)))
         mask = labelled_mask(read_manifest(folder, case_id))
         for name, segmenter in zip(names, segmenters):
             result = segmenter.segment(ct)

@@ -26,7 +26,7 @@ import SimpleITK as sitk
 from ..core.bones import BoneTable, default_table
 from ..core.errors import DatasetError
 from ..core.files import atomic_write_text, safe_name, sha256_file
-from ..core.imageio import write_image
+from ..core.imageio import read_image, write_image
 from ..training.corrections import labelled_mask
 from ..training.dataset import (DATASET_JSON, IMAGE_SUFFIX, LABEL_SUFFIX, check_dataset, image_path, label_path,
                                 read_manifest)
@@ -80,7 +80,7 @@ def export_nnunet(dataset: Path, out_root: Path, dataset_id: int, name: str = "B
             if checked is None:
                 shutil.copyfile(label_path(dataset, case_id), stage / "labelsTr" / f"{case_id}{LABEL_SUFFIX}")
                 continue
-            labels = sitk.ReadImage(str(label_path(dataset, case_id)))
+            labels = read_image(label_path(dataset, case_id))
             array = sitk.GetArrayFromImage(labels).astype(np.uint8)
             unchecked = ~checked[np.minimum(array, table.num_classes - 1)]
             array[unchecked] = ignore

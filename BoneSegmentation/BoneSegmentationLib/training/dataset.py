@@ -32,7 +32,7 @@ import SimpleITK as sitk
 from ..core.bones import BoneTable, default_table
 from ..core.files import atomic_write_text, file_lock, safe_name, sha256_file
 from ..core.errors import DatasetError
-from ..core.imageio import write_image
+from ..core.imageio import read_image, write_image
 from ..core.labelmaps import label_counts
 
 DATASET_JSON = "dataset.json"
@@ -267,7 +267,7 @@ def summarise_dataset(folder: Path, min_cases: int = 3, table: BoneTable | None 
     for case_id in ids:
         m = read_manifest(folder, case_id)
         if m is None:  # e.g. phantoms or an nnU-Net dataset: count from the label file
-            counts = label_counts(sitk.GetArrayFromImage(sitk.ReadImage(str(label_path(folder, case_id)))))
+            counts = label_counts(sitk.GetArrayFromImage(read_image(label_path(folder, case_id))))
             voxels = {table[c].name: int(n) for c, n in enumerate(counts) if c and n and c < table.num_classes}
             labelled, source, edited = "all", "", None
         else:

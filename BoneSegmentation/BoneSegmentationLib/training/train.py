@@ -30,6 +30,7 @@ from .losses import sparse_ce_dice
 from ..inference.mirror import can_mirror
 from ..core.errors import BoneSegmentationError, ModelFileError
 from ..core.files import atomic_write, atomic_write_text, safe_name, unpacked_bytes
+from ..core.imageio import read_image
 from ..model.metadata import DEFAULT_INTENSITY
 from ..model.modelfile import load_model, make_metadata, read_metadata, save_model
 from ..model.network import NoNewNet
@@ -70,7 +71,7 @@ def load_dataset(folder: Path, spacing: float, ids: Optional[list[str]] = None) 
     ids = ids if ids is not None else check_dataset(folder)
     cases = []
     for i in ids:
-        case = prepare_case(i, sitk.ReadImage(str(image_path(folder, i))), sitk.ReadImage(str(label_path(folder, i))),
+        case = prepare_case(i, read_image(image_path(folder, i)), read_image(label_path(folder, i)),
                             spacing)
         case.labelled = labelled_mask(read_manifest(folder, i))
         cases.append(case)
