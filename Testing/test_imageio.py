@@ -232,6 +232,19 @@ def test_the_ct_series_is_read_when_a_larger_series_of_another_modality_shares_i
     assert "largest CT series" in caplog.text and "PT" in caplog.text
 
 
+def test_a_dicom_series_larger_than_the_memory_free_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """One file per slice: the first slice's rows and columns times the number of files, against
+    the memory the OS says is free (here made 100 KB, below the series' 240 KB)."""
+    from BoneSegmentationLib.core import memory
+
+    folder = tmp_path / "series"
+    write_dicom_series(folder, cube_column((30, 64, 64)))
+    assert read_image(folder).GetSize() == (64, 64, 30)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100 * 1024)
+    with pytest.raises(InputImageError, match=r"DICOM series in .*header declares 64 x 64 x 30 voxels"):
+        read_image(folder)
+
+
 def test_a_folder_without_a_ct_series_is_refused_naming_what_it_holds(tmp_path):
     folder = tmp_path / "mr"
     write_dicom_series(folder, cube_column((12, 64, 64)), modality="MR", series=3)

@@ -18,7 +18,6 @@ header ITK can read) is refused in one line.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,7 +25,8 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputImageError
+from .errors import InputImageError, itk_reason
+from .memory import check_declared_fits
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,13 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
             files = geometry.files
         check_even_steps(folder, geometry)
         check_one_line(folder, geometry)
+    first = sitk.ImageFileReader()
+    first.SetFileName(files[0])
+    try:
+        first.ReadImageInformation()
+        check_declared_fits(f"the DICOM series in {folder}", first, slices=len(files))
+    except RuntimeError:
+        pass  # the series reader says why
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
@@ -297,17 +304,3 @@ def regularise_tilt(image: sitk.Image, geometry: SliceGeometry) -> sitk.Image:
     grid.SetDirection(tuple(direction.ravel()))
     air = float(sitk.GetArrayViewFromImage(image).min())
     return sitk.Resample(straight, grid, transform, sitk.sitkLinear, air, image.GetPixelID())
-
-
-def itk_reason(e: Exception) -> str:
-    """The words in an ITK exception that say what is wrong, for a one-line error: the deepest
-    library's own reason where it gives one (NRRD's "[nrrd] _nrrdEncodingRaw_read: fread got only
-    3750 ... of 4000"), else the last ITK ERROR line without its class, address and dangling colon."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    for line in reversed(lines):
-        said = re.match(r"\[\w+\]\s+\w+:\s*(\S.*)$", line)
-        if said:
-            return said.group(1)[:200]
-    useful = [ln for ln in lines if "Description:" in ln or "ERROR" in ln.upper()]
-    line = re.sub(r"^(itk::)?ITK ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", (useful or lines or [""])[-1], flags=re.I)
-    return line.rstrip(": ")[:200]

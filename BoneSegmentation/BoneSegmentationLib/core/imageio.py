@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .dicom import itk_reason, read_dicom_folder
-from .errors import InputImageError
+from .dicom import read_dicom_folder
+from .errors import InputImageError, itk_reason
 from .files import atomic_write
-from .memory import available_bytes
+from .memory import check_declared_fits
 from .seg_nrrd import as_segmentation, is_seg_nrrd
 
 MIN_SPACING_MM = 0.05
@@ -51,25 +51,16 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 
 
 def check_declared_size(path: Path, available: int | None = None) -> None:
-    """Refuse a file whose header declares more voxels than the memory free can hold (``available``
-    bytes; default what the OS says now), before they are read: a few bytes of header can promise
-    terabytes, and a compressed file can inflate a thousandfold. A header ITK cannot read is left
-    to the reader, which says why."""
+    """Refuse a file whose header declares more voxels than the memory free can hold, before they
+    are read: a few bytes of header can promise terabytes, and a compressed file can inflate a
+    thousandfold (``memory.check_declared_fits``). A header ITK cannot read is left to the reader."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
-        size = reader.GetSize()
-        component = sitk.Image([1] * len(size), reader.GetPixelID(), 1).GetSizeOfPixelComponent()
     except RuntimeError:
         return
-    declared = int(np.prod(size, dtype=np.float64) * reader.GetNumberOfComponents() * component)
-    available = available_bytes() if available is None else available
-    if available is not None and declared > 0.9 * available:
-        raise InputImageError(
-            f"cannot read {path}: its header declares {' x '.join(map(str, size))} voxels "
-            f"({declared / 2 ** 30:,.1f} GiB), more than the {available / 2 ** 30:.1f} GiB of memory free; "
-            "check the file, or crop or resample the CT first")
+    check_declared_fits(str(path), reader, available=available)
 
 
 _NIFTI_FLOATS = {16: np.float32, 64: np.float64}  # NIfTI datatype codes of real-valued voxels
