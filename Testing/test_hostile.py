@@ -471,6 +471,34 @@ def test_nifti_nan_infinity_and_zero_voxel_size_are_refused(tmp_path):
         read_ct(nans)
 
 
+def test_a_sheared_grid_is_refused_in_one_line_saying_what_to_do(tmp_path, capsys):
+    """A NIfTI whose only valid matrix is sheared is refused by ITK with a message naming its own
+    internals, and a NRRD's skewed axes are read by ITK as a direction that is not a rotation:
+    both are one line saying what is wrong and what to do."""
+    from BoneSegmentationLib.cli import main
+
+    values = np.full((20, 20, 20), -1000, np.int16)
+    values[5:15, 5:15, 5:15] = 800
+    sheared = _nifti(tmp_path, "sheared.nii", values)
+    data = bytearray(sheared.read_bytes())
+    data[252:254] = struct.pack("<h", 0)  # qform_code: no qform to fall back on
+    data[254:256] = struct.pack("<h", 1)  # sform_code: scanner anatomy
+    data[280:328] = struct.pack("<12f", 2, 0.8, 0, 0, 0, 2, 0, 0, 0, 0, 2, 0)  # x leans on y
+    sheared.write_bytes(bytes(data))
+    header = (b"NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 20 20 20\n"
+              b"space directions: (2,0,0) (0.8,2,0) (0,0,2)\nspace origin: (0,0,0)\nendian: little\n"
+              b"encoding: raw\n\n")
+    skewed = tmp_path / "skewed.nrrd"
+    skewed.write_bytes(header + values.astype("<i2").tobytes())
+    for path in (sheared, skewed):
+        out = tmp_path / f"{path.stem}-bones.nii.gz"
+        assert main(["segment", str(path), "-o", str(out), "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and path.name in err, err
+        assert "sheared or skewed" in err and "resample the scan" in err and "0x" not in err
+        assert not out.exists()
+
+
 def test_a_short_write_fails_loudly_and_replaces_nothing(tmp_path, monkeypatch, capsys, random_model_file):
     """SimpleITK reports success on a full disk and leaves a short file; the stand-in below writes
     the real file and then cuts it, as a full disk does."""

@@ -26,6 +26,9 @@ from .seg_nrrd import as_segmentation, is_seg_nrrd
 
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
+SKEWED_GRID = ("its voxel axes are sheared or skewed, not perpendicular, and ITK and so this tool place "
+               "only grids with perpendicular axes; resample the scan onto such a grid first, or export it "
+               "again from the original DICOM")
 SHORT_FOV_MM = 100.0  # head-to-foot extent below which bone names are unreliable (docs/real-ct-training.md)
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
 
@@ -46,6 +49,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
         detail = itk_reason(e)
+        if "orthonormal" in detail:
+            raise InputImageError(f"cannot read {path}: {SKEWED_GRID}") from None
         raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image "
                               f"format (NIfTI, NRRD, MHA, DICOM folder). {detail}") from None
 
@@ -132,8 +137,10 @@ def check_ct(image: sitk.Image, name: str = "input") -> list[str]:
         raise InputImageError(f"{name} has an implausible voxel spacing {tuple(round(s, 4) for s in spacing)} mm "
                               f"(expected {MIN_SPACING_MM}-{MAX_SPACING_MM} mm); check the file's header")
     direction = np.array(image.GetDirection()).reshape(3, 3)
-    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
-        raise InputImageError(f"{name} has an invalid direction matrix {image.GetDirection()}")
+    if not np.all(np.isfinite(direction)):
+        raise InputImageError(f"{name} has an invalid direction matrix {image.GetDirection()}; check the file's header")
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
+        raise InputImageError(f"{name}: {SKEWED_GRID}")
     array = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         bad = int(np.count_nonzero(~np.isfinite(array)))
