@@ -82,6 +82,12 @@ def test_changes_count_a_moved_voxel_for_both_bones():
     assert changes_per_bone(prior, now) == {1: 1, 2: 1, 3: 1}
 
 
+def _on(grid: sitk.Image, array: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(grid)
+    return image
+
+
 def test_refusals_write_nothing(phantom, tmp_path):
     ct, reference, _ = phantom
     folder = tmp_path / "ds"
@@ -95,6 +101,12 @@ def test_refusals_write_nothing(phantom, tmp_path):
     bad_img.CopyInformation(reference)
     with pytest.raises(DatasetError, match=r"label values \[200\] are not in the bone table"):
         add_case(folder, ct, bad_img, source_name="ct")
+    bad = bad.astype(np.int16)
+    bad[0, 0, 0] = -3
+    with pytest.raises(DatasetError, match=r"negative values \(lowest -3\): a bone label map holds .* 0\.\.125"):
+        add_case(folder, ct, _on(reference, bad), source_name="ct")
+    with pytest.raises(DatasetError, match="voxels are float32, not integers.*integer label map"):
+        add_case(folder, ct, _on(reference, (bad > 0).astype(np.float32)), source_name="ct")
     with pytest.raises(DatasetError, match="'spleen' is neither a bone nor a group"):
         add_case(folder, ct, reference, source_name="ct", labelled="spleen")
     assert not folder.exists()
