@@ -86,3 +86,27 @@ def test_a_probability_on_another_grid_is_refused():
     labels, bone = ball_on_model_grid()
     with pytest.raises(ValueError, match="not one grid"):
         labels_to_input_grid(labels, labels, bone=bone[:8, :, :])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resampling_only_the_bones_box_changes_no_voxel(monkeypatch, seed):
+    """Only the input voxels within a model voxel of the labelled box are resampled: against the
+    whole grid resampled, on oblique grids of either kind, with bone near the grid's edges."""
+    rng = np.random.default_rng(seed)
+    labels, bone = ball_on_model_grid(radius_mm=8.0, centre=tuple(rng.uniform(10, 50, 3)))
+    if seed == 2:  # bone touching the model grid's corner, where the box is clipped
+        array = sitk.GetArrayFromImage(labels)
+        array[:2, :2, :2] = 4
+        labels = image(array, (4.0,) * 3)
+    rotation = sitk.VersorTransform(tuple(rng.normal(size=3)), float(rng.uniform(0.2, 1.2)))
+    direction = np.array(rotation.GetMatrix())
+    spacing = rng.uniform(0.6, 1.6, 3)
+    half = direction.reshape(3, 3) @ (np.array([66, 70, 45]) * spacing / 2)
+    fine = image(np.zeros((45, 70, 66), np.int16), tuple(spacing),  # centred on the model grid, turned
+                 origin=tuple(30.0 + rng.uniform(-8, 8, 3) - half), direction=tuple(direction))
+    boxed = sitk.GetArrayFromImage(labels_to_input_grid(labels, fine, bone=bone))
+    size = fine.GetSize()
+    monkeypatch.setattr(to_input_grid, "_input_box_of_bone", lambda *args: ((0, 0, 0), size))
+    whole = sitk.GetArrayFromImage(labels_to_input_grid(labels, fine, bone=bone))
+    assert np.count_nonzero(whole) > 100
+    np.testing.assert_array_equal(boxed, whole)
