@@ -446,6 +446,43 @@ def test_a_truncated_nrrd_says_what_is_missing_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("damage", ["raw cut", "compressed cut", "compressed flipped", "data file cut",
+                                    "data file missing"])
+def test_a_damaged_metaimage_is_one_line_and_the_reader_prints_nothing(tmp_path, capfd, damage):
+    """ITK's MetaImage reader prints "data not read completely" on the terminal and raises "File
+    cannot be read", naming no cause: the header is read first and the cause given in one line."""
+    from BoneSegmentationLib.cli import main
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1500, (30, 40, 40)).astype(np.int16))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    mhd = damage.startswith("data file")
+    path = tmp_path / ("ct.mhd" if mhd else "ct.mha")
+    sitk.WriteImage(image, str(path), useCompression=damage.startswith("compressed"))
+    data = tmp_path / "ct.raw" if mhd else path
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).shape == (30, 40, 40)  # intact, it reads
+    content = data.read_bytes()
+    if damage == "compressed flipped":
+        middle = len(content) // 2
+        data.write_bytes(content[:middle] + bytes(b ^ 0xFF for b in content[middle:middle + 8]) + content[middle + 8:])
+    elif damage == "data file missing":
+        data.unlink()
+    else:
+        data.write_bytes(content[:-len(content) // 3])
+    capfd.readouterr()
+    out = tmp_path / "bones.nii.gz"
+    assert main(["segment", str(path), "-o", str(out), "-q"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    expected = {"raw cut": "is truncated: its data hold 6",  # 64000 less the header's bytes, of 96000
+                "compressed cut": "is truncated: its compressed data inflate to",
+                "compressed flipped": "compressed voxel data",
+                "data file cut": "is truncated: its data hold 64000 of the 96000 bytes",
+                "data file missing": "its voxel data file 'ct.raw' is missing"}[damage]
+    assert expected in err and "copy" in err
+    assert "96000" in err or "cut" not in damage  # what the header declared
+    assert not out.exists()
+
+
 def test_nifti_nan_infinity_and_zero_voxel_size_are_refused(tmp_path):
     """ITK reads a NIfTI's NaN and infinite floats as 0 (a CT with holes of water), so the file's
     own bytes are checked."""

@@ -22,6 +22,7 @@ from .dicom import read_dicom_folder
 from .errors import InputImageError, itk_reason
 from .files import atomic_write
 from .memory import check_declared_fits
+from .metaimage import check_metaimage_file
 from .seg_nrrd import as_segmentation, is_seg_nrrd
 
 MIN_SPACING_MM = 0.05
@@ -45,6 +46,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     check_declared_size(path)  # before any voxel is read: a header can promise terabytes
     if path.name.lower().endswith((".nii", ".nii.gz")):
         check_nifti_file(path)  # what ITK's NIfTI reader lets through silently
+    elif path.name.lower().endswith((".mha", ".mhd")):
+        check_metaimage_file(path)  # what ITK's MetaImage reader reports only on the terminal
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
