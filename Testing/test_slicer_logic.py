@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -425,3 +426,73 @@ def test_segment_writes_a_slicer_segmentation_that_slicerio_and_slicer_read(scen
     assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "b2.nii.gz"), *common,
                  "--confidence", str(tmp_path / "conf.seg.nrrd")]) == 2
     assert "a .seg.nrrd holds a label map, not float32 values" in capsys.readouterr().err
+
+
+def test_a_seg_nrrd_saved_from_slicer_after_edits_is_read_by_segment_name(scene, phantom, tmp_path, capfd):
+    """Slicer gives a segment added by hand the lowest free label value, another bone's index, and
+    puts a segment painted with overlap allowed on a layer of its own: `dataset add`, `evaluate` and
+    `meshes` read a .seg.nrrd by its segments' names, as the panel reads the node."""
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.core.imageio import read_label_map
+    from BoneSegmentationLib.training.dataset import label_path
+
+    ct, labels, _ = phantom
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    volume = image_to_volume_node(ct, scene, "ct")
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    labels_to_segmentation_node(labels, node, reference_volume_node=volume)
+    seg_logic = slicer.vtkSlicerSegmentationsModuleLogic
+    a = sitk.GetArrayFromImage(labels)
+    hyoid, coccyx = T.by_name("hyoid").index, T.by_name("coccyx").index
+    node.GetSegmentation().RemoveSegment("hyoid")
+    node.GetSegmentation().RemoveSegment("coccyx")
+    by_hand = node.GetSegmentation().AddEmptySegment("", "Coccyx")  # re-drawn by hand: a free value
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(a == coccyx, labels), node, by_hand, seg_logic.MODE_REPLACE)
+    own_layer = node.GetSegmentation().AddEmptySegment("", "Hyoid bone")
+    node.GetSegmentation().GetSegment(own_layer).AddRepresentation("Binary labelmap", _mask_image(a == hyoid, labels))
+    node.GetSegmentation().GetSegment(own_layer).SetLabelValue(1)
+    expected = sitk.GetArrayFromImage(segmentation_node_to_labels(node, ct))
+    assert np.array_equal(expected, a)  # the edits above changed how the bones are stored, not which they are
+
+    def save(name: str) -> Path:
+        storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+        storage.SetFileName(str(tmp_path / name))
+        assert storage.WriteData(node)
+        return tmp_path / name
+
+    edited = save("edited.seg.nrrd")
+    stored = sitk.GetArrayFromImage(sitk.ReadImage(str(edited)))
+    assert stored.ndim == 3  # Slicer merges layers that do not overlap when it saves
+    assert not np.any(stored[a == coccyx] == coccyx)  # Slicer's values are not the bones' indices
+    assert np.array_equal(sitk.GetArrayViewFromImage(read_label_map(edited)), expected)
+
+    assert main(["dataset", "add", str(tmp_path / "ds"), "--image", str(tmp_path / "ct.nii.gz"),
+                 "--labels", str(edited), "--case-id", "edited"]) == 0
+    added = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path(tmp_path / "ds", "edited"))))
+    assert np.array_equal(added, expected)
+    sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
+    capfd.readouterr()
+    assert main(["evaluate", str(edited), str(tmp_path / "labels.nii.gz")]) == 0
+    assert "Foreground Dice (all bone vs background): 1.000" in capfd.readouterr().out
+
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")  # a tumour drawn beside the bones
+    labels_to_segmentation_node(labels, node, reference_volume_node=volume)
+    tumour = node.GetSegmentation().AddEmptySegment("", "Tumour")
+    assert seg_logic.SetBinaryLabelmapToSegment(_mask_image(a == 0, labels), node, tumour, seg_logic.MODE_REPLACE)
+    with_tumour = save("tumour.seg.nrrd")
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")  # the hyoid painted over the mandible
+    labels_to_segmentation_node(labels, node, reference_volume_node=volume)
+    node.GetSegmentation().RemoveSegment("hyoid")
+    over = node.GetSegmentation().AddEmptySegment("", "Hyoid bone")
+    node.GetSegmentation().GetSegment(over).AddRepresentation(
+        "Binary labelmap", _mask_image((a == hyoid) | (a == T.by_name("mandible").index), labels))
+    node.GetSegmentation().GetSegment(over).SetLabelValue(1)
+    overlapping = save("overlap.seg.nrrd")
+    assert sitk.ReadImage(str(overlapping)).GetNumberOfComponentsPerPixel() == 2  # two layers kept
+    for path, message in ((with_tumour, "segments matching no bone of the table: Tumour"),
+                          (overlapping, "overlapping segments (a voxel can belong to one bone only): Mandible")):
+        capfd.readouterr()
+        assert main(["meshes", str(path), "-o", str(tmp_path / f"{path.stem}-meshes")]) == 2
+        err = capfd.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not (tmp_path / f"{path.stem}-meshes").exists()

@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .core.errors import BoneSegmentationError
-from .core.imageio import output_suffix, read_ct, read_image, strip_image_suffix, write_image
+from .core.imageio import output_suffix, read_ct, read_image, read_label_map, strip_image_suffix, write_image
 from .evaluation.compare import compare_models
 from .evaluation.totalsegmentator import evaluate_against_totalsegmentator, not_bone_lines
 from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, side_by_side_table, write_csv
@@ -293,7 +293,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.reference_kind == "totalsegmentator":
         ct = read_ct(args.ct)[0] if args.ct else None
-        result = evaluate_against_totalsegmentator(read_image(args.prediction), read_image(args.reference), ct)
+        result = evaluate_against_totalsegmentator(read_label_map(args.prediction), read_image(args.reference), ct)
         print(f"Reference: {result['reference']}; {len(result['per_bone'])} bones in both\n")
         print(markdown_table(result))
         for line in not_bone_lines(result):
@@ -301,7 +301,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         if args.ct:
             raise BoneSegmentationError("--ct is for --reference totalsegmentator (the not-bone measures)")
-        result = evaluate_images(read_image(args.prediction), read_image(args.reference))
+        result = evaluate_images(read_label_map(args.prediction), read_label_map(args.reference))
         print(markdown_table(result))
     if args.csv:
         write_csv(result, Path(args.csv))
@@ -312,8 +312,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_dataset_add(args: argparse.Namespace) -> int:
 
-    ct, labels = read_image(args.image), read_image(args.labels)
-    prior = read_image(args.prior) if args.prior else None
+    ct, labels = read_image(args.image), read_label_map(args.labels)
+    prior = read_label_map(args.prior) if args.prior else None
     manifest = add_case(Path(args.dataset), ct, labels, source_name=Path(args.image).name, prior=prior,
                         prior_model=args.prior_model or "", labelled=args.labelled, case_id=args.case_id,
                         overwrite=args.overwrite)
@@ -439,7 +439,7 @@ def mesh_target(output: Path, fmt: Optional[str]) -> tuple[Path, str, str]:
 def cmd_meshes(args: argparse.Namespace) -> int:
 
     folder, stem, fmt = mesh_target(Path(args.output), args.format)
-    labels = read_image(args.labelmap)
+    labels = read_label_map(args.labelmap)
     result = export_meshes(labels, folder, fmt=fmt, smoothing=args.smoothing, max_triangles=args.max_triangles,
                            coordinates=args.coordinates, overwrite=args.overwrite, stem=stem,
                            gltf_frame=args.gltf_frame)
@@ -526,8 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("evaluate", help="per-bone Dice and the paper's group table")
-    p.add_argument("prediction", help="our label map (bone table values)")
-    p.add_argument("reference", help="reference label map (bone table values, or TotalSegmentator's with --reference)")
+    p.add_argument("prediction", help="our label map (bone table values, or a .seg.nrrd: segments by name)")
+    p.add_argument("reference", help="reference label map (bone table values, a .seg.nrrd, or TotalSegmentator's with --reference)")
     p.add_argument("--reference", dest="reference_kind", choices=["bonesegmentation", "totalsegmentator"],
                    default="bonesegmentation",
                    help="what the reference's values mean: the bone table (default) or TotalSegmentator v2 'total' "
@@ -577,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("add", help="add a CT and its corrected label map as a new case")
     p.add_argument("dataset", help="dataset folder (created in the nnU-Net layout if missing)")
     p.add_argument("--image", required=True, help="the CT")
-    p.add_argument("--labels", required=True, help="corrected label map on the CT's grid, bone table values")
+    p.add_argument("--labels", required=True, help="corrected label map on the CT's grid: bone table values, or a .seg.nrrd saved from "
+                   "Slicer (its segments mapped to bones by name)")
     p.add_argument("--prior", default=None, help="the model's prediction it was corrected from (records edits)")
     p.add_argument("--prior-model", default=None, help="name and version of the model that made --prior")
     p.add_argument("--labelled", default=None,
@@ -612,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("meshes", help="one surface per bone for VR and 3D printing")
-    p.add_argument("labelmap", help="label map (.nii.gz, .nrrd) in the bone table's values")
+    p.add_argument("labelmap", help="label map (.nii.gz, .nrrd) in the bone table's values, or a .seg.nrrd "
+                   "(segments mapped to bones by name)")
     p.add_argument("-o", "--output", required=True,
                    help="a file (.glb, .gltf, .obj, .ply: the format follows the suffix) or a folder for bones.<format>")
     p.add_argument("--format", choices=["glb", "gltf", "obj", "stl", "ply"], default=None,

@@ -23,7 +23,7 @@ from .errors import InputImageError, itk_reason
 from .files import atomic_write
 from .memory import check_declared_fits
 from .metaimage import check_metaimage_file
-from .seg_nrrd import as_segmentation, is_seg_nrrd
+from .seg_nrrd import as_segmentation, is_seg_nrrd, labels_from_segmentation
 
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
@@ -56,6 +56,15 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             raise InputImageError(f"cannot read {path}: {SKEWED_GRID}") from None
         raise InputImageError(f"cannot read {path}: the file is corrupt or not a supported image "
                               f"format (NIfTI, NRRD, MHA, DICOM folder). {detail}") from None
+
+
+def read_label_map(path: str | os.PathLike) -> sitk.Image:
+    """A label map in the bone table's values: a ``.seg.nrrd`` saved from Slicer has its segments
+    mapped to bones by name (its stored values are Slicer's own), any other file is read as it is."""
+    image = read_image(path)
+    if is_seg_nrrd(path):
+        return labels_from_segmentation(image, name=str(path))
+    return image
 
 
 def check_declared_size(path: Path, available: int | None = None) -> None:

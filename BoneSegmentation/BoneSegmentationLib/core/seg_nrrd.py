@@ -1,7 +1,8 @@
-"""Slicer's segmentation file (``.seg.nrrd``) written without Slicer: the label map as one layer
+"""Slicer's segmentation file (``.seg.nrrd``) without Slicer. Written: the label map as one layer
 plus the header fields Slicer's segmentation storage node and slicerio read (segment ID = machine
 name, name, colour, label value, terminology), so ``segment -o bones.seg.nrrd`` opens in Slicer
-as 125 named, coloured bones rather than ``Segment_1, Segment_2...``."""
+as 125 named, coloured bones rather than ``Segment_1, Segment_2...``. Read: a segmentation saved
+from Slicer after correction, its segments mapped to bones by ID, name or terminology."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import SimpleITK as sitk
 from .bones import BoneTable, default_table
 from .errors import InputImageError
 from .labelmaps import present_labels
+from .segment_names import SegmentRecord, map_segment_records
 
 SEG_NRRD = ".seg.nrrd"
 
@@ -64,3 +66,78 @@ def as_segmentation(labels: sitk.Image, table: Optional[BoneTable] = None) -> si
     for key, value in segmentation_metadata(out, table).items():
         out.SetMetaData(key, value)
     return out
+
+
+def segment_records(image: sitk.Image) -> list[tuple[SegmentRecord, int, int]]:
+    """Each segment a ``.seg.nrrd`` header describes, with its layer and label value, in file order."""
+    fields = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
+    out = []
+    k = 0
+    while f"Segment{k}_ID" in fields:
+        tags = dict(part.split(":", 1) for part in fields.get(f"Segment{k}_Tags", "").split("|") if ":" in part)
+        record = SegmentRecord(fields[f"Segment{k}_ID"], fields.get(f"Segment{k}_Name", fields[f"Segment{k}_ID"]),
+                               tags.get("TerminologyEntry", ""))
+        try:
+            layer, value = int(fields.get(f"Segment{k}_Layer", "0")), int(fields[f"Segment{k}_LabelValue"])
+        except (KeyError, ValueError):
+            raise InputImageError(f"segment {record.name!r} has no usable label value or layer in the file's header; "
+                                  "save the segmentation from Slicer again") from None
+        out.append((record, layer, value))
+        k += 1
+    return out
+
+
+def labels_from_segmentation(image: sitk.Image, name: str = "the segmentation",
+                             table: Optional[BoneTable] = None) -> sitk.Image:
+    """A ``.seg.nrrd`` (read with its header) as one label map in the bone table's values.
+
+    Each segment's bone comes from its ID, name or terminology (``segment_names``), never from
+    the label value Slicer stored: a segment added by hand gets the lowest free value, another
+    bone's index. Segments on several layers (overlap allowed while editing) are merged; a voxel
+    claimed by two bones, a segment naming no bone, and voxels no segment claims are refused."""
+    table = table or default_table()
+    segments = segment_records(image)
+    if not segments:
+        raise InputImageError(f"{name} is a .seg.nrrd without segments in its header; save it from Slicer "
+                              "again, or export a labelmap (.nii.gz, .nrrd) in the bone table's values")
+    mapping = map_segment_records([record for record, _, _ in segments], table)
+    problems = mapping.problems(table)
+    if problems:
+        raise InputImageError(f"{name}: " + "; ".join(problems))
+    array = sitk.GetArrayViewFromImage(image)
+    layers = array.shape[3] if array.ndim == 4 else 1
+    if array.ndim not in (3, 4) or not np.issubdtype(array.dtype, np.integer):
+        raise InputImageError(f"{name} holds {array.dtype} voxels in {array.ndim} dimensions, not a segmentation's "
+                              "integer layers")
+    out = np.zeros(array.shape[:3], np.uint8)
+    claimed = np.zeros(array.shape[:3], bool)
+    overlaps: set[tuple[str, str]] = set()
+    owner_name: dict[int, str] = {}
+    for layer in range(layers):
+        values = array[..., layer] if array.ndim == 4 else array
+        known = np.zeros(values.shape, bool)
+        for record, on_layer, value in segments:
+            if on_layer != layer:
+                continue
+            mask = values == value
+            known |= mask
+            bone = mapping.classes[record.segment_id]
+            clash = mask & claimed & (out != bone)
+            if clash.any():
+                overlaps.update((owner_name[int(other)], record.name) for other in np.unique(out[clash]))
+            out[mask] = bone
+            claimed |= mask
+            owner_name[bone] = record.name
+        stray = (values != 0) & ~known
+        if stray.any():
+            raise InputImageError(f"{name}: {np.count_nonzero(stray)} voxels of layer {layer} hold values no segment "
+                                  f"names ({sorted(int(v) for v in np.unique(values[stray]))[:5]}); save it from "
+                                  "Slicer again")
+    if overlaps:
+        raise InputImageError(f"{name}: overlapping segments (a voxel can belong to one bone only): "
+                              + "; ".join(f"{a} / {b}" for a, b in sorted(overlaps)))
+    labels = sitk.GetImageFromArray(out)
+    labels.SetOrigin(image.GetOrigin())
+    labels.SetSpacing(image.GetSpacing())
+    labels.SetDirection(image.GetDirection())
+    return labels

@@ -14,7 +14,6 @@ classes and ``vtk``, no Qt and no ``slicer.app``, so it runs under ``slicer-core
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -24,6 +23,7 @@ from ..core.bones import Bone, BoneTable, default_table
 from ..core.errors import BoneSegmentationError
 from ..core.files import LPS_RAS_FLIP
 from ..core.labelmaps import present_labels
+from ..core.segment_names import SegmentMapping, SegmentRecord, map_segment_records
 from ..export.meshes import bone_meshes
 
 FLIP = LPS_RAS_FLIP
@@ -213,38 +213,16 @@ def add_closed_surfaces(segmentation_node, labels: sitk.Image, smoothing: float 
     return triangles
 
 
-@dataclass
-class SegmentMapping:
-    """How each segment of a node maps onto the class table (and what could not be mapped)."""
-
-    classes: dict[str, int] = field(default_factory=dict)  # segment ID -> class index
-    unknown: list[str] = field(default_factory=list)  # segment names that match no class
-    duplicates: dict[int, list[str]] = field(default_factory=dict)  # class -> several segment names
-
-
 def map_segments(segmentation_node, table: Optional[BoneTable] = None) -> SegmentMapping:
-    """Class of every segment: by segment ID (machine name), then terminology, then name."""
+    """Class of every segment of a node (``core/segment_names.py``: ID, name, terminology)."""
     table = table or default_table()
-    by_name = {b.name: b.index for b in table.foreground()}
-    by_display = {b.display_name.lower(): b.index for b in table.foreground()}
-    by_terminology = {_terminology_key(b.terminology_entry()): b.index for b in table.foreground()}
     segmentation = segmentation_node.GetSegmentation()
-    mapping = SegmentMapping()
-    seen: dict[int, list[str]] = {}
+    records = []
     for k in range(segmentation.GetNumberOfSegments()):
-        seg_id = segmentation.GetNthSegmentID(k)
         segment = segmentation.GetNthSegment(k)
-        name = segment.GetName()
-        entry = _tag(segment, segment.GetTerminologyEntryTagName())
-        cls = (by_name.get(seg_id) or by_name.get(name) or
-               (by_terminology.get(_terminology_key(entry)) if entry else None) or by_display.get(name.lower()))
-        if cls is None:
-            mapping.unknown.append(name)
-            continue
-        mapping.classes[seg_id] = cls
-        seen.setdefault(cls, []).append(name)
-    mapping.duplicates = {c: names for c, names in seen.items() if len(names) > 1}
-    return mapping
+        records.append(SegmentRecord(segmentation.GetNthSegmentID(k), segment.GetName(),
+                                     _tag(segment, segment.GetTerminologyEntryTagName())))
+    return map_segment_records(records, table)
 
 
 def _tag(segment, key: str) -> str:
@@ -253,26 +231,12 @@ def _tag(segment, key: str) -> str:
     return str(value) if segment.GetTag(key, value) else ""
 
 
-def _terminology_key(entry: str) -> tuple:
-    """Category, type, type modifier, region, region modifier codes (context names ignored)."""
-    parts = entry.split("~")
-    if len(parts) != 7:
-        return ()
-    return tuple(p.split("^")[1] if "^" in p else "" for p in (parts[1], parts[2], parts[3], parts[5], parts[6]))
-
-
 def segmentation_node_to_labels(segmentation_node, reference: sitk.Image, table: Optional[BoneTable] = None,
                                 allow_overlap: bool = False) -> sitk.Image:
     """The node's segments as one uint8 label map on ``reference``'s grid, in the table's values."""
     table = table or default_table()
     mapping = map_segments(segmentation_node, table)
-    problems = []
-    if mapping.unknown:
-        problems.append(f"segments matching no bone of the table: {', '.join(sorted(mapping.unknown))} "
-                        "(rename them to a bone's name or remove them)")
-    if mapping.duplicates:
-        problems.append("several segments for one bone: " + "; ".join(
-            f"{table[c].display_name}: {', '.join(n)}" for c, n in sorted(mapping.duplicates.items())))
+    problems = mapping.problems(table)
     if problems:
         raise SegmentMappingError("; ".join(problems))
     out = np.zeros(sitk.GetArrayViewFromImage(reference).shape, np.uint8)
