@@ -496,3 +496,68 @@ def test_a_seg_nrrd_saved_from_slicer_after_edits_is_read_by_segment_name(scene,
         err = capfd.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
         assert not (tmp_path / f"{path.stem}-meshes").exists()
+
+
+def test_a_label_map_slicer_exported_in_list_order_is_read_by_its_colour_table(scene, phantom, tmp_path, capfd):
+    """Without a colour table Slicer exports segments as 1, 2, 3... in list order (L1 as 1, the
+    cranium's index) and writes the colour table it used beside the file (NAME.labels.csv): the
+    values are read back by that table's names or codes. Our segmentations carry the bone table as
+    their export colour table, so Slicer's export panels give the table's values to begin with."""
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.core.imageio import read_label_map
+    from BoneSegmentationLib.slicer.nodes import COLOUR_TABLE_NAME
+    from BoneSegmentationLib.training.dataset import label_path
+
+    ct, labels, _ = phantom
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    a = sitk.GetArrayFromImage(labels)
+    names = ("vertebra_L1", "vertebra_L2", "sacrum", "rib_right_12", "femur_left")
+    subset = np.where(np.isin(a, [T.by_name(n).index for n in names]), a, 0).astype(np.uint8)
+    bones = sitk.GetImageFromArray(subset)
+    bones.CopyInformation(labels)
+    volume = image_to_volume_node(ct, scene, "ct")
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    ids = labels_to_segmentation_node(bones, node, reference_volume_node=volume)
+    seg_logic = slicer.vtkSlicerSegmentationsModuleLogic
+
+    ours = node.GetLabelmapConversionColorTableNode()  # what Slicer's export panels preselect
+    assert ours is not None and ours.GetName() == COLOUR_TABLE_NAME
+    assert all(ours.GetColorName(b.index) == b.display_name for b in T.foreground())
+    exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    assert seg_logic.ExportSegmentsToLabelmapNode(node, ids, exported, volume, 0, ours)
+    assert np.array_equal(sitk.GetArrayFromImage(volume_node_to_image(exported)), subset)
+
+    in_order = scene.AddNewNodeByClass("vtkMRMLColorTableNode")  # the table Slicer makes without one
+    in_order.SetTypeToUser()
+    in_order.SetNumberOfColors(len(ids) + 1)
+    in_order.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
+    for k, seg_id in enumerate(ids, start=1):
+        bone = T.by_name(seg_id)
+        renamed = seg_id == "rib_right_12"  # a segment renamed by hand: known by its terminology codes
+        in_order.SetColor(k, "Segment_4" if renamed else bone.display_name, *(c / 255 for c in bone.rgb), 1.0)
+        if renamed:
+            assert in_order.SetTerminologyFromString(k, bone.terminology_entry())
+    listed = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    assert seg_logic.ExportSegmentsToLabelmapNode(node, ids, listed, volume, 0, in_order)
+    stored = sitk.GetArrayFromImage(volume_node_to_image(listed))
+    assert sorted(int(v) for v in np.unique(stored) if v) == list(range(1, len(ids) + 1))
+    sitk.WriteImage(volume_node_to_image(listed), str(tmp_path / "Segmentation.nii.gz"))
+    storage = scene.AddNewNodeByClass("vtkMRMLColorTableStorageNode")
+    storage.SetFileName(str(tmp_path / "Segmentation.labels.csv"))
+    assert storage.WriteData(in_order)
+
+    assert np.array_equal(sitk.GetArrayViewFromImage(read_label_map(tmp_path / "Segmentation.nii.gz")), subset)
+    assert main(["dataset", "add", str(tmp_path / "ds"), "--image", str(tmp_path / "ct.nii.gz"),
+                 "--labels", str(tmp_path / "Segmentation.nii.gz"), "--case-id", "listed"]) == 0
+    added = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path(tmp_path / "ds", "listed"))))
+    assert np.array_equal(added, subset)
+
+    csv_text = (tmp_path / "Segmentation.labels.csv").read_text()
+    for change, message in ((csv_text.replace('"Left femur"', '"Tumour"'), "matching no bone of the table: Tumour"),
+                            ("\n".join(csv_text.splitlines()[:-1]) + "\n", "have no row in its colour table")):
+        (tmp_path / "Segmentation.labels.csv").write_text(change)
+        capfd.readouterr()
+        assert main(["meshes", str(tmp_path / "Segmentation.nii.gz"), "-o", str(tmp_path / "meshes")]) == 2
+        err = capfd.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "meshes").exists()

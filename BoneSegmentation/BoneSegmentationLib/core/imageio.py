@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from .dicom import read_dicom_folder
 from .errors import InputImageError, itk_reason
 from .files import atomic_write
+from .label_colours import labels_by_colour_table, read_colour_rows, sidecar_of
 from .memory import check_declared_fits
 from .metaimage import check_metaimage_file
 from .seg_nrrd import as_segmentation, is_seg_nrrd, labels_from_segmentation
@@ -59,11 +60,17 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 
 
 def read_label_map(path: str | os.PathLike) -> sitk.Image:
-    """A label map in the bone table's values: a ``.seg.nrrd`` saved from Slicer has its segments
-    mapped to bones by name (its stored values are Slicer's own), any other file is read as it is."""
+    """A label map in the bone table's values. A ``.seg.nrrd`` saved from Slicer has its segments
+    mapped to bones by name, and so has a label map Slicer exported with its colour table beside it
+    (``NAME.labels.csv``): the values Slicer stored are its own. Any other file is read as it is."""
+    path = Path(path)
     image = read_image(path)
     if is_seg_nrrd(path):
         return labels_from_segmentation(image, name=str(path))
+    colours = sidecar_of(path, strip_image_suffix(path.name))
+    if colours.is_file():
+        log.info("%s: values mapped to bones by the colour table beside it, %s", path, colours.name)
+        return labels_by_colour_table(image, read_colour_rows(colours), name=str(path))
     return image
 
 

@@ -180,9 +180,39 @@ def labels_to_segmentation_node(labels: sitk.Image, segmentation_node, table: Op
             segment.AddRepresentation(BINARY_LABELMAP, shared)
             segmentation.AddSegment(segment, bone.name)
             ids.append(bone.name)
+        if segmentation_node.GetScene() is not None:  # Slicer's export dialogs then give the table's values
+            colours = bone_colour_table_node(segmentation_node.GetScene(), table)
+            segmentation_node.SetLabelmapConversionColorTableNodeID(colours.GetID())
     finally:
         segmentation_node.EndModify(was)
     return ids
+
+
+COLOUR_TABLE_NAME = "BoneSegmentation bones"
+
+
+def bone_colour_table_node(scene, table: Optional[BoneTable] = None):
+    """The scene's colour table of the bone table (index, display name, colour), made once.
+
+    Why: Slicer's "export to labelmap / files" numbers segments 1, 2, 3... in list order unless a
+    colour table names them, so an abdomen's L1 would be exported as 1, the cranium's index. Set as
+    a segmentation's labelmap conversion colour table, Slicer's export panels preselect it and the
+    exported label map holds the bone table's values."""
+    slicer = _slicer()
+    table = table or default_table()
+    existing = scene.GetFirstNodeByName(COLOUR_TABLE_NAME)
+    if existing is not None and existing.IsA("vtkMRMLColorTableNode") \
+            and existing.GetNumberOfColors() == table.num_classes:
+        return existing
+    node = slicer.vtkMRMLColorTableNode()
+    node.SetName(COLOUR_TABLE_NAME)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(table.num_classes)
+    node.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
+    for bone in table.foreground():
+        node.SetColor(bone.index, bone.display_name, *(c / 255 for c in bone.rgb), 1.0)
+    node.SetSingletonTag(COLOUR_TABLE_NAME)
+    return scene.AddNode(node)
 
 
 def register_surface_rules() -> None:
