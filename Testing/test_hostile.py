@@ -508,10 +508,11 @@ def test_nifti_nan_infinity_and_zero_voxel_size_are_refused(tmp_path):
         read_ct(nans)
 
 
-def test_a_sheared_grid_is_refused_in_one_line_saying_what_to_do(tmp_path, capsys):
+def test_a_sheared_grid_or_a_segmentation_given_as_the_ct_is_refused_in_one_line(tmp_path, capsys):
     """A NIfTI whose only valid matrix is sheared is refused by ITK with a message naming its own
     internals, and a NRRD's skewed axes are read by ITK as a direction that is not a rotation:
-    both are one line saying what is wrong and what to do."""
+    both are one line saying what is wrong and what to do. A .seg.nrrd where the CT goes would be
+    segmented as a CT of values 0..125: it is refused naming what to give instead."""
     from BoneSegmentationLib.cli import main
 
     values = np.full((20, 20, 20), -1000, np.int16)
@@ -527,6 +528,11 @@ def test_a_sheared_grid_is_refused_in_one_line_saying_what_to_do(tmp_path, capsy
               b"encoding: raw\n\n")
     skewed = tmp_path / "skewed.nrrd"
     skewed.write_bytes(header + values.astype("<i2").tobytes())
+    segmentation = tmp_path / "bones.seg.nrrd"  # a segmentation given where the CT goes
+    sitk.WriteImage(sitk.GetImageFromArray((values > 0).astype(np.uint8)), str(segmentation))
+    assert main(["segment", str(segmentation), "-o", str(tmp_path / "again.nii.gz"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a Slicer segmentation (.seg.nrrd), not a CT" in err
     for path in (sheared, skewed):
         out = tmp_path / f"{path.stem}-bones.nii.gz"
         assert main(["segment", str(path), "-o", str(out), "-q"]) == 2

@@ -192,6 +192,9 @@ def head_to_foot_mm(image: sitk.Image) -> float:
 
 def read_ct(path: str | os.PathLike) -> tuple[sitk.Image, list[str]]:
     """Read and check a CT; returns the image and warnings (also logged)."""
+    if is_seg_nrrd(path):  # a segmentation reads as a CT of values 0..125: it would be segmented
+        raise InputImageError(f"{path} is a Slicer segmentation (.seg.nrrd), not a CT; give the CT scan it was "
+                              "made on (a .nii.gz, .nrrd or .mha file or a DICOM folder)")
     image = read_image(path)
     warnings = check_ct(image, name=str(path))
     for w in warnings:
