@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from .bones import BoneTable, default_table
 from .errors import InputImageError
 from .labelmaps import present_labels
-from .segment_names import SegmentRecord, map_segment_records
+from .segment_names import SegmentRecord, map_segment_records, merge_segments, overlap_problem
 
 SEG_NRRD = ".seg.nrrd"
 
@@ -109,33 +109,23 @@ def labels_from_segmentation(image: sitk.Image, name: str = "the segmentation",
     if array.ndim not in (3, 4) or not np.issubdtype(array.dtype, np.integer):
         raise InputImageError(f"{name} holds {array.dtype} voxels in {array.ndim} dimensions, not a segmentation's "
                               "integer layers")
-    out = np.zeros(array.shape[:3], np.uint8)
-    claimed = np.zeros(array.shape[:3], bool)
-    overlaps: set[tuple[str, str]] = set()
-    owner_name: dict[int, str] = {}
+    outside = sorted({record.name for record, layer, _ in segments if not 0 <= layer < layers})
+    if outside:
+        raise InputImageError(f"{name}: segments {', '.join(outside)} name a layer the file does not hold "
+                              f"({layers}); save it from Slicer again")
     for layer in range(layers):
         values = array[..., layer] if array.ndim == 4 else array
-        known = np.zeros(values.shape, bool)
-        for record, on_layer, value in segments:
-            if on_layer != layer:
-                continue
-            mask = values == value
-            known |= mask
-            bone = mapping.classes[record.segment_id]
-            clash = mask & claimed & (out != bone)
-            if clash.any():
-                overlaps.update((owner_name[int(other)], record.name) for other in np.unique(out[clash]))
-            out[mask] = bone
-            claimed |= mask
-            owner_name[bone] = record.name
-        stray = (values != 0) & ~known
+        named = [value for _, on_layer, value in segments if on_layer == layer]
+        stray = (values != 0) & ~np.isin(values, named)
         if stray.any():
             raise InputImageError(f"{name}: {np.count_nonzero(stray)} voxels of layer {layer} hold values no segment "
                                   f"names ({sorted(int(v) for v in np.unique(values[stray]))[:5]}); save it from "
                                   "Slicer again")
+    out, overlaps = merge_segments(array.shape[:3], (
+        (record.name, mapping.classes[record.segment_id],
+         (array[..., layer] if array.ndim == 4 else array) == value) for record, layer, value in segments))
     if overlaps:
-        raise InputImageError(f"{name}: overlapping segments (a voxel can belong to one bone only): "
-                              + "; ".join(f"{a} / {b}" for a, b in sorted(overlaps)))
+        raise InputImageError(f"{name}: {overlap_problem(overlaps)}")
     labels = sitk.GetImageFromArray(out)
     labels.SetOrigin(image.GetOrigin())
     labels.SetSpacing(image.GetSpacing())

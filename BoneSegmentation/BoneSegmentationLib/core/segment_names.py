@@ -7,7 +7,9 @@ the lowest free value, which is another bone's index)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
+
+import numpy as np
 
 from .bones import BoneTable
 
@@ -67,3 +69,23 @@ def map_segment_records(records: list[SegmentRecord], table: BoneTable) -> Segme
         seen.setdefault(cls, []).append(record.name)
     mapping.duplicates = {c: names for c, names in seen.items() if len(names) > 1}
     return mapping
+
+
+def merge_segments(shape: tuple[int, ...], pieces: Iterable[tuple[str, int, np.ndarray]]
+                   ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """One uint8 label map from (segment name, bone, mask) pieces, and the pairs of segment names
+    that claim a voxel together (a later piece's bone wins such a voxel)."""
+    out = np.zeros(shape, np.uint8)
+    owner: dict[int, str] = {}
+    overlaps: set[tuple[str, str]] = set()
+    for name, bone, mask in pieces:
+        clash = mask & (out > 0) & (out != bone)
+        if clash.any():
+            overlaps.update((owner[int(other)], name) for other in np.unique(out[clash]))
+        out[mask] = bone
+        owner[bone] = name
+    return out, sorted(overlaps)
+
+
+def overlap_problem(overlaps: list[tuple[str, str]]) -> str:
+    return "overlapping segments (a voxel can belong to one bone only): " + "; ".join(f"{a} / {b}" for a, b in overlaps)

@@ -23,7 +23,7 @@ from ..core.bones import Bone, BoneTable, default_table
 from ..core.errors import BoneSegmentationError
 from ..core.files import LPS_RAS_FLIP
 from ..core.labelmaps import present_labels
-from ..core.segment_names import SegmentMapping, SegmentRecord, map_segment_records
+from ..core.segment_names import SegmentMapping, SegmentRecord, map_segment_records, merge_segments, overlap_problem
 from ..export.meshes import bone_meshes
 
 FLIP = LPS_RAS_FLIP
@@ -269,27 +269,14 @@ def segmentation_node_to_labels(segmentation_node, reference: sitk.Image, table:
     problems = mapping.problems(table)
     if problems:
         raise SegmentMappingError("; ".join(problems))
-    out = np.zeros(sitk.GetArrayViewFromImage(reference).shape, np.uint8)
-    owner = np.zeros(out.shape, np.int16) - 1 if not allow_overlap else None
+    shape = sitk.GetArrayViewFromImage(reference).shape
     segmentation = segmentation_node.GetSegmentation()
-    ids = list(mapping.classes)
     ref_matrix = ijk_to_ras(reference)
-    overlaps: set[tuple[str, str]] = set()
-    for seg_id in ids:
-        mask = _segment_mask(segmentation, seg_id, ref_matrix, out.shape)
-        if mask is None:
-            continue
-        if owner is not None:
-            clash = mask & (owner >= 0)
-            if clash.any():
-                for other in np.unique(owner[clash]):
-                    overlaps.add((segmentation.GetSegment(ids[other]).GetName(),
-                                  segmentation.GetSegment(seg_id).GetName()))
-            owner[mask] = ids.index(seg_id)
-        out[mask] = mapping.classes[seg_id]
-    if overlaps:
-        raise SegmentMappingError("overlapping segments (a voxel can belong to one bone only): " +
-                                  "; ".join(f"{a} / {b}" for a, b in sorted(overlaps)))
+    masks = ((segmentation.GetSegment(seg_id).GetName(), bone, _segment_mask(segmentation, seg_id, ref_matrix, shape))
+             for seg_id, bone in mapping.classes.items())
+    out, overlaps = merge_segments(shape, ((name, bone, mask) for name, bone, mask in masks if mask is not None))
+    if overlaps and not allow_overlap:
+        raise SegmentMappingError(overlap_problem(overlaps))
     image = sitk.GetImageFromArray(out)
     image.CopyInformation(reference)
     return image
