@@ -766,15 +766,19 @@ def test_a_shared_dataset_whose_image_declares_terabytes_is_refused_in_one_line(
     ("Segment0_Layer", "3", "name a layer the file does not hold"),
     ("Segment0_LabelValue", "one", "has no usable label value or layer"),
     ("Segment0_ID", "tumour", "segments matching no bone of the table: tumour"),
+    ("Segment0_LabelValue", "0", "has the label value 0, which is background"),
+    ("Segment1_LabelValue", "1", "overlapping segments (a voxel can belong to one bone only): Left femur / "),
 ])
 def test_a_seg_nrrd_whose_header_does_not_describe_its_voxels_is_one_line(tmp_path, capsys, field, value, message):
     """A .seg.nrrd's header says which bone each stored value is; a header that names a layer the
-    file lacks, a value that is not a number, or a segment that is no bone is refused in one line."""
+    file lacks, a value that is not a number or is the background, one value for two bones, or a
+    segment that is no bone is refused in one line."""
     from BoneSegmentationLib.cli import main
 
     image = sitk.GetImageFromArray(np.pad(np.ones((6, 6, 6), np.uint8), 2))
     fields = {"Segment0_ID": "femur_left", "Segment0_Name": "Left femur", "Segment0_LabelValue": "1",
-              "Segment0_Layer": "0"}
+              "Segment0_Layer": "0", "Segment1_ID": "femur_right", "Segment1_Name": "Right femur",
+              "Segment1_LabelValue": "2", "Segment1_Layer": "0"}
     fields[field] = value
     fields["Segment0_Name"] = fields["Segment0_ID"] if field == "Segment0_ID" else fields["Segment0_Name"]
     for key, text in fields.items():

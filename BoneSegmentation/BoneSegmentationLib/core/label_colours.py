@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from .bones import BoneTable, default_table
 from .errors import InputImageError
+from .labelmaps import relabel
 from .segment_names import SegmentRecord, map_segment_records
 
 SIDECAR_SUFFIX = ".labels.csv"
@@ -68,9 +69,6 @@ def labels_by_colour_table(image: sitk.Image, rows: list[tuple[int, SegmentRecor
     if unnamed:
         raise InputImageError(f"{name}: values {unnamed[:10]} have no row in its colour table; export it from "
                               "Slicer again")
-    out = np.zeros(array.shape, np.uint8)
-    for value in present:
-        out[array == value] = lookup[value]
-    labels = sitk.GetImageFromArray(out)
+    labels = sitk.GetImageFromArray(relabel(array, lookup))
     labels.CopyInformation(image)
     return labels

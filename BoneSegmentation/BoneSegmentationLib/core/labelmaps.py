@@ -25,6 +25,22 @@ def label_counts(array: np.ndarray, minlength: int = 0) -> np.ndarray:
     return counts
 
 
+def relabel(array: np.ndarray, lookup: dict[int, int]) -> np.ndarray:
+    """uint8 map with each value ``v`` of ``array`` replaced by ``lookup[v]`` (values not in it: 0),
+    in one pass through a table rather than one pass per value."""
+    top = int(array.max()) if array.size else 0
+    if top >= 1 << 16:  # a table that large is not worth it: one pass per value
+        out = np.zeros(array.shape, np.uint8)
+        for value, new in lookup.items():
+            out[array == value] = new
+        return out
+    table = np.zeros(top + 1, np.uint8)
+    for value, new in lookup.items():
+        if 0 <= value <= top:
+            table[value] = new
+    return table[np.clip(array, 0, top)] if np.issubdtype(array.dtype, np.signedinteger) else table[array]
+
+
 def present_labels(array: np.ndarray) -> list[int]:
     """Label values present, background (0) excluded, ascending."""
     return [int(v) for v in np.nonzero(label_counts(array))[0] if v]

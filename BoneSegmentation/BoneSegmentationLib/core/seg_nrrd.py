@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from .bones import BoneTable, default_table
 from .errors import InputImageError
-from .labelmaps import present_labels
+from .labelmaps import present_labels, relabel
 from .segment_names import SegmentRecord, map_segment_records, merge_segments, overlap_problem
 
 SEG_NRRD = ".seg.nrrd"
@@ -109,6 +109,15 @@ def labels_from_segmentation(image: sitk.Image, name: str = "the segmentation",
     if array.ndim not in (3, 4) or not np.issubdtype(array.dtype, np.integer):
         raise InputImageError(f"{name} holds {array.dtype} voxels in {array.ndim} dimensions, not a segmentation's "
                               "integer layers")
+    claimed: dict[tuple[int, int], str] = {}
+    for record, layer, value in segments:
+        if value < 1:
+            raise InputImageError(f"{name}: segment {record.name!r} has the label value {value}, which is "
+                                  "background; save it from Slicer again")
+        if (layer, value) in claimed:
+            raise InputImageError(f"{name}: {overlap_problem([(claimed[layer, value], record.name)])} (one stored "
+                                  f"value, {value}, for both)")
+        claimed[layer, value] = record.name
     outside = sorted({record.name for record, layer, _ in segments if not 0 <= layer < layers})
     if outside:
         raise InputImageError(f"{name}: segments {', '.join(outside)} name a layer the file does not hold "
@@ -121,9 +130,14 @@ def labels_from_segmentation(image: sitk.Image, name: str = "the segmentation",
             raise InputImageError(f"{name}: {np.count_nonzero(stray)} voxels of layer {layer} hold values no segment "
                                   f"names ({sorted(int(v) for v in np.unique(values[stray]))[:5]}); save it from "
                                   "Slicer again")
-    out, overlaps = merge_segments(array.shape[:3], (
-        (record.name, mapping.classes[record.segment_id],
-         (array[..., layer] if array.ndim == 4 else array) == value) for record, layer, value in segments))
+    if layers == 1:  # one value per voxel: no overlap can be stored, one pass through a table
+        out = relabel(array if array.ndim == 3 else array[..., 0],
+                      {value: mapping.classes[record.segment_id] for record, _, value in segments})
+        overlaps = []
+    else:
+        out, overlaps = merge_segments(array.shape[:3], (
+            (record.name, mapping.classes[record.segment_id], array[..., layer] == value)
+            for record, layer, value in segments))
     if overlaps:
         raise InputImageError(f"{name}: {overlap_problem(overlaps)}")
     labels = sitk.GetImageFromArray(out)
