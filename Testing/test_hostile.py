@@ -789,3 +789,20 @@ def test_a_seg_nrrd_whose_header_does_not_describe_its_voxels_is_one_line(tmp_pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "meshes").exists()
+
+
+def test_a_colour_table_beside_a_label_map_that_names_a_value_twice_is_refused(tmp_path, capsys):
+    """The colour table Slicer writes beside an exported label map decides which bone each value is:
+    one value named twice (two bones for the same voxels) is refused, not settled by row order."""
+    from BoneSegmentationLib.cli import main
+
+    image = sitk.GetImageFromArray(np.pad(np.ones((6, 6, 6), np.uint8), 2))
+    sitk.WriteImage(image, str(tmp_path / "Segmentation.nii.gz"))
+    header = '"LabelValue","Name","Color_R","Color_G","Color_B","Color_A"\n'
+    (tmp_path / "Segmentation.labels.csv").write_text(header + '1,"Left femur",1,2,3,255\n1,"Right femur",1,2,3,255\n')
+    assert main(["meshes", str(tmp_path / "Segmentation.nii.gz"), "-o", str(tmp_path / "meshes")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "names the values [1] more than once" in err, err
+    (tmp_path / "Segmentation.labels.csv").write_text(header + '1,"Left femur",1,2,3,255\n')
+    assert main(["meshes", str(tmp_path / "Segmentation.nii.gz"), "-o", str(tmp_path / "meshes")]) == 0
+    assert (tmp_path / "meshes").is_dir()  # the same file with a sound table: one bone, its mesh written

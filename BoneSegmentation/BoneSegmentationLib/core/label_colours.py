@@ -48,6 +48,11 @@ def read_colour_rows(path: Path) -> list[tuple[int, SegmentRecord]]:
         raise InputImageError(f"cannot read the colour table {path} beside the label map ({e}); remove it to "
                               "read the label map's values as the bone table's, or export it from Slicer again") \
             from None
+    values = [value for value, _ in rows]
+    if len(set(values)) != len(values):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        raise InputImageError(f"the colour table {path} names the values {twice[:10]} more than once; export the "
+                              "label map from Slicer again")
     return rows
 
 
