@@ -192,3 +192,29 @@ def test_smoothing_while_sampling_matches_smoothing_the_whole_scan(thin_slice_ct
     flat.CopyInformation(oriented)
     np.testing.assert_allclose(sitk.GetArrayFromImage(smooth_onto(flat, size, origin, (4.0,) * 3)),
                                sitk.GetArrayFromImage(resample_onto(flat, size, origin, (4.0,) * 3)), atol=1e-3)
+
+
+def test_padding_below_air_outside_the_reconstruction_circle_is_read_as_air():
+    """GE and Toshiba scanners fill the corners outside the reconstruction circle with -3024 or
+    -2048 HU. Where the circle cuts the body (a large patient's arm), smoothing that into the
+    tissue would pull the edge far below air, and the network would see the body end a voxel
+    early: the grid must be the one a scan padded with air gives, by both forms of the smoothing."""
+    rng = np.random.default_rng(5)
+    array = rng.normal(40, 20, (40, 120, 120)).astype(np.int16)  # soft tissue filling the field of view
+    array[:, 50:70, 95:] += 700  # a bone the circle cuts
+    y, x = np.ogrid[:120, :120]
+    outside = np.broadcast_to((y - 59.5) ** 2 + (x - 59.5) ** 2 > 58 ** 2, array.shape)
+    grids = {}
+    for pad in (-1024, -3024):
+        padded = array.copy()
+        padded[outside] = pad
+        oriented = sitk.DICOMOrient(_image(padded, (0.8, 0.8, 1.0)), "LPS")
+        size, origin = grid_geometry(oriented, (4.0,) * 3)
+        grids[pad] = (sitk.GetArrayFromImage(smooth_onto(oriented, size, origin, (4.0,) * 3)),
+                      sitk.GetArrayFromImage(resample_onto(antialias(oriented, (4.0,) * 3), size, origin, (4.0,) * 3)))
+        assert sitk.GetArrayViewFromImage(antialias(oriented, (4.0,) * 3)).min() >= -1024
+    np.testing.assert_array_equal(grids[-3024][0], grids[-1024][0])
+    np.testing.assert_array_equal(grids[-3024][1], grids[-1024][1])
+    # the model voxel the circle cuts through the bone reads half bone, half air (read with -3024
+    # smoothed in, it was -774 HU: air)
+    assert grids[-3024][0][:, 11:14, 23].min() > -300

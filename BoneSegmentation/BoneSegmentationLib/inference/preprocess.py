@@ -27,8 +27,9 @@ def antialias_sigmas(source_spacing, target_spacing) -> tuple[float, ...]:
 
 def antialias(oriented: sitk.Image, spacing: tuple[float, float, float]) -> sitk.Image:
     """``oriented`` smoothed for sampling at ``spacing`` (see ``antialias_sigmas``), in its own
-    pixel type; the image itself when no axis is made coarser. The full-resolution form of the
-    smoothing (ITK's discrete Gaussian), kept as the reference ``smooth_onto`` is checked against:
+    pixel type, values below air read as air; not smoothed when no axis is made coarser. The
+    full-resolution form of the smoothing (ITK's discrete Gaussian), kept as the reference
+    ``smooth_onto`` is checked against:
     the pipeline and the training call ``smooth_onto``, which never holds a smoothed copy of the CT.
 
     Why smooth: linear resampling picks points. A 0.8 mm scan sampled every 4 mm keeps its full
@@ -36,6 +37,7 @@ def antialias(oriented: sitk.Image, spacing: tuple[float, float, float]) -> sitk
     fat, while a 2.5 mm scan of the same body looks smooth: the network would see two appearances
     of one anatomy. Smoothing first makes what it sees depend on the body, not on the scanner's
     slice thickness, and is the same for training's synthesised images and a user's scan."""
+    oriented = at_least_air(oriented)
     sigmas = antialias_sigmas(oriented.GetSpacing(), spacing)
     if not any(sigmas):
         return oriented
@@ -44,6 +46,20 @@ def antialias(oriented: sitk.Image, spacing: tuple[float, float, float]) -> sitk
     smooth.SetUseImageSpacing(True)
     smooth.SetMaximumKernelWidth(64)
     return smooth.Execute(oriented)
+
+
+def at_least_air(image: sitk.Image) -> sitk.Image:
+    """``image`` with values below air (-1024 HU) raised to air, in its own pixel type. Scanners
+    fill the corners outside the reconstruction circle with -2048 or -3024 (GE, Toshiba): that is
+    not tissue, and smoothed into a body the circle cuts (a shoulder, an arm of a large patient)
+    it would pull the edge voxels far below air, so the network would see the body end a voxel
+    early. The reference for what ``smooth_onto`` does slab by slab."""
+    array = sitk.GetArrayViewFromImage(image)
+    if array.dtype.kind == "u" or float(array.min()) >= AIR_HU:
+        return image
+    raised = sitk.GetImageFromArray(np.maximum(array, AIR_HU).astype(array.dtype))
+    raised.CopyInformation(image)
+    return raised
 
 
 def discrete_gaussian(sigma_voxels: float, tail: float = 1e-6) -> np.ndarray:
@@ -88,7 +104,8 @@ def smooth_onto(oriented: sitk.Image, size: list[int], origin: tuple, spacing: t
     trilinear sampling are both separable, so smoothing x and sampling x, then y, then z gives the
     same grid without a smoothed copy of the whole CT. The first axis reads the CT
     ``SLAB_SLICES`` slices at a time and leaves an image already ``spacing / input spacing`` times
-    smaller, so the memory above the CT is a fraction of it, and far less is smoothed. Float32."""
+    smaller, so the memory above the CT is a fraction of it, and far less is smoothed. Values
+    below air are read as air (``at_least_air``). Float32."""
     sigmas = antialias_sigmas(oriented.GetSpacing(), spacing)
     src_spacing = np.array(oriented.GetSpacing(), float)
     direction = np.array(oriented.GetDirection()).reshape(3, 3)
@@ -100,6 +117,7 @@ def smooth_onto(oriented: sitk.Image, size: list[int], origin: tuple, spacing: t
     along_x = np.empty((ct.shape[0], ct.shape[1], int(size[0])), np.float32)
     for z0 in range(0, ct.shape[0], SLAB_SLICES):  # x: slab by slab, the only pass at full resolution
         block = ct[z0:z0 + SLAB_SLICES].astype(np.float32)
+        np.maximum(block, AIR_HU, out=block)  # padding outside the reconstruction circle is air
         along_x[z0:z0 + SLAB_SLICES] = _smooth_and_sample(block, 2, sigma_voxels[0], positions[0], default_value)
     along_y = _smooth_and_sample(along_x, 1, sigma_voxels[1], positions[1], default_value)
     del along_x
