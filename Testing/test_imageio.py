@@ -132,7 +132,7 @@ def keeping_locale():
 
 
 def write_dicom_series(folder, volume, spacing=(0.8, 0.8, 2.0), tilt_deg=0.0, origin=(-50.0, -60.0, 100.0),
-                       row=(1.0, 0.0, 0.0), column=(0.0, 1.0, 0.0), modality="CT", series=2):
+                       row=(1.0, 0.0, 0.0), column=(0.0, 1.0, 0.0), modality="CT", series=2, study=1):
     """``volume`` (slices first) as a CT DICOM series, one file per slice, written by SimpleITK; a
     gantry tilt shifts each slice along its columns by spacing x tan(tilt), as a tilted gantry does."""
     import math
@@ -147,7 +147,7 @@ def write_dicom_series(folder, volume, spacing=(0.8, 0.8, 2.0), tilt_deg=0.0, or
         image = sitk.GetImageFromArray(plane.astype(np.int16))
         image.SetSpacing(spacing[:2])
         position = np.array(origin) + k * spacing[2] * (normal + math.tan(math.radians(tilt_deg)) * column)
-        for tag, value in [("0008|0060", modality), ("0020|000d", uid + ".1"), ("0020|000e", f"{uid}.{series}"),
+        for tag, value in [("0008|0060", modality), ("0020|000d", f"{uid}.{study}"), ("0020|000e", f"{uid}.{series}"),
                            ("0008|0018", f"{uid}.3.{k}" if series == 2 else f"{uid}.3.{series}.{k}"),
                            ("0020|0013", str(k + 1)),
                            ("0020|0032", "\\".join(f"{v:.5f}" for v in position)),
@@ -333,3 +333,53 @@ def test_a_shift_no_gantry_makes_is_refused_before_a_grid_is_built_for_it(tmp_pa
     with pytest.raises(InputImageError, match="shifted 70 degrees off their normal") as info:
         read_image(tmp_path / "series")
     assert "\n" not in str(info.value)
+
+
+def test_a_pacs_export_is_read_from_its_top_folder_each_series_gathered_across_folders(tmp_path, caplog):
+    """A PACS export or DICOMDIR medium: PATIENT/STUDY/SERIES folders, the user giving the top one.
+    The CT is found below it (beside a larger MR series of its own folder), a CT series split over
+    two folders is read as the one volume it is, and a slice cut short in a subfolder is caught."""
+    top = tmp_path / "export"
+    ct = cube_column((30, 64, 64))
+    ct[:, 5, 5] = np.arange(30) * 10  # every slice its own, so the order is checked
+    write_dicom_series(tmp_path / "flat", ct)
+    study = top / "PATIENT1" / "STUDY1"
+    for name, part in (("SER1", slice(0, 14)), ("SER1_cont", slice(14, 30))):
+        (study / name).mkdir(parents=True)
+        for k in range(part.start, part.stop):
+            (study / name / f"slice{k:03d}.dcm").write_bytes((tmp_path / "flat" / f"slice{k:03d}.dcm").read_bytes())
+    write_dicom_series(study / "SER2", cube_column((40, 64, 64)), modality="MR", series=3)
+    (top / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+    with caplog.at_level(logging.WARNING):
+        image = read_image(top)
+    flat = read_image(tmp_path / "flat")
+    assert same_geometry(image, flat) and np.array_equal(sitk.GetArrayViewFromImage(image), ct)
+    assert "largest CT series" in caplog.text and "MR" in caplog.text
+    data = (study / "SER1_cont" / "slice029.dcm").read_bytes()
+    (study / "SER1_cont" / "slice029.dcm").write_bytes(data[: len(data) - 3000])
+    with pytest.raises(InputImageError, match=r"1 damaged or truncated slice file\(s\) .*\(slice029.dcm\)"):
+        read_image(top)
+
+
+def test_a_tree_without_dicom_files_says_so_in_one_line(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "notes.txt").write_text("hello")
+    with pytest.raises(InputImageError, match="no DICOM series found in folder .* or the folders below it; give the "
+                                              "folder that holds the CT's DICOM files") as e:
+        read_image(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_ct_series_of_two_studies_under_one_folder_are_refused_not_one_taken(tmp_path):
+    """An export of two patients (or visits): taking the largest CT would segment one of them and
+    name the result after the folder. Refused in one line naming where they are."""
+    top = tmp_path / "export"
+    for patient in ("PATIENT1", "PATIENT2"):
+        (top / patient).mkdir(parents=True)
+    write_dicom_series(top / "PATIENT1" / "CT", cube_column((20, 64, 64)))
+    write_dicom_series(top / "PATIENT2" / "CT", cube_column((30, 64, 64)), series=4, study=7)
+    with pytest.raises(InputImageError, match=r"holds CT series of 2 studies .*in PATIENT1/CT, PATIENT2/CT\); give "
+                                              r"the folder of one study or series") as e:
+        read_image(top)
+    assert "\n" not in str(e.value)
+    assert read_image(top / "PATIENT2").GetSize() == (64, 64, 30)

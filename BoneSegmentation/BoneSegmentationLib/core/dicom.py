@@ -13,11 +13,14 @@ A slice file cut short (a copy stopped half-way) is not listed in its series at 
 parse it and leaves it out, and a first or last slice lost so leaves no gap for the steps' check.
 Such a file (the DICOM preamble, the series' image class, its series' UID in its bytes, and no
 header ITK can read) is refused in one line.
+A folder that holds no series itself is searched below: a PACS export or a DICOMDIR medium puts
+each series in a folder of its own under study folders, and the user gives the top one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -31,6 +34,7 @@ from .memory import check_declared_fits
 log = logging.getLogger(__name__)
 
 TILT_VOXELS = 0.1  # in-plane shift over the whole series, in voxels, below which a series is not tilted
+MAX_SUBFOLDERS = 5000  # folders searched below a given folder that holds no series itself
 MAX_TILT_DEGREES = 30.0  # gantries tilt up to about 30 degrees; a larger shift is not a tilt (and would widen the grid without bound)
 
 
@@ -61,10 +65,7 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
     """The largest CT series in ``folder``: a localizer filed in it left out, refused with uneven
     slices or slices off one line, regularised when tilted."""
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputImageError(f"no DICOM series found in folder {folder}")
-    files_per_series = {s: reader.GetGDCMSeriesFileNames(str(folder), s) for s in series}
+    files_per_series = series_files(folder)
     chosen = choose_ct_series(folder, files_per_series)
     files = files_per_series[chosen]
     check_no_damaged_slice(folder, chosen, files, {f for names in files_per_series.values() for f in names})
@@ -103,15 +104,67 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
 CT_MODALITIES = ("CT", "")  # a series without a Modality tag (some anonymisers drop it) may still be CT
 
 
-def series_modality(first_file: str) -> str:
-    """A series' Modality (0008,0060), upper case, from its first file ("" when absent or unreadable)."""
+def series_files(folder: Path) -> dict[str, list[str]]:
+    """Each DICOM series' files (by Series Instance UID, in the order ITK stacks them): the folder's
+    own, or, when it holds none, those in the folders below it, each series gathered across them
+    (a series split over two folders is still one volume). Refused in one line when there is none."""
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if series:
+        return {s: list(reader.GetGDCMSeriesFileNames(str(folder), s)) for s in series}
+    below = folders_with_series(folder)
+    if not below:
+        raise InputImageError(f"no DICOM series found in folder {folder} or the folders below it; give the "
+                              "folder that holds the CT's DICOM files, or a NIfTI/NRRD/MHA file")
+    series = sorted({s for sub in below for s in reader.GetGDCMSeriesIDs(str(sub))})
+    log.info("folder %s holds no DICOM files itself; read %d series from %d folders below it",
+             folder, len(series), len(below))
+    return {s: list(reader.GetGDCMSeriesFileNames(str(folder), s, recursive=True)) for s in series}
+
+
+def folders_with_series(folder: Path) -> list[Path]:
+    """The folders below ``folder`` that hold a DICOM series, searched breadth-first without
+    following links, at most ``MAX_SUBFOLDERS`` of them (a whole PACS export of many studies
+    deserves a narrower choice, and says so)."""
+    found, seen = [], 0
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        seen += 1
+        if seen > MAX_SUBFOLDERS:
+            raise InputImageError(f"folder {folder} has more than {MAX_SUBFOLDERS} folders below it and holds no "
+                                  "DICOM files itself; give the folder of the CT series (or of its study)")
+        if Path(root) != Path(folder) and files and sitk.ImageSeriesReader.GetGDCMSeriesIDs(root):
+            found.append(Path(root))
+    return found
+
+
+def series_tag(first_file: str, tag: str) -> str:
+    """A tag's value in a series' first file, stripped ("" when absent or unreadable)."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(first_file)
     try:
         reader.ReadImageInformation()
     except RuntimeError:
         return ""
-    return reader.GetMetaData("0008|0060").strip().upper() if reader.HasMetaDataKey("0008|0060") else ""
+    return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
+
+
+def series_modality(first_file: str) -> str:
+    """A series' Modality (0008,0060), upper case, from its first file ("" when absent or unreadable)."""
+    return series_tag(first_file, "0008|0060").upper()
+
+
+def check_one_study(folder: Path, files_per_series: dict[str, list[str]], ct: list[str]) -> None:
+    """Refuse CT series of more than one study (Study Instance UID) under one folder: an export of
+    several patients or visits, where taking the largest would segment one of them and name the
+    result after the folder, unseen."""
+    study_of = {s: series_tag(files_per_series[s][0], "0020|000d") for s in ct}
+    studies = sorted({uid for uid in study_of.values() if uid})
+    if len(studies) > 1:
+        places = sorted({os.path.relpath(Path(files_per_series[s][0]).parent, folder) for s in ct})
+        raise InputImageError(f"folder {folder} holds CT series of {len(studies)} studies (patients or visits; in "
+                              f"{', '.join(places[:4])}{', ...' if len(places) > 4 else ''}); give the folder of "
+                              "one study or series, or segment each one")
 
 
 def choose_ct_series(folder: Path, files_per_series: dict[str, list[str]]) -> str:
@@ -124,6 +177,7 @@ def choose_ct_series(folder: Path, files_per_series: dict[str, list[str]]) -> st
         held = ", ".join(f"{modality[s]} ({len(files)} files)" for s, files in files_per_series.items())
         raise InputImageError(f"no CT series in {folder}: its DICOM series are {held}; BoneSegmentation "
                               "segments CT, so choose a folder with the CT series")
+    check_one_study(folder, files_per_series, ct)
     chosen = max(ct, key=lambda s: len(files_per_series[s]))
     if len(files_per_series) > 1:
         others = sorted({modality[s] or "no modality" for s in files_per_series if s != chosen})
@@ -171,13 +225,15 @@ def holds_bytes(path: Path, needle: bytes, block: int = 1 << 20) -> bool:
 
 
 def check_no_damaged_slice(folder: Path, series_uid: str, files: list[str], listed: set[str]) -> None:
-    """Refuse the series when a file in ``folder`` that no series lists (``listed``) is one of its
-    slices cut short: a DICOM file of the series' image class, holding the series' UID, whose
-    header ITK cannot read. Other unlisted files (reports, DICOMDIR, notes) are left alone."""
+    """Refuse the series when a file beside its slices (in ``folder`` or the folders its files
+    are in) that no series lists (``listed``) is one of its slices cut short: a DICOM file of the
+    series' image class, holding the series' UID, whose header ITK cannot read. Other unlisted
+    files (reports, DICOMDIR, notes) are left alone."""
     known = {str(Path(f).resolve()) for f in listed}
     image_class = media_storage_class(Path(files[0])) if files else None
     damaged = []
-    for path in sorted(Path(folder).iterdir()):
+    beside = sorted({Path(folder)} | {Path(f).parent for f in files})
+    for path in sorted(p for place in beside for p in place.iterdir()):
         if not path.is_file() or str(path.resolve()) in known:
             continue
         if image_class is None or media_storage_class(path) != image_class:
