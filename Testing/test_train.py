@@ -252,3 +252,36 @@ def test_extra_cases_refuse_a_hostile_or_broken_cached_case_in_one_line(tmp_path
     with pytest.raises(SystemExit, match="anatomy_2001.npz is not a (readable cached case|cached case of this project)"):
         tool.extra_cases([str(tmp_path / "run")], True, [1990])
     assert not marker.exists(), "nothing in the file ran"
+
+
+def test_a_run_that_trains_only_some_stages_leaves_the_others_as_the_parents(tmp_path):
+    """``train_only``: the named stages learn, every other weight stays the parent's bit for bit
+    (instance norms' affine parameters included); a prefix naming no stage is refused listing the
+    stages, and a run resumes only with the stages it started with."""
+    import dataclasses
+
+    import numpy as np
+    from BoneSegmentationLib.core.errors import BoneSegmentationError
+    from BoneSegmentationLib.training.train import Case, TrainConfig, resume_state, train
+
+    parent = make_random_model(tmp_path / "parent.pt", spacing=4.0, base_features=4, levels=3, patch=16)
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 24, 24), np.uint8)
+    labels[:, 8:16, 8:16] = 30
+    cases = [Case(f"c{i}", (rng.normal(size=labels.shape) * 0.05 + 0.4 * (labels > 0)).astype(np.float32), labels)
+             for i in range(2)]
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), spacing=4.0, patch=16, width=4, levels=3, iterations=3,
+                      validate_every=1000, checkpoint_every=3, device="cpu", init_model=str(parent), lr=1e-2,
+                      train_only=("encoders.0", "classifier"))
+    train(cfg, cases, [])
+    before = load_model(parent).module.state_dict()
+    after = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    learnt = {k for k in before if not torch.equal(before[k], after[k])}
+    assert learnt and all(k.startswith(("encoders.0.", "classifier.")) for k in learnt)
+    assert any(k.startswith("encoders.0.") for k in learnt) and "classifier.weight" in learnt
+    with pytest.raises(BoneSegmentationError, match=r"train_only names no parameter: encoder\.0; the network's "
+                                                    r"stages are .*encoders\.0.*decoders\.1.*classifier"):
+        train(dataclasses.replace(cfg, out_dir=str(tmp_path / "other"), train_only=("encoder.0",)), cases, [])
+    with pytest.raises(BoneSegmentationError, match="'train_only': \\('encoders.0', 'classifier'\\).*resume with the "
+                                                    "same settings"):
+        resume_state(dataclasses.replace(cfg, train_only=()))

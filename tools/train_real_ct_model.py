@@ -165,6 +165,9 @@ def main() -> None:
                     help="smooth each image before sampling it at model spacing (preprocess.antialias), so that "
                          "thin-slice and thick-slice scans look alike to the network; recorded in the model, whose "
                          "inference then does the same")
+    ap.add_argument("--train-only", nargs="+", default=[], metavar="PREFIX",
+                    help="train only these stages (parameter name prefixes, e.g. encoders.0 decoders.3 classifier); "
+                         "the rest stay the parent's")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--validate-every", type=int, default=250)
     ap.add_argument("--validation-seeds", type=int, nargs="+", default=[1990, 1991],
@@ -226,7 +229,7 @@ def main() -> None:
         name=DEFAULT_MODEL, version=args.version, lr=args.lr, lr_schedule="poly", init_model=str(init),
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
         hard_negative_share=args.hard_negative_share, bone_fade_share=args.bone_fade_share,
-        short_view_share=args.short_view_share, antialias=smooth,
+        short_view_share=args.short_view_share, antialias=smooth, train_only=tuple(args.train_only),
         device=args.device,
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
                           + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "")

@@ -44,6 +44,7 @@ class TrainConfig:
     bone_fade_share: float = 0.0  # share of patches whose bone cores are faded (augment.fade_bone_cores)
     short_view_share: float = 0.0  # share of patches seen as a short scan (augment.short_view_slices)
     antialias: bool = False  # the cases were smoothed before sampling at model spacing (recorded in the model)
+    train_only: tuple[str, ...] = ()  # parameter name prefixes that learn (e.g. "encoders.0"); empty: all
 
 
 ARCHITECTURE_KEYS = ("spacing", "patch", "width", "levels")

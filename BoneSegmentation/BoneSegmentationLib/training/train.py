@@ -113,8 +113,10 @@ def load_checkpoint(path: Path, device) -> dict:
 def _check_architecture(ckpt: dict, cfg: TrainConfig, ckpt_path: Path) -> None:
     """A run resumes with the network and the preprocessing it started with: weights trained on
     smoothed cases go on with smoothed cases (checkpoints from before ``antialias``: unsmoothed)."""
-    old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS} | {"antialias": ckpt["config"].get("antialias", False)}
-    if old != {k: getattr(cfg, k) for k in (*ARCHITECTURE_KEYS, "antialias")}:
+    old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS} | {"antialias": ckpt["config"].get("antialias", False),
+                                                                   "train_only": tuple(ckpt["config"].get("train_only", ()))}
+    if old != {k: tuple(getattr(cfg, k)) if k == "train_only" else getattr(cfg, k)
+               for k in (*ARCHITECTURE_KEYS, "antialias", "train_only")}:
         raise BoneSegmentationError(f"{ckpt_path} was trained with {old}; resume with the same settings "
                                     "or use another output folder")
 
@@ -135,6 +137,27 @@ def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
                                  f"differs from width={cfg.width}, levels={cfg.levels}; take them from the parent "
                                  "(the CLI does this when --init is given)") from None
     return net
+
+
+def learning_parameters(net: torch.nn.Module, train_only: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """The parameters a run trains: those whose names start with one of ``train_only`` (all when
+    empty); the rest are frozen. Fine-tuning only the full-resolution stages changes how the
+    network reads local appearance and leaves its coarse, whole-body reading (which vertebra is
+    which) as the parent's. A prefix that names no parameter is refused."""
+    names = [n for n, _ in net.named_parameters()]
+    unknown = [prefix for prefix in train_only if not any(n == prefix or n.startswith(prefix + ".") for n in names)]
+    if unknown:
+        stages = dict.fromkeys(".".join(n.split(".")[:2]) if n.split(".")[0] in ("encoders", "decoders")
+                               else n.split(".")[0] for n in names)  # in the network's order
+        raise BoneSegmentationError(f"train_only names no parameter: {', '.join(unknown)}; the network's stages are "
+                                    f"{', '.join(stages)}")
+    learning = []
+    for name, parameter in net.named_parameters():
+        learns = not train_only or any(name == prefix or name.startswith(prefix + ".") for prefix in train_only)
+        parameter.requires_grad_(learns)
+        if learns:
+            learning.append(parameter)
+    return learning
 
 
 def weights_digest(net: torch.nn.Module) -> str:
@@ -161,8 +184,9 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     num_classes = table.num_classes
     torch.manual_seed(cfg.seed)
     net = build_network(cfg, num_classes).to(device)
+    learning = learning_parameters(net, tuple(cfg.train_only))  # frozen before DDP registers them
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optim = torch.optim.Adam(learning, lr=cfg.lr)
     start, best, history = 0, -1.0, []
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.is_file():
