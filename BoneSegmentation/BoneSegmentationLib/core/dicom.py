@@ -123,7 +123,7 @@ def series_files(folder: Path) -> dict[str, list[str]]:
 
 
 def folders_with_series(folder: Path) -> list[Path]:
-    """The folders below ``folder`` that hold a DICOM series, searched breadth-first without
+    """The folders below ``folder`` that hold a DICOM series, searched top-down without
     following links, at most ``MAX_SUBFOLDERS`` of them (a whole PACS export of many studies
     deserves a narrower choice, and says so)."""
     found, seen = [], 0
