@@ -103,3 +103,36 @@ def test_torchrun_splits_the_scans_without_overlap(cohort, tmp_path):
     assert {k: r["rank"] for k, r in ranks.items()} == {0: 0, 1: 1, 2: 0}
     assert all(r["world_size"] == 2 for r in ranks.values())
     assert run.stdout.count("| scan1.nii.gz | done |") == 1 and "3 scans: 3 segmented" in run.stdout
+
+
+def test_one_file_named_for_a_folder_takes_its_one_scan_and_refuses_several(cohort, tmp_path, capsys):
+    """``-o bones.nii.gz`` for a DICOM tree given by its top folder (PATIENT/STUDY/SERIES: read as
+    a folder of one scan) writes that file; for a folder of three scans it is refused in one line
+    and nothing is made (before, a folder named bones.nii.gz held them). A series folder with a
+    subfolder beside its files (a viewer's) is one scan, not a cohort."""
+    import numpy as np
+    from test_imageio import cube_column, write_dicom_series
+
+    root, model = cohort
+    series = tmp_path / "export" / "PATIENT1" / "STUDY1"
+    series.mkdir(parents=True)
+    volume = cube_column((24, 32, 32))
+    write_dicom_series(series / "CT", volume, spacing=(8.0, 8.0, 8.0))
+    out = tmp_path / "bones.nii.gz"
+    assert main(["segment", str(tmp_path / "export"), "-o", str(out), "--model", str(model), "-q"]) == 0
+    labels = sitk.ReadImage(str(out))
+    assert labels.GetSize() == (32, 32, 24) and (out.parent / "bones.json").is_file()
+    assert np.allclose(labels.GetOrigin(), sitk.ReadImage(sorted(map(str, (series / "CT").iterdir())))
+                       .GetOrigin())
+
+    capsys.readouterr()
+    refused = tmp_path / "many.nii.gz"
+    assert main(["segment", str(root / "scans"), "-o", str(refused), "--model", str(model), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the note that the tiny model is unregistered
+    assert "names one file, but the input holds 3 scans (scan0.nii.gz, scan1.nii.gz, scan2.nii.gz)" in err
+    assert not refused.exists()
+
+    (series / "CT" / "VIEWER").mkdir()
+    (series / "CT" / "VIEWER" / "viewer.exe").write_bytes(b"MZ")
+    assert not is_cohort([str(series / "CT")])
+    assert main(["segment", str(series / "CT"), "-o", str(tmp_path / "one.nii.gz"), "--model", str(model), "-q"]) == 0

@@ -361,13 +361,17 @@ def test_a_pacs_export_is_read_from_its_top_folder_each_series_gathered_across_f
         read_image(top)
 
 
-def test_a_tree_without_dicom_files_says_so_in_one_line(tmp_path):
+def test_a_tree_without_dicom_files_says_so_in_one_line(tmp_path, capfd):
+    """And only that: ITK's series search prints "No Series were found" for every folder it looks
+    at; the refusal is the one line."""
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "notes.txt").write_text("hello")
     with pytest.raises(InputImageError, match="no DICOM series found in folder .* or the folders below it; give the "
                                               "folder that holds the CT's DICOM files") as e:
         read_image(tmp_path)
     assert "\n" not in str(e.value)
+    printed = capfd.readouterr()
+    assert printed.err == "" and printed.out == ""
 
 
 def test_ct_series_of_two_studies_under_one_folder_are_refused_not_one_taken(tmp_path):

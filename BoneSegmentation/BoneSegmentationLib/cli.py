@@ -21,7 +21,8 @@ import torch
 
 from . import __version__
 from .core.errors import BoneSegmentationError
-from .core.imageio import output_suffix, read_ct, read_image, read_label_map, strip_image_suffix, write_image
+from .core.imageio import (WRITABLE_SUFFIXES, output_suffix, read_ct, read_image, read_label_map,
+                           strip_image_suffix, write_image)
 from .evaluation.compare import compare_models
 from .evaluation.totalsegmentator import evaluate_against_totalsegmentator, not_bone_lines
 from .evaluation.metrics import boxplot_png, evaluate_images, markdown_table, side_by_side_table, write_csv
@@ -115,8 +116,25 @@ def check_outputs(targets: list[Path], inputs: list[Path], overwrite: bool) -> N
                                         "another output location")
 
 
+def one_scan_for_a_file(args: argparse.Namespace) -> bool:
+    """Whether ``-o`` names one image file for an input read as several scans; then the input
+    must be one folder holding one scan (a DICOM tree given by its top folder: PATIENT/STUDY/...),
+    which ``args.input`` becomes. Several scans into one file are refused: a folder named
+    ``bones.nii.gz`` holding them would be a surprise."""
+    output = Path(args.output)
+    if output.is_dir() or not output.name.lower().endswith(WRITABLE_SUFFIXES):
+        return False
+    scans = list_scans(args.input)
+    if len(args.input) == 1 and Path(args.input[0]).is_dir() and len(scans) == 1:
+        args.input = [str(scans[0])]
+        return True
+    names = ", ".join(s.name for s in scans[:3]) + (", ..." if len(scans) > 3 else "")
+    raise BoneSegmentationError(f"-o {output} names one file, but the input holds {len(scans)} scans ({names}); "
+                                "give -o a folder (each scan gets NAME.nii.gz there), or give one scan")
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    if is_cohort(args.input):
+    if is_cohort(args.input) and not one_scan_for_a_file(args):
         return cmd_segment_cohort(args)
     options = InferenceOptions.from_args(args)
     output = Path(args.output)

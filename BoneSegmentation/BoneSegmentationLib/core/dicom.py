@@ -19,6 +19,7 @@ each series in a folder of its own under study folders, and the user gives the t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -104,19 +105,37 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
 CT_MODALITIES = ("CT", "")  # a series without a Modality tag (some anonymisers drop it) may still be CT
 
 
+@contextlib.contextmanager
+def itk_warnings_off():
+    """ITK's GDCM series search prints "No Series were found" on the terminal for every folder
+    without DICOM files; our own one-line error or log says what matters."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def series_ids(folder: Path | str) -> tuple[str, ...]:
+    """The Series Instance UIDs of the DICOM files in ``folder`` itself, quietly."""
+    with itk_warnings_off():
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
 def series_files(folder: Path) -> dict[str, list[str]]:
     """Each DICOM series' files (by Series Instance UID, in the order ITK stacks them): the folder's
     own, or, when it holds none, those in the folders below it, each series gathered across them
     (a series split over two folders is still one volume). Refused in one line when there is none."""
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
+    series = series_ids(folder)
     if series:
         return {s: list(reader.GetGDCMSeriesFileNames(str(folder), s)) for s in series}
     below = folders_with_series(folder)
     if not below:
         raise InputImageError(f"no DICOM series found in folder {folder} or the folders below it; give the "
                               "folder that holds the CT's DICOM files, or a NIfTI/NRRD/MHA file")
-    series = sorted({s for sub in below for s in reader.GetGDCMSeriesIDs(str(sub))})
+    series = sorted({s for sub in below for s in series_ids(sub)})
     log.info("folder %s holds no DICOM files itself; read %d series from %d folders below it",
              folder, len(series), len(below))
     return {s: list(reader.GetGDCMSeriesFileNames(str(folder), s, recursive=True)) for s in series}
@@ -133,7 +152,7 @@ def folders_with_series(folder: Path) -> list[Path]:
         if seen > MAX_SUBFOLDERS:
             raise InputImageError(f"folder {folder} has more than {MAX_SUBFOLDERS} folders below it and holds no "
                                   "DICOM files itself; give the folder of the CT series (or of its study)")
-        if Path(root) != Path(folder) and files and sitk.ImageSeriesReader.GetGDCMSeriesIDs(root):
+        if Path(root) != Path(folder) and files and series_ids(root):
             found.append(Path(root))
     return found
 
@@ -211,6 +230,21 @@ def media_storage_class(path: Path) -> Optional[str]:
             return head[value_at:value_at + length].rstrip(b"\0 ").decode("ascii", "replace")
         at = value_at + length
     return None
+
+
+def holds_dicom_files(folder: Path, look_at: int = 50) -> bool:
+    """Whether ``folder`` itself holds DICOM Part 10 files (the "DICM" magic after the preamble),
+    from the first ``look_at`` files: cheap, for telling a series folder from a folder of scans."""
+    looked = 0
+    for path in sorted(Path(folder).iterdir()):
+        if looked >= look_at:
+            break
+        if path.is_file() and not path.name.startswith("."):
+            looked += 1
+            with open(path, "rb") as f:
+                if f.read(DICOM_PREAMBLE + 4)[DICOM_PREAMBLE:] == b"DICM":
+                    return True
+    return False
 
 
 def holds_bytes(path: Path, needle: bytes, block: int = 1 << 20) -> bool:

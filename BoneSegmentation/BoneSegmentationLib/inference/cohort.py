@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..core.dicom import holds_dicom_files
 from ..core.errors import BoneSegmentationError
 from ..core.imageio import strip_image_suffix
 
@@ -46,7 +47,13 @@ def is_cohort(inputs: list[str]) -> bool:
     path = Path(inputs[0])
     if path.is_file():
         return path.name.lower().endswith(LIST_SUFFIXES)
-    return path.is_dir() and any(_is_scan_entry(p) for p in path.iterdir())
+    return is_folder_of_scans(path)
+
+
+def is_folder_of_scans(path: Path) -> bool:
+    """A folder of image files or of DICOM folders; a folder holding DICOM files itself is one scan
+    (a subfolder beside them, e.g. a viewer's, does not make it several)."""
+    return path.is_dir() and not holds_dicom_files(path) and any(_is_scan_entry(p) for p in path.iterdir())
 
 
 def _is_scan_entry(path: Path) -> bool:
@@ -69,7 +76,7 @@ def list_scans(inputs: list[str]) -> list[Path]:
                 if line and not line.startswith("#"):
                     entry = Path(line) if Path(line).is_absolute() else path.parent / line
                     scans.append(entry)
-        elif path.is_dir() and any(_is_scan_entry(p) for p in path.iterdir()):
+        elif is_folder_of_scans(path):
             scans += sorted(p for p in path.iterdir() if _is_scan_entry(p))
         else:
             scans.append(path)
