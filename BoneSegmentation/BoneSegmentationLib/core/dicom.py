@@ -135,10 +135,20 @@ def series_files(folder: Path) -> dict[str, list[str]]:
     if not below:
         raise InputImageError(f"no DICOM series found in folder {folder} or the folders below it; give the "
                               "folder that holds the CT's DICOM files, or a NIfTI/NRRD/MHA file")
-    series = sorted({s for sub in below for s in series_ids(sub)})
+    folders_of: dict[str, list[Path]] = {}
+    for sub in below:
+        for uid in series_ids(sub):
+            folders_of.setdefault(uid, []).append(sub)
     log.info("folder %s holds no DICOM files itself; read %d series from %d folders below it",
-             folder, len(series), len(below))
-    return {s: list(reader.GetGDCMSeriesFileNames(str(folder), s, recursive=True)) for s in series}
+             folder, len(folders_of), len(below))
+    files = {}
+    for uid, subs in sorted(folders_of.items()):
+        if len(subs) == 1:
+            files[uid] = list(reader.GetGDCMSeriesFileNames(str(subs[0]), uid))
+        else:  # split over folders: GDCM gathers and orders it from the folders' common parent
+            common = os.path.commonpath([str(sub) for sub in subs])
+            files[uid] = list(reader.GetGDCMSeriesFileNames(common, uid, recursive=True))
+    return files
 
 
 def folders_with_series(folder: Path) -> list[Path]:
