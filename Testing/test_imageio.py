@@ -338,7 +338,8 @@ def test_a_shift_no_gantry_makes_is_refused_before_a_grid_is_built_for_it(tmp_pa
 def test_a_pacs_export_is_read_from_its_top_folder_each_series_gathered_across_folders(tmp_path, caplog):
     """A PACS export or DICOMDIR medium: PATIENT/STUDY/SERIES folders, the user giving the top one.
     The CT is found below it (beside a larger MR series of its own folder), a CT series split over
-    two folders is read as the one volume it is, and a slice cut short in a subfolder is caught."""
+    two folders is read as the one volume it is, in order, a link back to the top is not followed
+    (its files would be listed again), and a slice cut short in a subfolder is caught."""
     top = tmp_path / "export"
     ct = cube_column((30, 64, 64))
     ct[:, 5, 5] = np.arange(30) * 10  # every slice its own, so the order is checked
@@ -350,6 +351,7 @@ def test_a_pacs_export_is_read_from_its_top_folder_each_series_gathered_across_f
             (study / name / f"slice{k:03d}.dcm").write_bytes((tmp_path / "flat" / f"slice{k:03d}.dcm").read_bytes())
     write_dicom_series(study / "SER2", cube_column((40, 64, 64)), modality="MR", series=3)
     (top / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+    (study / "SER1_cont" / "back_to_the_top").symlink_to(top, target_is_directory=True)  # not followed
     with caplog.at_level(logging.WARNING):
         image = read_image(top)
     flat = read_image(tmp_path / "flat")

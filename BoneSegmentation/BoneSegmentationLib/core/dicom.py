@@ -141,14 +141,33 @@ def series_files(folder: Path) -> dict[str, list[str]]:
             folders_of.setdefault(uid, []).append(sub)
     log.info("folder %s holds no DICOM files itself; read %d series from %d folders below it",
              folder, len(folders_of), len(below))
-    files = {}
-    for uid, subs in sorted(folders_of.items()):
-        if len(subs) == 1:
-            files[uid] = list(reader.GetGDCMSeriesFileNames(str(subs[0]), uid))
-        else:  # split over folders: GDCM gathers and orders it from the folders' common parent
-            common = os.path.commonpath([str(sub) for sub in subs])
-            files[uid] = list(reader.GetGDCMSeriesFileNames(common, uid, recursive=True))
-    return files
+    return {uid: in_stacking_order([list(reader.GetGDCMSeriesFileNames(str(sub), uid)) for sub in subs])
+            for uid, subs in sorted(folders_of.items())}
+
+
+def in_stacking_order(parts: list[list[str]]) -> list[str]:
+    """One series' files listed folder by folder (each in GDCM's order) as one list in GDCM's
+    order: by position along the slices' normal, the way the first part runs. Not GDCM's own
+    recursive search, which follows links into folders (a link to a parent would list the files
+    again and again). Parts whose files lack position tags are joined as they come (the series
+    reader then decides, as for any series)."""
+    files = [name for part in parts for name in part]
+    if len(parts) == 1 or len(files) < 2:
+        return files
+    header = sitk.ImageFileReader()
+    along = []
+    for name in files:
+        header.SetFileName(name)
+        try:
+            header.ReadImageInformation()
+            position = np.array([float(v) for v in header.GetMetaData("0020|0032").split("\\")])
+            orientation = np.array([float(v) for v in header.GetMetaData("0020|0037").split("\\")])
+            along.append(float(position @ np.cross(orientation[:3], orientation[3:])))
+        except (RuntimeError, ValueError):
+            return files
+    first = next((part for part in parts if len(part) > 1), None)
+    descending = first is not None and along[files.index(first[0])] > along[files.index(first[-1])]
+    return [name for _, name in sorted(zip(along, files), key=lambda pair: pair[0], reverse=descending)]
 
 
 def folders_with_series(folder: Path) -> list[Path]:
