@@ -157,12 +157,9 @@ def in_stacking_order(parts: list[list[str]]) -> list[str]:
     header = sitk.ImageFileReader()
     along = []
     for name in files:
-        header.SetFileName(name)
         try:
-            header.ReadImageInformation()
-            position = np.array([float(v) for v in header.GetMetaData("0020|0032").split("\\")])
-            orientation = np.array([float(v) for v in header.GetMetaData("0020|0037").split("\\")])
-            along.append(float(position @ np.cross(orientation[:3], orientation[3:])))
+            position, orientation = position_tags(header, name)
+            along.append(float(np.array(position) @ np.cross(orientation[:3], orientation[3:])))
         except (RuntimeError, ValueError):
             return files
     first = next((part for part in parts if len(part) > 1), None)
@@ -317,6 +314,17 @@ def check_no_damaged_slice(folder: Path, series_uid: str, files: list[str], list
                               "export the complete series again")
 
 
+def position_tags(header: sitk.ImageFileReader, name: str) -> tuple[list[float], list[float]]:
+    """A slice file's Image Position (Patient) and Image Orientation (Patient), read with
+    ``header``; RuntimeError when unreadable, ValueError when a tag is missing or not numbers."""
+    header.SetFileName(name)
+    header.ReadImageInformation()
+    if not (header.HasMetaDataKey("0020|0032") and header.HasMetaDataKey("0020|0037")):
+        raise ValueError(f"{name} has no slice position or orientation")
+    return ([float(v) for v in header.GetMetaData("0020|0032").split("\\")],
+            [float(v) for v in header.GetMetaData("0020|0037").split("\\")])
+
+
 def slice_geometry(files: list[str]) -> Optional[SliceGeometry]:
     """Each file's position and the series' orientation, from the files that share the most common
     orientation and size (a localizer filed in the series is not a slice of it), or None (under 3
@@ -326,13 +334,11 @@ def slice_geometry(files: list[str]) -> Optional[SliceGeometry]:
     header = sitk.ImageFileReader()
     slices = []
     for name in files:
-        header.SetFileName(name)
         try:
-            header.ReadImageInformation()
-            position = [float(v) for v in header.GetMetaData("0020|0032").split("\\")]
-            orientation = tuple(round(float(v), 3) for v in header.GetMetaData("0020|0037").split("\\"))
+            position, orientation = position_tags(header, name)
         except (RuntimeError, ValueError):
             return None
+        orientation = tuple(round(v, 3) for v in orientation)
         if len(position) != 3 or len(orientation) != 6:
             return None
         slices.append((name, position, (orientation, header.GetSize()[:2])))
