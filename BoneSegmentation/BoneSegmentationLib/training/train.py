@@ -139,13 +139,20 @@ def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
     return net
 
 
+def in_stage(name: str, prefix: str) -> bool:
+    """Whether parameter ``name`` belongs to the stage ``prefix`` ("encoders.0" holds
+    "encoders.0.0.conv.weight", not "encoders.01...")."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def learning_parameters(net: torch.nn.Module, train_only: tuple[str, ...]) -> list[torch.nn.Parameter]:
-    """The parameters a run trains: those whose names start with one of ``train_only`` (all when
-    empty); the rest are frozen. Fine-tuning only the full-resolution stages changes how the
-    network reads local appearance and leaves its coarse, whole-body reading (which vertebra is
-    which) as the parent's. A prefix that names no parameter is refused."""
+    """The parameters a run trains: those of the stages ``train_only`` names (all when empty);
+    the rest are frozen. Meant for fine-tuning only the full-resolution stages, which read local
+    appearance, while the coarse stages' whole-body reading (which vertebra is which) stays the
+    parent's (run 47: it kept the real abdomen's levels, not its lumbar Dice). A prefix that
+    names no parameter is refused."""
     names = [n for n, _ in net.named_parameters()]
-    unknown = [prefix for prefix in train_only if not any(n == prefix or n.startswith(prefix + ".") for n in names)]
+    unknown = [prefix for prefix in train_only if not any(in_stage(n, prefix) for n in names)]
     if unknown:
         stages = dict.fromkeys(".".join(n.split(".")[:2]) if n.split(".")[0] in ("encoders", "decoders")
                                else n.split(".")[0] for n in names)  # in the network's order
@@ -153,7 +160,7 @@ def learning_parameters(net: torch.nn.Module, train_only: tuple[str, ...]) -> li
                                     f"{', '.join(stages)}")
     learning = []
     for name, parameter in net.named_parameters():
-        learns = not train_only or any(name == prefix or name.startswith(prefix + ".") for prefix in train_only)
+        learns = not train_only or any(in_stage(name, prefix) for prefix in train_only)
         parameter.requires_grad_(learns)
         if learns:
             learning.append(parameter)
