@@ -154,14 +154,14 @@ def in_stacking_order(parts: list[list[str]]) -> list[str]:
     files = [name for part in parts for name in part]
     if len(parts) == 1 or len(files) < 2:
         return files
-    header = sitk.ImageFileReader()
-    along = []
-    for name in files:
-        try:
-            position, orientation = position_tags(header, name)
-            along.append(float(np.array(position) @ np.cross(orientation[:3], orientation[3:])))
-        except (RuntimeError, ValueError):
-            return files
+    tags = slice_tags(files)
+    if tags is None:
+        return files
+    try:
+        along = [float(np.array(position) @ np.cross(orientation[:3], orientation[3:]))
+                 for position, orientation, _ in tags]
+    except ValueError:  # not three and six numbers
+        return files
     first = next((part for part in parts if len(part) > 1), None)
     descending = first is not None and along[files.index(first[0])] > along[files.index(first[-1])]
     return [name for _, name in sorted(zip(along, files), key=lambda pair: pair[0], reverse=descending)]
@@ -314,15 +314,22 @@ def check_no_damaged_slice(folder: Path, series_uid: str, files: list[str], list
                               "export the complete series again")
 
 
-def position_tags(header: sitk.ImageFileReader, name: str) -> tuple[list[float], list[float]]:
-    """A slice file's Image Position (Patient) and Image Orientation (Patient), read with
-    ``header``; RuntimeError when unreadable, ValueError when a tag is missing or not numbers."""
-    header.SetFileName(name)
-    header.ReadImageInformation()
-    if not (header.HasMetaDataKey("0020|0032") and header.HasMetaDataKey("0020|0037")):
-        raise ValueError(f"{name} has no slice position or orientation")
-    return ([float(v) for v in header.GetMetaData("0020|0032").split("\\")],
-            [float(v) for v in header.GetMetaData("0020|0037").split("\\")])
+def slice_tags(files: list[str]) -> Optional[list[tuple[list[float], list[float], tuple[int, int]]]]:
+    """Each slice file's Image Position (Patient), Image Orientation (Patient) and rows x columns,
+    or None when a file is unreadable or a tag is missing or not numbers (the series reader then
+    decides, as for any series)."""
+    header = sitk.ImageFileReader()
+    tags = []
+    for name in files:
+        header.SetFileName(name)
+        try:
+            header.ReadImageInformation()
+            tags.append(([float(v) for v in header.GetMetaData("0020|0032").split("\\")],
+                         [float(v) for v in header.GetMetaData("0020|0037").split("\\")],
+                         tuple(header.GetSize()[:2])))
+        except (RuntimeError, ValueError):  # GetMetaData raises RuntimeError for a missing tag
+            return None
+    return tags
 
 
 def slice_geometry(files: list[str]) -> Optional[SliceGeometry]:
@@ -331,17 +338,15 @@ def slice_geometry(files: list[str]) -> Optional[SliceGeometry]:
     slices, or tags missing: the decision is then ITK's)."""
     if len(files) < 3:
         return None
-    header = sitk.ImageFileReader()
+    tags = slice_tags(files)
+    if tags is None:
+        return None
     slices = []
-    for name in files:
-        try:
-            position, orientation = position_tags(header, name)
-        except (RuntimeError, ValueError):
-            return None
+    for name, (position, orientation, size) in zip(files, tags):
         orientation = tuple(round(v, 3) for v in orientation)
         if len(position) != 3 or len(orientation) != 6:
             return None
-        slices.append((name, position, (orientation, header.GetSize()[:2])))
+        slices.append((name, position, (orientation, size)))
     kinds = [kind for _, _, kind in slices]
     common = max(set(kinds), key=kinds.count)
     kept = [(name, position) for name, position, kind in slices if kind == common]
