@@ -498,6 +498,40 @@ def test_a_seg_nrrd_saved_from_slicer_after_edits_is_read_by_segment_name(scene,
         assert not (tmp_path / f"{path.stem}-meshes").exists()
 
 
+def test_a_colour_table_of_our_name_edited_by_hand_is_left_as_it_is_and_not_used_for_export(scene, phantom):
+    """The export colour table is reused only while it names every bone at its value: a table of
+    that name renamed or resized by hand (or another tool's) is neither used, which would export
+    bones under wrong values, nor overwritten; ours is made beside it. Colours changed by hand do
+    not matter to export (it maps by name) and the table is reused."""
+    from BoneSegmentationLib.slicer.nodes import COLOUR_TABLE_NAME, names_the_bones
+
+    ct, labels, _ = phantom
+    volume = image_to_volume_node(ct, scene, "ct")
+
+    def segment_once():
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        labels_to_segmentation_node(labels, node, reference_volume_node=volume)
+        return node.GetLabelmapConversionColorTableNode()
+
+    first = segment_once()
+    assert first.GetName() == COLOUR_TABLE_NAME and names_the_bones(first, T)
+    femur = T.by_name("femur_left")
+    first.SetColor(femur.index, femur.display_name, 0.1, 0.2, 0.3, 1.0)  # recoloured: still ours
+    assert segment_once() is first
+
+    first.SetColor(femur.index, "Tumour", 0.1, 0.2, 0.3, 1.0)  # renamed by hand
+    second = segment_once()
+    assert second is not first and names_the_bones(second, T)
+    assert second.GetName().startswith(COLOUR_TABLE_NAME) and second.GetName() != COLOUR_TABLE_NAME
+    assert first.GetColorName(femur.index) == "Tumour" and first.GetScene() is scene  # untouched
+    assert segment_once() is second
+
+    scene.RemoveNode(second)
+    first.SetNumberOfColors(5)  # another tool's table of the same name
+    third = segment_once()
+    assert third is not first and names_the_bones(third, T) and first.GetNumberOfColors() == 5
+
+
 def test_a_label_map_slicer_exported_in_list_order_is_read_by_its_colour_table(scene, phantom, tmp_path, capfd):
     """Without a colour table Slicer exports segments as 1, 2, 3... in list order (L1 as 1, the
     cranium's index) and writes the colour table it used beside the file (NAME.labels.csv): the

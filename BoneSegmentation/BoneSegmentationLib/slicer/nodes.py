@@ -197,22 +197,36 @@ def bone_colour_table_node(scene, table: Optional[BoneTable] = None):
     Why: Slicer's "export to labelmap / files" numbers segments 1, 2, 3... in list order unless a
     colour table names them, so an abdomen's L1 would be exported as 1, the cranium's index. Set as
     a segmentation's labelmap conversion colour table, Slicer's export panels preselect it and the
-    exported label map holds the bone table's values."""
+    exported label map holds the bone table's values.
+
+    A table of that name is reused only while every entry still names the bone of its value (its
+    colours may have been changed by hand: export maps by name). One renamed or resized by hand,
+    or another tool's of the same name, is left as it is and a new table is made beside it: a
+    singleton tag is not used, as adding a node under a tag the scene holds overwrites that node."""
     slicer = _slicer()
     table = table or default_table()
-    existing = scene.GetFirstNodeByName(COLOUR_TABLE_NAME)
-    if existing is not None and existing.IsA("vtkMRMLColorTableNode") \
-            and existing.GetNumberOfColors() == table.num_classes:
-        return existing
+    for node in _nodes_of_class(scene, "vtkMRMLColorTableNode"):
+        if (node.GetName() or "").startswith(COLOUR_TABLE_NAME) and names_the_bones(node, table):
+            return node
     node = slicer.vtkMRMLColorTableNode()
-    node.SetName(COLOUR_TABLE_NAME)
+    node.SetName(scene.GenerateUniqueName(COLOUR_TABLE_NAME)
+                 if scene.GetFirstNodeByName(COLOUR_TABLE_NAME) is not None else COLOUR_TABLE_NAME)
     node.SetTypeToUser()
     node.SetNumberOfColors(table.num_classes)
     node.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
     for bone in table.foreground():
         node.SetColor(bone.index, bone.display_name, *(c / 255 for c in bone.rgb), 1.0)
-    node.SetSingletonTag(COLOUR_TABLE_NAME)
     return scene.AddNode(node)
+
+
+def names_the_bones(colour_table_node, table: BoneTable) -> bool:
+    """True when the colour table has one entry per class and each names the bone of its value."""
+    return colour_table_node.GetNumberOfColors() == table.num_classes and all(
+        colour_table_node.GetColorName(bone.index) == bone.display_name for bone in table.foreground())
+
+
+def _nodes_of_class(scene, class_name: str) -> list:
+    return [scene.GetNthNodeByClass(k, class_name) for k in range(scene.GetNumberOfNodesByClass(class_name))]
 
 
 def register_surface_rules() -> None:
