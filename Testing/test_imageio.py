@@ -389,3 +389,131 @@ def test_ct_series_of_two_studies_under_one_folder_are_refused_not_one_taken(tmp
         read_image(top)
     assert "\n" not in str(e.value)
     assert read_image(top / "PATIENT2").GetSize() == (64, 64, 30)
+
+
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+def write_enhanced_ct(path, volume, spacing=(0.8, 0.7, 2.0), origin=(-50.0, -60.0, 100.0), row=(1.0, 0.0, 0.0),
+                      column=(0.0, 1.0, 0.0), frames=None, positions=None, orientations=None, study_uid=None):
+    """``volume`` (slices first) as one Enhanced CT file, written with pydicom as scanners write
+    them: pixel spacing and orientation in the shared functional groups, each frame's position in
+    its own. ``frames``: which slice each frame holds, in file order (default: in order);
+    ``positions``/``orientations``: per-frame overrides, to damage the file."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    frames = list(range(len(volume))) if frames is None else list(frames)
+    row, column = np.array(row, float), np.array(column, float)
+    normal = np.cross(row, column)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ENHANCED_CT
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = ENHANCED_CT, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid or generate_uid(), generate_uid(), "CT"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = volume.shape[1], volume.shape[2], len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    measures = Dataset()
+    measures.PixelSpacing = [spacing[1], spacing[0]]  # between rows, then between columns
+    measures.SliceThickness = spacing[2]
+    plane = Dataset()
+    plane.ImageOrientationPatient = [*row, *column]
+    rescale = Dataset()
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = 0, 1, "HU"
+    shared = Dataset()
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PixelValueTransformationSequence = Sequence([rescale])
+    if orientations is None:
+        shared.PlaneOrientationSequence = Sequence([plane])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for i, k in enumerate(frames):
+        place = Dataset()
+        place.ImagePositionPatient = list(positions[i] if positions is not None
+                                          else np.array(origin) + k * spacing[2] * normal)
+        frame = Dataset()
+        frame.PlanePositionSequence = Sequence([place])
+        if orientations is not None:
+            own = Dataset()
+            own.ImageOrientationPatient = list(orientations[i])
+            frame.PlaneOrientationSequence = Sequence([own])
+        per_frame.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = volume[frames].astype(np.int16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("order", ["in order", "head first", "shuffled"])
+@pytest.mark.parametrize("column", [(0.0, 1.0, 0.0), (0.0, 0.6, -0.8)])
+def test_an_enhanced_ct_file_is_read_where_its_frames_lie_as_a_file_or_in_a_folder(tmp_path, order, column):
+    """One multi-frame file holds the whole CT. GDCM stacks its frames in file order on the first
+    frame's plane; frames stored in another order got a 1 mm grid and misplaced slices. Read by
+    each frame's position, the volume equals the slice series' in voxels and geometry, whether the
+    file or its folder is given (the folder's one-file series was read as 4D and refused)."""
+    volume = cube_column((30, 40, 48))
+    volume[:, 5, 5] = np.arange(30) * 10  # every slice its own, so the order is checked
+    frames = {"in order": range(30), "head first": range(29, -1, -1),
+              "shuffled": np.random.default_rng(0).permutation(30)}[order]
+    write_dicom_series(tmp_path / "series", volume, spacing=(0.8, 0.7, 2.0), column=column)
+    write_enhanced_ct(tmp_path / "enhanced" / "ct.dcm", volume, column=column, frames=frames)
+    series = read_image(tmp_path / "series")
+    for given in (tmp_path / "enhanced" / "ct.dcm", tmp_path / "enhanced"):
+        image = read_image(given)
+        assert np.array_equal(sitk.GetArrayViewFromImage(image), volume)
+        assert np.allclose(image.GetSpacing(), series.GetSpacing()) and np.allclose(image.GetOrigin(), series.GetOrigin(), atol=1e-4)
+        assert np.allclose(image.GetDirection(), series.GetDirection(), atol=1e-6)
+
+
+def test_an_enhanced_ct_file_with_a_frame_missing_or_two_phases_or_stacks_is_refused_in_one_line(tmp_path):
+    volume = cube_column((20, 32, 32))
+    normal_step = np.array([0.0, 0.0, 2.0])
+    positions = [np.array([-50.0, -60.0, 100.0]) + k * normal_step for k in range(20)]
+    gap = positions[:10] + [p + normal_step for p in positions[10:]]  # a frame lost: 4 mm between frames 10 and 11
+    write_enhanced_ct(tmp_path / "gap.dcm", volume, positions=gap)
+    two_phases = positions[:10] + positions[:10]  # arterial and venous frames at the same ten places
+    write_enhanced_ct(tmp_path / "phases.dcm", volume, positions=two_phases)
+    tilted_stacks = [(1, 0, 0, 0, 1, 0)] * 10 + [(1, 0, 0, 0, 0.8, -0.6)] * 10
+    write_enhanced_ct(tmp_path / "stacks.dcm", volume, orientations=tilted_stacks)
+    for name, message in (("gap", "has uneven slice spacing"), ("phases", "holds 20 frames at 10 places"),
+                          ("stacks", "holds frames of 2 orientations")):
+        with pytest.raises(InputImageError, match=message) as e:
+            read_image(tmp_path / f"{name}.dcm")
+        assert "\n" not in str(e.value)
+
+
+def test_the_multi_frame_ct_is_chosen_over_a_localizer_of_more_files_and_a_dicomdir_reads_its_folder(tmp_path, caplog):
+    """A series is as large as its slices, not its files: an Enhanced CT (one file, 30 frames)
+    beside a three-file scout is the CT. A DICOMDIR file given in place of its folder is read as
+    that folder."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    volume = cube_column((30, 40, 48))
+    write_enhanced_ct(tmp_path / "study" / "ct.dcm", volume, study_uid="1.2.826.0.1.3680043.2.1125.42.1")  # the scout's
+    write_dicom_series(tmp_path / "study", cube_column((3, 64, 64)), series=7)
+    with caplog.at_level(logging.WARNING):
+        image = read_image(tmp_path / "study")
+    assert np.array_equal(sitk.GetArrayViewFromImage(image), volume)
+    assert "using the largest CT series" in caplog.text and ", 30 slices)" in caplog.text
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    index = Dataset()
+    index.file_meta = meta
+    pydicom.dcmwrite(str(tmp_path / "study" / "DICOMDIR"), index, enforce_file_format=True)
+    assert np.array_equal(sitk.GetArrayViewFromImage(read_image(tmp_path / "study" / "DICOMDIR")), volume)
+
+
+def test_one_slice_file_of_a_series_is_refused_naming_its_folder(tmp_path):
+    write_dicom_series(tmp_path / "series", cube_column((5, 32, 32)))
+    with pytest.raises(InputImageError, match=r"slice000.dcm is one slice of a DICOM series; give the folder .*series"):
+        read_image(tmp_path / "series" / "slice000.dcm")

@@ -1,14 +1,8 @@
 """A DICOM folder read as one CT volume whose geometry is the acquisition's.
 
-ITK stacks a series' slices along the normal of their orientation with the distance between the
-first two slices as spacing. Two series break that silently:
-- a missing or duplicated slice (uneven steps): the anatomy beyond the gap lands at the wrong place,
-  so the series is refused;
-- a gantry-tilted series, whose slices are shifted in their own plane from one to the next: ITK
-  drops the shift and stretches the spacing, so a 20 degree tilt misplaces the last of 30 slices by
-  20 mm. Its slices are resampled onto a regular grid that holds the tilted stack where it was
-  scanned (as dcm2niix and Slicer's acquisition geometry regularisation do), and a warning says so:
-  labels then line up with the scan in physical space, on that grid.
+The series' slices are checked and placed by their position tags (``slice_geometry.py``: uneven
+steps refused, a gantry tilt regularised); a series of one multi-frame file (Enhanced CT) is read
+by its frames' positions (``dicom_frames.py``).
 A slice file cut short (a copy stopped half-way) is not listed in its series at all: GDCM cannot
 parse it and leaves it out, and a first or last slice lost so leaves no gap for the steps' check.
 Such a file (the DICOM preamble, the series' image class, its series' UID in its bytes, and no
@@ -22,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -30,36 +23,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputImageError, itk_reason
+from .dicom_frames import read_dicom_file
 from .memory import check_declared_fits
+from .slice_geometry import SliceGeometry, check_even_steps, check_one_line, placed_where_scanned
 
 log = logging.getLogger(__name__)
 
-TILT_VOXELS = 0.1  # in-plane shift over the whole series, in voxels, below which a series is not tilted
 MAX_SUBFOLDERS = 5000  # folders searched below a given folder that holds no series itself
-MAX_TILT_DEGREES = 30.0  # gantries tilt up to about 30 degrees; a larger shift is not a tilt (and would widen the grid without bound)
-
-
-@dataclass(frozen=True)
-class SliceGeometry:
-    """Where a series' slices are, in the order ITK stacks them (LPS, mm)."""
-    files: list[str]  # the files that make the volume (a localizer with the series' UID left out)
-    positions: np.ndarray  # (n, 3) ImagePositionPatient of each file
-    row: np.ndarray  # unit vector along a row (first three of ImageOrientationPatient)
-    column: np.ndarray  # unit vector down a column
-
-    @property
-    def normal(self) -> np.ndarray:
-        n = np.cross(self.row, self.column)
-        return n / np.linalg.norm(n)
-
-    def steps_mm(self) -> np.ndarray:
-        """Distances between neighbouring slices along the normal, in stacking order."""
-        return np.diff(self.positions @ self.normal)
-
-    def in_plane_shift(self) -> np.ndarray:
-        """Shift within the slice plane from one slice to the next (mm vector; zero when not tilted)."""
-        step = (self.positions[-1] - self.positions[0]) / (len(self.positions) - 1)
-        return step - (step @ self.normal) * self.normal
 
 
 def read_dicom_folder(folder: Path) -> sitk.Image:
@@ -70,14 +40,16 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
     chosen = choose_ct_series(folder, files_per_series)
     files = files_per_series[chosen]
     check_no_damaged_slice(folder, chosen, files, {f for names in files_per_series.values() for f in names})
+    if len(files) == 1:  # one multi-frame file (Enhanced CT); ITK's series reader would make it 4D
+        return read_dicom_file(Path(files[0]), f"the DICOM series in {folder}")
     geometry = slice_geometry(files)
     if geometry is not None:
         if len(geometry.files) < len(files):
             log.warning("in the DICOM series in %s, %d of %d files have another orientation or size than the "
                         "rest (a localizer?) and were left out", folder, len(files) - len(geometry.files), len(files))
             files = geometry.files
-        check_even_steps(folder, geometry)
-        check_one_line(folder, geometry)
+        check_even_steps(f"the DICOM series in {folder}", geometry)
+        check_one_line(f"the DICOM series in {folder}", geometry)
     first = sitk.ImageFileReader()
     first.SetFileName(files[0])
     try:
@@ -90,15 +62,8 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
         image = reader.Execute()
     except RuntimeError as e:
         raise InputImageError(f"cannot read the DICOM series in {folder}: {itk_reason(e)}") from None
-    if geometry is not None and is_tilted(geometry, image.GetSpacing()):
-        if tilt_degrees(geometry) > MAX_TILT_DEGREES:
-            raise InputImageError(f"the DICOM series in {folder} has its slices shifted {tilt_degrees(geometry):.0f} "
-                                  f"degrees off their normal, more than a gantry tilts ({MAX_TILT_DEGREES:g}); "
-                                  "check the series' position tags or convert it with dcm2niix")
-        image = regularise_tilt(image, geometry)
-        log.warning("the DICOM series in %s is gantry-tilted (%.1f degrees): its slices were resampled onto a "
-                    "regular grid that keeps them where they were scanned; outputs are on that grid",
-                    folder, tilt_degrees(geometry))
+    if geometry is not None:
+        image = placed_where_scanned(image, geometry, f"the DICOM series in {folder}")
     return image
 
 
@@ -199,6 +164,20 @@ def series_modality(first_file: str) -> str:
     return series_tag(first_file, "0008|0060").upper()
 
 
+def slices_in(files: list[str]) -> int:
+    """How many slices a series holds: one per file, or a multi-frame file's frames."""
+    if len(files) != 1:
+        return len(files)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return 1
+    size = reader.GetSize()
+    return size[2] if len(size) > 2 else 1
+
+
 def check_one_study(folder: Path, files_per_series: dict[str, list[str]], ct: list[str]) -> None:
     """Refuse CT series of more than one study (Study Instance UID) under one folder: an export of
     several patients or visits, where taking the largest would segment one of them and name the
@@ -223,11 +202,12 @@ def choose_ct_series(folder: Path, files_per_series: dict[str, list[str]]) -> st
         raise InputImageError(f"no CT series in {folder}: its DICOM series are {held}; BoneSegmentation "
                               "segments CT, so choose a folder with the CT series")
     check_one_study(folder, files_per_series, ct)
-    chosen = max(ct, key=lambda s: len(files_per_series[s]))
+    slices = {s: slices_in(files_per_series[s]) for s in ct}
+    chosen = max(ct, key=slices.get)
     if len(files_per_series) > 1:
         others = sorted({modality[s] or "no modality" for s in files_per_series if s != chosen})
-        log.warning("folder %s holds %d DICOM series (also %s); using the largest CT series (%s, %d files)",
-                    folder, len(files_per_series), ", ".join(others), chosen, len(files_per_series[chosen]))
+        log.warning("folder %s holds %d DICOM series (also %s); using the largest CT series (%s, %d slices)",
+                    folder, len(files_per_series), ", ".join(others), chosen, slices[chosen])
     return chosen
 
 
@@ -361,76 +341,3 @@ def slice_geometry(files: list[str]) -> Optional[SliceGeometry]:
         return None
     return SliceGeometry([name for name, _ in kept], positions, row / np.linalg.norm(row),
                          column / np.linalg.norm(column))
-
-
-def check_even_steps(folder: Path, geometry: SliceGeometry) -> None:
-    """Refuse a series with a missing or duplicated slice: ITK would stack it with one average
-    spacing (the anatomy beyond the gap lands at the wrong place)."""
-    steps = np.diff(np.sort(geometry.positions @ geometry.normal))
-    typical = float(np.median(steps))
-    if typical <= 0 or np.any(np.abs(steps - typical) > 0.1 * typical + 1e-3):
-        k = int(np.argmax(np.abs(steps - typical)))
-        raise InputImageError(f"the DICOM series in {folder} has uneven slice spacing (slices {typical:.2f} mm apart, "
-                              f"but {steps[k]:.2f} mm at slice {k + 1} of {len(steps) + 1}): a slice is missing or "
-                              "duplicated; export the complete series again")
-
-
-def check_one_line(folder: Path, geometry: SliceGeometry) -> None:
-    """Refuse slices whose corners do not follow one straight line (each shifted its own way in its
-    plane): no regular grid holds them, and ITK would stack them straight."""
-    n = len(geometry.positions)
-    straight = geometry.positions[0] + np.outer(np.arange(n), (geometry.positions[-1] - geometry.positions[0]) / (n - 1))
-    off = float(np.max(np.linalg.norm(geometry.positions - straight, axis=1)))
-    step = abs(float(np.median(geometry.steps_mm())))
-    if off > 0.1 * step + 1e-3:
-        raise InputImageError(f"the DICOM series in {folder} has slices shifted {off:.1f} mm off the line through the "
-                              "first and the last (not one volume: a mix of series or a varying tilt); export the "
-                              "series again or convert it with dcm2niix")
-
-
-def is_tilted(geometry: SliceGeometry, spacing: tuple[float, ...]) -> bool:
-    total_shift = np.linalg.norm(geometry.in_plane_shift()) * (len(geometry.positions) - 1)
-    return bool(total_shift > TILT_VOXELS * min(spacing[0], spacing[1]))
-
-
-def tilt_degrees(geometry: SliceGeometry) -> float:
-    step = abs(float(np.median(geometry.steps_mm())))
-    return float(np.degrees(np.arctan2(np.linalg.norm(geometry.in_plane_shift()), step)))
-
-
-def regularise_tilt(image: sitk.Image, geometry: SliceGeometry) -> sitk.Image:
-    """``image`` (as ITK stacked it, slice k from file k) resampled onto a grid with the slices'
-    orientation, their spacing along the normal, and room for the shift, by linear interpolation;
-    outside the scan, the image's lowest value (air)."""
-    n = geometry.normal
-    first = geometry.positions[0]
-    along = float((geometry.positions[-1] - first) @ n) / (len(geometry.positions) - 1)
-    if along < 0:  # stacked against the normal: the grid's third axis points the way the slices go
-        n, along = -n, -along
-    shift = geometry.in_plane_shift()
-    sx, sy = image.GetSpacing()[:2]
-    direction = np.column_stack([geometry.row, geometry.column, n])
-    # the scan as if untilted: slice k at first + k * along * n
-    straight = sitk.Image(image)
-    straight.SetOrigin(tuple(first))
-    straight.SetSpacing((sx, sy, along))
-    straight.SetDirection(tuple(direction.ravel()))
-    # the true place of a straight point x is x + ((x - first) . n / along) * shift; the resampler
-    # needs the inverse, from a point of the output grid to the straight image
-    transform = sitk.AffineTransform(3)
-    transform.SetCenter(tuple(first))
-    transform.SetMatrix(tuple((np.eye(3) - np.outer(shift / along, n)).ravel()))
-    size = list(image.GetSize())
-    total = shift * (size[2] - 1)
-    origin = first.copy()
-    for axis, (vector, spacing) in enumerate(((geometry.row, sx), (geometry.column, sy))):
-        extent = float(total @ vector)
-        if extent < 0:
-            origin += extent * vector
-        size[axis] += int(np.ceil(abs(extent) / spacing - 1e-6))
-    grid = sitk.Image(size, image.GetPixelID())
-    grid.SetOrigin(tuple(origin))
-    grid.SetSpacing((sx, sy, along))
-    grid.SetDirection(tuple(direction.ravel()))
-    air = float(sitk.GetArrayViewFromImage(image).min())
-    return sitk.Resample(straight, grid, transform, sitk.sitkLinear, air, image.GetPixelID())

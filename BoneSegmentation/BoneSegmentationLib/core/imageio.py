@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .dicom import read_dicom_folder
+from .dicom import media_storage_class, read_dicom_folder
+from .dicom_frames import DICOMDIR_CLASS, read_dicom_file
 from .errors import InputImageError, itk_reason
 from .files import atomic_write
 from .label_colours import labels_by_colour_table, read_colour_rows, sidecar_of
@@ -45,6 +46,11 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     if path.is_dir():
         return read_dicom_folder(path)
     check_declared_size(path)  # before any voxel is read: a header can promise terabytes
+    storage_class = media_storage_class(path)
+    if storage_class == DICOMDIR_CLASS:  # a medium's index: its series lie below its folder
+        return read_dicom_folder(path.parent)
+    if storage_class is not None:
+        return read_dicom_file(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         check_nifti_file(path)  # what ITK's NIfTI reader lets through silently
     elif path.name.lower().endswith((".mha", ".mhd")):
