@@ -517,3 +517,9 @@ def test_one_slice_file_of_a_series_is_refused_naming_its_folder(tmp_path):
     write_dicom_series(tmp_path / "series", cube_column((5, 32, 32)))
     with pytest.raises(InputImageError, match=r"slice000.dcm is one slice of a DICOM series; give the folder .*series"):
         read_image(tmp_path / "series" / "slice000.dcm")
+
+
+def test_a_dicom_file_of_another_modality_is_refused_as_a_folder_of_it_is(tmp_path):
+    write_dicom_series(tmp_path / "mr", cube_column((3, 32, 32)), modality="MR")
+    with pytest.raises(InputImageError, match=r"slice000.dcm is a DICOM MR image; BoneSegmentation segments CT"):
+        read_image(tmp_path / "mr" / "slice000.dcm")

@@ -36,34 +36,35 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
     """The largest CT series in ``folder``: a localizer filed in it left out, refused with uneven
     slices or slices off one line, regularised when tilted."""
     reader = sitk.ImageSeriesReader()
+    what = f"the DICOM series in {folder}"
     files_per_series = series_files(folder)
     chosen = choose_ct_series(folder, files_per_series)
     files = files_per_series[chosen]
     check_no_damaged_slice(folder, chosen, files, {f for names in files_per_series.values() for f in names})
     if len(files) == 1:  # one multi-frame file (Enhanced CT); ITK's series reader would make it 4D
-        return read_dicom_file(Path(files[0]), f"the DICOM series in {folder}")
+        return read_dicom_file(Path(files[0]), what)
     geometry = slice_geometry(files)
     if geometry is not None:
         if len(geometry.files) < len(files):
             log.warning("in the DICOM series in %s, %d of %d files have another orientation or size than the "
                         "rest (a localizer?) and were left out", folder, len(files) - len(geometry.files), len(files))
             files = geometry.files
-        check_even_steps(f"the DICOM series in {folder}", geometry)
-        check_one_line(f"the DICOM series in {folder}", geometry)
+        check_even_steps(what, geometry)
+        check_one_line(what, geometry)
     first = sitk.ImageFileReader()
     first.SetFileName(files[0])
     try:
         first.ReadImageInformation()
-        check_declared_fits(f"the DICOM series in {folder}", first, slices=len(files))
+        check_declared_fits(what, first, slices=len(files))
     except RuntimeError:
         pass  # the series reader says why
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
     except RuntimeError as e:
-        raise InputImageError(f"cannot read the DICOM series in {folder}: {itk_reason(e)}") from None
+        raise InputImageError(f"cannot read {what}: {itk_reason(e)}") from None
     if geometry is not None:
-        image = placed_where_scanned(image, geometry, f"the DICOM series in {folder}")
+        image = placed_where_scanned(image, geometry, what)
     return image
 
 

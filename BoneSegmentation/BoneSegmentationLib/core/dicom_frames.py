@@ -8,7 +8,8 @@ warning. So each frame's own Image Position (Patient) is read (pydicom, headers 
 run) and the frames are stacked by their position along the normal, with the checks a series of
 slice files gets (``slice_geometry.py``): uneven steps refused, a gantry tilt regularised. A file
 whose frames lie two in one place (phases or stacks), differ in orientation or in rescale is
-refused in one line. A file of one classic slice is refused naming the folder to give instead.
+refused in one line. A file of one classic slice is refused naming the folder to give instead,
+and a file of another modality (MR, PET) as a folder without a CT series is.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def read_dicom_file(path: Path, what: Optional[str] = None) -> sitk.Image:
     except RuntimeError as e:
         raise InputImageError(f"cannot read {what}: {itk_reason(e)}") from None
     check_declared_fits(what, reader)
+    modality = reader.GetMetaData("0008|0060").strip().upper() if reader.HasMetaDataKey("0008|0060") else ""
+    if modality not in ("CT", ""):  # as for a folder: a series without the tag may still be CT
+        raise InputImageError(f"{path} is a DICOM {modality} image; BoneSegmentation segments CT, so give a CT "
+                              "file or series folder")
     size = reader.GetSize()
     if len(size) < 3 or size[2] < 2:
         raise InputImageError(f"{path} is one slice of a DICOM series; give the folder that holds the series' "
