@@ -135,6 +135,7 @@ class Segmenter:
             body = body_image(oriented)  # found once, used on the model's grid and the input's
             labels, anatomy = make_consistent_on_grid(labels, fine, oriented, body=body)
             timings["anatomy_s"] = time.perf_counter() - t_body  # the body, then the step
+        del oriented  # a copy of the CT when it was not stored in LPS: not kept through the steps on the input grid
         t3 = time.perf_counter()
         report(0.96, "resampling labels to the input grid")
         labels_grid = sitk.GetImageFromArray(labels)
