@@ -254,6 +254,51 @@ def test_extra_cases_refuse_a_hostile_or_broken_cached_case_in_one_line(tmp_path
     assert not marker.exists(), "nothing in the file ran"
 
 
+def test_the_parent_term_is_zero_at_the_parent_and_holds_a_fine_tune_nearer_to_it(tmp_path):
+    """``parent_weight``: KL(parent || network) is 0 where the network gives the parent's output,
+    positive elsewhere, and its gradient reaches only the network. The same fine-tune (same seed,
+    cases and steps) with the term ends nearer the parent's output than without it. It needs a
+    parent, and a run resumes only with the weight it started with."""
+    import dataclasses
+
+    import numpy as np
+    from BoneSegmentationLib.core.errors import BoneSegmentationError
+    from BoneSegmentationLib.training.losses import parent_kl
+    from BoneSegmentationLib.training.train import Case, TrainConfig, resume_state, train
+
+    torch.manual_seed(0)
+    parent_logits = torch.randn(1, 5, 4, 4, 4)
+    assert float(parent_kl(parent_logits.clone(), parent_logits)) == pytest.approx(0.0, abs=1e-6)
+    ours = (parent_logits + torch.randn_like(parent_logits)).requires_grad_(True)
+    parent_copy = parent_logits.clone().requires_grad_(True)
+    term = parent_kl(ours, parent_copy)
+    term.backward()
+    assert term.item() > 0 and ours.grad.abs().sum() > 0 and parent_copy.grad is None
+
+    parent = make_random_model(tmp_path / "parent.pt", spacing=4.0, base_features=4, levels=3, patch=16)
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 24, 24), np.uint8)
+    labels[:, 8:16, 8:16] = 30
+    cases = [Case(f"c{i}", (rng.normal(size=labels.shape) * 0.05 + 0.4 * (labels > 0)).astype(np.float32), labels)
+             for i in range(2)]
+    x = torch.from_numpy(cases[0].image[:16, 4:20, 4:20].copy())[None, None]
+    with torch.no_grad():
+        reference = load_model(parent).module(x)
+    distance = {}
+    for weight in (0.0, 5.0):
+        cfg = TrainConfig(out_dir=str(tmp_path / f"run{weight}"), spacing=4.0, patch=16, width=4, levels=3,
+                          iterations=6, validate_every=1000, checkpoint_every=6, device="cpu", init_model=str(parent),
+                          lr=1e-2, augment=False, parent_weight=weight)
+        net = load_model(train(cfg, cases, [])).module
+        with torch.no_grad():
+            distance[weight] = float(parent_kl(net(x), reference))
+    assert 0 < distance[5.0] < distance[0.0], distance
+    with pytest.raises(BoneSegmentationError, match="'parent_weight': 5.0.*resume with the same settings"):
+        resume_state(dataclasses.replace(cfg, parent_weight=1.0))
+    with pytest.raises(BoneSegmentationError, match="parent_weight needs a parent model"):
+        train(dataclasses.replace(cfg, out_dir=str(tmp_path / "orphan"), init_model=""), cases, [])
+
+
 def test_a_run_that_trains_only_some_stages_leaves_the_others_as_the_parents(tmp_path):
     """``train_only``: the named stages learn, every other weight stays the parent's bit for bit
     (instance norms' affine parameters included); a prefix naming no stage is refused listing the

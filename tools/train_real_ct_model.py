@@ -168,6 +168,10 @@ def main() -> None:
     ap.add_argument("--train-only", nargs="+", default=[], metavar="PREFIX",
                     help="train only these stages (parameter name prefixes, e.g. encoders.0 decoders.3 classifier); "
                          "the rest stay the parent's")
+    ap.add_argument("--parent-weight", type=float, default=0.0, metavar="W",
+                    help="add W x KL(parent || network) per voxel to the loss, the parent being --init: the output "
+                         "held to the parent's where the new images do not ask for a change (learning without "
+                         "forgetting); 0, the default, runs no parent")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--validate-every", type=int, default=250)
     ap.add_argument("--validation-seeds", type=int, nargs="+", default=[1990, 1991],
@@ -230,6 +234,7 @@ def main() -> None:
         description=DESCRIPTION, group_weights={"anatomy": args.anatomy_share, "phantom": 1 - args.anatomy_share},
         hard_negative_share=args.hard_negative_share, bone_fade_share=args.bone_fade_share,
         short_view_share=args.short_view_share, antialias=smooth, train_only=tuple(args.train_only),
+        parent_weight=args.parent_weight,
         device=args.device,
         data_description=(f"{args.anatomy_cases} images synthesised from real anatomy (seeds 2001..), "
                           + (f"{args.crop_cases} more as clinical crops (2501..), " if args.crop_cases else "")

@@ -117,3 +117,14 @@ def sparse_ce_dice(logits: torch.Tensor, target: torch.Tensor, labelled: Optiona
             raise ValueError(f"labelled must have one entry per class ({c}), got {tuple(labelled.shape)}")
         labelled[0] = True  # background is always trusted
     return _SparseCEDice.apply(logits, target.long(), labelled, chunk, float(smooth))
+
+
+def parent_kl(logits: torch.Tensor, parent_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over voxels of KL(parent || network) of the class distributions: the "learning without
+    forgetting" term (Li and Hoiem 2017) that holds a fine-tuned network's output to its parent's
+    where the new data do not ask for a change. ``parent_logits`` carry no gradient."""
+    if logits.shape != parent_logits.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and the parent's {tuple(parent_logits.shape)} differ")
+    parent = torch.log_softmax(parent_logits.detach().float(), dim=1)
+    ours = torch.log_softmax(logits.float(), dim=1)
+    return (parent.exp() * (parent - ours)).sum(dim=1).mean()

@@ -45,6 +45,7 @@ class TrainConfig:
     short_view_share: float = 0.0  # share of patches seen as a short scan (augment.short_view_slices)
     antialias: bool = False  # the cases were smoothed before sampling at model spacing (recorded in the model)
     train_only: tuple[str, ...] = ()  # parameter name prefixes that learn (e.g. "encoders.0"); empty: all
+    parent_weight: float = 0.0  # weight of KL(parent || network) beside the loss (losses.parent_kl); needs init_model
 
 
 ARCHITECTURE_KEYS = ("spacing", "patch", "width", "levels")

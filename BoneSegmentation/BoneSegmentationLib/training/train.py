@@ -26,7 +26,7 @@ from .augment import DESCRIPTION as AUGMENTATION, augment, fade_description, sho
 from ..core.bones import default_table
 from ..evaluation.metrics import dice_per_class
 from ..core.labelmaps import label_counts
-from .losses import sparse_ce_dice
+from .losses import parent_kl, sparse_ce_dice
 from ..inference.mirror import can_mirror
 from ..core.errors import BoneSegmentationError, ModelFileError
 from ..core.files import atomic_write, atomic_write_text, safe_name, unpacked_bytes
@@ -114,9 +114,10 @@ def _check_architecture(ckpt: dict, cfg: TrainConfig, ckpt_path: Path) -> None:
     """A run resumes with the network and the preprocessing it started with: weights trained on
     smoothed cases go on with smoothed cases (checkpoints from before ``antialias``: unsmoothed)."""
     old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS} | {"antialias": ckpt["config"].get("antialias", False),
-                                                                   "train_only": tuple(ckpt["config"].get("train_only", ()))}
+                                                                   "train_only": tuple(ckpt["config"].get("train_only", ())),
+                                                                   "parent_weight": ckpt["config"].get("parent_weight", 0.0)}
     if old != {k: tuple(getattr(cfg, k)) if k == "train_only" else getattr(cfg, k)
-               for k in (*ARCHITECTURE_KEYS, "antialias", "train_only")}:
+               for k in (*ARCHITECTURE_KEYS, "antialias", "train_only", "parent_weight")}:
         raise BoneSegmentationError(f"{ckpt_path} was trained with {old}; resume with the same settings "
                                     "or use another output folder")
 
@@ -137,6 +138,19 @@ def build_network(cfg: TrainConfig, num_classes: int) -> NoNewNet:
                                  f"differs from width={cfg.width}, levels={cfg.levels}; take them from the parent "
                                  "(the CLI does this when --init is given)") from None
     return net
+
+
+def parent_network(cfg: TrainConfig, num_classes: int, device: torch.device) -> Optional[NoNewNet]:
+    """The parent model, frozen, whose output ``cfg.parent_weight`` holds the network to
+    (``losses.parent_kl``); None when the weight is 0. Read from ``init_model`` again, so a resumed
+    run compares with the parent, not with the weights it resumed from."""
+    if cfg.parent_weight <= 0:
+        return None
+    if not cfg.init_model:
+        raise BoneSegmentationError("parent_weight needs a parent model to hold the network to (init_model)")
+    parent = build_network(cfg, num_classes).to(device).eval()
+    parent.requires_grad_(False)
+    return parent
 
 
 def in_stage(name: str, prefix: str) -> bool:
@@ -192,6 +206,7 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     torch.manual_seed(cfg.seed)
     net = build_network(cfg, num_classes).to(device)
     learning = learning_parameters(net, tuple(cfg.train_only))  # frozen before DDP registers them
+    parent = parent_network(cfg, num_classes, device)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     optim = torch.optim.Adam(learning, lr=cfg.lr)
     start, best, history = 0, -1.0, []
@@ -234,7 +249,13 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
         if cfg.augment:
             x, y = augment(x, y, gen, fade_share=cfg.bone_fade_share)
         labelled = None if case.labelled is None else torch.from_numpy(case.labelled)
-        loss = sparse_ce_dice(model(x), y, labelled)
+        logits = model(x)
+        loss = sparse_ce_dice(logits, y, labelled)
+        if parent is not None:
+            with torch.no_grad():
+                parent_logits = parent(x)
+            loss = loss + cfg.parent_weight * parent_kl(logits, parent_logits)
+        del logits
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
