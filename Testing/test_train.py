@@ -254,6 +254,18 @@ def test_extra_cases_refuse_a_hostile_or_broken_cached_case_in_one_line(tmp_path
     assert not marker.exists(), "nothing in the file ran"
 
 
+def bar_cases():
+    """Two small noisy cases of one bright bar labelled as one bone: enough for a few fine-tuning steps."""
+    import numpy as np
+    from BoneSegmentationLib.training.train import Case
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 24, 24), np.uint8)
+    labels[:, 8:16, 8:16] = 30
+    return [Case(f"c{i}", (rng.normal(size=labels.shape) * 0.05 + 0.4 * (labels > 0)).astype(np.float32), labels)
+            for i in range(2)]
+
+
 def test_the_parent_term_is_zero_at_the_parent_and_holds_a_fine_tune_nearer_to_it(tmp_path):
     """``parent_weight``: KL(parent || network) is 0 where the network gives the parent's output,
     positive elsewhere, and its gradient reaches only the network. The same fine-tune (same seed,
@@ -261,10 +273,9 @@ def test_the_parent_term_is_zero_at_the_parent_and_holds_a_fine_tune_nearer_to_i
     parent, and a run resumes only with the weight it started with."""
     import dataclasses
 
-    import numpy as np
     from BoneSegmentationLib.core.errors import BoneSegmentationError
     from BoneSegmentationLib.training.losses import parent_kl
-    from BoneSegmentationLib.training.train import Case, TrainConfig, resume_state, train
+    from BoneSegmentationLib.training.train import TrainConfig, resume_state, train
 
     torch.manual_seed(0)
     parent_logits = torch.randn(1, 5, 4, 4, 4)
@@ -276,11 +287,7 @@ def test_the_parent_term_is_zero_at_the_parent_and_holds_a_fine_tune_nearer_to_i
     assert term.item() > 0 and ours.grad.abs().sum() > 0 and parent_copy.grad is None
 
     parent = make_random_model(tmp_path / "parent.pt", spacing=4.0, base_features=4, levels=3, patch=16)
-    rng = np.random.default_rng(0)
-    labels = np.zeros((40, 24, 24), np.uint8)
-    labels[:, 8:16, 8:16] = 30
-    cases = [Case(f"c{i}", (rng.normal(size=labels.shape) * 0.05 + 0.4 * (labels > 0)).astype(np.float32), labels)
-             for i in range(2)]
+    cases = bar_cases()
     x = torch.from_numpy(cases[0].image[:16, 4:20, 4:20].copy())[None, None]
     with torch.no_grad():
         reference = load_model(parent).module(x)
@@ -305,16 +312,11 @@ def test_a_run_that_trains_only_some_stages_leaves_the_others_as_the_parents(tmp
     stages, and a run resumes only with the stages it started with."""
     import dataclasses
 
-    import numpy as np
     from BoneSegmentationLib.core.errors import BoneSegmentationError
-    from BoneSegmentationLib.training.train import Case, TrainConfig, resume_state, train
+    from BoneSegmentationLib.training.train import TrainConfig, resume_state, train
 
     parent = make_random_model(tmp_path / "parent.pt", spacing=4.0, base_features=4, levels=3, patch=16)
-    rng = np.random.default_rng(0)
-    labels = np.zeros((40, 24, 24), np.uint8)
-    labels[:, 8:16, 8:16] = 30
-    cases = [Case(f"c{i}", (rng.normal(size=labels.shape) * 0.05 + 0.4 * (labels > 0)).astype(np.float32), labels)
-             for i in range(2)]
+    cases = bar_cases()
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), spacing=4.0, patch=16, width=4, levels=3, iterations=3,
                       validate_every=1000, checkpoint_every=3, device="cpu", init_model=str(parent), lr=1e-2,
                       train_only=("encoders.0", "classifier"))
