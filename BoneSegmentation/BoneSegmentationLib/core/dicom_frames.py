@@ -14,6 +14,7 @@ and a file of another modality (MR, PET) as a folder without a CT series is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -28,14 +29,13 @@ DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory: a medium's i
 SAME_PLACE_MM = 1e-3  # frames closer than this along the normal lie in one place
 
 
+@dataclass(frozen=True)
 class FramePlanes:
     """Each frame's position (file order, LPS mm), the frames' orientation and pixel spacing."""
-
-    def __init__(self, positions: np.ndarray, row: np.ndarray, column: np.ndarray, pixel_mm: tuple[float, float]):
-        self.positions = positions
-        self.row = row / np.linalg.norm(row)
-        self.column = column / np.linalg.norm(column)
-        self.pixel_mm = pixel_mm  # (along a row, down a column)
+    positions: np.ndarray  # (frames, 3)
+    row: np.ndarray  # unit vector along a row
+    column: np.ndarray  # unit vector down a column
+    pixel_mm: Optional[tuple[float, float]]  # (along a row, down a column); None: as ITK read it
 
     @property
     def normal(self) -> np.ndarray:
@@ -115,7 +115,8 @@ def frame_planes(path: Path, frames: int, what: str) -> Optional[FramePlanes]:
     pixel_mm = None
     if spacing is not None and len(spacing) == 2 and all(float(v) > 0 for v in spacing):
         pixel_mm = (float(spacing[1]), float(spacing[0]))  # DICOM: between rows, then between columns
-    return FramePlanes(positions_mm, orientation[:3], orientation[3:], pixel_mm)
+    row, column = orientation[:3], orientation[3:]
+    return FramePlanes(positions_mm, row / np.linalg.norm(row), column / np.linalg.norm(column), pixel_mm)
 
 
 def _group_value(frame, shared, sequence: str, keyword: str):
