@@ -523,3 +523,30 @@ def test_a_dicom_file_of_another_modality_is_refused_as_a_folder_of_it_is(tmp_pa
     write_dicom_series(tmp_path / "mr", cube_column((3, 32, 32)), modality="MR")
     with pytest.raises(InputImageError, match=r"slice000.dcm is a DICOM MR image; BoneSegmentation segments CT"):
         read_image(tmp_path / "mr" / "slice000.dcm")
+
+
+def test_an_enhanced_ct_file_whose_frame_list_is_short_or_damaged_is_refused_in_one_line(tmp_path, capfd):
+    """The per-frame groups are read from an untrusted header: one missing, or a position that is
+    no number, gives one line, not a traceback or a guessed place, and pydicom's own warnings about
+    the bad value are not printed beside it."""
+    import warnings
+
+    import pydicom
+
+    volume = cube_column((20, 32, 32))
+    write_enhanced_ct(tmp_path / "short.dcm", volume)
+    header = pydicom.dcmread(str(tmp_path / "short.dcm"))
+    del header.PerFrameFunctionalGroupsSequence[-1]
+    header.save_as(str(tmp_path / "short.dcm"))
+    write_enhanced_ct(tmp_path / "nan.dcm", volume)
+    header = pydicom.dcmread(str(tmp_path / "nan.dcm"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns that "nan" is no DS value: the damage meant
+        header.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence[0].ImagePositionPatient = ["nan", "0", "0"]
+        header.save_as(str(tmp_path / "nan.dcm"))
+    capfd.readouterr()
+    for name, message in (("short", "describes 19 frames but holds 20"), ("nan", "not numbers in 3D")):
+        with pytest.raises(InputImageError, match=message) as e:
+            read_image(tmp_path / f"{name}.dcm")
+        assert "\n" not in str(e.value)
+    assert capfd.readouterr().err == ""

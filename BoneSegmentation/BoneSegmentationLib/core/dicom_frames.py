@@ -14,6 +14,9 @@ and a file of another modality (MR, PET) as a folder without a CT series is.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -76,30 +79,54 @@ def frame_planes(path: Path, frames: int, what: str) -> Optional[FramePlanes]:
     import pydicom  # Slicer ships it; a dependency of the library
 
     try:
-        header = pydicom.dcmread(str(path), stop_before_pixels=True)
-        per_frame = header.get("PerFrameFunctionalGroupsSequence")
-        if not per_frame:
+        with pydicom_quiet():
+            header = pydicom.dcmread(str(path), stop_before_pixels=True)
+            return _frame_planes(header, frames, what)
+    except InputImageError:
+        raise
+    except Exception as e:  # any failure to parse an untrusted header is the file's, said in one line
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise InputImageError(f"cannot read the frames' positions in {what}: {reason}; convert it with "
+                              "dcm2niix") from None
+
+
+@contextlib.contextmanager
+def pydicom_quiet():
+    """pydicom warns (and logs) about each value that breaks its VR's rules; a damaged file gets our
+    one line instead, and a file whose values are only untidy reads without noise."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _frame_planes(header, frames: int, what: str) -> Optional[FramePlanes]:
+    """``frame_planes`` from a parsed header (values are read lazily, so parsing errors surface here)."""
+    per_frame = header.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        return None
+    shared_groups = header.get("SharedFunctionalGroupsSequence")
+    shared = shared_groups[0] if shared_groups else None
+    if len(per_frame) != frames:
+        raise InputImageError(f"{what} describes {len(per_frame)} frames but holds {frames}: it is damaged; "
+                              "export it again")
+    positions, orientations, rescales = [], set(), set()
+    for frame in per_frame:
+        position = _group_value(frame, shared, "PlanePositionSequence", "ImagePositionPatient")
+        orientation = _group_value(frame, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+        if position is None or orientation is None:
             return None
-        shared_groups = header.get("SharedFunctionalGroupsSequence")
-        shared = shared_groups[0] if shared_groups else None
-        if len(per_frame) != frames:
-            raise InputImageError(f"{what} describes {len(per_frame)} frames but holds {frames}: it is damaged; "
-                                  "export it again")
-        positions, orientations, rescales = [], set(), set()
-        for k, frame in enumerate(per_frame):
-            position = _group_value(frame, shared, "PlanePositionSequence", "ImagePositionPatient")
-            orientation = _group_value(frame, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-            if position is None or orientation is None:
-                return None
-            positions.append([float(v) for v in position])
-            orientations.add(tuple(round(float(v), 3) for v in orientation))
-            slope = _group_value(frame, shared, "PixelValueTransformationSequence", "RescaleSlope")
-            intercept = _group_value(frame, shared, "PixelValueTransformationSequence", "RescaleIntercept")
-            rescales.add((None if slope is None else float(slope), None if intercept is None else float(intercept)))
-        spacing = _group_value(per_frame[0], shared, "PixelMeasuresSequence", "PixelSpacing")
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OSError,
-            pydicom.errors.InvalidDicomError) as e:
-        raise InputImageError(f"cannot read the frames' positions in {what}: {e}; convert it with dcm2niix") from None
+        positions.append([float(v) for v in position])
+        orientations.add(tuple(round(float(v), 3) for v in orientation))
+        slope = _group_value(frame, shared, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _group_value(frame, shared, "PixelValueTransformationSequence", "RescaleIntercept")
+        rescales.add((None if slope is None else float(slope), None if intercept is None else float(intercept)))
+    spacing = _group_value(per_frame[0], shared, "PixelMeasuresSequence", "PixelSpacing")
     if len(orientations) > 1:
         raise InputImageError(f"{what} holds frames of {len(orientations)} orientations (several stacks in one "
                               "file); export one stack as its own series")
