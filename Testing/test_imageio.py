@@ -550,3 +550,26 @@ def test_an_enhanced_ct_file_whose_frame_list_is_short_or_damaged_is_refused_in_
             read_image(tmp_path / f"{name}.dcm")
         assert "\n" not in str(e.value)
     assert capfd.readouterr().err == ""
+
+
+def test_a_nifti_without_orientation_is_read_as_itk_reads_it_with_a_warning(tmp_path, caplog):
+    """qform and sform codes 0 (an Analyze-style header, some converters' output): ITK takes the
+    axes as LPS from origin 0 and says nothing, so a body stored in RAS comes out turned, its
+    sides swapped. The file is read as before, and a warning says so; a file with an orientation
+    gets none."""
+    import struct
+
+    image = sitk.GetImageFromArray(cube_column((12, 32, 32)))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    sitk.WriteImage(image, str(tmp_path / "oriented.nii"))
+    data = bytearray((tmp_path / "oriented.nii").read_bytes())
+    assert struct.unpack("<2h", bytes(data[252:256])) != (0, 0)
+    data[252:256] = struct.pack("<2h", 0, 0)
+    (tmp_path / "bare.nii").write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        oriented = read_image(tmp_path / "oriented.nii")
+    assert "no orientation" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        bare = read_image(tmp_path / "bare.nii")
+    assert "bare.nii holds no orientation (its NIfTI qform and sform codes are 0)" in caplog.text
+    assert np.allclose(bare.GetDirection(), np.eye(3).ravel()) and np.allclose(oriented.GetDirection(), image.GetDirection())

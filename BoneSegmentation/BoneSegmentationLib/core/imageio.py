@@ -99,7 +99,8 @@ _NIFTI_FLOATS = {16: np.float32, 64: np.float64}  # NIfTI datatype codes of real
 def check_nifti_file(path: Path) -> None:
     """Refuse a NIfTI-1 file whose data are shorter than its header declares (ITK fills the
     missing slices with zeros), whose gzip stream is damaged, whose voxel size is zero (ITK makes
-    it 1 mm), or whose float voxels hold NaN or infinity (ITK turns both into 0). Streams the file once."""
+    it 1 mm), or whose float voxels hold NaN or infinity (ITK turns both into 0); warn when it holds
+    no orientation (an Analyze-style header: ITK takes LPS, silently). Streams the file once."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
@@ -113,6 +114,12 @@ def check_nifti_file(path: Path) -> None:
             datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
             pixdim = struct.unpack(endian + "8f", header[76:108])
             vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            qform_code, sform_code = struct.unpack(endian + "2h", header[252:256])
+            if qform_code == 0 and sform_code == 0:
+                log.warning("%s holds no orientation (its NIfTI qform and sform codes are 0): it is read, as ITK "
+                            "reads such a file, from origin 0 with its axes to the patient's left, back and head; "
+                            "if it was not stored so, the bones and their sides come out wrong: convert it from the "
+                            "DICOM again (dcm2niix)", path)
             ndim = max(1, min(int(dims[0]), 7))
             if any(not np.isfinite(p) or p == 0 for p in pixdim[1:min(ndim, 3) + 1]):
                 raise InputImageError(f"{path} declares a voxel size of {tuple(pixdim[1:4])} mm (zero or not a "
