@@ -573,3 +573,19 @@ def test_a_nifti_without_orientation_is_read_as_itk_reads_it_with_a_warning(tmp_
         bare = read_image(tmp_path / "bare.nii")
     assert "bare.nii holds no orientation (its NIfTI qform and sform codes are 0)" in caplog.text
     assert np.allclose(bare.GetDirection(), np.eye(3).ravel()) and np.allclose(oriented.GetDirection(), image.GetDirection())
+
+
+def test_a_nrrd_that_names_no_space_is_read_as_itk_reads_it_with_a_warning(tmp_path, caplog):
+    image = sitk.GetImageFromArray(cube_column((6, 16, 16)))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    sitk.WriteImage(image, str(tmp_path / "oriented.nrrd"), False)
+    head, _, data = (tmp_path / "oriented.nrrd").read_bytes().partition(b"\n\n")
+    bare = [line for line in head.split(b"\n") if not line.startswith((b"space:", b"space directions:", b"space origin:"))]
+    (tmp_path / "bare.nrrd").write_bytes(b"\n".join(bare + [b"spacings: 1 1 1"]) + b"\n\n" + data)
+    with caplog.at_level(logging.WARNING):
+        read_image(tmp_path / "oriented.nrrd")
+    assert "no orientation" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        read = read_image(tmp_path / "bare.nrrd")
+    assert "bare.nrrd holds no orientation (its NRRD header names no space)" in caplog.text
+    assert np.allclose(read.GetDirection(), np.eye(3).ravel())

@@ -55,6 +55,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         check_nifti_file(path)  # what ITK's NIfTI reader lets through silently
     elif path.name.lower().endswith((".mha", ".mhd")):
         check_metaimage_file(path)  # what ITK's MetaImage reader reports only on the terminal
+    elif path.name.lower().endswith((".nrrd", ".nhdr")):
+        warn_if_nrrd_without_space(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
@@ -78,6 +80,26 @@ def read_label_map(path: str | os.PathLike) -> sitk.Image:
         log.info("%s: values mapped to bones by the colour table beside it, %s", path, colours.name)
         return labels_by_colour_table(image, read_colour_rows(colours), name=str(path))
     return image
+
+
+NRRD_HEADER_LIMIT = 1 << 16  # bytes read for a NRRD header's fields (a header is a few hundred)
+
+
+def warn_if_nrrd_without_space(path: Path) -> None:
+    """Warn when a NRRD header names no space (no ``space``/``space dimension`` and no ``space
+    directions`` field): ITK then reads it from origin 0 with LPS axes, silently, as a NIfTI
+    without orientation (``check_nifti_file``)."""
+    with open(path, "rb") as f:
+        head = f.read(NRRD_HEADER_LIMIT)
+    if not head.startswith(b"NRRD"):
+        return  # ITK's reader decides
+    fields = {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\n\n", 1)[0].split(b"\n")[1:]
+              if b":" in line and not line.startswith(b"#")}
+    if not fields & {b"space", b"space dimension", b"space directions"}:
+        log.warning("%s holds no orientation (its NRRD header names no space): it is read, as ITK reads such a "
+                    "file, from origin 0 with its axes to the patient's left, back and head; if it was not stored "
+                    "so, the bones and their sides come out wrong: save it again from Slicer or convert it from the "
+                    "DICOM", path)
 
 
 def check_declared_size(path: Path, available: int | None = None) -> None:
