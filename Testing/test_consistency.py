@@ -409,6 +409,46 @@ def test_cores_walled_by_a_bone_and_unlabelled_cortex_are_filled_the_canal_and_c
     assert none == 0 and unsure is labels_image, "what the network saw as not bone stays background"
 
 
+def test_cores_are_filled_the_same_on_the_walls_box_as_on_whole_slices(monkeypatch):
+    """``fill_enclosed`` reads each slab on the box of its walls (session 43); the holes it finds
+    there are the whole slices' holes. Checked against whole slices on random rings of bone and
+    bright cortex, some cut by the box's and the image's edges, some nested, in three orientations."""
+    import BoneSegmentationLib.consistency.marrow as marrow_module
+
+    rng = np.random.default_rng(3)
+    shape = (36, 70, 90)
+    labels = np.zeros(shape, np.uint8)
+    hu = rng.normal(40.0, 20.0, shape).astype(np.float32)
+    z, y, x = np.indices(shape)
+    bones = [TABLE.by_name(n).index for n in ("vertebra_L2", "hip_right", "femur_left", "rib_left_9")]
+    for _ in range(40):
+        cz, cy, cx = rng.integers(0, shape[0]), rng.integers(-5, shape[1] - 20), rng.integers(-5, shape[2] - 30)
+        r = rng.integers(3, 14)
+        ring = (np.abs(np.hypot(y - cy, x - cx) - r) < 1.2) & (np.abs(z - cz) < rng.integers(2, 9))
+        if rng.random() < 0.6:
+            labels[ring] = rng.choice(bones)
+        else:
+            hu[ring] = 600.0  # cortex the network left unlabelled
+        hu[(np.hypot(y - cy, x - cx) < r - 1.2) & (np.abs(z - cz) < 9)] += rng.choice([0.0, 200.0])
+    probability = sitk.GetImageFromArray(np.full(shape, 0.4, np.float32))
+
+    def whole_slices(walled, axis):
+        return tuple(slice(None) if a == axis else slice(0, n) for a, n in enumerate(walled.shape))
+
+    walled = (labels > 0) | (hu >= marrow_module.CORTEX_HU)
+    box = marrow_module.walls_box(walled[:marrow_module.SLAB_SLICES], 0)
+    assert box[1].stop < shape[1] and box[2].stop < shape[2] and box[2].start == 0  # cut by the box and the edge
+    for orientation in ("LPS", "RAI", "ASL"):
+        labels_image = sitk.DICOMOrient(sitk.GetImageFromArray(labels), orientation)
+        hu_image = sitk.DICOMOrient(sitk.GetImageFromArray(hu), orientation)
+        boxed, boxed_count = fill_enclosed(labels_image, hu_image, probability, TABLE)
+        with monkeypatch.context() as patch:
+            patch.setattr(marrow_module, "walls_box", whole_slices)
+            whole, whole_count = fill_enclosed(labels_image, hu_image, probability, TABLE)
+        assert whole_count > 100 and boxed_count == whole_count
+        assert np.array_equal(sitk.GetArrayViewFromImage(boxed), sitk.GetArrayViewFromImage(whole))
+
+
 def test_an_open_ring_of_shaft_is_closed_and_a_solid_section_with_a_notch_is_not():
     """A femoral shaft whose ring the network left open (a C: the cortex found but for a thin
     stretch, the fatty canal not) is filled to its convex hull on the input grid; a solid section

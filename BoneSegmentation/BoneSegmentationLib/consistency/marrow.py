@@ -185,16 +185,20 @@ def fill_enclosed(labels: sitk.Image, ct: sitk.Image, bone: sitk.Image, table: B
         part = tuple(part)
         if not view[part].any():
             continue
-        offset = np.zeros(3, int)
-        offset[axis] = start
-        value = _enclosed_values(view[part], hu[part], axis, in_plane[0] * in_plane[1],
+        walled = view[part] > 0
+        walled |= hu[part] >= CORTEX_HU
+        box = walls_box(walled, axis)  # a hole lies inside its walls: the same holes, on less area
+        offset = np.array([start if a == axis else box[a].start for a in range(3)])
+        value = _enclosed_values(view[part][box], hu[part][box], walled[box], axis, in_plane[0] * in_plane[1],
                                  lambda where: _sample(bone_array, bone_grid, grid.to_mm(where + offset)),
                                  fatty, refused)
+        del walled
         if value is None:
             continue
         if out is None:
             out = sitk.GetArrayFromImage(labels)
-        out[part][value > 0] = value[value > 0]
+        target = out[part][box]
+        target[value > 0] = value[value > 0]
         total += int(np.count_nonzero(value))
     if out is None:
         return labels, 0
@@ -203,14 +207,28 @@ def fill_enclosed(labels: sitk.Image, ct: sitk.Image, bone: sitk.Image, table: B
     return image, total
 
 
-def _enclosed_values(labels: np.ndarray, hu: np.ndarray, axis: int, pixel_mm2: float, probability,
-                     fatty: np.ndarray, refused: np.ndarray) -> Optional[np.ndarray]:
-    """The label each voxel of these slices is filled with (0: none), or None when nothing is."""
+def walls_box(walled: np.ndarray, axis: int) -> tuple[slice, slice, slice]:
+    """The box across the slices (all of them along ``axis``) that holds every walled voxel. An
+    in-slice hole lies inside it, and a voxel outside the walls at its edge reaches the slice's
+    edge through the unwalled rest, as the box's edge: holes found in the box are the slice's."""
+    box = []
+    for a in range(3):
+        if a == axis:
+            box.append(slice(None))
+            continue
+        filled = np.nonzero(walled.any(axis=tuple(b for b in range(3) if b != a)))[0]
+        box.append(slice(int(filled[0]), int(filled[-1]) + 1) if len(filled) else slice(0, 0))
+    return tuple(box)
+
+
+def _enclosed_values(labels: np.ndarray, hu: np.ndarray, walled: np.ndarray, axis: int, pixel_mm2: float,
+                     probability, fatty: np.ndarray, refused: np.ndarray) -> Optional[np.ndarray]:
+    """The label each voxel of these slices is filled with (0: none), or None when nothing is;
+    ``walled``: the labelled voxels and those at ``CORTEX_HU`` or above."""
+    if walled.size == 0:
+        return None
     structure = in_slice_structure(axis)
-    walled = labels > 0
-    walled |= hu >= CORTEX_HU
     holes = fill_holes_per_slice(walled, axis) & ~walled
-    del walled
     pieces, count = ndimage.label(holes, structure=structure)
     if count == 0:
         return None
