@@ -111,8 +111,9 @@ def load_checkpoint(path: Path, device) -> dict:
 
 
 def _check_architecture(ckpt: dict, cfg: TrainConfig, ckpt_path: Path) -> None:
-    """A run resumes with the network and the preprocessing it started with: weights trained on
-    smoothed cases go on with smoothed cases (checkpoints from before ``antialias``: unsmoothed)."""
+    """A run resumes with the network, the preprocessing, the learning stages and the parent term
+    it started with: weights trained on smoothed cases go on with smoothed cases (checkpoints from
+    before ``antialias``: unsmoothed; before ``train_only`` and ``parent_weight``: all, none)."""
     old = {k: ckpt["config"].get(k) for k in ARCHITECTURE_KEYS} | {"antialias": ckpt["config"].get("antialias", False),
                                                                    "train_only": tuple(ckpt["config"].get("train_only", ())),
                                                                    "parent_weight": ckpt["config"].get("parent_weight", 0.0)}
