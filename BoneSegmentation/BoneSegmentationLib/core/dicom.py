@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputImageError, itk_reason
-from .dicom_frames import read_dicom_file
+from .dicom_frames import CT_MODALITIES, read_dicom_file
 from .memory import check_declared_fits
 from .slice_geometry import SliceGeometry, check_even_steps, check_one_line, placed_where_scanned
 
@@ -68,7 +68,6 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
     return image
 
 
-CT_MODALITIES = ("CT", "")  # a series without a Modality tag (some anonymisers drop it) may still be CT
 
 
 @contextlib.contextmanager

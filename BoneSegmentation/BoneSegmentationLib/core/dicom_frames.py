@@ -30,6 +30,7 @@ from .slice_geometry import SliceGeometry, check_even_steps, check_one_line, pla
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory: a medium's index, not an image
 SAME_PLACE_MM = 1e-3  # frames closer than this along the normal lie in one place
+CT_MODALITIES = ("CT", "")  # a series without a Modality tag (some anonymisers drop it) may still be CT
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def read_dicom_file(path: Path, what: Optional[str] = None) -> sitk.Image:
         raise InputImageError(f"cannot read {what}: {itk_reason(e)}") from None
     check_declared_fits(what, reader)
     modality = reader.GetMetaData("0008|0060").strip().upper() if reader.HasMetaDataKey("0008|0060") else ""
-    if modality not in ("CT", ""):  # as for a folder: a series without the tag may still be CT
+    if modality not in CT_MODALITIES:  # as for a folder
         raise InputImageError(f"{path} is a DICOM {modality} image; BoneSegmentation segments CT, so give a CT "
                               "file or series folder")
     size = reader.GetSize()
