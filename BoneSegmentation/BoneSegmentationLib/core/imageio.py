@@ -1,8 +1,9 @@
-"""Reading CT images (NIfTI, NRRD, MHA, DICOM folders) with clear errors, and atomic writing.
+"""Reading CT images (NIfTI, NRRD, MHA, DICOM folders and files) with clear errors, and atomic writing.
 
 Geometry (origin, spacing, direction) is kept exactly as SimpleITK reads it; any direction
 matrix is accepted. A DICOM folder is read by ``dicom.py``, which refuses a series with a missing
-slice and puts a gantry-tilted one on a regular grid where it was scanned.
+slice and puts a gantry-tilted one on a regular grid where it was scanned; one DICOM file (an
+Enhanced CT's frames) by ``dicom_frames.py``, with the same checks; a DICOMDIR as its folder.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read a 3D image file or the largest DICOM series in a folder."""
+    """Read a 3D image file (a DICOM one included) or the largest DICOM series in a folder."""
     path = Path(path)
     if not path.exists():
         raise InputImageError(f"input not found: {path}")
