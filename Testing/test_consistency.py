@@ -17,7 +17,7 @@ from BoneSegmentationLib.consistency.discs import cut_at_discs
 from BoneSegmentationLib.consistency.geometry import Grid
 from BoneSegmentationLib.consistency.marrow import (ENCLOSED_MAX_MM2, OPEN_RING, convex_per_slice, fill_canals, fill_cores,
                                                     fill_enclosed)
-from BoneSegmentationLib.consistency.spine import BONE_NAMES, LEVELS, Vertebra, _isolated, order_spine
+from BoneSegmentationLib.consistency.spine import BONE_NAMES, LEVELS, Vertebra, _isolated, decode, order_spine
 from BoneSegmentationLib.consistency.step import make_consistent
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.inference.review import review_ranking
@@ -771,3 +771,76 @@ def test_thoracic_boundaries_are_left_to_the_network(phantom):
     assert cut_at_discs(out, grid, TABLE, report) == 0 and np.array_equal(out, broken) and report.changes == []
     correct = labels.copy()
     assert cut_at_discs(correct, grid, TABLE, report) == 0 and np.array_equal(correct, labels)
+
+
+def _abdomen_view(labels: np.ndarray, grid: Grid, top: str = "T9") -> np.ndarray:
+    """The labels below the top of vertebra ``top``: an abdomen's view, without the skull's anchor."""
+    height = grid.to_mm(np.argwhere(np.ones(labels.shape, bool)))[:, 2].reshape(labels.shape)
+    top_mm = grid.to_mm(np.argwhere(labels == TABLE.by_name(f"vertebra_{top}").index))[:, 2].max()
+    return np.where(height <= top_mm, labels, 0).astype(labels.dtype)
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_a_transverse_process_named_rib_12_does_not_make_l1_thoracic(seed):
+    """The network named the tip of L1's transverse process rib 12 (ten voxels, 16 mm: held-out
+    synthetic abdomens). A rib that short is no rib: L1 does not become rib-bearing, and the
+    column keeps its levels (it was moved a level up)."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    broken = _abdomen_view(labels, grid)
+    l1 = np.argwhere(broken == TABLE.by_name("vertebra_L1").index)
+    mm = grid.to_mm(l1)
+    tip = mm[np.argmax(mm[:, 0])]  # the left end of its transverse process (LPS: +x is left)
+    nearest = l1[np.argsort(np.linalg.norm(mm - tip, axis=1))[:10]]
+    broken[tuple(nearest.T)] = TABLE.by_name("rib_left_12").index
+    out = broken.copy()
+    report = ConsistencyReport()
+    order_spine(out, grid, TABLE, report)
+    assert np.array_equal(out, broken), [c.text for c in report.changes]
+
+
+def test_a_sacrum_in_specks_does_not_move_the_column():
+    """The network found the sacrum only in specks, apart along its height (a held-out synthetic
+    abdomen: nineteen of them), and the ribs of T9 alone. Each speck read as a level of its own
+    pushed the column above up (T10 became T3); a fragment may share the level of the unit above
+    it, so T9-L5 keep their labels and every speck is sacrum."""
+    levels = np.arange(len(LEVELS))
+
+    def unit(z: float, size: int, level: str) -> Vertebra:
+        votes = np.zeros(len(LEVELS))
+        votes[LEVELS.index(level)] = size
+        u = Vertebra(np.arange(size), votes, np.array([0.0, 0.0, z]), z + 12.0, z - 12.0)
+        u.anchor_sets.append(((levels > LEVELS.index("T12")), 1.5))  # below the last rib-bearing one
+        return u
+    column = [unit(360.0 - 28.0 * k, 600, level) for k, level in enumerate(LEVELS[15:24])]  # T9 ... L5
+    column[0].anchor_sets = [((levels >= LEVELS.index("T1")) & (levels <= LEVELS.index("T12")), 40.0)]
+    specks = [unit(z, size, "sacrum") for z, size in [(100, 25), (88, 10), (62, 6), (52, 13), (40, 12), (37, 25)]]
+    decoded, _ = decode(column + specks)
+    assert [LEVELS[v] for v in decoded] == LEVELS[15:24] + ["sacrum"] * 6
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_a_rib_12_passing_l1_bears_on_t12_only(seed):
+    """Rib 12 runs down and out from T12, and its label passed within reach of L1 (a real abdomen,
+    run 46: 16 voxels at T12, 5 at L1): L1 was read as rib-bearing, and with the sacrum below the
+    column moved a level up. A rib is given to the one vertebra it meets most, its head's."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    broken = _abdomen_view(labels, grid)
+    rib12, l1 = TABLE.by_name("rib_left_12").index, TABLE.by_name("vertebra_L1").index
+    near_l1 = ndimage.binary_dilation(broken == l1, np.ones((3, 3, 3), bool), iterations=2)
+    shell = np.argwhere(near_l1 & (broken == 0))
+    rib = np.argwhere(broken == rib12)
+    gap = np.linalg.norm(grid.to_mm(shell)[:, None] - grid.to_mm(rib)[None], axis=2)
+    target, source = np.unravel_index(np.argmin(gap), gap.shape)
+    path = np.linspace(rib[source], shell[target], 20).round().astype(int)  # the rib drawn on to L1
+    touch = shell[np.argsort(np.linalg.norm(shell - shell[target], axis=1))[:4]]
+    for voxel in np.concatenate([path, touch]):
+        if broken[tuple(voxel)] == 0:
+            broken[tuple(voxel)] = rib12
+    assert np.count_nonzero(near_l1 & (broken == rib12)) >= 4
+    assert ndimage.label(broken == rib12, np.ones((3, 3, 3), bool))[1] == 1  # one long rib, not a speck
+    out = broken.copy()
+    report = ConsistencyReport()
+    order_spine(out, grid, TABLE, report)
+    assert np.array_equal(out, broken), [c.text for c in report.changes]

@@ -8,7 +8,9 @@ step. Per image and model: the vertebrae T9-L5 in the image named right by the m
 labelled voxels, by the network alone and after the step, and how many vertebrae the step
 renumbered. Session 43 found the step renumbering a whole column against a network that had it
 mostly right (seeds 4405 and 4406: 6/9 and 7/9 right alone, 0/9 after the step, with every model,
-1.9 included), the same collapse as on the test abdomen with runs 46 and 48.
+1.9 included), the same collapse as on the test abdomen with runs 46 and 48. Session 44 mended the
+step's reading (rib-long pieces, each rib to one vertebra, fragments sharing a level) on seeds
+4405-4426 and confirmed it on 4427-4438 (``docs/real-ct-training.md``).
 
     python tools/evaluate_spine_levels.py                                   # bundled model, seeds 4401-4408
     python tools/evaluate_spine_levels.py --models Resources/bones-phantom-demo.pt runs/realct48/bones-phantom-demo.pt

@@ -7,11 +7,13 @@ both) and is cut at its thinnest cross-section. Then one assignment of consecuti
 decoded by dynamic programming over the ordered vertebrae with the level as state: each vertebra
 scores the fraction of its voxels the network gave that level (and, at half weight, the
 fraction of the rib voxels it meets that carry rib number k for Tk), gaps in the levels cost and are
-allowed only where the distance shows one, and anatomical anchors in view outweigh the network:
-C1 touches the skull above it, C2's dens rises into C1, T1-T12 carry ribs and L1-L5 do not, the sacrum
-meets the hip bones. When the top two units both touch the skull, the column is also decoded
-without the top one (the skull's base labelled C1), and that reading wins when it scores more by
-over one vertebra's evidence: the piece goes back to the skull. With no anchor in view (a
+allowed only where the distance shows one; a fragment, or a unit close below another for the
+pitch, may share its level (a vertebra in pieces); and anatomical anchors in view outweigh the
+network: C1 touches the skull above it, C2's dens rises into C1, T1-T12 carry ribs (pieces long
+enough to be ribs) and L1-L5 do not, the sacrum meets the hip bones. When the top two units both
+touch the skull, the column is also decoded without the top one (the skull's base labelled C1),
+and that reading wins when it scores more by over one vertebra's evidence: the piece goes back to
+the skull. With no anchor in view (a
 mid-thoracic slab), the sequence is applied only when most of the column already agrees with it
 (``DECISIVE``): when the network split its votes between two offsets, its labels are kept rather
 than replaced by a guess.
@@ -53,8 +55,13 @@ RIB_VOTE_WEIGHT = 0.5  # the numbers of the ribs a vertebra meets, against its o
 SKULL_BASE_COST = 1.0  # calling the top unit skull instead of C1 costs one vertebra's evidence
 DECISIVE = 0.6  # without an anchor, renumber only when this share of the column already agrees
 GAP_COST = 1.0  # per level skipped (one vertebra's full evidence)
-GAP_ROOM = 0.75
-NO_RIB_BONUS = 1.5  # a vertebra beyond the rib-bearing ones is likely cervical or lumbar (worth 1.5 votes)  # a skipped level needs this fraction of a pitch of distance
+REPEAT_COST = 1.0  # a whole unit a pitch below read as part of the vertebra above: one vertebra's evidence,
+# less for a fragment or a closer one
+REPEAT_LIMIT = 0.5  # a whole unit half a pitch away, or a fragment a pitch away, is the most that may share
+RECENT = 3  # the whole vertebrae just above a unit that measure a vertebra's size and the pitch there
+GAP_ROOM = 0.75  # a skipped level needs this fraction of a pitch of distance
+NO_RIB_BONUS = 1.5  # a vertebra beyond the rib-bearing ones is likely cervical or lumbar (worth 1.5 votes)
+RIB_PIECE_MM = 25.0  # a rib label piece shorter than this (box diagonal) is no rib: an L1 transverse process named rib 12
 FULL = np.ones((3, 3, 3), bool)
 
 
@@ -285,16 +292,21 @@ def _split_doubles(units: list[Vertebra], labels: np.ndarray, grid: Grid, level_
     return out
 
 
-def _touching(unit: Vertebra, labels: np.ndarray, indices: np.ndarray, iterations: int = 2) -> np.ndarray:
-    """Voxel counts of the given labels within ``iterations`` voxels of the unit."""
-    coords = np.stack(np.unravel_index(unit.voxels, labels.shape), axis=1)
+def _around(unit: Vertebra, values: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """The values within ``iterations`` voxels of the unit, outside it."""
+    coords = np.stack(np.unravel_index(unit.voxels, values.shape), axis=1)
     lo = np.maximum(coords.min(axis=0) - iterations, 0)
-    hi = np.minimum(coords.max(axis=0) + iterations + 1, labels.shape)
+    hi = np.minimum(coords.max(axis=0) + iterations + 1, values.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     mask = np.zeros(hi - lo, bool)
     mask[tuple((coords - lo).T)] = True
     shell = ndimage.binary_dilation(mask, FULL, iterations=iterations) & ~mask
-    around = labels[box][shell]
+    return values[box][shell]
+
+
+def _touching(unit: Vertebra, labels: np.ndarray, indices: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """Voxel counts of the given labels within ``iterations`` voxels of the unit."""
+    around = _around(unit, labels, iterations)
     return np.array([int(np.count_nonzero(around == i)) for i in indices])
 
 
@@ -310,17 +322,18 @@ def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTa
     cranium = np.array([idx["cranium"]]) if "cranium" in idx else np.array([], int)
     hips = np.array([idx[n] for n in ("hip_left", "hip_right") if n in idx])
     levels = np.arange(len(LEVELS))
+    pieces, piece_numbers = _rib_pieces(labels, ribs, rib_numbers, grid)
+    contact = np.array([np.bincount(_around(u, pieces), minlength=len(piece_numbers)) for u in units])
+    contact[:, 0] = 0
+    contact *= np.arange(len(units))[:, None] == contact.argmax(axis=0)[None, :]  # each rib to its own vertebra
     bearing = []
     for k, u in enumerate(units):
         sacrum = bool(hips.size) and k >= len(units) - 2 and _touching(u, labels, hips, 1).sum() >= min_rib_voxels
         if sacrum:
             u.anchors[SACRUM] = u.anchors.get(SACRUM, 0.0) + big
-        contact = _touching(u, labels, ribs) if ribs.size else np.zeros(0)
-        rib_contact = int(contact.sum())
-        bearing.append(rib_contact >= min_rib_voxels and not sacrum)  # a rib label at the pelvis: the sacrum wins
+        bearing.append(int(contact[k].sum()) >= min_rib_voxels and not sacrum)  # a rib label at the pelvis: the sacrum wins
         if bearing[-1]:  # the ribs' own numbers vote too: rib k meets vertebra Tk
-            for n, c in zip(rib_numbers, contact):
-                u.rib_votes[T1 + n - 1] += c
+            np.add.at(u.rib_votes, T1 + piece_numbers[1:] - 1, contact[k, 1:])
             u.anchor_sets.append(((levels >= T1) & (levels <= T12), big))
     skull_above = bool(cranium.size and units) and _centre_z(labels, cranium[0], grid) > units[0].top_mm
     if skull_above and _touching(units[0], labels, cranium, skull_reach).sum() > 0:
@@ -339,26 +352,85 @@ def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTa
     return any(u.anchors for u in units)
 
 
+def _rib_pieces(labels: np.ndarray, ribs: np.ndarray, rib_numbers: list[int], grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """The rib label pieces long enough to be ribs (``RIB_PIECE_MM``), numbered 1..n (0 elsewhere),
+    and each one's rib number (index 0: none). Only they say a vertebra is thoracic: a transverse
+    process of L1 the network named rib 12 (ten voxels, 16 mm) made L1 rib-bearing and moved a
+    held-out abdomen's column up a level. ``_anchor`` gives each piece to the one vertebra it
+    meets most (the head's): a real rib 12 passing within 8 mm of L1 made L1 rib-bearing too."""
+    step = np.linalg.norm(grid.matrix, axis=0)  # mm per index step, array order z, y, x
+    kept: list[tuple[tuple, np.ndarray, int]] = []  # (box, mask in it, rib number)
+    boxes = ndimage.find_objects(labels, max_label=int(ribs.max()) if ribs.size else 0)
+    for index, number in zip(ribs, rib_numbers):
+        box = boxes[index - 1] if index - 1 < len(boxes) else None
+        if box is None:
+            continue
+        parts, count = ndimage.label(labels[box] == index, structure=FULL)
+        for p, piece in enumerate(ndimage.find_objects(parts), start=1):
+            extent = np.array([s.stop - s.start - 1 for s in piece], float) * step  # centre to centre, mm
+            if np.linalg.norm(extent) >= RIB_PIECE_MM:
+                inner = tuple(slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, piece))
+                kept.append((inner, parts[piece] == p, number))
+    out = np.zeros(labels.shape, np.uint8 if len(kept) < 255 else np.int32)
+    for n, (box, mask, _) in enumerate(kept, start=1):
+        out[box][mask] = n
+    return out, np.array([0] + [number for _, _, number in kept], int)
+
+
 def _centre_z(labels: np.ndarray, index: int, grid: Grid) -> float:
     """Height (mm) of a label's centre (-inf when absent)."""
     coords = np.argwhere(labels == index)
     return float(grid.to_mm(coords.mean(axis=0))[2]) if len(coords) else -np.inf
 
 
+def _piece_doubts(units: list[Vertebra]) -> list[float]:
+    """For each unit below the first, how unlike a piece of the vertebra above it it is: its size
+    against the whole vertebrae just above it (the last ``RECENT`` units that were not fragments),
+    times its height below the unit above in pitches between those vertebrae. Just above, not the
+    column's: a cervical vertebra is a quarter of a lumbar one, and against the whole column the
+    skull's base and C1 looked like two pieces of one vertebra; nor the units beside it: specks
+    beside specks (a sacrum in nineteen) looked whole."""
+    z = np.array([u.centre[2] for u in units])
+    sizes = np.array([u.size for u in units], float)
+    first = sizes[:RECENT + 1]  # before two whole vertebrae are behind: the first few units
+    first_reference = float(np.median(first[first >= np.median(first)]))
+    first_pitch = float(np.median(np.abs(np.diff(z[:RECENT + 1])))) if len(units) > 1 else 1.0
+    whole = [0] if sizes[0] >= SPECK_FRACTION * first_reference else []
+    out = []
+    for k in range(1, len(units)):
+        if len(whole) >= 2:
+            reference = float(np.median(sizes[whole[-RECENT:]]))
+            pitch = float(np.median(np.abs(np.diff(z[whole[-RECENT - 1:]]))))
+        else:
+            reference, pitch = first_reference, first_pitch
+        out.append(min(1.0, sizes[k] / (0.5 * reference)) * abs(z[k] - z[k - 1]) / max(pitch, 1e-6))
+        if sizes[k] >= SPECK_FRACTION * reference:
+            whole.append(k)
+    return out
+
+
 def decode(units: list[Vertebra]) -> tuple[list[int], float]:
     """Consecutive levels for the ordered vertebrae that agree best with their votes and anchors,
-    and their total score (votes and anchors met, gaps paid)."""
+    and their total score (votes and anchors met, gaps paid).
+
+    A unit may share the level of the unit above (a piece of one vertebra the grouping left apart)
+    when it is a fragment or close for the pitch (``_piece_doubts`` under ``REPEAT_LIMIT``), at a
+    cost that grows with the doubt: every extra unit otherwise pushed the column a level away from
+    its anchor, and a sacrum in nineteen specks moved a held-out abdomen's T10 to T3."""
     n_levels = len(LEVELS)
     if not units:
         return [], 0.0
     median_size = float(np.median([u.size for u in units]))
     gaps = [float(np.linalg.norm(units[i + 1].centre - units[i].centre)) for i in range(len(units) - 1)]
-    score = np.zeros((len(units), n_levels))
+    doubts = _piece_doubts(units)
+    votes = np.zeros((len(units), n_levels))  # the network's and the ribs' word
+    score = np.zeros((len(units), n_levels))  # ... and the anchors'
     for k, u in enumerate(units):
         weight = min(1.0, u.size / (0.5 * median_size)) if median_size else 1.0
-        score[k] = weight * u.votes / max(u.votes.sum(), 1.0)
+        votes[k] = weight * u.votes / max(u.votes.sum(), 1.0)
         if u.rib_votes.any():
-            score[k] += RIB_VOTE_WEIGHT * weight * u.rib_votes / u.rib_votes.sum()
+            votes[k] += RIB_VOTE_WEIGHT * weight * u.rib_votes / u.rib_votes.sum()
+        score[k] = votes[k]
         for level, bonus in u.anchors.items():
             score[k, level] += bonus
         for allowed, bonus in u.anchor_sets:
@@ -367,19 +439,24 @@ def decode(units: list[Vertebra]) -> tuple[list[int], float]:
     back = np.zeros((len(units), n_levels), int)
     best[0] = score[0]
     for k in range(1, len(units)):
-        pitch = _local(gaps, k - 1) if gaps else 1.0
-        for b in range(1, n_levels):
-            a = np.arange(b)  # candidate previous levels
+        pitch, doubt = _local(gaps, k - 1), doubts[k - 1]
+        for b in range(n_levels):
+            a = np.arange(b + 1)  # candidate previous levels, b itself when the vertebra is shared
             skipped = b - a - 1
             room = gaps[k - 1] >= (skipped + 1) * GAP_ROOM * pitch
-            cand = np.where((skipped == 0) | room, best[k - 1, :b] - GAP_COST * skipped, -np.inf)
+            cand = np.where((skipped == 0) | ((skipped > 0) & room), best[k - 1, :b + 1] - GAP_COST * skipped, -np.inf)
+            cand[b] = best[k - 1, b] - REPEAT_COST * doubt if doubt < REPEAT_LIMIT else -np.inf
             j = int(np.argmax(cand))
             best[k, b] = cand[j] + score[k, b]
             back[k, b] = j
     levels = [int(np.argmax(best[-1]))]
     for k in range(len(units) - 1, 0, -1):
         levels.append(int(back[k, levels[-1]]))
-    return levels[::-1], float(best[-1].max())
+    levels = levels[::-1]
+    # a piece of the vertebra above adds no votes of its own to the reading's score: a vertebra
+    # read in two pieces must not outscore it read whole (``order_spine`` compares readings)
+    shared = sum(votes[k, levels[k]] for k in range(1, len(units)) if levels[k] == levels[k - 1])
+    return levels, float(best[-1].max()) - shared
 
 
 def _fit_levels(units: list[Vertebra]) -> list[Vertebra]:
