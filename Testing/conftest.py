@@ -8,7 +8,8 @@ import pytest
 from BoneSegmentationLib.model.random_weights import save_random_model
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_DATA = REPO.parent / "shared" / "data" / "real"
+REAL_DATA = REPO.parent / "shared" / "data" / "real"  # the real test scans
+ANATOMY_SOURCE = REPO.parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"  # the synthesiser's body
 
 
 def make_random_model(path: Path, *, base_features: int = 4, levels: int = 3, patch: int = 64,

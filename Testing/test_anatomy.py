@@ -13,8 +13,9 @@ from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.core.totalsegmentator import ts_indices, ts_to_table
 from BoneSegmentationLib.synthetic import anatomy, tissue
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, ILIAC_SHIFT_MM, _iliac_height, load_source, synthesise
+from conftest import ANATOMY_SOURCE
 
-SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
+SOURCE = ANATOMY_SOURCE
 TABLE = default_table()
 pytestmark = pytest.mark.skipif(not SOURCE.is_file(), reason=f"{SOURCE} not present")
 
@@ -533,11 +534,12 @@ def test_the_diaphragm_shift_is_drawn_per_image_from_its_own_stream(source):
                                   spacing=8.0, fov="thorax", implants=False)
 
 
-def test_the_views_tool_counts_vertebrae_called_any_bone_and_skips_images_without_a_spine():
+def test_the_views_tool_counts_vertebrae_called_any_bone_and_skips_images_without_a_spine(monkeypatch):
     """tools/evaluate_synthetic_views.py's "vertebrae found": the slab failure (vertebral bodies
     left as background) measured whatever name the bone gets; ribs do not count."""
     import importlib.util
     tool = Path(__file__).resolve().parents[1] / "tools" / "evaluate_synthetic_views.py"
+    monkeypatch.syspath_prepend(str(tool.parent))  # as when run: the tools import each other
     spec = importlib.util.spec_from_file_location("evaluate_synthetic_views", tool)
     views = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(views)

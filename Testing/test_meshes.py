@@ -22,6 +22,7 @@ from BoneSegmentationLib.core.totalsegmentator import ts_to_table
 from BoneSegmentationLib.export.meshes import (bone_meshes, export_meshes, is_closed_manifold, preview_png, write_gltf,
                                                write_obj, write_ply, write_stl)
 from BoneSegmentationLib.synthetic.phantom import make_phantom
+from conftest import REAL_DATA
 
 T = default_table()
 
@@ -229,7 +230,7 @@ def test_output_file_names_its_format_and_a_folder_gets_bones(tmp_path, capsys):
     assert "drop one of them" in capsys.readouterr().err
 
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = REAL_DATA
 VALIDATOR = Path(os.environ.get("GLTF_VALIDATOR", Path(__file__).resolve().parents[1] / ".ci" / "node" /
                                 "node_modules" / "gltf-validator"))
 

@@ -199,12 +199,13 @@ def test_short_views_train_and_are_recorded_in_the_model(tmp_path):
     assert "short views: 24-96 mm" in augmentation and "(p 1)" in augmentation and "bone cores" in augmentation
 
 
-def test_extra_cases_take_an_earlier_runs_anatomy_training_images_only(tmp_path):
+def test_extra_cases_take_an_earlier_runs_anatomy_training_images_only(tmp_path, monkeypatch):
     """``--extra-cases``: the anatomy images (seeds 2001.., crops 2501..) another run cached, read
     as training cases; its validation images and phantoms are not taken, and a folder without
     anatomy images (or prepared the other way) is refused with what to give instead."""
     import importlib.util
     import numpy as np
+    monkeypatch.syspath_prepend(str(TOOL.parent))  # as when run: the tools import each other
     spec = importlib.util.spec_from_file_location("train_real_ct_model", TOOL)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
@@ -225,11 +226,12 @@ def test_extra_cases_take_an_earlier_runs_anatomy_training_images_only(tmp_path)
 
 
 @pytest.mark.parametrize("hostile", ["pickled", "truncated", "mismatched"])
-def test_extra_cases_refuse_a_hostile_or_broken_cached_case_in_one_line(tmp_path, hostile):
+def test_extra_cases_refuse_a_hostile_or_broken_cached_case_in_one_line(tmp_path, hostile, monkeypatch):
     """A cached case from another folder is untrusted: a pickled object is never unpickled (nothing
     runs), a truncated file and labels that do not fit the image are refused with what to do."""
     import importlib.util
     import numpy as np
+    monkeypatch.syspath_prepend(str(TOOL.parent))  # as when run: the tools import each other
     spec = importlib.util.spec_from_file_location("train_real_ct_model", TOOL)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tools"))
 from memory import measure  # noqa: E402
+from shared_data import ANATOMY  # noqa: E402  ../shared, named once for the tools
 
 from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, load_source, synthesise  # noqa: E402
-
-ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ from BoneSegmentationLib.model.registry import resolve_model
 from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, load_source, synthesise
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_synthetic_views import ANATOMY, score  # noqa: E402
+from evaluate_synthetic_views import score  # noqa: E402
+from shared_data import ANATOMY  # noqa: E402  ../shared, named once for the tools
 
 
 def air_at_the_far_end(array: np.ndarray, patch, pad_value: float) -> tuple[np.ndarray, int]:

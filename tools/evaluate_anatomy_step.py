@@ -32,8 +32,8 @@ from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model
 from BoneSegmentationLib.model.registry import resolve_model
 from BoneSegmentationLib.synthetic.phantom import make_phantom
+from shared_data import REAL  # ../shared, named once for the tools
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 REAL_SCANS = {"abdomen (NIfTI)": ("ts_abdomen_ct.nii.gz", "ts_abdomen_totalseg.nii.gz"),
               "thorax (DICOM)": ("ts_thorax_dicom", "ts_thorax_totalseg.nii.gz")}
 VIEWS = ("full", "skull_to_shoulders", "mid_thorax", "lumbar_sacrum")

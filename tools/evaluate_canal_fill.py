@@ -26,8 +26,8 @@ from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model
 from BoneSegmentationLib.model.registry import resolve_model
 from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, load_source, synthesise
+from shared_data import ANATOMY  # ../shared, named once for the tools
 
-ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 LONG_BONES = ("femur_left", "femur_right", "humerus_left", "humerus_right")
 RATIOS = tuple(sorted({0.5, 0.6, 0.7, 0.8, 1.0, OPEN_RING}))  # a piece filled to its convex hull when it covers less than this of it
 

@@ -38,9 +38,9 @@ from BoneSegmentationLib.synthetic.phantom import make_phantom
 from BoneSegmentationLib.inference.preprocess import to_model_grid
 from BoneSegmentationLib.model.registry import resolve_model
 from BoneSegmentationLib.inference.options import InferenceOptions
+from shared_data import REAL  # ../shared, named once for the tools
 
 HELD_OUT_SEEDS = range(5)
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 REAL_SCANS = {"abdomen (NIfTI)": ("ts_abdomen_ct.nii.gz", "ts_abdomen_totalseg.nii.gz"),
               "thorax (DICOM)": ("ts_thorax_dicom", "ts_thorax_totalseg.nii.gz")}
 

@@ -32,7 +32,7 @@ from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model
 from BoneSegmentationLib.model.registry import resolve_model
 from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, load_source, synthesise
-from evaluate_synthetic_views import ANATOMY  # the source body's path, named once for the evaluation tools
+from shared_data import ANATOMY  # ../shared, named once for the tools
 
 SCORED = ("T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
 MIN_VOXELS = 5  # a vertebra with fewer voxels on the model's grid is not scored (cut by the view)

@@ -60,8 +60,8 @@ from BoneSegmentationLib.model.modelfile import load_model, read_metadata
 from BoneSegmentationLib.model.registry import resolve_model
 from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, SyntheticCase, load_source, synthesise
 from BoneSegmentationLib.synthetic.tissue import PHASES
+from shared_data import ANATOMY  # ../shared, named once for the tools
 
-ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DEV_SEEDS = (1990, 1991, 1992, 1993, 1994, 1995)
 FORCED_VIEW = {1990: "whole", 1991: "clinical_crop"}  # as the training's validation images
 

@@ -22,8 +22,8 @@ from scipy import ndimage  # noqa: E402
 from BoneSegmentationLib.core.bones import default_table  # noqa: E402
 from BoneSegmentationLib.core.files import atomic_write  # noqa: E402
 from BoneSegmentationLib.synthetic.anatomy import ATTRIBUTION, load_source, synthesise  # noqa: E402
+from shared_data import ANATOMY  # noqa: E402  ../shared, named once for the tools
 
-ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 
 
 def coronal(case) -> tuple[np.ndarray, np.ndarray, float]:

@@ -48,8 +48,8 @@ from BoneSegmentationLib.synthetic.phantom import make_phantom
 from BoneSegmentationLib.model.modelfile import load_model, read_metadata
 from BoneSegmentationLib.training.train import (Case, TrainConfig, export_best, prepare_case, resume_state, train,
                                                 validate_cases, write_history)
+from shared_data import ANATOMY  # ../shared, named once for the tools
 
-ANATOMY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anatomy" / "s0011_labels.nii.gz"
 DESCRIPTION = ("Trained on CT-like images synthesised from one real body's bone and organ labels "
                "(TotalSegmentator s0011) and on procedural phantoms in realistic surroundings; "
                "never on real CT images. A prior to correct, not a diagnosis.")
