@@ -589,3 +589,15 @@ def test_a_nrrd_that_names_no_space_is_read_as_itk_reads_it_with_a_warning(tmp_p
         read = read_image(tmp_path / "bare.nrrd")
     assert "bare.nrrd holds no orientation (its NRRD header names no space)" in caplog.text
     assert np.allclose(read.GetDirection(), np.eye(3).ravel())
+
+
+def test_an_enhanced_ct_file_larger_than_the_memory_free_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """One multi-frame file: its rows, columns and frames against the memory the OS says is free
+    (here made 100 KB, below the file's 112 KB), read once from the header the reader opens anyway."""
+    from BoneSegmentationLib.core import memory
+
+    write_enhanced_ct(tmp_path / "ct.dcm", cube_column((28, 40, 50)))
+    assert read_image(tmp_path / "ct.dcm").GetSize() == (50, 40, 28)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100 * 1024)
+    with pytest.raises(InputImageError, match=r"header declares 50 x 40 x 28 voxels"):
+        read_image(tmp_path / "ct.dcm")

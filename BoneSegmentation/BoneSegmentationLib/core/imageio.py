@@ -46,12 +46,12 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise InputImageError(f"input not found: {path}")
     if path.is_dir():
         return read_dicom_folder(path)
-    check_declared_size(path)  # before any voxel is read: a header can promise terabytes
-    storage_class = media_storage_class(path)
+    storage_class = media_storage_class(path)  # the first kilobyte only
     if storage_class == DICOMDIR_CLASS:  # a medium's index: its series lie below its folder
         return read_dicom_folder(path.parent)
     if storage_class is not None:
-        return read_dicom_file(path)
+        return read_dicom_file(path)  # checks the declared size from the header it reads anyway
+    check_declared_size(path)  # before any voxel is read: a header can promise terabytes
     if path.name.lower().endswith((".nii", ".nii.gz")):
         check_nifti_file(path)  # what ITK's NIfTI reader lets through silently
     elif path.name.lower().endswith((".mha", ".mhd")):
