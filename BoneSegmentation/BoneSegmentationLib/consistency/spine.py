@@ -292,6 +292,9 @@ def _split_doubles(units: list[Vertebra], labels: np.ndarray, grid: Grid, level_
     return out
 
 
+RibPieces = tuple[np.ndarray, np.ndarray]  # rib pieces numbered 1..n on the labels' grid; each one's rib number
+
+
 def _around(unit: Vertebra, values: np.ndarray, iterations: int = 2) -> np.ndarray:
     """The values within ``iterations`` voxels of the unit, outside it."""
     coords = np.stack(np.unravel_index(unit.voxels, values.shape), axis=1)
@@ -310,19 +313,17 @@ def _touching(unit: Vertebra, labels: np.ndarray, indices: np.ndarray, iteration
     return np.array([int(np.count_nonzero(around == i)) for i in indices])
 
 
-def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTable, min_rib_voxels: int,
-            skull_reach: int, big: float) -> bool:
-    """Attach the anatomical anchors in view to the units (bonuses added by ``decode``);
-    ``skull_reach``: voxels between C1 and the skull that still count as touching; ``big``: the bonus
-    of a hard anchor (more than every vote together). True when an anchor fixes a level
-    absolutely (skull, sacrum, or the end of the rib-bearing vertebrae in view)."""
+def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTable, ribs: RibPieces,
+            min_rib_voxels: int, skull_reach: int, big: float) -> bool:
+    """Attach the anatomical anchors in view to the units (bonuses added by ``decode``); ``ribs``:
+    ``_rib_pieces`` of the labels; ``skull_reach``: voxels between C1 and the skull that still count
+    as touching; ``big``: the bonus of a hard anchor (more than every vote together). True when an
+    anchor fixes a level absolutely (skull, sacrum, or the end of the rib-bearing vertebrae in view)."""
     idx = {b.name: b.index for b in table.foreground()}
-    ribs = np.array([b.index for b in table.foreground() if b.name.startswith("rib_")])
-    rib_numbers = [int(table[i].name.rsplit("_", 1)[1]) for i in ribs]
     cranium = np.array([idx["cranium"]]) if "cranium" in idx else np.array([], int)
     hips = np.array([idx[n] for n in ("hip_left", "hip_right") if n in idx])
     levels = np.arange(len(LEVELS))
-    pieces, piece_numbers = _rib_pieces(labels, ribs, rib_numbers, grid)
+    pieces, piece_numbers = ribs
     contact = np.array([np.bincount(_around(u, pieces), minlength=len(piece_numbers)) for u in units])
     contact[:, 0] = 0
     contact *= np.arange(len(units))[:, None] == contact.argmax(axis=0)[None, :]  # each rib to its own vertebra
@@ -352,12 +353,14 @@ def _anchor(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTa
     return any(u.anchors for u in units)
 
 
-def _rib_pieces(labels: np.ndarray, ribs: np.ndarray, rib_numbers: list[int], grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+def _rib_pieces(labels: np.ndarray, table: BoneTable, grid: Grid) -> RibPieces:
     """The rib label pieces long enough to be ribs (``RIB_PIECE_MM``), numbered 1..n (0 elsewhere),
-    and each one's rib number (index 0: none). Only they say a vertebra is thoracic: a transverse
+    and each one's rib number (index 0: none); found once per column, whichever readings follow. Only they say a vertebra is thoracic: a transverse
     process of L1 the network named rib 12 (ten voxels, 16 mm) made L1 rib-bearing and moved a
     held-out abdomen's column up a level. ``_anchor`` gives each piece to the one vertebra it
     meets most (the head's): a real rib 12 passing within 8 mm of L1 made L1 rib-bearing too."""
+    ribs = np.array([b.index for b in table.foreground() if b.name.startswith("rib_")])
+    rib_numbers = [int(table[i].name.rsplit("_", 1)[1]) for i in ribs]
     step = np.linalg.norm(grid.matrix, axis=0)  # mm per index step, array order z, y, x
     kept: list[tuple[tuple, np.ndarray, int]] = []  # (box, mask in it, rib number)
     boxes = ndimage.find_objects(labels, max_label=int(ribs.max()) if ribs.size else 0)
@@ -481,7 +484,8 @@ class _Reading:
     skull_piece: Optional[Vertebra] = None
 
 
-def _read(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTable, big: float) -> _Reading:
+def _read(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTable, ribs: RibPieces,
+          big: float) -> _Reading:
     """Decode the ordered units (``units`` is changed: anchors are added to them), with the skull's
     base read as C1 as the alternative when the top two units both touch the skull."""
     min_rib = max(3, int(round(0.05 / grid.voxel_ml)))  # a few voxels of rib, at least 0.05 ml
@@ -494,10 +498,10 @@ def _read(units: list[Vertebra], labels: np.ndarray, grid: Grid, table: BoneTabl
     if len(units) > 2 and all(_touching(u, labels, cranium, skull_reach).sum() for u in units[:2]):
         skull_base = _fit_levels([copy.deepcopy(u) for u in units[1:]])  # copies: _anchor adds to units
     units = _fit_levels(units)
-    anchored = _anchor(units, labels, grid, table, min_rib, skull_reach, big)
+    anchored = _anchor(units, labels, grid, table, ribs, min_rib, skull_reach, big)
     levels, score = decode(units)
     if skull_base is not None:  # the top unit may be the skull's base labelled C1 (two units at the skull)
-        skull_anchored = _anchor(skull_base, labels, grid, table, min_rib, skull_reach, big)
+        skull_anchored = _anchor(skull_base, labels, grid, table, ribs, min_rib, skull_reach, big)
         base_levels, base_score = decode(skull_base)
         if base_score - SKULL_BASE_COST > score:
             return _Reading(skull_base, base_levels, base_score - SKULL_BASE_COST, skull_anchored, units[0])
@@ -528,9 +532,11 @@ def order_spine(labels: np.ndarray, grid: Grid, table: BoneTable, report: Consis
     units = _merge_split_pieces(units, labels, grid)
     cut = sorted(_split_doubles(units, labels, grid, level_of, hips), key=lambda u: -u.centre[2])
     big = 2.0 * min(len(cut), len(LEVELS)) + 4.0  # one hard anchor's bonus for both readings
-    reading = _read([copy.deepcopy(u) for u in units] if len(cut) > len(units) else units, labels, grid, table, big)
+    ribs = _rib_pieces(labels, table, grid)
+    reading = _read([copy.deepcopy(u) for u in units] if len(cut) > len(units) else units, labels, grid, table,
+                    ribs, big)
     if len(cut) > len(units):
-        with_cuts = _read(cut, labels, grid, table, big)
+        with_cuts = _read(cut, labels, grid, table, ribs, big)
         if with_cuts.score > reading.score:
             reading = with_cuts
     units, levels, anchored = reading.units, reading.levels, reading.anchored
