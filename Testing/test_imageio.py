@@ -83,6 +83,33 @@ def test_nan_is_refused():
         check_ct(sitk.GetImageFromArray(a))
 
 
+@pytest.mark.parametrize("scale", [1e30, -1e6])
+def test_values_far_outside_ct_range_are_refused(tmp_path, scale):
+    """A header's rescale slope of 1e30 turns a CT into values no scanner writes: refused, not segmented."""
+    import nibabel as nib
+    img = nib.Nifti1Image(sitk.GetArrayFromImage(ct_like()).T.copy(), np.eye(4))
+    img.header["scl_slope"] = scale
+    path = tmp_path / "slope.nii.gz"
+    nib.save(img, path)
+    with pytest.raises(InputImageError, match="far outside any CT's range.*rescale slope"):
+        read_ct(path)
+    read_ct(_written(tmp_path, ct_like()))  # the same voxels with a sane header are read
+
+
+def _written(tmp_path, image):
+    path = tmp_path / "sane.nii.gz"
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_complex_image_is_refused(tmp_path):
+    a = sitk.GetArrayFromImage(ct_like()).astype(np.complex64)
+    path = tmp_path / "raw.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(path))
+    with pytest.raises(InputImageError, match="complex voxel values"):
+        read_ct(path)
+
+
 @pytest.mark.parametrize("spacing", [(0.0, 1, 1), (1, 1, 250.0), (1e-4, 1, 1)])
 def test_absurd_spacing(spacing):
     img = ct_like()

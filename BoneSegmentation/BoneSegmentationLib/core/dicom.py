@@ -207,7 +207,8 @@ def choose_ct_series(folder: Path, files_per_series: dict[str, list[str]]) -> st
     if len(files_per_series) > 1:
         others = sorted({modality[s] or "no modality" for s in files_per_series if s != chosen})
         log.warning("folder %s holds %d DICOM series (also %s); using the largest CT series (%s, %d slices)",
-                    folder, len(files_per_series), ", ".join(others), chosen, slices[chosen])
+                    folder, len(files_per_series), ", ".join(others), chosen or "the one without a series UID",
+                    slices[chosen])
     return chosen
 
 

@@ -33,6 +33,9 @@ MAX_SPACING_MM = 20.0
 SKEWED_GRID = ("its voxel axes are sheared or skewed, not perpendicular, and ITK and so this tool place "
                "only grids with perpendicular axes; resample the scan onto such a grid first, or export it "
                "again from the original DICOM")
+#: No CT holds values this far from water: air is -1000 HU, scanners pad with -3024 or -32768, and
+#: extended-scale reconstructions of metal reach about 30 000 HU. Beyond it the header's rescale is wrong.
+CT_VALUE_LIMIT = 1e5
 SHORT_FOV_MM = 100.0  # head-to-foot extent below which bone names are unreliable (docs/real-ct-training.md)
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
 
@@ -182,6 +185,9 @@ def check_ct(image: sitk.Image, name: str = "input") -> list[str]:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputImageError(f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel "
                               "(colour or vector image); a scalar CT volume is needed")
+    if "complex" in image.GetPixelIDTypeAsString():
+        raise InputImageError(f"{name} holds complex voxel values (raw scanner data?); a real-valued CT volume "
+                              "in Hounsfield units is needed")
     size = image.GetSize()
     if min(size) == 0:
         raise InputImageError(f"{name} is empty (size {size})")
@@ -203,6 +209,10 @@ def check_ct(image: sitk.Image, name: str = "input") -> list[str]:
     lo, hi = float(array.min()), float(array.max())
     if lo == hi:
         raise InputImageError(f"{name} is empty: every voxel has the value {lo}")
+    if max(-lo, hi) > CT_VALUE_LIMIT:
+        raise InputImageError(f"{name} holds values from {lo:.4g} to {hi:.4g}, far outside any CT's range "
+                              f"(within +-{CT_VALUE_LIMIT:.0f} HU): a wrong rescale slope in its header? Fix the "
+                              "file or export it again from the DICOM")
     warnings = []
     p01, p99 = np.percentile(array[:: max(1, array.shape[0] // 16)], [1, 99.5])
     if p01 > -500:
