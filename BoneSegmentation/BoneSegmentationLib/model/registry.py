@@ -1,4 +1,4 @@
-"""Model registry (``Resources/models.json``) and a verifying, resuming downloader.
+"""Model registry (``Resources/models.json``): where each model comes from and how it is verified.
 
 A model is named in the registry with its URL, SHA-256 and size. ``resolve_model`` turns what a
 user typed (a registry name or a ``.pt`` path) into a local, verified file: a bundled file in
@@ -8,25 +8,20 @@ earlier one was interrupted; a file whose checksum does not match is refused and
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..core.files import atomic_write, atomic_write_text, file_lock, safe_name, sha256_file
-from ..core.errors import DownloadError, ModelFileError
+from ..core.download import DEFAULT_DEADLINE_S, download_verified
+from ..core.files import atomic_write, atomic_write_text, safe_name, sha256_file
+from ..core.errors import ModelFileError
 from .metadata import read_model_metadata
 from ..core.resources import resource_path
 
-CHUNK = 1 << 16
 DEFAULT_MODEL = "bones-phantom-demo"
 
 
@@ -181,97 +176,13 @@ def local_copy(entry: ModelEntry, cache: Optional[Path] = None) -> Optional[Path
     return None
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-DEFAULT_DEADLINE_S = 1800.0  # a whole download; a 10 MB model needs seconds on any working link
-
-
-def check_url(url: str) -> str:
-    """https only (plain http to this machine's loopback, for tests and local mirrors)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK):
-        return url
-    raise DownloadError(f"refusing to download from {url}: only https:// addresses are allowed")
-
-
-class _SafeRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects (release downloads redirect to a file host) only to allowed addresses."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        check_url(urllib.parse.urljoin(req.full_url, newurl))
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_OPENER = urllib.request.build_opener(_SafeRedirects())
-
-
 def download(entry: ModelEntry, cache: Optional[Path] = None,
              progress: Optional[Callable[[int, int], None]] = None, retries: int = 3,
              timeout: float = 30.0, deadline_s: float = DEFAULT_DEADLINE_S) -> Path:
-    """Download into the cache, resuming a partial file, verifying size and SHA-256.
-
-    One process at a time per model file (an OS lock beside it); a process that waited finds the
-    file another one finished. Never reads past the declared size; gives up after ``deadline_s``."""
-    check_url(entry.url)
-    target = cached_path(entry, cache)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    with file_lock(target.with_name(target.name + ".lock")):
-        if target.is_file() and target.stat().st_size == entry.size and sha256_of(target) == entry.sha256:
-            return target  # finished by another process while this one waited
-        last_error = ""
-        stop_at = time.monotonic() + deadline_s
-        for _ in range(max(1, retries)):
-            try:
-                _fetch(entry.url, part, entry.size, progress, timeout, stop_at)
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-                last_error = str(getattr(e, "reason", e))
-                continue
-            if part.stat().st_size < entry.size:
-                last_error = f"connection ended at {part.stat().st_size} of {entry.size} bytes"
-                continue
-            break
-        else:
-            kept = (f"; the partial file {part} is kept and the next attempt resumes it"
-                    if part.is_file() and part.stat().st_size else "")
-            raise DownloadError(f"download of {entry.name} from {entry.url} failed ({last_error}){kept}")
-        have = part.stat().st_size
-        digest = sha256_of(part)
-        if have != entry.size or digest != entry.sha256:
-            part.unlink()
-            raise DownloadError(f"downloaded {entry.name} does not match the registry (size {have} vs "
-                                f"{entry.size}, SHA-256 {digest[:12]}... vs {entry.sha256[:12]}...); "
-                                "the file was deleted and not used")
-        os.replace(part, target)
-    return target
-
-
-def _fetch(url: str, part: Path, size: int, progress: Optional[Callable[[int, int], None]],
-           timeout: float, stop_at: float) -> None:
-    have = part.stat().st_size if part.exists() else 0
-    if have > size:
-        part.unlink()
-        have = 0
-    if have == size:
-        return
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with _OPENER.open(request, timeout=timeout) as response:
-        if have and response.status != 206:  # server ignored the range: start again
-            have = 0
-        with open(part, "ab" if have else "wb") as f:
-            while have < size:
-                if time.monotonic() > stop_at:
-                    raise DownloadError(f"download from {url} did not finish in time ({have} of {size} bytes; "
-                                        "the server is too slow); the partial file is kept, try again later")
-                block = response.read1(min(CHUNK, size - have))  # what has arrived: the deadline is checked often
-                if not block:
-                    break
-                f.write(block)
-                have += len(block)
-                if progress is not None:
-                    progress(have, size)
-            if have >= size and response.read(1):
-                raise DownloadError(f"{url} sends more than the registry's {size} bytes; the download was "
-                                    "stopped at that size")
+    """Download a registered model into the cache (``core/download.py``: resumed, size and SHA-256
+    verified, one process at a time)."""
+    return download_verified(entry.url, cached_path(entry, cache), entry.size, entry.sha256, entry.name,
+                             progress, retries, timeout, deadline_s, what="the registry")
 
 
 def resolve_model(spec: Optional[str] = None, cache: Optional[Path] = None,
