@@ -6,6 +6,9 @@ uses 1000 and above) at the model's own spacing and at 2 mm, with the resampling
     python tools/evaluate_demo_model.py --model runs/realct/best.pt --baseline runs/realct/parent.pt
     python tools/evaluate_demo_model.py --real-only --edges-both-ways   # edge growth on and off, side by side
 
+The real validation scan (``evaluation/validation_scan.py``; ``--no-validation-scan`` leaves it
+out) is reported beside them: models may be chosen on it, not on the test scans.
+
 ``--baseline`` puts a second model beside the first in every table (real scans: 1 min per model
 on 2 CPU cores; phantoms: about 10 min per model and spacing).
 
@@ -38,6 +41,7 @@ from BoneSegmentationLib.synthetic.phantom import make_phantom
 from BoneSegmentationLib.inference.preprocess import to_model_grid
 from BoneSegmentationLib.model.registry import resolve_model
 from BoneSegmentationLib.inference.options import InferenceOptions
+from evaluate_validation_scan import validation_table
 from shared_data import REAL  # ../shared, named once for the tools
 
 HELD_OUT_SEEDS = range(5)
@@ -104,6 +108,8 @@ def main() -> None:
     ap.add_argument("--stitch", action="store_true",
                     help="add shift-and-stitch columns at 2 mm: on the real scans, and on the 2 mm phantoms "
                          "(8 passes per phantom, x2 with mirroring)")
+    ap.add_argument("--no-validation-scan", action="store_true",
+                    help="leave out the real validation scan (TotalSegmentator's chest CT, fetched on first use)")
     ap.add_argument("--edges-both-ways", action="store_true",
                     help="add, on the real scans, each model with edge growth (inference/edges.py) switched the "
                          "other way from the default")
@@ -117,6 +123,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     factor = round(model_spacing / 2.0)
     report = [real_scan_tables(models, stitch=factor if args.stitch else 1, edges=args.edges_both_ways)]
+    if not args.no_validation_scan:
+        report.append("### Real validation scan (not the test set): TotalSegmentator's arterial chest CT\n\n"
+                      + validation_table(models) + "\n")
     spacings = [model_spacing] if args.quick else sorted({model_spacing, 2.0}, reverse=True)
     for spacing in ([] if args.real_only else spacings):
         folder = phantom_dataset(out / f"phantoms_{spacing:g}mm", spacing)

@@ -3,7 +3,8 @@ and T12, on TotalSegmentator's own chest CT (``evaluation/validation_scan.py``).
 
     python tools/evaluate_validation_scan.py --model Resources/bones-phantom-demo.pt runs/realct46/bones-phantom-demo.pt
 
-The scan is fetched once (38 MB archive from PyPI, verified) into ``--folder``."""
+The scan is fetched once (38 MB archive from PyPI, verified) into ``--folder``;
+``tools/evaluate_demo_model.py`` adds the same table to its report."""
 
 from __future__ import annotations
 
@@ -22,29 +23,42 @@ from BoneSegmentationLib.inference.segmenter import Segmenter
 from BoneSegmentationLib.model.modelfile import load_model
 from BoneSegmentationLib.model.registry import resolve_model
 
+FOLDER = Path(__file__).resolve().parents[1] / "runs" / "validation-scan"
+HEADER = ("| model | heart called bone | aorta called bone | heart and aorta | T12 Dice | T12 found as bone |\n"
+          "|---|---|---|---|---|---|")
+
+
+def validation_table(models: dict[str, Path], folder: Path = FOLDER, options: InferenceOptions = InferenceOptions(),
+                     save: bool = False) -> str:
+    """One row per model on the validation scan (fetched into ``folder`` on first use)."""
+    folder = fetch_validation_scan(folder)
+    ct, _ = read_ct(folder / "chest_ct.nii.gz")
+    table = default_table()
+    rows = [HEADER]
+    for label, path in models.items():
+        start = time.perf_counter()
+        result = Segmenter(load_model(path), options).segment(ct)
+        f = measure(result.labels, folder, table)
+        if save:
+            sitk.WriteImage(result.labels, str(folder / f"labels-{path.parent.name}-{path.stem}.nii.gz"))
+        rows.append(f"| {label} | {100 * f.heart_called_bone:.2f} % | {100 * f.aorta_called_bone:.2f} % | "
+                    f"{100 * f.vessels_called_bone:.2f} % | {f.t12_dice:.3f} | {f.t12_found:.3f} |")
+        print(rows[-1] + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    return "\n".join(rows)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", nargs="+", default=[None], help="model files or registered names (default: bundled)")
-    ap.add_argument("--folder", type=Path, default=Path("runs/validation-scan"), help="where the scan is kept")
+    ap.add_argument("--folder", type=Path, default=FOLDER, help="where the scan is kept")
     ap.add_argument("--no-anatomy", action="store_true", help="the network's labels without the anatomical step")
+    ap.add_argument("--no-grow-edges", action="store_true", help="without edge growth")
     ap.add_argument("--save", action="store_true", help="write each model's labels beside the scan")
     args = ap.parse_args(argv)
-    folder = fetch_validation_scan(args.folder)
-    ct, _ = read_ct(folder / "chest_ct.nii.gz")
-    table = default_table()
-    print("| model | heart called bone | aorta called bone | heart and aorta | T12 Dice | T12 found as bone | time |")
-    print("|---|---|---|---|---|---|---|")
-    for spec in args.model:
-        path = resolve_model(spec)
-        start = time.perf_counter()
-        result = Segmenter(load_model(path), InferenceOptions(anatomy=not args.no_anatomy)).segment(ct)
-        seconds = time.perf_counter() - start
-        f = measure(result.labels, folder, table)
-        if args.save:
-            sitk.WriteImage(result.labels, str(folder / f"labels-{path.parent.name}-{path.stem}.nii.gz"))
-        print(f"| {path} | {100 * f.heart_called_bone:.2f} % | {100 * f.aorta_called_bone:.2f} % | "
-              f"{100 * f.vessels_called_bone:.2f} % | {f.t12_dice:.3f} | {f.t12_found:.3f} | {seconds:.0f} s |", flush=True)
+    models = {str(resolve_model(spec)): resolve_model(spec) for spec in args.model}
+    options = InferenceOptions(anatomy=not args.no_anatomy, edges=not args.no_grow_edges)
+    print(HEADER)
+    validation_table(models, args.folder, options, args.save)
     return 0
 
 
