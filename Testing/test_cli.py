@@ -144,3 +144,37 @@ def test_every_option_of_every_command_has_help_text():
 
     walk(build_parser(), [])
     assert not missing, missing
+
+
+@pytest.mark.parametrize("array, message", [
+    (lambda a: a.astype("float32") + 0.5, "the prediction's voxels are float32, not integers"),
+    (lambda a: a.astype("int16") + 200, r"the prediction's label values \[200, 201\] are outside the bone table"),
+])
+def test_evaluate_refuses_what_is_not_a_bone_label_map(tmp_path, capsys, array, message):
+    """A float map or values beyond the table were scored as missing bones; now one line says why."""
+    import numpy as np
+    import re
+
+    ref = np.zeros((10, 12, 14), np.uint8)
+    ref[2:6, 3:8, 4:9] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(ref), str(tmp_path / "ref.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(array(ref)), str(tmp_path / "pred.nii.gz"))
+    assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "ref.nii.gz")]) != 0
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1
+    assert main(["evaluate", str(tmp_path / "ref.nii.gz"), str(tmp_path / "ref.nii.gz")]) == 0
+    assert "Foreground Dice (all bone vs background): 1.000" in capsys.readouterr().out
+
+
+def test_meshes_into_an_existing_file_that_is_no_mesh_is_refused(tmp_path, capsys):
+    """``-o labels.nii.gz`` (the input itself) was taken for a folder and failed with a bare errno."""
+    import numpy as np
+
+    labels = np.zeros((10, 12, 14), np.uint8)
+    labels[2:6, 3:8, 4:9] = 30
+    path = tmp_path / "labels.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(path))
+    before = path.read_bytes()
+    assert main(["meshes", str(path), "-o", str(path), "--overwrite"]) != 0
+    assert "is an existing file and not a mesh file name" in capsys.readouterr().err
+    assert path.read_bytes() == before

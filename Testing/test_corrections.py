@@ -99,7 +99,7 @@ def test_refusals_write_nothing(phantom, tmp_path):
     bad[0, 0, 0] = 200
     bad_img = sitk.GetImageFromArray(bad)
     bad_img.CopyInformation(reference)
-    with pytest.raises(DatasetError, match=r"label values \[200\] are not in the bone table"):
+    with pytest.raises(DatasetError, match=r"label values \[200\] are outside the bone table"):
         add_case(folder, ct, bad_img, source_name="ct")
     bad = bad.astype(np.int16)
     bad[0, 0, 0] = -3

@@ -451,6 +451,9 @@ def mesh_target(output: Path, fmt: Optional[str]) -> tuple[Path, str, str]:
         return output.parent, output.stem, suffix
     if suffix == "stl":
         raise BoneSegmentationError("STL holds one bone per file: give a folder with -o and --format stl")
+    if output.exists() and not output.is_dir():
+        raise BoneSegmentationError(f"-o {output} is an existing file and not a mesh file name (.glb, .gltf, .obj, "
+                                    ".ply): give a mesh file name or a folder for bones.<format>")
     return output, "bones", fmt or "glb"
 
 

@@ -25,6 +25,24 @@ def label_counts(array: np.ndarray, minlength: int = 0) -> np.ndarray:
     return counts
 
 
+def bone_label_counts(array: np.ndarray, num_classes: int, name: str, error: type[Exception]) -> np.ndarray:
+    """``label_counts`` of a map that must hold the bone table's values 0..num_classes-1: one check
+    for every reader of such a map (dataset, meshes, evaluation), raising ``error`` that says what
+    is wrong and what a bone label map holds."""
+    holds = f"a bone label map holds the bone table's values 0..{num_classes - 1}"
+    if not np.issubdtype(array.dtype, np.integer):
+        raise error(f"{name}'s voxels are {array.dtype}, not integers: {holds}; save it as an integer label map "
+                    "(in Slicer: export the segmentation to a labelmap volume)")
+    if array.size and np.issubdtype(array.dtype, np.signedinteger) and int(array.min()) < 0:
+        raise error(f"{name} holds negative values (lowest {int(array.min())}): {holds}")
+    counts = label_counts(array)
+    bad = [v for v in range(num_classes, len(counts)) if counts[v]]
+    if bad:
+        raise error(f"{name}'s label values {bad[:10]} are outside the bone table: {holds}; in Slicer, the "
+                    "panel's 'Add corrected case to dataset' maps segments to them by name")
+    return counts
+
+
 def relabel(array: np.ndarray, lookup: dict[int, int]) -> np.ndarray:
     """uint8 map with each value ``v`` of ``array`` replaced by ``lookup[v]`` (values not in it: 0),
     in one pass through a table rather than one pass per value."""

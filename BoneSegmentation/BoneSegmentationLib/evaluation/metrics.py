@@ -13,7 +13,8 @@ import SimpleITK as sitk
 
 from ..core.bones import EVAL_GROUPS, BoneTable, default_table
 from ..core.files import atomic_write
-from ..core.labelmaps import label_counts
+from ..core.errors import InputImageError
+from ..core.labelmaps import bone_label_counts, label_counts
 
 GROUPS = EVAL_GROUPS + ("all",)
 
@@ -100,7 +101,12 @@ def side_by_side_table(results: dict[str, dict]) -> str:
 
 
 def evaluate_images(pred: sitk.Image, ref: sitk.Image, table: BoneTable | None = None) -> dict:
-    """Compare label maps by physical position (the prediction is resampled onto the reference)."""
+    """Compare label maps by physical position (the prediction is resampled onto the reference).
+    Both must hold the bone table's values: a float map or a value beyond the table is refused,
+    not scored as missing bones."""
+    table = table or default_table()
+    for image, name in ((pred, "the prediction"), (ref, "the reference")):
+        bone_label_counts(sitk.GetArrayViewFromImage(image), table.num_classes, name, InputImageError)
     pred = sitk.Resample(pred, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     return evaluate_arrays(sitk.GetArrayViewFromImage(pred), sitk.GetArrayViewFromImage(ref), table)
 

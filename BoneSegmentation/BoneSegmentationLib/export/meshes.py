@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from ..core.bones import BoneTable, default_table
 from ..core.errors import InputImageError
 from ..core.files import LPS_RAS_FLIP, atomic_write, atomic_write_bytes, atomic_write_text
-from ..core.labelmaps import label_counts, make_well_composed
+from ..core.labelmaps import bone_label_counts, make_well_composed
 
 DEFAULT_SMOOTHING = 0.25  # measured: every phantom bone, distal phalanges included, within 2 % of its voxel volume
 FORMATS = ("glb", "gltf", "obj", "stl", "ply")
@@ -136,12 +136,7 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
     if coordinates not in ("RAS", "LPS"):
         raise ValueError("coordinates must be 'RAS' or 'LPS'")
     array = sitk.GetArrayViewFromImage(labels)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise InputImageError(f"label map voxels must be integers, not {array.dtype}")
-    counts = label_counts(array) if array.min() >= 0 else None
-    if counts is None or len(counts) > table.num_classes:
-        bad = sorted(int(v) for v in np.unique(array) if v < 0 or v >= table.num_classes)
-        raise InputImageError(f"label values {bad[:10]} are outside the bone table (0..{table.num_classes - 1})")
+    counts = bone_label_counts(array, table.num_classes, "the label map", InputImageError)
     present = [i for i in range(1, len(counts)) if counts[i]]
     wanted = sorted({i for i in (bones if bones is not None else present) if i < len(counts) and counts[i]})
     if not wanted:

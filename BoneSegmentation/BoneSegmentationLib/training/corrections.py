@@ -21,7 +21,7 @@ from .dataset import case_stem, commit_case, init_dataset
 from ..core.errors import DatasetError
 from ..core.files import safe_name
 from ..core.imageio import same_geometry
-from ..core.labelmaps import label_counts
+from ..core.labelmaps import bone_label_counts, label_counts
 
 
 class GeometryMismatchError(DatasetError):
@@ -83,17 +83,7 @@ def build_manifest(ct: sitk.Image, labels: sitk.Image, source_name: str, prior: 
     table = table or default_table()
     check_same_grid(ct, labels)
     lab = sitk.GetArrayViewFromImage(labels)
-    values = f"a bone label map holds the bone table's values 0..{table.num_classes - 1}"
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise DatasetError(f"the label map's voxels are {lab.dtype}, not integers: {values}; save it as an "
-                           "integer label map (in Slicer: export the segmentation to a labelmap volume)")
-    if lab.size and np.issubdtype(lab.dtype, np.signedinteger) and int(lab.min()) < 0:
-        raise DatasetError(f"the label map holds negative values (lowest {int(lab.min())}): {values}")
-    counts = label_counts(lab)
-    bad = [v for v in range(table.num_classes, len(counts)) if counts[v]]
-    if bad:
-        raise DatasetError(f"label values {bad[:10]} are not in the bone table: {values}; in Slicer, "
-                           "the panel's 'Add corrected case to dataset' maps segments to them by name")
+    counts = bone_label_counts(lab, table.num_classes, "the label map", DatasetError)
     present = [c for c in range(1, len(counts)) if counts[c]]
     manifest: dict = {"source": {"name": source_name, "sha256": image_sha256(ct)},
                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
