@@ -603,3 +603,26 @@ def test_plaques_come_from_their_own_stream_and_change_no_label(source, monkeypa
     near = ndimage.binary_dilation(arteries, iterations=3)
     assert np.array_equal(a[~near], b[~near])
     assert (a[arteries] - b[arteries]).max() > 200
+
+
+def test_the_aorta_widens_into_soft_tissue_and_lung_only():
+    """``_widen_aorta`` pushes the wall out by the drawn mm into unlabelled tissue and lung, never
+    into a bone or the heart, and leaves the map as it was at 0 mm."""
+    from BoneSegmentationLib.core.totalsegmentator import ts_indices
+    from BoneSegmentationLib.synthetic.anatomy import _widen_aorta
+
+    idx = ts_indices()
+    ts = np.zeros((30, 40, 40), np.uint8)
+    ts[1:-1, 1:-1, 1:-1] = idx["lung_upper_lobe_left"]
+    ts[5:25, 12:28, 12:28] = 0  # mediastinal fat
+    ts[5:25, 18:22, 18:22] = idx["aorta"]
+    ts[5:25, 18:22, 23:26] = idx["vertebrae_T5"]
+    ts[5:25, 14:17, 18:22] = idx["heart"]
+    assert np.array_equal(_widen_aorta(ts, 0.0, (2.0, 2.0, 2.0)), ts)
+    wide = _widen_aorta(ts, 4.0, (2.0, 2.0, 2.0))
+    assert (wide == idx["aorta"]).sum() > 2 * (ts == idx["aorta"]).sum()
+    changed = wide != ts
+    assert np.all(wide[changed] == idx["aorta"])
+    assert not np.any(changed & np.isin(ts, [idx["vertebrae_T5"], idx["heart"]]))
+    assert wide[15, 20, 16] == idx["aorta"] and ts[15, 20, 16] == 0  # 4 mm from the wall: taken
+    assert wide[15, 20, 12] == ts[15, 20, 12]  # 12 mm away: as it was

@@ -258,6 +258,30 @@ def _diaphragm_height(source: AnatomySource, shift_mm: float, spacing_mm: float 
     return sitk.DisplacementFieldTransform(image)
 
 
+#: The aorta widens with age (ascending aorta about 30 mm at 40, 35-40 mm at 80, and wider when
+#: ectatic or dissected), but the one source body has one aorta. Its wall is pushed out by up to
+#: this many mm in half the images, into the soft tissue, fat and lung round it, never into a bone,
+#: the heart or another named structure that is not soft tissue.
+AORTA_WIDEN_MM = 7.0
+_AORTA_GIVES_WAY = _LUNGS + ("esophagus",)
+
+
+def _widen_aorta(ts: np.ndarray, widen_mm: float, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """``ts`` with the aorta grown by ``widen_mm`` into unlabelled voxels and the structures of
+    ``_AORTA_GIVES_WAY``."""
+    idx = ts_indices()
+    aorta = ts == idx["aorta"]
+    if widen_mm <= 0 or not aorta.any():
+        return ts
+    free = np.zeros(256, bool)
+    free[[idx[n] for n in _AORTA_GIVES_WAY]] = True
+    room = free[ts] | (ts == 0)  # unlabelled: fat and soft tissue (the aorta lies centimetres from the skin)
+    near = ndimage.distance_transform_edt(~aorta, sampling=spacing_zyx) <= widen_mm
+    out = ts.copy()
+    out[near & room] = idx["aorta"]
+    return out
+
+
 def _with_viscera_moved(ts: np.ndarray, moved: np.ndarray) -> np.ndarray:
     """The label map ``ts`` with the organs of ``_MOVE_WITH_DIAPHRAGM`` taken from ``moved`` (the same
     grid sampled through ``_diaphragm_height``): where an organ leaves, unlabelled soft tissue; an
@@ -409,6 +433,9 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
                               sitk.sitkUInt8)
         ts = _with_viscera_moved(ts, sitk.GetArrayViewFromImage(moved))
     spacing_zyx = (s_z, s_xy, s_xy)
+    aorta_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA0A]))
+    aorta_mm = float(aorta_rng.uniform(0, AORTA_WIDEN_MM)) * deform if aorta_rng.random() < 0.5 else 0.0
+    ts = _widen_aorta(ts, aorta_mm, spacing_zyx)
 
     phase_ = tissue.draw_phase(rng, phase)
     implant_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1A7]))
@@ -439,7 +466,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
             "thin_cortices": cortex_map is not None, "rim_bone_fraction": round(rim, 3),
             "body_size": round(size, 3), "sagittal_tilt_deg": round(tilt, 1),
             "diaphragm_shift_mm": round(diaphragm_mm, 1) if breath is not None else 0.0,
-            "plaques": plaques,
+            "plaques": plaques, "aorta_widened_mm": round(aorta_mm, 1),
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
