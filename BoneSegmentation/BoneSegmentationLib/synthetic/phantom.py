@@ -12,7 +12,7 @@ CT: cortical shell (700-1500 HU) over trabecular core (150-400 HU), soft tissue,
 air, partial-volume blur and noise. Deterministic per seed.
 
 ``surroundings=True`` dresses the phantom as a real scan looks (``tissue.py``): a heart, aorta and
-vena cava that a contrast phase makes 30-450 HU, fat and muscle with texture, lung vessels, a CT
+vena cava that a contrast phase makes 30-750 HU, fat and muscle with texture, lung vessels, a CT
 table, calcifications, metal, correlated noise and slice blur. Training mixes these phantoms (all
 125 bones, hands included) with images synthesised from real anatomy (``anatomy.py``); the
 default (off) keeps the held-out phantoms of the evaluation unchanged.
