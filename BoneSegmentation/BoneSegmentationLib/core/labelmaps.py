@@ -38,8 +38,8 @@ def bone_label_counts(array: np.ndarray, num_classes: int, name: str, error: typ
     counts = label_counts(array)
     bad = [v for v in range(num_classes, len(counts)) if counts[v]]
     if bad:
-        raise error(f"{name}'s label values {bad[:10]} are outside the bone table: {holds}; in Slicer, the "
-                    "panel's 'Add corrected case to dataset' maps segments to them by name")
+        raise error(f"{name}'s label values {bad[:10]} are outside the bone table: {holds}; a map saved from "
+                    "Slicer holds Slicer's own values: give its .seg.nrrd, whose segments are read by name")
     return counts
 
 
