@@ -3,7 +3,8 @@
 1. a full 2 mm upper body (phantom seed 4, 648 x 211 x 299 voxels, 125 bones) whose label map is
    broken as networks break it (spine shifted by one level, ribs swapped, 40 stray fragments):
    the step on the 2 mm grid, against the same map's ``review_ranking`` (the step that already
-   ran after every segmentation) as the reference; the 4 mm labels' way to the input grid, and
+   ran after every segmentation) as the reference, and its vertebra mirror test
+   (``consistency/symmetry.py``) alone against the step; the 4 mm labels' way to the input grid, and
    the edge growth that follows by default (``inference/edges.py``) against it, and the long
    bones' canals and the cores walled by bone and cortex filled on the input grid
    (``consistency/marrow.py``) against it too;
@@ -34,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import measure  # noqa: E402
 
 from BoneSegmentationLib.consistency.body import body_image, body_on_grid, keep_inside_body  # noqa: E402
+from BoneSegmentationLib.consistency.changes import ConsistencyReport  # noqa: E402
+from BoneSegmentationLib.consistency.geometry import Grid  # noqa: E402
 from BoneSegmentationLib.consistency.marrow import fill_canals, fill_enclosed  # noqa: E402
+from BoneSegmentationLib.consistency.symmetry import remove_asymmetric_vertebra  # noqa: E402
 from BoneSegmentationLib.core.bones import default_table  # noqa: E402
 from BoneSegmentationLib.model.random_weights import save_random_model  # noqa: E402
 from BoneSegmentationLib.inference.edges import grow_into_edges  # noqa: E402
@@ -67,6 +71,9 @@ def main() -> None:
         review_ranking(broken_image)
     with measure() as step_run:
         fixed, report = make_consistent(broken, ref_lps, hu)
+    with measure() as mirror_run:  # the part of the step that is new in session 46, alone
+        mirrored_out = broken.copy()
+        remove_asymmetric_vertebra(mirrored_out, Grid.of(ref_lps), default_table(), hu, None, ConsistencyReport())
     wrong = int(np.count_nonzero(fixed != labels))
     print(f"phantom seed {args.seed} at 2 mm: {labels.shape[::-1]} voxels, "
           f"{int(np.count_nonzero(broken != labels))} voxels broken, {wrong} wrong after the step, "
@@ -90,6 +97,7 @@ def main() -> None:
         _, enclosed = fill_enclosed(canal_labels, ct, bone, default_table())
     nearest_row = "4 mm labels to the input grid by nearest neighbour, trimmed to the body (reference for the next row)"
     rows = [("review ranking (reference)", ref_run), ("consistency step", step_run),
+            ("its vertebra mirror test alone (remove_asymmetric_vertebra; against the step)", mirror_run),
             ("body on the CT's grid, to the 4 mm grid (body_on_grid, part of the step)", body_run),
             (nearest_row, nearest_run),
             ("4 mm labels to the input grid, boundary from the bone probability, trimmed to the body "
@@ -99,7 +107,7 @@ def main() -> None:
              canal_run),
             (f"cores walled by a bone and cortex filled on the input grid, {enclosed} voxels (fill_enclosed; "
              "against the boundary row)", enclosed_run)]
-    references = {"consistency step": ref_run, rows[-4][0]: nearest_run, rows[-3][0]: trim_run,
+    references = {"consistency step": ref_run, rows[2][0]: step_run, rows[-4][0]: nearest_run, rows[-3][0]: trim_run,
                   rows[-2][0]: trim_run, rows[-1][0]: trim_run}  # row -> its reference
     if not args.no_network:
         model = load_model(resolve_model(None))

@@ -1,6 +1,7 @@
 """``make_consistent``: the anatomical consistency step, run after the network (on by default,
 ``--no-anatomy`` to skip). Order matters: stray pieces first (so that every bone is one piece
-when the spine is counted), the spine next (its levels number the ribs and give the midline;
+when the spine is counted), then a vessel labelled as vertebrae beside the column (``symmetry``,
+before it can pose as a column of its own), the spine next (its levels number the ribs and give the midline;
 the lumbar boundaries then move to the discs), then ribs and the other paired bones; last, each bone's cancellous core is filled where the
 network left only its cortex (``marrow``)."""
 
@@ -22,6 +23,7 @@ from .pieces import clean_pieces
 from .ribs import number_ribs, thoracic_heights
 from .sides import fix_sides
 from .spine import order_spine
+from .symmetry import remove_asymmetric_vertebra
 
 
 def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[np.ndarray] = None,
@@ -44,6 +46,7 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
     if body is None and ct_hu is not None:
         body = body_mask(ct_hu, grid)
     clean_pieces(out, table, report, grid.voxel_ml, ct_hu, body)
+    remove_asymmetric_vertebra(out, grid, table, ct_hu, body, report)
     spine = order_spine(out, grid, table, report)
     cut_at_discs(out, grid, table, report)
     centres = spine.centres_by_level() if spine else {}

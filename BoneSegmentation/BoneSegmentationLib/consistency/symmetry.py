@@ -1,0 +1,211 @@
+"""A vertebra is mirror-symmetric about the body's midline; a contrast-filled aorta beside it is not.
+
+The descending aorta runs down the left side of the thoracic vertebral bodies, about as wide as
+they are; in an arterial scan its lumen (300-600 HU) is as bright as bone, and the network can
+read it as a second column of vertebral bodies (a real early arterial chest CT, not the test set:
+22 % of its aorta labelled T4-T8). What a vertebra holds on one side of its midline it holds on
+the other, within a few millimetres; the aorta's mirror image is lung, the azygos vein or the
+oesophagus. So vertebra-labelled voxels in front of the arches whose mirror image, within
+``TOLERANCE_MM``, holds neither a vertebra label nor bone-like CT are not vertebra, and a thick
+piece of them (``MIN_ML`` or more, ``THICK_MM`` across) goes to the background. Bone-like CT on
+the mirror side keeps a vertebra the network found only half of; without the CT nothing is judged.
+
+The mirror plane is fitted per axial slice, turned as well as shifted (a patient lying turned on
+the table, a rotated scoliotic vertebra): the one under which the arches (the vertebra labels
+behind the middle of the column, where no vessel runs) and the bright bone around them overlap
+their mirror image most, over neighbouring slices; then the median over a few vertebrae, so that
+a slice whose labels are mostly aorta cannot pull the plane onto the aorta.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.bones import BoneTable
+from .changes import ConsistencyReport
+from .geometry import Grid
+
+TOLERANCE_MM = 4.0  # a vertebra's two sides match within this (asymmetry, a plane off by a voxel)
+MIN_ML = 3.0  # asymmetric pieces smaller than this are left (osteophytes, a rib head's joint)
+THICK_MM = 12.0  # ... and thinner ones (a spill along the body's edge)
+BONE_HU = 250.0  # bright bone behind the bodies (the arches' cortex) helps fit the plane
+SUPPORT_HU = 160.0  # the mirror side counts as bone from this (an old, thin vertebral body at 4 mm: 100-250 HU)
+LUMEN_HU = 200.0  # a piece goes only when its median is at least this: a contrast-filled lumen, not a dim half-vertebra
+SLICES_MM = 12.0  # a slice's plane is fitted to the slices within this height
+TURN_MM = 48.0  # ... and its turn to the slices within this height (a body turns as a whole, a scoliotic spine slowly)
+MEDIAN_MM = 24.0  # then the median turn and place over this height either side
+BAND_MM = 24.0  # bright voxels this far either side of the arches help fit the plane (a scapula further out does not)
+ANGLES_DEG = (0.0, -6.0, 6.0, -12.0, 12.0, -18.0, 18.0, -24.0, 24.0, -30.0, 30.0)
+CUT = 0.6  # the arches' zone starts this far from the column's front to its back (the aorta reaches past the bodies' middle)
+FULL = np.ones((3, 3, 3), bool)
+
+
+def _patient_axes(grid: Grid) -> tuple[int, int, int]:
+    """Array axes along (head-foot, front-back, left-right)."""
+    axes = (grid.array_axis(2), grid.array_axis(1), grid.array_axis(0))
+    if len(set(axes)) != 3:
+        raise ValueError("the grid's axes do not run along the patient's")
+    return axes
+
+
+def _rotate(stack: np.ndarray, degrees: float) -> np.ndarray:
+    """Each slice turned by ``degrees`` about the slice's centre (nearest voxel; the same centre
+    both ways, so a turn and its inverse bring a voxel back within one)."""
+    if not degrees:
+        return stack
+    return ndimage.rotate(stack.view(np.uint8), degrees, axes=(1, 2), reshape=False, order=0).astype(bool)
+
+
+def _behind(spine: np.ndarray, back_is_up: bool) -> np.ndarray:
+    """Per slice, the rows behind the middle of the slice's vertebra rows: the arches, the
+    spinous process and the ribs' backs, where no vessel runs."""
+    rows = spine.any(axis=2)  # (slices, front-back)
+    index = np.arange(spine.shape[1])
+    front = np.where(rows, index, spine.shape[1]).min(axis=1)
+    back = np.where(rows, index, -1).max(axis=1)
+    cut = np.where(rows.any(axis=1), front + CUT * (back - front) if back_is_up else back - CUT * (back - front), np.inf if back_is_up else -np.inf)
+    zone = index[None, :] >= cut[:, None] if back_is_up else index[None, :] <= cut[:, None]
+    return np.broadcast_to(zone[:, :, None], spine.shape)
+
+
+def _near_column(mask: np.ndarray, arches: np.ndarray, half_width: float) -> np.ndarray:
+    """``mask`` within ``half_width`` columns of each slice's median arch column (slices without
+    arches take the median of all): a scapula or an arm held to one side is its own mirror image."""
+    columns = np.full(len(arches), np.nan)
+    for k in np.flatnonzero(arches.any(axis=(1, 2))):
+        columns[k] = np.median(np.nonzero(arches[k])[1])
+    columns = np.where(np.isnan(columns), np.nanmedian(columns), columns)
+    x = np.arange(mask.shape[2])
+    return mask & (np.abs(x[None, None, :] - columns[:, None, None]) <= half_width)
+
+
+def _scores(sym: np.ndarray) -> np.ndarray:
+    """Per slice of ``sym`` (slices, rows, columns), how much of the mask its mirror image about
+    each column plane c covers, at index 2c (half columns included): an autoconvolution per row."""
+    n, _, width = sym.shape
+    scores = np.zeros((n, 2 * width - 1))
+    for z in range(n):
+        rows = sym[z][sym[z].any(axis=1)].astype(np.float32)
+        if len(rows):
+            spectrum = np.fft.rfft(rows, 2 * width, axis=1)
+            scores[z] = np.fft.irfft(spectrum * spectrum, 2 * width, axis=1)[:, : 2 * width - 1].sum(axis=0)
+    return scores
+
+
+def _symmetric_parts(spine: np.ndarray, bright: np.ndarray, back_is_up: bool, band: float) -> np.ndarray:
+    """What the plane is fitted to, in a frame whose columns run front to back: the arches and
+    the bright voxels behind the bodies near them."""
+    behind = _behind(spine, back_is_up)
+    arches = spine & behind
+    return arches | _near_column(bright & behind, arches, band)
+
+
+def _fit_planes(spine: np.ndarray, bright: np.ndarray, back_is_up: bool, band: float, windows: tuple[int, int, int],
+                angles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice, the turn (an index into ``angles``) and, in the slice turned so, the doubled
+    column 2c of the plane the arches are most nearly mirrored about (-1: no plane near).
+    ``windows``: the half heights, in slices, over which place and turn are fitted and medians taken."""
+    near_window, turn_window, median = windows
+    n, width = len(spine), spine.shape[2]
+    best_wide = np.full(n, -1.0)
+    best_angle = np.zeros(n, int)
+    best_c2 = np.full(n, -1)
+    best_near = np.zeros(n)
+    for a, degrees in enumerate(angles):
+        scores = _scores(_symmetric_parts(_rotate(spine, degrees), _rotate(bright, degrees), back_is_up, band))
+        near = ndimage.uniform_filter1d(scores, 2 * near_window + 1, axis=0, mode="constant")
+        wide = ndimage.uniform_filter1d(scores, 2 * turn_window + 1, axis=0, mode="constant").max(axis=1)
+        better = wide > best_wide + 1e-6
+        c2 = np.argmax(near, axis=1)
+        best_wide[better], best_angle[better], best_c2[better] = wide[better], a, c2[better]
+        best_near[better] = near[np.arange(n), c2][better]
+    found = best_near > 0.5 / (2 * near_window + 1)
+    if not found.any():
+        return best_angle, np.full(n, -1)
+    # medians of the turn and of the plane's distance from the slice's centre (the same in every turned frame);
+    # slices with nothing near take the nearest fit
+    nearest = ndimage.distance_transform_edt(~found, return_distances=False, return_indices=True)[0]
+    size = 2 * median + 1
+    degrees = ndimage.median_filter(np.asarray(angles, float)[best_angle][nearest], size=size, mode="nearest")
+    offset2 = ndimage.median_filter((best_c2 - (width - 1))[nearest], size=size, mode="nearest")
+    centre2 = np.rint(offset2 + width - 1).astype(int)
+    centre2[ndimage.uniform_filter1d(found.astype(float), size, mode="nearest") == 0] = -1
+    return np.array([angles.index(d) for d in degrees]), centre2
+
+
+def _mirrored(support: np.ndarray, spine: np.ndarray, back_is_up: bool, angle: np.ndarray, centre2: np.ndarray,
+              angles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``support`` reflected, slice by slice, across each slice's plane (True where a slice has
+    no plane: nothing is judged there), and the zone behind the bodies in that slice's frame."""
+    mirrored = np.ones_like(support)
+    behind = np.ones_like(support)
+    width = support.shape[2]
+    for a in np.unique(angle):
+        ks = np.flatnonzero((angle == a) & (centre2 >= 0))
+        if not len(ks):
+            continue
+        turned = _rotate(support[ks], angles[a])
+        flipped = np.zeros_like(turned)
+        for i, k in enumerate(ks):
+            source = centre2[k] - np.arange(width)  # column x mirrors onto 2c - x
+            ok = (source >= 0) & (source < width)
+            flipped[i][:, ok] = turned[i][:, source[ok]]
+        mirrored[ks] = _rotate(flipped, -angles[a])
+        behind[ks] = _rotate(np.ascontiguousarray(_behind(_rotate(spine[ks], angles[a]), back_is_up)), -angles[a])
+    return mirrored, behind
+
+
+def remove_asymmetric_vertebra(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional[np.ndarray],
+                               body: Optional[np.ndarray], report: ConsistencyReport) -> int:
+    """Vertebra-labelled pieces without a mirror image across the midline to the background, in
+    place (see the module docstring); returns the voxels removed. ``body`` (optional) keeps the
+    CT table's bright shells out of the fit."""
+    if ct_hu is None:
+        return 0
+    vertebrae = [b.index for b in table.foreground() if b.name.startswith("vertebra_")]
+    si, ap, lr = _patient_axes(grid)
+    view = np.transpose(labels, (si, ap, lr))  # a view: edits reach ``labels``
+    spine_all = np.isin(view, vertebrae)
+    if not spine_all.any():
+        return 0
+    zs = np.flatnonzero(spine_all.any(axis=(1, 2)))
+    z0, z1 = zs[0], zs[-1] + 1
+    spine = spine_all[z0:z1]
+    steps = np.linalg.norm(grid.matrix, axis=0)[[si, ap, lr]]
+    hu = np.transpose(ct_hu, (si, ap, lr))[z0:z1]
+    inside = np.transpose(body, (si, ap, lr))[z0:z1] if body is not None else True
+    bright = (hu >= BONE_HU) & inside
+    back = grid.matrix[1, ap] > 0  # array rows run to the patient's back
+    square = abs(steps[1] - steps[2]) < 1e-3 * steps[2]
+    angles = ANGLES_DEG if square else (0.0,)  # turns need square voxels
+    windows = tuple(max(1, int(round(mm / steps[0]))) for mm in (SLICES_MM, TURN_MM, MEDIAN_MM))
+    angle, centre2 = _fit_planes(spine, bright, back, BAND_MM / steps[2], windows, angles)
+    mirrored, behind = _mirrored(spine | ((hu >= SUPPORT_HU) & inside), spine, back, angle, centre2, angles)
+    reach = (max(1, int(round(TOLERANCE_MM / steps[1]))), max(1, int(round(TOLERANCE_MM / steps[2]))))
+    near = ndimage.maximum_filter(mirrored, size=(1, 2 * reach[0] + 1, 2 * reach[1] + 1))
+    lone = spine & ~near & ~behind
+    if not lone.any():
+        return 0
+    pieces, _ = ndimage.label(lone, structure=FULL)
+    voxel_ml = float(np.prod(steps)) / 1000.0
+    thick = ndimage.binary_erosion(lone, np.ones((1, 3, 3), bool),
+                                   iterations=max(1, int(THICK_MM / 2 / max(steps[1], steps[2]))))
+    sub = view[z0:z1]
+    removed: dict[int, int] = {}
+    for p, box in enumerate(ndimage.find_objects(pieces), start=1):
+        if box is None:
+            continue
+        mask = pieces[box] == p
+        if mask.sum() * voxel_ml < MIN_ML or not (thick[box] & mask).any() or np.median(hu[box][mask]) < LUMEN_HU:
+            continue
+        values, counts = np.unique(sub[box][mask], return_counts=True)
+        for v, n in zip(values, counts):
+            removed[int(v)] = removed.get(int(v), 0) + int(n)
+        sub[box][mask] = 0
+    for v, n in removed.items():
+        report.add(table[v].name, "removed", f"{n} voxels removed: no mirror image across the midline "
+                   "(a vessel beside the spine)", n)
+    return sum(removed.values())
