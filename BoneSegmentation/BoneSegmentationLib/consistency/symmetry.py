@@ -37,38 +37,55 @@ LUMEN_HU = 200.0  # a piece goes only when its median is at least this: a contra
 SLICES_MM = 12.0  # a slice's plane is fitted to the slices within this height
 TURN_MM = 48.0  # ... and its turn to the slices within this height (a body turns as a whole, a scoliotic spine slowly)
 MEDIAN_MM = 24.0  # then the median turn and place over this height either side
+MARGIN_MM = 48.0  # the rule works in a square this much wider than the column on each side (the band, a turn's corners)
 BAND_MM = 24.0  # bright voxels this far either side of the arches help fit the plane (a scapula further out does not)
 ANGLES_DEG = (0.0, -6.0, 6.0, -12.0, 12.0, -18.0, 18.0, -24.0, 24.0, -30.0, 30.0)
 CUT = 0.6  # the arches' zone starts this far from the column's front to its back (the aorta reaches past the bodies' middle)
 FULL = np.ones((3, 3, 3), bool)
 
 
-def _patient_axes(grid: Grid) -> tuple[int, int, int]:
-    """Array axes along (head-foot, front-back, left-right)."""
+def _patient_view(array: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` as a view in one frame whatever the image's orientation: slices from the feet up,
+    rows from the front to the back, columns from the patient's right to left; and the voxel
+    size along those axes (mm). The same answer for any array orientation, voxel for voxel."""
     axes = (grid.array_axis(2), grid.array_axis(1), grid.array_axis(0))
     if len(set(axes)) != 3:
         raise ValueError("the grid's axes do not run along the patient's")
-    return axes
+    view = np.transpose(array, axes)
+    flips = tuple(slice(None, None, -1 if grid.matrix[patient, axis] < 0 else 1)
+                  for patient, axis in zip((2, 1, 0), axes))
+    return view[flips], np.linalg.norm(grid.matrix, axis=0)[list(axes)]
 
 
 def _rotate(stack: np.ndarray, degrees: float) -> np.ndarray:
-    """Each slice turned by ``degrees`` about the slice's centre (nearest voxel; the same centre
-    both ways, so a turn and its inverse bring a voxel back within one)."""
+    """Each slice turned by ``degrees`` about the slice's centre, to the nearest voxel (the same
+    centre both ways, so a turn and its inverse bring a voxel back within one). One gather for
+    all slices: ``ndimage.rotate`` works slice by slice and cost seconds on a 2 mm grid."""
     if not degrees:
         return stack
-    return ndimage.rotate(stack.view(np.uint8), degrees, axes=(1, 2), reshape=False, order=0).astype(bool)
+    rows, cols = stack.shape[1:]
+    theta = np.radians(degrees)
+    c, s = np.cos(theta), np.sin(theta)
+    y, x = np.mgrid[:rows, :cols].astype(float)
+    cy, cx = (rows - 1) / 2.0, (cols - 1) / 2.0
+    source_y = np.floor(c * (y - cy) + s * (x - cx) + cy + 0.5).astype(int)
+    source_x = np.floor(-s * (y - cy) + c * (x - cx) + cx + 0.5).astype(int)
+    ok = (source_y >= 0) & (source_y < rows) & (source_x >= 0) & (source_x < cols)
+    out = np.zeros_like(stack)
+    out[:, ok] = stack[:, source_y[ok], source_x[ok]]
+    return out
 
 
-def _behind(spine: np.ndarray, back_is_up: bool) -> np.ndarray:
-    """Per slice, the rows behind the middle of the slice's vertebra rows: the arches, the
-    spinous process and the ribs' backs, where no vessel runs."""
+def _behind(spine: np.ndarray) -> np.ndarray:
+    """Per slice, the rows behind ``CUT`` of the way from the front of the slice's vertebra rows
+    to their back (rows run to the patient's back): the arches, the spinous process and the ribs'
+    backs, where no vessel runs."""
     rows = spine.any(axis=2)  # (slices, front-back)
     index = np.arange(spine.shape[1])
     front = np.where(rows, index, spine.shape[1]).min(axis=1)
     back = np.where(rows, index, -1).max(axis=1)
-    cut = np.where(rows.any(axis=1), front + CUT * (back - front) if back_is_up else back - CUT * (back - front), np.inf if back_is_up else -np.inf)
-    zone = index[None, :] >= cut[:, None] if back_is_up else index[None, :] <= cut[:, None]
-    return np.broadcast_to(zone[:, :, None], spine.shape)
+    cut = np.where(rows.any(axis=1), front + CUT * (back - front), np.inf)
+    return np.broadcast_to((index[None, :] >= cut[:, None])[:, :, None], spine.shape)
 
 
 def _near_column(mask: np.ndarray, arches: np.ndarray, half_width: float) -> np.ndarray:
@@ -95,15 +112,15 @@ def _scores(sym: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _symmetric_parts(spine: np.ndarray, bright: np.ndarray, back_is_up: bool, band: float) -> np.ndarray:
+def _symmetric_parts(spine: np.ndarray, bright: np.ndarray, band: float) -> np.ndarray:
     """What the plane is fitted to, in a frame whose columns run front to back: the arches and
     the bright voxels behind the bodies near them."""
-    behind = _behind(spine, back_is_up)
+    behind = _behind(spine)
     arches = spine & behind
     return arches | _near_column(bright & behind, arches, band)
 
 
-def _fit_planes(spine: np.ndarray, bright: np.ndarray, back_is_up: bool, band: float, windows: tuple[int, int, int],
+def _fit_planes(spine: np.ndarray, bright: np.ndarray, band: float, windows: tuple[int, int, int],
                 angles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Per slice, the turn (an index into ``angles``) and, in the slice turned so, the doubled
     column 2c of the plane the arches are most nearly mirrored about (-1: no plane near).
@@ -115,7 +132,7 @@ def _fit_planes(spine: np.ndarray, bright: np.ndarray, back_is_up: bool, band: f
     best_c2 = np.full(n, -1)
     best_near = np.zeros(n)
     for a, degrees in enumerate(angles):
-        scores = _scores(_symmetric_parts(_rotate(spine, degrees), _rotate(bright, degrees), back_is_up, band))
+        scores = _scores(_symmetric_parts(_rotate(spine, degrees), _rotate(bright, degrees), band))
         near = ndimage.uniform_filter1d(scores, 2 * near_window + 1, axis=0, mode="constant")
         wide = ndimage.uniform_filter1d(scores, 2 * turn_window + 1, axis=0, mode="constant").max(axis=1)
         better = wide > best_wide + 1e-6
@@ -136,7 +153,7 @@ def _fit_planes(spine: np.ndarray, bright: np.ndarray, back_is_up: bool, band: f
     return np.array([angles.index(d) for d in degrees]), centre2
 
 
-def _mirrored(support: np.ndarray, spine: np.ndarray, back_is_up: bool, angle: np.ndarray, centre2: np.ndarray,
+def _mirrored(support: np.ndarray, spine: np.ndarray, angle: np.ndarray, centre2: np.ndarray,
               angles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``support`` reflected, slice by slice, across each slice's plane (True where a slice has
     no plane: nothing is judged there), and the zone behind the bodies in that slice's frame."""
@@ -154,8 +171,25 @@ def _mirrored(support: np.ndarray, spine: np.ndarray, back_is_up: bool, angle: n
             ok = (source >= 0) & (source < width)
             flipped[i][:, ok] = turned[i][:, source[ok]]
         mirrored[ks] = _rotate(flipped, -angles[a])
-        behind[ks] = _rotate(np.ascontiguousarray(_behind(_rotate(spine[ks], angles[a]), back_is_up)), -angles[a])
+        behind[ks] = _rotate(np.ascontiguousarray(_behind(_rotate(spine[ks], angles[a]))), -angles[a])
     return mirrored, behind
+
+
+def _column_box(spine: np.ndarray, steps: np.ndarray) -> tuple[slice, slice, slice]:
+    """The slices holding vertebra labels, and in them the square around the column grown by
+    ``MARGIN_MM`` (centred on it, so a turn about the square's centre keeps what is near the column)."""
+    zs = np.flatnonzero(spine.any(axis=(1, 2)))
+    box = [slice(zs[0], zs[-1] + 1)]
+    # rows, then columns, holding the column: from the 0.5th to the 99.5th percentile of its voxels,
+    # so that a stray speck far off does not widen the square
+    counts = [spine.sum(axis=(0, 2 - a)) for a in (0, 1)]
+    found = [np.searchsorted(np.cumsum(c), [0.005 * c.sum(), 0.995 * c.sum()]) for c in counts]
+    centres = [(f[0] + f[-1]) / 2.0 for f in found]
+    half = max((f[-1] - f[0]) / 2.0 * st for f, st in zip(found, steps[1:])) + MARGIN_MM  # mm, square in mm
+    for centre, step, n in zip(centres, steps[1:], spine.shape[1:]):
+        reach = int(np.ceil(half / step))
+        box.append(slice(max(0, int(np.floor(centre)) - reach), min(n, int(np.ceil(centre)) + reach + 1)))
+    return tuple(box)
 
 
 def remove_asymmetric_vertebra(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional[np.ndarray],
@@ -166,24 +200,20 @@ def remove_asymmetric_vertebra(labels: np.ndarray, grid: Grid, table: BoneTable,
     if ct_hu is None:
         return 0
     vertebrae = [b.index for b in table.foreground() if b.name.startswith("vertebra_")]
-    si, ap, lr = _patient_axes(grid)
-    view = np.transpose(labels, (si, ap, lr))  # a view: edits reach ``labels``
+    view, steps = _patient_view(labels, grid)  # a view: edits reach ``labels``
     spine_all = np.isin(view, vertebrae)
     if not spine_all.any():
         return 0
-    zs = np.flatnonzero(spine_all.any(axis=(1, 2)))
-    z0, z1 = zs[0], zs[-1] + 1
-    spine = spine_all[z0:z1]
-    steps = np.linalg.norm(grid.matrix, axis=0)[[si, ap, lr]]
-    hu = np.transpose(ct_hu, (si, ap, lr))[z0:z1]
-    inside = np.transpose(body, (si, ap, lr))[z0:z1] if body is not None else True
+    box = _column_box(spine_all, steps)  # the column and what lies within MARGIN_MM of it: all the rule reads
+    spine = spine_all[box]
+    hu = _patient_view(ct_hu, grid)[0][box]
+    inside = _patient_view(body, grid)[0][box] if body is not None else True
     bright = (hu >= BONE_HU) & inside
-    back = grid.matrix[1, ap] > 0  # array rows run to the patient's back
     square = abs(steps[1] - steps[2]) < 1e-3 * steps[2]
     angles = ANGLES_DEG if square else (0.0,)  # turns need square voxels
     windows = tuple(max(1, int(round(mm / steps[0]))) for mm in (SLICES_MM, TURN_MM, MEDIAN_MM))
-    angle, centre2 = _fit_planes(spine, bright, back, BAND_MM / steps[2], windows, angles)
-    mirrored, behind = _mirrored(spine | ((hu >= SUPPORT_HU) & inside), spine, back, angle, centre2, angles)
+    angle, centre2 = _fit_planes(spine, bright, BAND_MM / steps[2], windows, angles)
+    mirrored, behind = _mirrored(spine | ((hu >= SUPPORT_HU) & inside), spine, angle, centre2, angles)
     reach = (max(1, int(round(TOLERANCE_MM / steps[1]))), max(1, int(round(TOLERANCE_MM / steps[2]))))
     near = ndimage.maximum_filter(mirrored, size=(1, 2 * reach[0] + 1, 2 * reach[1] + 1))
     lone = spine & ~near & ~behind
@@ -193,18 +223,18 @@ def remove_asymmetric_vertebra(labels: np.ndarray, grid: Grid, table: BoneTable,
     voxel_ml = float(np.prod(steps)) / 1000.0
     thick = ndimage.binary_erosion(lone, np.ones((1, 3, 3), bool),
                                    iterations=max(1, int(THICK_MM / 2 / max(steps[1], steps[2]))))
-    sub = view[z0:z1]
+    sub = view[box]
     removed: dict[int, int] = {}
-    for p, box in enumerate(ndimage.find_objects(pieces), start=1):
-        if box is None:
+    for p, piece in enumerate(ndimage.find_objects(pieces), start=1):
+        if piece is None:
             continue
-        mask = pieces[box] == p
-        if mask.sum() * voxel_ml < MIN_ML or not (thick[box] & mask).any() or np.median(hu[box][mask]) < LUMEN_HU:
+        mask = pieces[piece] == p
+        if mask.sum() * voxel_ml < MIN_ML or not (thick[piece] & mask).any() or np.median(hu[piece][mask]) < LUMEN_HU:
             continue
-        values, counts = np.unique(sub[box][mask], return_counts=True)
+        values, counts = np.unique(sub[piece][mask], return_counts=True)
         for v, n in zip(values, counts):
             removed[int(v)] = removed.get(int(v), 0) + int(n)
-        sub[box][mask] = 0
+        sub[piece][mask] = 0
     for v, n in removed.items():
         report.add(table[v].name, "removed", f"{n} voxels removed: no mirror image across the midline "
                    "(a vessel beside the spine)", n)
