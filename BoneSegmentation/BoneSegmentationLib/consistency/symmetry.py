@@ -6,13 +6,15 @@ read it as a second column of vertebral bodies (a real early arterial chest CT, 
 22 % of its aorta labelled T4-T8). What a vertebra holds on one side of its midline it holds on
 the other, within a few millimetres; the aorta's mirror image is lung, the azygos vein or the
 oesophagus. So vertebra-labelled voxels in front of the arches whose mirror image, within
-``TOLERANCE_MM``, holds neither a vertebra label nor bone-like CT are not vertebra, and a thick
-piece of them (``MIN_ML`` or more, ``THICK_MM`` across) goes to the background. Bone-like CT on
-the mirror side keeps a vertebra the network found only half of; without the CT nothing is judged.
+``TOLERANCE_MM``, holds neither a vertebra label nor bone-like CT (``SUPPORT_HU``) are not
+vertebra, and a thick piece of them (``MIN_ML`` or more, ``THICK_MM`` across) as bright as a
+contrast lumen (median ``LUMEN_HU``) goes to the background. Bone-like CT on the mirror side keeps
+a vertebra the network found only half of, and the lumen's brightness a dim half of an old one;
+without the CT nothing is judged.
 
 The mirror plane is fitted per axial slice, turned as well as shifted (a patient lying turned on
 the table, a rotated scoliotic vertebra): the one under which the arches (the vertebra labels
-behind the middle of the column, where no vessel runs) and the bright bone around them overlap
+behind the bodies, where no vessel runs) and the bright bone around them overlap
 their mirror image most, over neighbouring slices; then the median over a few vertebrae, so that
 a slice whose labels are mostly aorta cannot pull the plane onto the aorta.
 """
