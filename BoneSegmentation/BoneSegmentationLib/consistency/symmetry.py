@@ -21,6 +21,7 @@ a slice whose labels are mostly aorta cannot pull the plane onto the aorta.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -59,13 +60,11 @@ def _patient_view(array: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray
     return view[flips], np.linalg.norm(grid.matrix, axis=0)[list(axes)]
 
 
-def _rotate(stack: np.ndarray, degrees: float) -> np.ndarray:
-    """Each slice turned by ``degrees`` about the slice's centre, to the nearest voxel (the same
-    centre both ways, so a turn and its inverse bring a voxel back within one). One gather for
-    all slices: ``ndimage.rotate`` works slice by slice and cost seconds on a 2 mm grid."""
-    if not degrees:
-        return stack
-    rows, cols = stack.shape[1:]
+@lru_cache(maxsize=64)
+def _turn_map(rows: int, cols: int, degrees: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a slice of ``rows`` x ``cols`` turned by ``degrees`` about its centre: each output
+    voxel's nearest source row and column, and which of them fall inside the slice. The fit and
+    the mirror turn several stacks of one shape by the same angles, so it is worked out once."""
     theta = np.radians(degrees)
     c, s = np.cos(theta), np.sin(theta)
     y, x = np.mgrid[:rows, :cols].astype(float)
@@ -73,8 +72,18 @@ def _rotate(stack: np.ndarray, degrees: float) -> np.ndarray:
     source_y = np.floor(c * (y - cy) + s * (x - cx) + cy + 0.5).astype(int)
     source_x = np.floor(-s * (y - cy) + c * (x - cx) + cx + 0.5).astype(int)
     ok = (source_y >= 0) & (source_y < rows) & (source_x >= 0) & (source_x < cols)
+    return source_y[ok], source_x[ok], ok
+
+
+def _rotate(stack: np.ndarray, degrees: float) -> np.ndarray:
+    """Each slice turned by ``degrees`` about the slice's centre, to the nearest voxel (the same
+    centre both ways, so a turn and its inverse bring a voxel back within one). One gather for
+    all slices: ``ndimage.rotate`` works slice by slice and cost seconds on a 2 mm grid."""
+    if not degrees:
+        return stack
+    source_y, source_x, ok = _turn_map(stack.shape[1], stack.shape[2], float(degrees))
     out = np.zeros_like(stack)
-    out[:, ok] = stack[:, source_y[ok], source_x[ok]]
+    out[:, ok] = stack[:, source_y, source_x]
     return out
 
 
@@ -115,7 +124,7 @@ def _scores(sym: np.ndarray) -> np.ndarray:
 
 
 def _symmetric_parts(spine: np.ndarray, bright: np.ndarray, band: float) -> np.ndarray:
-    """What the plane is fitted to, in a frame whose columns run front to back: the arches and
+    """What the plane is fitted to, in the patient frame (rows run to the back): the arches and
     the bright voxels behind the bodies near them."""
     behind = _behind(spine)
     arches = spine & behind
