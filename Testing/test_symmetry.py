@@ -81,6 +81,24 @@ def test_the_phantoms_vertebrae_are_mirrored_and_kept(seed):
     assert removed == 0 and report.changes == [] and np.array_equal(out, labels)
 
 
+@pytest.mark.parametrize("keep", ["below", "above"])
+def test_a_column_cut_by_the_scan_keeps_its_end_vertebrae(keep):
+    """A scan that ends mid-column, the body turned 20 degrees: the slices near the column's ends
+    have their plane fitted from one side only (turned 10 degrees wrong at L5 before the mend,
+    which then removed 4 ml of it), and are not judged."""
+    labels, hu, image = _phantom(-20.0, seed=4)
+    zs = np.flatnonzero(np.isin(labels, VERTEBRAE).any(axis=(1, 2)))
+    cut = int(zs[0] + 0.5 * (zs[-1] - zs[0]))
+    part = slice(0, cut) if keep == "below" else slice(cut, labels.shape[0])
+    labels, hu = labels[part].copy(), hu[part].copy()
+    out, removed, report = _run(labels, hu, image[:, :, part.start:part.stop])
+    assert removed == 0 and report.changes == [] and np.array_equal(out, labels)
+    # away from the ends the rule still works on the cut column
+    tube = _add_aorta(labels, hu, *(("vertebra_T3", "vertebra_T6") if keep == "above" else ("vertebra_T11", "vertebra_L2")))
+    out, _, _ = _run(labels, hu, image[:, :, part.start:part.stop])
+    assert np.count_nonzero(out[tube] == 0) >= 0.6 * tube.sum()
+
+
 @pytest.mark.parametrize("turn", [0.0, 20.0, -25.0])
 def test_a_bright_tube_labelled_as_vertebrae_beside_the_column_goes_and_the_column_stays(turn):
     labels, hu, image = _phantom(turn)

@@ -16,7 +16,8 @@ The mirror plane is fitted per axial slice, turned as well as shifted (a patient
 the table, a rotated scoliotic vertebra): the one under which the arches (the vertebra labels
 behind the bodies, where no vessel runs) and the bright bone around them overlap
 their mirror image most, over neighbouring slices; then the median over a few vertebrae, so that
-a slice whose labels are mostly aorta cannot pull the plane onto the aorta.
+a slice whose labels are mostly aorta cannot pull the plane onto the aorta. Slices within that
+median's reach of the column's ends are not judged: their plane is fitted from one side only.
 """
 
 from __future__ import annotations
@@ -224,6 +225,11 @@ def remove_asymmetric_vertebra(labels: np.ndarray, grid: Grid, table: BoneTable,
     angles = ANGLES_DEG if square else (0.0,)  # turns need square voxels
     windows = tuple(max(1, int(round(mm / steps[0]))) for mm in (SLICES_MM, TURN_MM, MEDIAN_MM))
     angle, centre2 = _fit_planes(spine, bright, BAND_MM / steps[2], windows, angles)
+    # a slice within the median's reach of the column's end (the scan's edge, L5 above the
+    # sacrum) has its plane from one side only, turned wrong on a turned body: not judged
+    ends = windows[2]
+    centre2[:ends] = -1
+    centre2[max(ends, len(centre2) - ends):] = -1
     mirrored, behind = _mirrored(spine | ((hu >= SUPPORT_HU) & inside), spine, angle, centre2, angles)
     reach = (max(1, int(round(TOLERANCE_MM / steps[1]))), max(1, int(round(TOLERANCE_MM / steps[2]))))
     near = ndimage.maximum_filter(mirrored, size=(1, 2 * reach[0] + 1, 2 * reach[1] + 1))
