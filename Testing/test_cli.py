@@ -14,24 +14,24 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "BoneSegmentationLib", *args], capture_output=True, text=True)
 
 
-def test_segment_writes_nifti_and_confidence(real_data, random_model_file, tmp_path, capsys):
+def test_segment_writes_nifti_and_confidence(real_data, random_model_file_4mm, tmp_path, capsys):
     out, conf = tmp_path / "labels.nii.gz", tmp_path / "conf.nii.gz"
     rc = main(["segment", str(real_data / "ts_abdomen_ct.nii.gz"), "-o", str(out), "--model",
-               str(random_model_file), "--overlap", "0", "--confidence", str(conf), "--confidence-grid", "model",
+               str(random_model_file_4mm), "--overlap", "0", "--confidence", str(conf), "--confidence-grid", "model",
                "-q", "-v"])
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "bones found" in stdout and "wrote" in stdout
     ct, labels = sitk.ReadImage(str(real_data / "ts_abdomen_ct.nii.gz")), sitk.ReadImage(str(out))
     assert labels.GetSize() == ct.GetSize() and labels.GetOrigin() == pytest.approx(ct.GetOrigin())
-    assert sitk.ReadImage(str(conf)).GetSpacing() == pytest.approx((2, 2, 2))
+    assert sitk.ReadImage(str(conf)).GetSpacing() == pytest.approx((4, 4, 4))
     review = json.loads((tmp_path / "labels.review.json").read_text())
     assert len(review["bones"]) == 125 and review["model"] == "random-test 0"
     scores = [b["score"] for b in review["bones"]]
     assert scores == sorted(scores, reverse=True)
     before = out.read_bytes()
     rc = main(["segment", str(real_data / "ts_abdomen_ct.nii.gz"), "-o", str(out), "--model",
-               str(random_model_file), "-q"])
+               str(random_model_file_4mm), "-q"])
     assert rc == 2 and out.read_bytes() == before, "an existing result must not be overwritten"
     assert "--overwrite" in capsys.readouterr().err
 
@@ -115,10 +115,10 @@ def test_info_says_whether_the_file_is_registered_and_that_the_check_passed(rand
     assert "unverified" in out and "passed: archive intact, only network operations, 126 output channels" in out
 
 
-def test_confidence_overlays_the_ct_by_default(real_data, random_model_file, tmp_path):
+def test_confidence_overlays_the_ct_by_default(real_data, random_model_file_4mm, tmp_path):
     ct_path = real_data / "ts_abdomen_ct.nii.gz"
     conf = tmp_path / "conf.nii.gz"
-    assert main(["segment", str(ct_path), "-o", str(tmp_path / "l.nii.gz"), "--model", str(random_model_file),
+    assert main(["segment", str(ct_path), "-o", str(tmp_path / "l.nii.gz"), "--model", str(random_model_file_4mm),
                  "--overlap", "0", "--confidence", str(conf), "-q"]) == 0
     ct, c = sitk.ReadImage(str(ct_path)), sitk.ReadImage(str(conf))
     assert c.GetSize() == ct.GetSize() and c.GetDirection() == ct.GetDirection()

@@ -65,7 +65,7 @@ def _terminology(segment) -> str:
     return str(ref)
 
 
-def test_real_scan_through_logic_segment(scene, real_data, random_model_file):
+def test_real_scan_through_logic_segment(scene, real_data, coarse_model):
     path = real_data / "ts_abdomen_ct.nii.gz"
     volume = volume_from_file(str(path), scene)
     image = read_image(path)
@@ -74,9 +74,9 @@ def test_real_scan_through_logic_segment(scene, real_data, random_model_file):
     assert back.GetDirection() == pytest.approx(image.GetDirection())
 
     logic = SlicerSegmentationLogic(scene)
-    outcome = logic.segment(volume, model=str(random_model_file), options=InferenceOptions(device="cpu", overlap=0.0))
+    outcome = logic.segment(volume, model=str(coarse_model), options=InferenceOptions(device="cpu", overlap=0.0))
     node = outcome.segmentation_node
-    reference = segment_image(image, load_model(random_model_file), options=InferenceOptions(device="cpu", overlap=0.0)).labels
+    reference = segment_image(image, load_model(coarse_model), options=InferenceOptions(device="cpu", overlap=0.0)).labels
     expected = sitk.GetArrayFromImage(reference)
     present = [int(v) for v in np.unique(expected) if v]
     segments = _segments(node)
