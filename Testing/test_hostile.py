@@ -483,6 +483,50 @@ def test_a_damaged_metaimage_is_one_line_and_the_reader_prints_nothing(tmp_path,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])
+@pytest.mark.parametrize("named", ["up", "absolute", "listed slice up", "pattern up", "below"])
+def test_a_header_cannot_name_voxel_data_outside_its_folder(tmp_path, capfd, suffix, named):
+    """ITK opens whatever file a .mhd or a detached NRRD header names: ``../`` or an absolute path
+    would read any file the user can (``/etc/passwd`` as a CT). Here the named data are a valid
+    CT, so only the check can refuse them; data in a folder below the header still read."""
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.core.imageio import read_image
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1500, (30, 40, 40)).astype(np.int16))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    elsewhere, here = tmp_path / "elsewhere", tmp_path / "scan"
+    for folder in (elsewhere, here, here / "data"):
+        folder.mkdir()
+    sitk.WriteImage(image, str(elsewhere / f"ct{suffix}"))  # ITK writes the data beside it as ct.raw
+    raw = elsewhere / "ct.raw"
+    (here / "data" / "ct.raw").write_bytes(raw.read_bytes())
+    field = "ElementDataFile = " if suffix == ".mhd" else "data file: "
+    header = (elsewhere / f"ct{suffix}").read_text()
+    assert f"{field}ct.raw" in header
+    header = header.replace(f"{field}ct.raw", field + "{}")
+    if named.startswith("listed"):  # one file per slice, listed after the header
+        planes = raw.read_bytes()
+        size = len(planes) // 30
+        for k in range(30):
+            (here / f"s{k:02d}.raw").write_bytes(planes[k * size:(k + 1) * size])
+        names = [f"s{k:02d}.raw" for k in range(29)] + ["../elsewhere/ct.raw"]
+        text = header.format("LIST 2" if suffix == ".nhdr" else "LIST 2D").rstrip("\n") + "\n" + "\n".join(names) + "\n"
+    else:
+        text = header.format({"up": "../elsewhere/ct.raw", "absolute": str(raw), "below": "data/ct.raw",
+                              "pattern up": "../elsewhere/s%02d.raw 0 29 1"}[named])
+    path = here / f"ct{suffix}"
+    path.write_text(text)
+    if named == "below":
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read_image(path)), sitk.GetArrayFromImage(image))
+        return
+    out = here / "bones.nii.gz"
+    capfd.readouterr()
+    assert main(["segment", str(path), "-o", str(out), "-q"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "outside its own folder" in err and "elsewhere" in err, err
+    assert not out.exists()
+
+
 def test_nifti_nan_infinity_and_zero_voxel_size_are_refused(tmp_path):
     """ITK reads a NIfTI's NaN and infinite floats as 0 (a CT with holes of water), so the file's
     own bytes are checked."""

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .dicom import media_storage_class, read_dicom_folder
+from .detached_data import NRRD_HEADER_LIMIT, check_data_names, nrrd_data_names
 from .dicom_frames import DICOMDIR_CLASS, read_dicom_file
 from .errors import InputImageError, itk_reason
 from .files import atomic_write
@@ -60,6 +61,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     elif path.name.lower().endswith((".mha", ".mhd")):
         check_metaimage_file(path)  # what ITK's MetaImage reader reports only on the terminal
     elif path.name.lower().endswith((".nrrd", ".nhdr")):
+        check_data_names(path, nrrd_data_names(path))  # a detached header's data file stays beside it
         warn_if_nrrd_without_space(path)
     try:
         return sitk.ReadImage(str(path))
@@ -84,9 +86,6 @@ def read_label_map(path: str | os.PathLike) -> sitk.Image:
         log.info("%s: values mapped to bones by the colour table beside it, %s", path, colours.name)
         return labels_by_colour_table(image, read_colour_rows(colours), name=str(path))
     return image
-
-
-NRRD_HEADER_LIMIT = 1 << 16  # bytes read for a NRRD header's fields (a header is a few hundred)
 
 
 def warn_if_nrrd_without_space(path: Path) -> None:

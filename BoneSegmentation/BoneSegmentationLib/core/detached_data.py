@@ -1,0 +1,57 @@
+"""A header that keeps its voxels in other files (a MetaImage .mhd, a NRRD .nhdr) names them, and
+ITK opens whatever path it names: an absolute path or ``../..`` would read any file the user can
+read (``/etc/passwd`` as a CT) from a header that came from elsewhere. The data files, or each
+slice file of a list or a ``%d`` pattern, must lie in the header's folder or below it."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterable
+
+from .errors import InputImageError
+
+NRRD_HEADER_LIMIT = 1 << 16  # bytes read for a NRRD header's fields (a header is a few hundred)
+LIST_LIMIT = 1 << 20  # bytes read for the file names a list names (a thousand slices' names)
+
+
+def check_data_names(header: Path, names: Iterable[str]) -> None:
+    """Refuse a data file named outside ``header``'s folder: absolute (on any system: a header
+    written on Windows may name ``C:\\``), or up with ``..``. Judged on the name as written, so a
+    data file that is a link the user made beside the header still reads."""
+    for name in names:
+        posix = name.replace("\\", "/")
+        up = posixpath.normpath(posix).split("/")[0] == ".."
+        if up or PurePosixPath(posix).is_absolute() or PureWindowsPath(name).drive:
+            raise InputImageError(f"cannot read {header}: its header names voxel data outside its own folder "
+                                  f"({name!r}); keep the header and its data files together in one folder")
+
+
+def listed_names(path: Path, offset: int) -> list[str]:
+    """The file names listed one per line from byte ``offset`` of ``path`` (a ``LIST``)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        listed = f.read(LIST_LIMIT).decode("latin-1")
+    return [line.strip() for line in listed.splitlines() if line.strip()]
+
+
+def nrrd_data_names(path: Path) -> list[str]:
+    """The files a detached NRRD header's ``data file`` field names: none when the data follow
+    the header, the names after ``LIST``, the folder part of a ``%d`` pattern, or the one file."""
+    with open(path, "rb") as f:
+        head = f.read(NRRD_HEADER_LIMIT)
+    if not head.startswith(b"NRRD"):
+        return []
+    offset = 0
+    for line in head.split(b"\n"):
+        offset += len(line) + 1
+        if not line.strip():
+            break  # the blank line that ends a header (attached data follow)
+        key, sep, value = line.decode("latin-1").partition(":")
+        if not sep or key.startswith("#") or key.strip().lower() not in ("data file", "datafile"):
+            continue
+        value = value.strip()
+        if value.upper().startswith("LIST"):
+            return listed_names(path, offset)
+        return [value.split()[0]] if "%" in value else [value]
+    return []
