@@ -24,7 +24,8 @@ def check_data_names(header: Path, names: Iterable[str]) -> None:
         up = posixpath.normpath(posix).split("/")[0] == ".."
         if up or PurePosixPath(posix).is_absolute() or PureWindowsPath(name).drive:
             raise InputImageError(f"cannot read {header}: its header names voxel data outside its own folder "
-                                  f"({name!r}); keep the header and its data files together in one folder")
+                                  f"({name!r}); keep its data files beside it and name them in the header "
+                                  "by their file names alone")
 
 
 def listed_names(path: Path, offset: int) -> list[str]:
