@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable
 
 from .errors import InputImageError
+from .metaimage import read_header
 
 NRRD_HEADER_LIMIT = 1 << 16  # bytes read for a NRRD header's fields (a header is a few hundred)
 LIST_LIMIT = 1 << 20  # bytes read for the file names a list names (a thousand slices' names)
@@ -36,11 +37,24 @@ def listed_names(path: Path, offset: int) -> list[str]:
     return [line.strip() for line in listed.splitlines() if line.strip()]
 
 
-def nrrd_data_names(path: Path) -> list[str]:
-    """The files a detached NRRD header's ``data file`` field names: none when the data follow
-    the header, the names after ``LIST``, the folder part of a ``%d`` pattern, or the one file."""
+def metaimage_data_names(path: Path) -> list[str]:
+    """The files a .mhd's ``ElementDataFile`` names: none for ``LOCAL`` (the data follow the
+    header) or a header this cannot read (ITK's reader decides), the names listed after ``LIST``,
+    the first word of a ``%d`` pattern ("slice%03d.raw 1 40 1"), or the one file."""
+    fields, offset = read_header(path)
+    source = fields.get("ElementDataFile", "LOCAL") if offset >= 0 else "LOCAL"
+    return _named(path, source, offset)
+
+
+def read_nrrd_head(path: Path) -> bytes:
+    """The first ``NRRD_HEADER_LIMIT`` bytes of a NRRD file: its header, read once for every check."""
     with open(path, "rb") as f:
-        head = f.read(NRRD_HEADER_LIMIT)
+        return f.read(NRRD_HEADER_LIMIT)
+
+
+def nrrd_data_names(path: Path, head: bytes) -> list[str]:
+    """The files a detached NRRD header's ``data file`` field names (``head``: ``read_nrrd_head``):
+    none when the data follow the header, else as ``metaimage_data_names``."""
     if not head.startswith(b"NRRD"):
         return []
     offset = 0
@@ -49,10 +63,16 @@ def nrrd_data_names(path: Path) -> list[str]:
         if not line.strip():
             break  # the blank line that ends a header (attached data follow)
         key, sep, value = line.decode("latin-1").partition(":")
-        if not sep or key.startswith("#") or key.strip().lower() not in ("data file", "datafile"):
-            continue
-        value = value.strip()
-        if value.upper().startswith("LIST"):
-            return listed_names(path, offset)
-        return [value.split()[0]] if "%" in value else [value]
+        if sep and not key.startswith("#") and key.strip().lower() in ("data file", "datafile"):
+            return _named(path, value.strip(), offset)
     return []
+
+
+def _named(path: Path, source: str, offset: int) -> list[str]:
+    """The file names a header's data field ``source`` stands for (``offset``: where a list's
+    names start in ``path``)."""
+    if source.upper() == "LOCAL":
+        return []
+    if source.upper().startswith("LIST"):
+        return listed_names(path, offset)
+    return [source.split()[0]] if "%" in source else [source]

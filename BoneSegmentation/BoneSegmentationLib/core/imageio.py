@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .dicom import media_storage_class, read_dicom_folder
-from .detached_data import NRRD_HEADER_LIMIT, check_data_names, nrrd_data_names
+from .detached_data import check_data_names, metaimage_data_names, nrrd_data_names, read_nrrd_head
 from .dicom_frames import DICOMDIR_CLASS, read_dicom_file
 from .errors import InputImageError, itk_reason
 from .files import atomic_write
@@ -55,14 +55,19 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         return read_dicom_folder(path.parent)
     if storage_class is not None:
         return read_dicom_file(path)  # checks the declared size from the header it reads anyway
+    name = path.name.lower()
+    metaimage, nrrd = name.endswith((".mha", ".mhd")), name.endswith((".nrrd", ".nhdr"))
+    nrrd_head = read_nrrd_head(path) if nrrd else b""
+    # a .mhd or .nhdr names its voxel files and ITK opens whatever it names: checked before ITK reads anything
+    if metaimage or nrrd:
+        check_data_names(path, metaimage_data_names(path) if metaimage else nrrd_data_names(path, nrrd_head))
     check_declared_size(path)  # before any voxel is read: a header can promise terabytes
-    if path.name.lower().endswith((".nii", ".nii.gz")):
+    if name.endswith((".nii", ".nii.gz")):
         check_nifti_file(path)  # what ITK's NIfTI reader lets through silently
-    elif path.name.lower().endswith((".mha", ".mhd")):
+    elif metaimage:
         check_metaimage_file(path)  # what ITK's MetaImage reader reports only on the terminal
-    elif path.name.lower().endswith((".nrrd", ".nhdr")):
-        check_data_names(path, nrrd_data_names(path))  # a detached header's data file stays beside it
-        warn_if_nrrd_without_space(path)
+    elif nrrd:
+        warn_if_nrrd_without_space(path, nrrd_head)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
@@ -88,12 +93,10 @@ def read_label_map(path: str | os.PathLike) -> sitk.Image:
     return image
 
 
-def warn_if_nrrd_without_space(path: Path) -> None:
-    """Warn when a NRRD header names no space (no ``space``/``space dimension`` and no ``space
-    directions`` field): ITK then reads it from origin 0 with LPS axes, silently, as a NIfTI
-    without orientation (``check_nifti_file``)."""
-    with open(path, "rb") as f:
-        head = f.read(NRRD_HEADER_LIMIT)
+def warn_if_nrrd_without_space(path: Path, head: bytes) -> None:
+    """Warn when a NRRD header (``head``: its first bytes, ``read_nrrd_head``) names no space (no
+    ``space``/``space dimension`` and no ``space directions`` field): ITK then reads it from origin
+    0 with LPS axes, silently, as a NIfTI without orientation (``check_nifti_file``)."""
     if not head.startswith(b"NRRD"):
         return  # ITK's reader decides
     fields = {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\n\n", 1)[0].split(b"\n")[1:]

@@ -2,14 +2,13 @@
 completely" to the terminal and raises "File cannot be read", which names no cause. The header is
 read here first, and data shorter than it declares are refused in one line that says so.
 
-The data files a .mhd names must lie in its folder (``detached_data``)."""
+Where a .mhd's data files may lie is ``detached_data``'s check, run before this one."""
 
 from __future__ import annotations
 
 import zlib
 from pathlib import Path
 
-from .detached_data import check_data_names, listed_names
 from .errors import InputImageError
 
 # bytes per element of MetaIO's element types (MET_LONG is left out: its size varies by platform)
@@ -58,9 +57,8 @@ def check_metaimage_file(path: Path) -> None:
     fields, offset = read_header(path)
     if offset < 0 or "DimSize" not in fields:
         return
-    source = fields["ElementDataFile"]
-    check_data_names(path, _data_file_names(path, source, offset))
     expected = declared_data(fields)
+    source = fields["ElementDataFile"]
     if expected is None or source.upper().startswith("LIST") or "%" in source:
         return  # slices in files of their own: ITK's reader checks each
     if source.upper() == "LOCAL":
@@ -106,13 +104,3 @@ def check_metaimage_file(path: Path) -> None:
         raise InputImageError(f"{path} is truncated: its compressed data inflate to {inflated} of the {expected} "
                               "bytes its header declares; copy or export the file again")
 
-
-def _data_file_names(path: Path, source: str, offset: int) -> list[str]:
-    """The file names a header's ``ElementDataFile`` points to: none for ``LOCAL`` (the data
-    follow the header), the names listed after a ``LIST`` line, the folder of a ``%d`` pattern
-    ("slice%03d.raw 1 40 1": its first word), or the one file."""
-    if source.upper() == "LOCAL":
-        return []
-    if source.upper().startswith("LIST"):
-        return listed_names(path, offset)
-    return [source.split()[0]] if "%" in source else [source]
