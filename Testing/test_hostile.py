@@ -527,6 +527,21 @@ def test_a_header_cannot_name_voxel_data_outside_its_folder(tmp_path, capfd, suf
     assert not out.exists()
 
 
+def test_a_name_far_down_a_slice_list_is_checked_too(tmp_path):
+    """A list is read a line at a time to its end: the one outside name after 2 MB of harmless ones
+    is found (a cap on what is read would let ITK open it)."""
+    from BoneSegmentationLib.core.errors import InputImageError
+    from BoneSegmentationLib.core.imageio import read_image
+
+    names = "".join(f"slice{k:07d}.raw\n" for k in range(120_000)) + "../../etc/passwd\n"
+    path = tmp_path / "ct.mhd"
+    path.write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 120001\nElementType = MET_SHORT\n"
+                    "ElementDataFile = LIST 2D\n" + names)
+    assert path.stat().st_size > 2_000_000
+    with pytest.raises(InputImageError, match="outside its own folder.*etc/passwd"):
+        read_image(path)
+
+
 def test_nifti_nan_infinity_and_zero_voxel_size_are_refused(tmp_path):
     """ITK reads a NIfTI's NaN and infinite floats as 0 (a CT with holes of water), so the file's
     own bytes are checked."""

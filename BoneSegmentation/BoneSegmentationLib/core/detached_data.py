@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .errors import InputImageError
 from .metaimage import read_header
 
 NRRD_HEADER_LIMIT = 1 << 16  # bytes read for a NRRD header's fields (a header is a few hundred)
-LIST_LIMIT = 1 << 20  # bytes read for the file names a list names (a thousand slices' names)
 
 
 def check_data_names(header: Path, names: Iterable[str]) -> None:
@@ -29,15 +28,17 @@ def check_data_names(header: Path, names: Iterable[str]) -> None:
                                   "by their file names alone")
 
 
-def listed_names(path: Path, offset: int) -> list[str]:
-    """The file names listed one per line from byte ``offset`` of ``path`` (a ``LIST``)."""
+def listed_names(path: Path, offset: int) -> Iterator[str]:
+    """The file names listed one per line from byte ``offset`` of ``path`` (a ``LIST``), read a
+    line at a time: every name ITK would open is checked, however long the list."""
     with open(path, "rb") as f:
         f.seek(offset)
-        listed = f.read(LIST_LIMIT).decode("latin-1")
-    return [line.strip() for line in listed.splitlines() if line.strip()]
+        for line in f:
+            if line.strip():
+                yield line.decode("latin-1").strip()
 
 
-def metaimage_data_names(path: Path) -> list[str]:
+def metaimage_data_names(path: Path) -> Iterable[str]:
     """The files a .mhd's ``ElementDataFile`` names: none for ``LOCAL`` (the data follow the
     header) or a header this cannot read (ITK's reader decides), the names listed after ``LIST``,
     the first word of a ``%d`` pattern ("slice%03d.raw 1 40 1"), or the one file."""
@@ -52,7 +53,7 @@ def read_nrrd_head(path: Path) -> bytes:
         return f.read(NRRD_HEADER_LIMIT)
 
 
-def nrrd_data_names(path: Path, head: bytes) -> list[str]:
+def nrrd_data_names(path: Path, head: bytes) -> Iterable[str]:
     """The files a detached NRRD header's ``data file`` field names (``head``: ``read_nrrd_head``):
     none when the data follow the header, else as ``metaimage_data_names``."""
     if not head.startswith(b"NRRD"):
@@ -68,7 +69,7 @@ def nrrd_data_names(path: Path, head: bytes) -> list[str]:
     return []
 
 
-def _named(path: Path, source: str, offset: int) -> list[str]:
+def _named(path: Path, source: str, offset: int) -> Iterable[str]:
     """The file names a header's data field ``source`` stands for (``offset``: where a list's
     names start in ``path``)."""
     if source.upper() == "LOCAL":
