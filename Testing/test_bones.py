@@ -33,6 +33,16 @@ def test_composition_matches_the_paper():
         assert len(hand) == 27
 
 
+def test_the_column_the_anatomical_step_orders_is_the_tables_spine_head_to_foot():
+    """The step's level order (``consistency.spine``) names exactly the table's spine bones, in
+    the table's order, so every reader of "which bones are vertebrae" asks one list."""
+    from BoneSegmentationLib.consistency.spine import column_indices, vertebra_indices
+    spine = [b.index for b in TABLE.foreground() if b.region == "spine"]
+    assert column_indices(TABLE) == spine
+    assert vertebra_indices(TABLE) == spine[:24]
+    assert [TABLE[i].name for i in spine[24:]] == ["sacrum", "coccyx"]
+
+
 def test_eval_groups_and_laterality_consistent():
     groups = Counter(b.eval_group for b in TABLE.foreground())
     assert groups == {"spine": 26, "ribs": 24, "hands": 54, "large_bones": 16, "none": 5}

@@ -34,8 +34,8 @@ def scored(request, real_data, bundled):
     ct = read_ct(real_data / ct_name)[0]
     labels = segment_image(ct, bundled, options=InferenceOptions(device="cpu")).labels
     result = evaluate_against_totalsegmentator(labels, sitk.ReadImage(str(real_data / ref_name)), ct)
-    print(f"{request.param}: foreground Dice {result['foreground_dice']:.3f}, bone in heart and vessels "
-          f"{100 * result['bone_in_vessels']:.2f} %, outside the body {100 * result['bone_outside_body']:.3f} %")
+    print(f"{request.param}: foreground Dice {result.foreground_dice:.3f}, bone in heart and vessels "
+          f"{100 * result.bone_in_vessels:.2f} %, outside the body {100 * result.bone_outside_body:.3f} %")
     return request.param, result
 
 
@@ -50,12 +50,12 @@ def test_no_bone_in_the_heart_and_great_vessels(request, scored):
                                              "(3.72 % without): the calcified wall of the aorta beside T12 "
                                              "taken into a vertebra's or the sacrum's label, and grown into "
                                              "the lumen next to it (1.8: 5.44 %; 1.7: 1.57 %; 1.6: 4.34 %)"})
-    assert result["bone_in_vessels"] < 0.01
+    assert result.bone_in_vessels < 0.01
 
 
 def test_no_bone_outside_the_body(request, scored):
     scan, result = scored
-    assert result["bone_outside_body"] < 0.001
+    assert result.bone_outside_body < 0.001
 
 
 def test_foreground_dice_does_not_fall_below_the_bundled_models(scored):
@@ -69,4 +69,4 @@ def test_foreground_dice_does_not_fall_below_the_bundled_models(scored):
     (docs/real-ct-training.md, "Run 39"). With edge growth on by default the floors rise to 0.80
     and 0.57 (docs/real-ct-training.md, "Bone edges, not vessels")."""
     scan, result = scored
-    assert result["foreground_dice"] >= {"abdomen": 0.80, "thorax": 0.57}[scan]
+    assert result.foreground_dice >= {"abdomen": 0.80, "thorax": 0.57}[scan]

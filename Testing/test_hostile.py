@@ -253,6 +253,65 @@ def test_segment_checks_every_output_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "labels.nii.gz").exists() and (tmp_path / "conf.nii.gz").read_bytes() == b"mine"
 
 
+def test_evaluate_and_compare_never_write_over_an_input_or_an_existing_file(tmp_path, capsys):
+    """``evaluate --csv ref.nii.gz`` once replaced the reference label map with the CSV table; the
+    report outputs of ``evaluate`` and ``compare`` now pass the same check as ``segment``'s, before
+    any work."""
+    from BoneSegmentationLib.cli import main
+
+    labels = np.zeros((12, 16, 16), np.uint8)
+    labels[3:9, 4:12, 4:12] = 7
+    image = sitk.GetImageFromArray(labels)
+    pred, ref = tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz"
+    sitk.WriteImage(image, str(pred))
+    sitk.WriteImage(image, str(ref))
+    (tmp_path / "mine.csv").write_text("mine")
+    (tmp_path / "dataset").mkdir()
+    kept = {p: p.read_bytes() for p in (pred, ref, tmp_path / "mine.csv")}
+    refused = {
+        ("evaluate", str(pred), str(ref), "--csv", str(ref), "--overwrite"): "would replace the input",
+        ("evaluate", str(pred), str(ref), "--plot", str(pred), "--overwrite"): "would replace the input",
+        ("evaluate", str(pred), str(ref), "--csv", str(tmp_path / "mine.csv")): "already exists",
+        ("evaluate", str(pred), str(ref), "--csv", str(tmp_path / "a"), "--plot", str(tmp_path / "a")): "same file",
+        ("compare", str(tmp_path / "dataset"), "--models", "m.pt", "-o", str(tmp_path / "mine.csv")): "already exists",
+    }
+    for command, reason in refused.items():
+        assert main(list(command)) == 2, command
+        err = capsys.readouterr().err.strip()
+        assert reason in err and len(err.splitlines()) == 1, err
+    assert all(p.read_bytes() == before for p, before in kept.items())
+    assert main(["evaluate", str(pred), str(ref), "--csv", str(tmp_path / "mine.csv"), "--overwrite"]) == 0
+    assert (tmp_path / "mine.csv").read_text().startswith("group,median")
+
+
+def test_the_demo_never_replaces_a_users_files_of_its_names(tmp_path, capsys):
+    """``demo -o`` at a folder of the user's own results: its common names (bones.nii.gz,
+    review.json) are refused before any work unless an earlier demo wrote them or --overwrite."""
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.synthetic.demo import check_demo_folder
+
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "bones.nii.gz").write_bytes(b"my corrected labels")
+    assert main(["demo", "-o", str(mine), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bones.nii.gz, not written by the demo" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in mine.iterdir()) == ["bones.nii.gz"]
+    assert (mine / "bones.nii.gz").read_bytes() == b"my corrected labels"
+    sidecars = {"segment's own": json.dumps({"input": {"name": "ct.nii.gz"}}), "damaged": "{\"input\": ",
+                "odd": json.dumps({"input": ["phantom seed"]}), "huge": " " * (2 << 20) + "{}"}
+    for what, text in sidecars.items():
+        (mine / "bones.json").write_text(text)
+        with pytest.raises(BoneSegmentationError, match="not written by the demo"):
+            check_demo_folder(mine)
+    check_demo_folder(mine, overwrite=True)
+    (mine / "bones.json").write_text(json.dumps({"input": {"name": "phantom seed 7 at 2 mm"}}))
+    check_demo_folder(mine)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BoneSegmentationError, match="is a file, not a folder"):
+        check_demo_folder(tmp_path / "file", overwrite=True)
+
+
 class _HostileServer:
     """A server on 127.0.0.1 that misbehaves on purpose: /big sends more than it declares,
     /slow one byte every 0.5 s, /redirect points at plain http elsewhere, /ok serves the payload."""

@@ -123,6 +123,6 @@ def test_demo_honours_the_options(tmp_path, coarse_model):
     from BoneSegmentationLib.synthetic.demo import run_demo
     options = InferenceOptions(device="cpu", overlap=0.0, mirror="off")
     result = run_demo(tmp_path, model=str(coarse_model), spacing=6.0, options=options)
-    sidecar = json.loads(result["files"]["sidecar"].read_text())
+    sidecar = json.loads(result.files["sidecar"].read_text())
     assert InferenceOptions.from_json(sidecar["options"]) == options and sidecar["resolved"]["mirrored"] is False
     assert "overlap 0" in (tmp_path / "evaluation.md").read_text()

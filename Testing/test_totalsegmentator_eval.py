@@ -28,9 +28,9 @@ def test_reference_itself_scores_one_and_a_flipped_copy_aligns(real_data, tmp_pa
     ours.CopyInformation(ref)
     flipped = sitk.Flip(ref, [False, True, False])
     result = evaluate_against_totalsegmentator(ours, flipped)
-    assert result["foreground_dice"] == 1.0 and result["bone_in_vessels"] == 0.0
-    assert all(d == 1.0 for d in result["per_bone"].values()) and "vertebra_L3" in result["per_bone"]
-    assert result["level_agreement"] == 1.0
+    assert result.foreground_dice == 1.0 and result.bone_in_vessels == 0.0
+    assert all(d == 1.0 for d in result.per_bone.values()) and "vertebra_L3" in result.per_bone
+    assert result.level_agreement == 1.0
 
 
 def test_not_bone_measures_count_bone_in_the_aorta_and_outside_the_body(real_data, tmp_path):
@@ -45,8 +45,8 @@ def test_not_bone_measures_count_bone_in_the_aorta_and_outside_the_body(real_dat
     img.CopyInformation(ref)
     result = evaluate_against_totalsegmentator(img, ref, ct)
     vessels = np.isin(ts, [ts_index(n) for n in ("heart", "aorta", "inferior_vena_cava", "superior_vena_cava")])
-    assert abs(result["bone_in_vessels"] - aorta.sum() / vessels.sum()) < 1e-9
-    assert abs(result["bone_outside_body"] - 5 / np.count_nonzero(pred)) < 1e-9
+    assert abs(result.bone_in_vessels - aorta.sum() / vessels.sum()) < 1e-9
+    assert abs(result.bone_outside_body - 5 / np.count_nonzero(pred)) < 1e-9
     sitk.WriteImage(img, str(tmp_path / "pred.nii.gz"))
     assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(real_data / "ts_abdomen_totalseg.nii.gz"),
                  "--reference", "totalsegmentator", "--ct", str(real_data / "ts_abdomen_ct.nii.gz")]) == 0

@@ -53,7 +53,7 @@ def main() -> None:
         passes, options = run_options(name, args.stitch)
         with measure() as m:
             result = segment_image(ct, model, InferenceOptions(device="cpu", **options))
-        groups = {r.group: r.median for r in evaluate_images(result.labels, ref)["groups"]}
+        groups = evaluate_images(result.labels, ref).medians()
         rows[name] = (passes, m.elapsed_s, m.peak_mib, groups)
     _, t0, m0, _ = next(iter(rows.values()))
     print("| run | passes | time s | peak MiB | time ratio | memory ratio | spine | large bones | all |")

@@ -69,7 +69,7 @@ def both(without: Segmenter, with_step: Segmenter, ct: sitk.Image) -> tuple[sitk
 
 
 def medians(labels: sitk.Image, ref: sitk.Image) -> dict[str, float]:
-    groups = {r.group: r for r in evaluate_images(labels, ref)["groups"]}
+    groups = {r.group: r for r in evaluate_images(labels, ref).groups}
     return {g: groups[g].median for g in GROUPS if g in groups}
 
 
@@ -121,12 +121,12 @@ def main() -> None:
             reference = read_image(REAL / ref_name)
             plain, fixed, seconds, changes = both(*segmenters, ct)
             e = [evaluate_against_totalsegmentator(x, reference, ct) for x in (plain, fixed)]
-            g = [{r.group: r.median for r in x["groups"]} for x in e]
-            lines.append(f"| {scan} | {e[0]['level_agreement']:.2f} | {e[1]['level_agreement']:.2f} | "
-                         f"{e[0]['foreground_dice']:.3f} | {e[1]['foreground_dice']:.3f} | "
+            g = [x.medians() for x in e]
+            lines.append(f"| {scan} | {e[0].level_agreement:.2f} | {e[1].level_agreement:.2f} | "
+                         f"{e[0].foreground_dice:.3f} | {e[1].foreground_dice:.3f} | "
                          f"{g[0].get('spine', float('nan')):.3f} | {g[1].get('spine', float('nan')):.3f} | "
                          f"{g[0].get('ribs', float('nan')):.3f} | {g[1].get('ribs', float('nan')):.3f} | "
-                         f"{100 * e[0]['bone_outside_body']:.2f} % | {100 * e[1]['bone_outside_body']:.2f} % |")
+                         f"{100 * e[0].bone_outside_body:.2f} % | {100 * e[1].bone_outside_body:.2f} % |")
             print(lines[-1], flush=True)
             print("  changes:", "; ".join(changes[:25]), flush=True)
     text = "\n".join(lines) + "\n"

@@ -72,7 +72,7 @@ def real_scan_tables(models: dict[str, Path], stitch: int = 1, edges: bool = Fal
             results[label] = evaluation
             lines += [f"- {label}: " + "; ".join(not_bone_lines(evaluation)) +
                       f"; {result.timings['total_s']:.0f} s"]
-            print(f"{scan}, {label}: foreground Dice {evaluation['foreground_dice']:.3f}", flush=True)
+            print(f"{scan}, {label}: foreground Dice {evaluation.foreground_dice:.3f}", flush=True)
         report.append(f"### Real scan: {scan}, against TotalSegmentator\n\n{side_by_side_table(results)}\n"
                       + "\n".join(lines) + "\n")
     return "\n".join(report)

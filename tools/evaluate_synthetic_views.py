@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BoneSegmentationLib.consistency.spine import column_indices
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.evaluation.metrics import dice_per_class
 from BoneSegmentationLib.evaluation.totalsegmentator import body_mask, bone_in_vessels
@@ -120,8 +121,7 @@ def vertebrae_found(case: SyntheticCase, labels: sitk.Image) -> float | None:
     """Share of the vertebrae's voxels (sacrum and coccyx included) called bone of any name (None
     with under 500 of them in view): a 40 mm slab of the lower thorax loses half its vertebral
     bodies to the background, which foreground Dice mixes with ribs and labels ignore."""
-    table = default_table()
-    spine = [b.index for b in table.foreground() if b.name.startswith("vertebra_") or b.name in ("sacrum", "coccyx")]
+    spine = column_indices(default_table())
     ref = np.isin(sitk.GetArrayViewFromImage(case.labels), spine)
     if np.count_nonzero(ref) < 500:
         return None

@@ -21,6 +21,7 @@ import torch
 
 from . import __version__
 from .core.errors import BoneSegmentationError
+from .core.files import atomic_write_text
 from .core.imageio import (WRITABLE_SUFFIXES, output_suffix, read_ct, read_image, read_label_map,
                            strip_image_suffix, write_image)
 from .evaluation.compare import compare_models
@@ -308,11 +309,15 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    outputs = [Path(p) for p in (args.csv, args.plot) if p]
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise BoneSegmentationError(f"--csv and --plot name the same file {outputs[0]}; give each its own name")
+    check_outputs(outputs, [Path(p) for p in (args.prediction, args.reference, args.ct) if p], args.overwrite)
 
     if args.reference_kind == "totalsegmentator":
         ct = read_ct(args.ct)[0] if args.ct else None
         result = evaluate_against_totalsegmentator(read_label_map(args.prediction), read_image(args.reference), ct)
-        print(f"Reference: {result['reference']}; {len(result['per_bone'])} bones in both\n")
+        print(f"Reference: {result.reference}; {len(result.per_bone)} bones in both\n")
         print(markdown_table(result))
         for line in not_bone_lines(result):
             print(line)
@@ -377,12 +382,14 @@ def cmd_dataset_export_nnunet(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
 
+    if args.output:
+        check_outputs([Path(args.output)], [Path(args.dataset)] + [Path(m) for m in args.models], args.overwrite)
     results = compare_models(Path(args.dataset), args.models, cases=args.cases, split=args.split,
                              options=InferenceOptions.from_args(args), progress=None if args.quiet else print)
     table = side_by_side_table(results)
     print(table)
     if args.output:
-        Path(args.output).write_text(table, encoding="utf-8")
+        atomic_write_text(Path(args.output), table)
     return 0
 
 
@@ -396,7 +403,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     split = split_cases(ids, args.fold, args.folds)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "split.json").write_text(json.dumps(split, indent=1), encoding="utf-8")
+    atomic_write_text(out / "split.json", json.dumps(split, indent=1))
     print(f"dataset {args.dataset}: {len(split['train'])} training, {len(split['val'])} validation, "
           f"{len(split['test'])} test cases (split in {out / 'split.json'})")
     cases = {i: c for i, c in zip(split["train"] + split["val"],
@@ -480,12 +487,13 @@ def cmd_meshes(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
 
     result = run_demo(Path(args.output), model=args.model, spacing=args.spacing,
-                      options=InferenceOptions.from_args(args), progress=ProgressBar("demo    ", not args.quiet))
-    if result["synthetic_only"]:
+                      options=InferenceOptions.from_args(args), progress=ProgressBar("demo    ", not args.quiet),
+                      overwrite=args.overwrite)
+    if result.synthetic_only:
         print(SYNTHETIC_NOTICE, file=sys.stderr)
-    print(markdown_table(result["evaluation"]))
-    print(f"{len(result['found'])} bones found in {result['timings']['total_s']:.1f} s; outputs:")
-    for name, path in result["files"].items():
+    print(markdown_table(result.evaluation))
+    print(f"{len(result.found)} bones found in {result.timings['total_s']:.1f} s; outputs:")
+    for name, path in result.files.items():
         print(f"  {name:<11} {path}")
     return 0
 
@@ -557,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(with --reference totalsegmentator)")
     p.add_argument("--csv", default=None, help="also write the table and per-bone Dice as CSV")
     p.add_argument("--plot", default=None, help="also write a per-group box plot PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --csv or --plot file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train or fine-tune a model on an nnU-Net style dataset folder")
@@ -630,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="a training run's split.json: use its held-out test cases")
     InferenceOptions.add_arguments(p)
     p.add_argument("-o", "--output", default=None, help="also write the Markdown table here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-case progress lines")
     p.set_defaults(func=cmd_compare)
 
@@ -655,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo-output", help="output folder")
     p.add_argument("--model", default=None, help="registered model name or .pt file (default: bundled)")
     p.add_argument("--spacing", type=float, default=2.0, help="phantom spacing (larger = faster, e.g. 4)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of the demo's names in a folder an earlier demo did not write")
     InferenceOptions.add_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_demo)

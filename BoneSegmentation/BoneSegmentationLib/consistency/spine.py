@@ -38,6 +38,16 @@ LEVELS = [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + [f"L
 BONE_NAMES = [f"vertebra_{v}" for v in LEVELS[:24]] + ["sacrum", "coccyx"]
 T1, T12, L1, SACRUM = LEVELS.index("T1"), LEVELS.index("T12"), LEVELS.index("L1"), LEVELS.index("sacrum")
 C2 = LEVELS.index("C2")
+
+
+def vertebra_indices(table: BoneTable) -> list[int]:
+    """The table's indices of the 24 vertebrae C1-L5, head to foot (sacrum and coccyx left out)."""
+    return [table.by_name(name).index for name in BONE_NAMES[:SACRUM]]
+
+
+def column_indices(table: BoneTable) -> list[int]:
+    """The table's indices of the whole column, C1 to the coccyx, head to foot."""
+    return [table.by_name(name).index for name in BONE_NAMES]
 SPLIT_FACTOR = 1.8  # a vertebra this many times its neighbours' volume is two vertebrae
 MERGE_FRACTION = 0.45  # pieces closer than this fraction of the local pitch are one vertebra
 WHOLE_FACTOR = 1.6  # ... unless together they are as big as two vertebrae

@@ -31,6 +31,7 @@ from scipy import ndimage
 from ..core.bones import BoneTable
 from .changes import ConsistencyReport
 from .geometry import Grid
+from .spine import vertebra_indices
 
 TOLERANCE_MM = 4.0  # a vertebra's two sides match within this (asymmetry, a plane off by a voxel)
 MIN_ML = 3.0  # asymmetric pieces smaller than this are left (osteophytes, a rib head's joint)
@@ -211,7 +212,7 @@ def remove_asymmetric_vertebra(labels: np.ndarray, grid: Grid, table: BoneTable,
     CT table's bright shells out of the fit."""
     if ct_hu is None:
         return 0
-    vertebrae = [b.index for b in table.foreground() if b.name.startswith("vertebra_")]
+    vertebrae = vertebra_indices(table)
     view, steps = _patient_view(labels, grid)  # a view: edits reach ``labels``
     spine_all = np.isin(view, vertebrae)
     if not spine_all.any():

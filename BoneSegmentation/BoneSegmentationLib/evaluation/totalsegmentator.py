@@ -11,15 +11,20 @@ predicted inside the heart and great vessels, and bone predicted outside the bod
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
 from ..consistency.body import BODY_HU, TABLE_MM
+from ..consistency.spine import vertebra_indices
 from ..core.bones import BoneTable, default_table
 from ..core.totalsegmentator import merge_sternum, ts_index, ts_to_table
-from .metrics import evaluate_arrays
+from .metrics import Evaluation, evaluate_arrays
 
+REFERENCE = "TotalSegmentator v2 total (sternum parts merged, S1 in sacrum)"
 NOT_BONE = ("heart", "aorta", "inferior_vena_cava", "superior_vena_cava")
 GAP_MM = 8.0  # a chest wall broken by gaps narrower than this (between ribs, at the skin) still encloses the lungs
 LUNG_MM = 50.0  # holes this wide are lungs (filled); a table's hollow core or a blanket's gap is flatter
@@ -83,33 +88,37 @@ def bone_in_vessels(prediction: np.ndarray, ts_labels: np.ndarray) -> float:
     return float(np.count_nonzero(vessels & (prediction > 0)) / max(1, np.count_nonzero(vessels)))
 
 
+@dataclass(frozen=True)
+class RealScanEvaluation(Evaluation):
+    """The paper's table against a TotalSegmentator reference, with the not-bone measures."""
+
+    reference: str = REFERENCE
+    bone_in_vessels: float = float("nan")  # share of the heart, aorta and venae cavae voxels called bone
+    bone_outside_body: Optional[float] = None  # share of predicted bone outside the patient (needs the CT)
+    level_agreement: float = float("nan")  # share of the reference's vertebrae mostly named right
+
+
 def evaluate_against_totalsegmentator(prediction: sitk.Image, reference: sitk.Image, ct: sitk.Image | None = None,
-                                      table: BoneTable | None = None) -> dict:
-    """The paper's table for the bones both label maps have, plus the not-bone measures:
-    ``bone_in_vessels`` (fraction of the heart/aorta/venae cavae voxels predicted bone) and, given
-    the CT, ``bone_outside_body`` (fraction of predicted bone outside the patient)."""
+                                      table: BoneTable | None = None) -> RealScanEvaluation:
+    """The paper's table for the bones the reference holds, plus the not-bone measures (see
+    ``RealScanEvaluation``); ``bone_outside_body`` only when the CT is given."""
     table = table or default_table()
     ts = reference_on_grid(reference, prediction)
     ref = ts_to_table(table)[ts]
     pred = merge_sternum(sitk.GetArrayFromImage(prediction), table)
-    present = np.zeros(table.num_classes, bool)
-    present[np.unique(ref)] = True
-    result = evaluate_arrays(pred, ref, table)
-    result["per_bone"] = {k: v for k, v in result["per_bone"].items() if present[table.by_name(k).index]}
-    result["reference"] = "TotalSegmentator v2 total (sternum parts merged, S1 in sacrum)"
-    result["bone_in_vessels"] = bone_in_vessels(pred, ts)
+    outside = None
     if ct is not None:
         body = reference_on_grid(body_mask(ct), prediction).astype(bool)
         bone = pred > 0
-        result["bone_outside_body"] = float(np.count_nonzero(bone & ~body) / max(1, np.count_nonzero(bone)))
-    result["level_agreement"] = vertebra_level_agreement(pred, ref, table)
-    return result
+        outside = float(np.count_nonzero(bone & ~body) / max(1, np.count_nonzero(bone)))
+    return RealScanEvaluation(**vars(evaluate_arrays(pred, ref, table)), bone_in_vessels=bone_in_vessels(pred, ts),
+                              bone_outside_body=outside, level_agreement=vertebra_level_agreement(pred, ref, table))
 
 
 def vertebra_level_agreement(pred: np.ndarray, ref: np.ndarray, table: BoneTable) -> float:
     """Of the reference's vertebrae, the fraction whose voxels the prediction mostly labels with
     the same level (identity, not outline)."""
-    levels = [b.index for b in table.foreground() if b.name.startswith("vertebra_")]
+    levels = vertebra_indices(table)
     hits = total = 0
     for c in levels:
         m = ref == c
@@ -121,10 +130,10 @@ def vertebra_level_agreement(pred: np.ndarray, ref: np.ndarray, table: BoneTable
     return hits / total if total else float("nan")
 
 
-def not_bone_lines(result: dict) -> list[str]:
-    lines = [f"Bone predicted inside heart, aorta and venae cavae: {100 * result['bone_in_vessels']:.2f} % of their voxels"]
-    if "bone_outside_body" in result:
-        lines.append(f"Bone predicted outside the body (table, air): {100 * result['bone_outside_body']:.2f} % "
+def not_bone_lines(result: RealScanEvaluation) -> list[str]:
+    lines = [f"Bone predicted inside heart, aorta and venae cavae: {100 * result.bone_in_vessels:.2f} % of their voxels"]
+    if result.bone_outside_body is not None:
+        lines.append(f"Bone predicted outside the body (table, air): {100 * result.bone_outside_body:.2f} % "
                      "of predicted bone")
-    lines.append(f"Vertebra level agreement: {result['level_agreement']:.2f}")
+    lines.append(f"Vertebra level agreement: {result.level_agreement:.2f}")
     return lines

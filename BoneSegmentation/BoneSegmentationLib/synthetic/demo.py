@@ -3,7 +3,9 @@ evaluation table and a PNG overview."""
 
 from __future__ import annotations
 
+import json
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -11,54 +13,104 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.bones import default_table
-from ..evaluation.metrics import boxplot_png, evaluate_images, markdown_table, write_csv
+from ..core.errors import BoneSegmentationError
+from ..evaluation.metrics import Evaluation, boxplot_png, evaluate_images, markdown_table, write_csv
 from ..core.files import atomic_write, atomic_write_text
 from ..core.imageio import write_image
 from ..model.modelfile import load_model
-from .phantom import DEMO_SEED, make_phantom
+from .phantom import DEMO_SEED, PhantomSpec, make_phantom
 from ..inference.review import ReviewItem, summary_lines, write_review
 from ..model.registry import resolve_model
 from ..inference.options import InferenceOptions
 from ..inference.segmenter import Segmenter, found_classes, write_sidecar
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """What the demo wrote and measured, for the command line to print."""
+
+    files: dict[str, Path]  # output kind (ct, labels, evaluation, ...) -> file written
+    evaluation: Evaluation
+    timings: dict[str, float]
+    spec: PhantomSpec
+    found: list[int]  # label values present in the output
+    review: list[ReviewItem]
+    synthetic_only: bool  # the model's metadata says it never saw a real CT
+
+
+#: What the demo writes in its folder, by kind: the names an earlier demo's run may be replaced under.
+FILE_NAMES = {"ct": "phantom_ct.nii.gz", "reference": "phantom_reference_labels.nii.gz", "labels": "bones.nii.gz",
+              "confidence": "confidence.nii.gz", "report": "evaluation.md", "evaluation": "evaluation.csv",
+              "boxplot": "evaluation.png", "review": "review.json", "overview": "overview.png",
+              "sidecar": "bones.json"}
+INPUT_NAME = "phantom seed {seed} at {spacing:g} mm"  # the sidecar's input name: how a demo folder is told
+SIDECAR_LIMIT = 1 << 20  # bytes of a sidecar read to tell whether the demo wrote it
+
+
+def check_demo_folder(out: Path, overwrite: bool = False) -> None:
+    """Before any work: ``out`` is a folder (or not there yet) that holds none of the demo's file
+    names, or an earlier demo's outputs (its sidecar says so), unless ``overwrite``. Why: the names
+    are common ones (``bones.nii.gz``, ``review.json``), and ``demo -o`` pointed at a folder of
+    the user's own results must not replace them."""
+    if out.exists() and not out.is_dir():
+        raise BoneSegmentationError(f"{out} is a file, not a folder; give the demo a folder to write to")
+    existing = [name for name in FILE_NAMES.values() if (out / name).exists()]
+    if not existing or overwrite or _written_by_the_demo(out / FILE_NAMES["sidecar"]):
+        return
+    raise BoneSegmentationError(f"{out} already holds {', '.join(existing)}, not written by the demo; choose "
+                                "another folder or pass --overwrite to replace them")
+
+
+def _written_by_the_demo(sidecar: Path) -> bool:
+    """Whether ``sidecar`` is a demo's record (read as untrusted: a capped size, any damage is no)."""
+    try:
+        if sidecar.stat().st_size > SIDECAR_LIMIT:
+            return False
+        name = json.loads(sidecar.read_text(encoding="utf-8"))["input"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(name, str) and name.startswith(INPUT_NAME.split("{")[0])
+
 
 def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, spacing: float = 2.0,
              options: Optional[InferenceOptions] = None,
-             progress: Optional[Callable[[float, str], None]] = None) -> dict:
+             progress: Optional[Callable[[float, str], None]] = None, overwrite: bool = False) -> DemoRun:
+    """Phantom CT -> the model -> every output in ``out_dir`` (see ``FILE_NAMES``); a folder holding
+    other files of those names is refused unless ``overwrite`` (``check_demo_folder``)."""
     options = options or InferenceOptions()
     out = Path(out_dir)
+    check_demo_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    names = {kind: out / name for kind, name in FILE_NAMES.items()}
     ct, reference, spec = make_phantom(seed, spacing=spacing, partial=False)
     loaded = load_model(resolve_model(model))
     segmenter = Segmenter(loaded, options)
     result = segmenter.segment(ct, progress=progress)
     files = {
-        "ct": write_image(ct, out / "phantom_ct.nii.gz", overwrite=True),
-        "reference": write_image(reference, out / "phantom_reference_labels.nii.gz", overwrite=True),
-        "labels": write_image(result.labels, out / "bones.nii.gz", overwrite=True),
-        "confidence": write_image(result.confidence, out / "confidence.nii.gz", overwrite=True),
+        "ct": write_image(ct, names["ct"], overwrite=True),
+        "reference": write_image(reference, names["reference"], overwrite=True),
+        "labels": write_image(result.labels, names["labels"], overwrite=True),
+        "confidence": write_image(result.confidence, names["confidence"], overwrite=True),
     }
     evaluation = evaluate_images(result.labels, reference)
     table_md = markdown_table(evaluation)
-    atomic_write_text(out / "evaluation.md", f"# Demo evaluation (phantom seed {seed})\n\nModel: "
+    files["report"] = atomic_write_text(names["report"], f"# Demo evaluation (phantom seed {seed})\n\nModel: "
                                        f"{loaded.label} — "
                                        f"{loaded.metadata['description']}\n\nInference: left-right mirror averaging "
                                        f"{'on' if result.mirrored else 'off'}, stitch {options.stitch}, overlap "
                                        f"{options.overlap:g}, device {result.device}.\n\n{table_md}")
-    files["evaluation"] = write_csv(evaluation, out / "evaluation.csv")
-    files["boxplot"] = boxplot_png(evaluation, out / "evaluation.png", title=f"Demo, phantom seed {seed}")
-    files["review"] = write_review(result.review, out / "review.json",
-                                   model=loaded.label, overwrite=True)
-    everything = next(r for r in evaluation["groups"] if r.group == "all")
-    files["overview"] = overview_png(ct, result.labels, out / "overview.png", result.review,
+    files["evaluation"] = write_csv(evaluation, names["evaluation"])
+    files["boxplot"] = boxplot_png(evaluation, names["boxplot"], title=f"Demo, phantom seed {seed}")
+    files["review"] = write_review(result.review, names["review"], model=loaded.label, overwrite=True)
+    everything = evaluation.group("all")
+    files["overview"] = overview_png(ct, result.labels, names["overview"], result.review,
                                      detected=(everything.detected, everything.present))
-    files["sidecar"] = write_sidecar(out / "bones.json", segmenter.record(
-        result, ct, input_name=f"phantom seed {seed} at {spacing:g} mm",
+    files["sidecar"] = write_sidecar(names["sidecar"], segmenter.record(
+        result, ct, input_name=INPUT_NAME.format(seed=seed, spacing=spacing),
         outputs={k: str(v) for k, v in files.items()}))
-    return {"files": files, "evaluation": evaluation, "timings": result.timings, "spec": spec,
-            "found": found_classes(result.labels), "review": result.review,
-            "synthetic_only": loaded.info.trained_on_synthetic_data_only}
+    return DemoRun(files=files, evaluation=evaluation, timings=result.timings, spec=spec,
+                   found=found_classes(result.labels), review=result.review,
+                   synthetic_only=loaded.info.trained_on_synthetic_data_only)
 
 
 LEGEND_FONT = 8.0  # points: about 12 px at the PNG's 110 dpi
