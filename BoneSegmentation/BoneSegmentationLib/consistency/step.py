@@ -1,9 +1,11 @@
 """``make_consistent``: the anatomical consistency step, run after the network (on by default,
 ``--no-anatomy`` to skip). Order matters: stray pieces first (so that every bone is one piece
 when the spine is counted), then a vessel labelled as vertebrae beside the column (``symmetry``,
-before it can pose as a column of its own), the spine next (its levels number the ribs and give the midline;
-the lumbar boundaries then move to the discs), then ribs and the other paired bones; last, each bone's cancellous core is filled where the
-network left only its cortex (``marrow``)."""
+before it can pose as a column of its own), then a pelvis or thigh at the ribs' height renamed
+(``regions``: a vertebra so named joins the column before it is counted), the spine next (its
+levels number the ribs and give the midline; the lumbar boundaries then move to the discs), then
+ribs and the other paired bones; last, each bone's cancellous core is filled where the network
+left only its cortex (``marrow``)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .discs import cut_at_discs
 from .geometry import Grid, Midline
 from .marrow import fill_cores
 from .pieces import clean_pieces
+from .regions import relabel_lower_body_among_ribs
 from .ribs import number_ribs, thoracic_heights
 from .sides import fix_sides
 from .spine import order_spine
@@ -47,6 +50,7 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
         body = body_mask(ct_hu, grid)
     clean_pieces(out, table, report, grid.voxel_ml, ct_hu, body)
     remove_asymmetric_vertebra(out, grid, table, ct_hu, body, report)
+    relabel_lower_body_among_ribs(out, grid, table, ct_hu, report)
     spine = order_spine(out, grid, table, report)
     cut_at_discs(out, grid, table, report)
     centres = spine.centres_by_level() if spine else {}
