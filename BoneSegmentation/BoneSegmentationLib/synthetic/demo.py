@@ -94,11 +94,11 @@ def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, 
     }
     evaluation = evaluate_images(result.labels, reference)
     table_md = markdown_table(evaluation)
-    files["report"] = atomic_write_text(names["report"], f"# Demo evaluation (phantom seed {seed})\n\nModel: "
-                                       f"{loaded.label} — "
-                                       f"{loaded.metadata['description']}\n\nInference: left-right mirror averaging "
-                                       f"{'on' if result.mirrored else 'off'}, stitch {options.stitch}, overlap "
-                                       f"{options.overlap:g}, device {result.device}.\n\n{table_md}")
+    report = (f"# Demo evaluation (phantom seed {seed})\n\nModel: {loaded.label} — "
+              f"{loaded.metadata['description']}\n\nInference: left-right mirror averaging "
+              f"{'on' if result.mirrored else 'off'}, stitch {options.stitch}, overlap {options.overlap:g}, "
+              f"device {result.device}.\n\n{table_md}")
+    files["report"] = atomic_write_text(names["report"], report)
     files["evaluation"] = write_csv(evaluation, names["evaluation"])
     files["boxplot"] = boxplot_png(evaluation, names["boxplot"], title=f"Demo, phantom seed {seed}")
     files["review"] = write_review(result.review, names["review"], model=loaded.label, overwrite=True)
