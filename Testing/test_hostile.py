@@ -312,6 +312,38 @@ def test_the_demo_never_replaces_a_users_files_of_its_names(tmp_path, capsys):
         check_demo_folder(tmp_path / "file", overwrite=True)
 
 
+def test_meshes_refuse_existing_files_before_meshing(tmp_path, capsys, monkeypatch):
+    """``meshes --preview`` replaced a user's preview.png, and an existing bones.glb was refused
+    only after the meshing (tens of seconds); both are now refused first, in one line."""
+    from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.export import meshes
+
+    labels = np.zeros((12, 16, 16), np.uint8)
+    labels[3:9, 4:12, 4:12] = 7
+    source = tmp_path / "labels.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(source))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "preview.png").write_bytes(b"mine")
+    (tmp_path / "stl").mkdir()
+    (tmp_path / "stl" / "vertebra_C3.stl").write_bytes(b"mine too")
+
+    def no_meshing(*args, **kwargs):
+        raise AssertionError("meshed before the outputs were checked")
+    monkeypatch.setattr(meshes, "bone_meshes", no_meshing)
+    for command, reason in (
+            (["meshes", str(source), "-o", str(out), "--preview"], "preview.png already exists"),
+            (["meshes", str(source), "-o", str(tmp_path / "stl"), "--format", "stl"], "vertebra_C3.stl already exists")):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert reason in err and len(err.splitlines()) == 1, err
+    assert (out / "preview.png").read_bytes() == b"mine"
+    assert (tmp_path / "stl" / "vertebra_C3.stl").read_bytes() == b"mine too"
+    (out / "bones.glb").write_bytes(b"old")
+    assert main(["meshes", str(source), "-o", str(out)]) == 2
+    assert "bones.glb already exists" in capsys.readouterr().err
+
+
 class _HostileServer:
     """A server on 127.0.0.1 that misbehaves on purpose: /big sends more than it declares,
     /slow one byte every 0.5 s, /redirect points at plain http elsewhere, /ok serves the payload."""

@@ -467,13 +467,15 @@ def mesh_target(output: Path, fmt: Optional[str]) -> tuple[Path, str, str]:
 def cmd_meshes(args: argparse.Namespace) -> int:
 
     folder, stem, fmt = mesh_target(Path(args.output), args.format)
+    preview = folder / f"{stem}.preview.png" if stem != "bones" else folder / "preview.png"
+    if args.preview:  # the meshes' own files are checked by export_meshes, before it meshes
+        check_outputs([preview], [Path(args.labelmap)], args.overwrite)
     labels = read_label_map(args.labelmap)
     result = export_meshes(labels, folder, fmt=fmt, smoothing=args.smoothing, max_triangles=args.max_triangles,
                            coordinates=args.coordinates, overwrite=args.overwrite, stem=stem,
                            gltf_frame=args.gltf_frame)
     if args.preview:
-        result.files.append(preview_png(result.bones, folder / f"{stem}.preview.png" if stem != "bones"
-                                        else folder / "preview.png", args.coordinates))
+        result.files.append(preview_png(result.bones, preview, args.coordinates))
     triangles = sum(len(m.triangles) for m in result.bones)
     frame = f"glTF {args.gltf_frame} frame" if fmt in ("glb", "gltf") else f"{args.coordinates} mm"
     print(f"{len(result.bones)} bones, {triangles} triangles, {frame}, in {result.seconds:.1f} s:")

@@ -347,14 +347,14 @@ def export_meshes(labels: sitk.Image, out_dir: Path, fmt: str = "glb", smoothing
     if gltf_frame not in GLTF_FRAMES:
         raise ValueError(f"glTF frame must be one of {', '.join(GLTF_FRAMES)}, not {gltf_frame!r}")
     t0 = time.perf_counter()
-    meshes = bone_meshes(labels, smoothing, max_triangles, coordinates, bones, table)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    planned = _planned_files(meshes, out, fmt, stem)
-    existing = [p for p in planned if p.exists()]
-    if existing and not overwrite:
+    table = table or default_table()
+    existing = [p for p in planned_mesh_files(labels, out, fmt, stem, bones, table) if p.exists()]
+    if existing and not overwrite:  # before the meshing, which takes tens of seconds
         raise FileExistsError(f"{existing[0]} already exists (and {len(existing) - 1} more); "
-                              "choose another folder or allow overwriting")
+                              "choose another folder or allow replacing them (--overwrite)")
+    meshes = bone_meshes(labels, smoothing, max_triangles, coordinates, bones, table)
+    out.mkdir(parents=True, exist_ok=True)
     sidecar = {"units": "mm", "coordinates": coordinates,
                "smoothing": smoothing, "max_triangles_per_bone": max_triangles}
     if fmt in ("glb", "gltf"):
@@ -375,9 +375,23 @@ def export_meshes(labels: sitk.Image, out_dir: Path, fmt: str = "glb", smoothing
     return MeshExport(meshes, files, time.perf_counter() - t0, coordinates, gltf_frame)
 
 
-def _planned_files(meshes: list[BoneMesh], out: Path, fmt: str, stem: str = "bones") -> list[Path]:
+def planned_mesh_files(labels: sitk.Image, out: Path, fmt: str, stem: str = "bones",
+                       bones: Optional[list[int]] = None, table: Optional[BoneTable] = None) -> list[Path]:
+    """The files ``export_meshes`` may write, known from the labels before any meshing (one STL per
+    bone present, or wanted and present), so that an existing one is refused before the work."""
+    if fmt != "stl":
+        return _planned_files([], out, fmt, stem)
+    table = table or default_table()
+    counts = bone_label_counts(sitk.GetArrayViewFromImage(labels), table.num_classes, "the label map",
+                               InputImageError)
+    present = {i for i in range(1, len(counts)) if counts[i]}
+    wanted = present if bones is None else present & set(bones)
+    return _planned_files([table[i].name for i in sorted(wanted)], out, fmt, stem)
+
+
+def _planned_files(names: list[str], out: Path, fmt: str, stem: str = "bones") -> list[Path]:
     if fmt == "stl":
-        return [out / f"{m.name}.stl" for m in meshes] + [out / f"{stem}.json"]
+        return [out / f"{name}.stl" for name in names] + [out / f"{stem}.json"]
     extra = {"gltf": [f"{stem}.bin"], "obj": [f"{stem}.mtl"]}.get(fmt, [])
     return [out / f"{stem}.{fmt}"] + [out / e for e in extra] + [out / f"{stem}.json"]
 
