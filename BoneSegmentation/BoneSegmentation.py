@@ -319,14 +319,22 @@ class BoneSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None or volume is None or not folder:
             slicer.util.errorDisplay("Choose the input CT, a segmentation and an output folder first.")
             return
-        try:
+        def export(overwrite: bool):
             with slicer.util.WaitCursor():
-                result = self.logic.export_meshes(
+                return self.logic.export_meshes(
                     node, volume, folder, fmt=self.ui.meshFormatComboBox.currentText,
                     smoothing=self.ui.meshSmoothingSliderWidget.value,
                     max_triangles=self.ui.meshTrianglesSpinBox.value,
                     coordinates=self.ui.meshCoordinatesComboBox.currentText,
-                    visible_only=self.ui.meshVisibleOnlyCheckBox.checked)
+                    visible_only=self.ui.meshVisibleOnlyCheckBox.checked, overwrite=overwrite)
+        try:
+            try:
+                result = export(overwrite=False)
+            except FileExistsError as e:  # checked before any meshing: ask, as a file dialog would
+                if not slicer.util.confirmYesNoDisplay(f"{e}.\n\nReplace the meshes in {folder}?"):
+                    self.ui.statusLabel.text = f"Meshes not exported: {folder} already holds them"
+                    return
+                result = export(overwrite=True)
         except Exception as e:
             slicer.util.errorDisplay(str(e))
             return

@@ -127,6 +127,26 @@ def test_export_meshes_writes_the_files(panel, tmp_path):
     assert written == sorted(_segments(node)) and (tmp_path / "meshes" / "bones.json").exists()
 
 
+def test_exporting_into_a_folder_of_meshes_asks_before_replacing_them(panel, tmp_path, monkeypatch):
+    ui = panel.ui
+    folder = tmp_path / "meshes"
+    folder.mkdir()
+    ui.meshOutputPathLineEdit.currentPath = str(folder)
+    ui.meshFormatComboBox.setCurrentText("glb")
+    ui.meshTrianglesSpinBox.value = 2000
+    (folder / "bones.glb").write_bytes(b"the user's own")
+    asked = []
+    monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text, *a, **k: asked.append(text) or False)
+    ui.exportMeshesButton.click()
+    assert asked and "bones.glb already exists" in asked[0]
+    assert (folder / "bones.glb").read_bytes() == b"the user's own"
+    assert "not exported" in ui.statusLabel.text
+    monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text, *a, **k: True)
+    ui.exportMeshesButton.click()
+    assert "meshes written" in ui.statusLabel.text
+    assert (folder / "bones.glb").read_bytes()[:4] == b"glTF"
+
+
 def test_an_edited_segmentation_is_not_replaced_without_asking(panel, monkeypatch):
     ui = panel.ui
     node = panel.widget._parameterNode.GetNodeReference("OutputSegmentation")

@@ -352,7 +352,7 @@ def export_meshes(labels: sitk.Image, out_dir: Path, fmt: str = "glb", smoothing
     existing = [p for p in planned_mesh_files(labels, out, fmt, stem, bones, table) if p.exists()]
     if existing and not overwrite:  # before the meshing, which takes tens of seconds
         raise FileExistsError(f"{existing[0]} already exists (and {len(existing) - 1} more); "
-                              "choose another folder or allow replacing them (--overwrite)")
+                              "choose another folder or replace them (--overwrite on the command line)")
     meshes = bone_meshes(labels, smoothing, max_triangles, coordinates, bones, table)
     out.mkdir(parents=True, exist_ok=True)
     sidecar = {"units": "mm", "coordinates": coordinates,

@@ -189,7 +189,7 @@ class SlicerSegmentationLogic:
     # -- meshes and training data --------------------------------------------------------------
     def export_meshes(self, segmentation_node, volume_node, folder: str, fmt: str = "glb", smoothing: float = DEFAULT_SMOOTHING,
                       max_triangles: int = 20000, coordinates: str = "RAS", visible_only: bool = False,
-                      gltf_frame: str = "upright"):
+                      gltf_frame: str = "upright", overwrite: bool = False):
         labels = self.labels_from_segmentation(segmentation_node, volume_node)
         bones = None
         if visible_only and segmentation_node.GetDisplayNode() is not None:
@@ -197,7 +197,7 @@ class SlicerSegmentationLogic:
             mapping = map_segments(segmentation_node)
             bones = [c for seg_id, c in mapping.classes.items() if display.GetSegmentVisibility(seg_id)]
         return export_meshes(labels, Path(folder), fmt=fmt, smoothing=smoothing, max_triangles=max_triangles,
-                             coordinates=coordinates, bones=bones, gltf_frame=gltf_frame)
+                             coordinates=coordinates, bones=bones, gltf_frame=gltf_frame, overwrite=overwrite)
 
     def load_sample_phantom(self, seed: int = SAMPLE_SEED, spacing: float = 3.0):
         """The "Bone phantom CT" of Slicer's Sample Data: a synthetic CT made here by the phantom
