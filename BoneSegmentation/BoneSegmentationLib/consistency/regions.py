@@ -43,16 +43,23 @@ def _lower_body_bones(table: BoneTable) -> list[int]:
     return [b.index for b in table.foreground() if b.region in ("pelvis", "leg")] + tail
 
 
-def _rib_heights(labels: np.ndarray, grid: Grid, table: BoneTable) -> tuple[float, float] | None:
+def _heights(labels: np.ndarray, grid: Grid, index: int, box: Optional[tuple[slice, ...]]) -> np.ndarray:
+    """Head-foot positions (LPS z, mm) of the voxels of label ``index``, found within its box."""
+    if box is None:
+        return np.empty(0)
+    coords = np.argwhere(labels[box] == index) + [b.start for b in box]
+    return grid.to_mm(coords)[:, 2]
+
+
+def _rib_heights(labels: np.ndarray, grid: Grid, table: BoneTable, boxes: list) -> tuple[float, float] | None:
     """Lowest and highest head-foot position (LPS z, mm) of the rib cage, or None with fewer than
     ``MIN_RIBS`` ribs. Each rib label counts by its ``RIB_PERCENTILE`` to ``100 - RIB_PERCENTILE``
     percentiles, so that a stray voxel named rib among the femurs does not stretch the cage."""
     lows, highs = [], []
     for rib in (b.index for b in table.group_members("ribs")):
-        coords = np.argwhere(labels == rib)
-        if len(coords) < MIN_RIB_VOXELS:
+        z = _heights(labels, grid, rib, boxes[rib - 1] if rib <= len(boxes) else None)
+        if len(z) < MIN_RIB_VOXELS:
             continue
-        z = grid.to_mm(coords)[:, 2]
         lows.append(np.percentile(z, RIB_PERCENTILE))
         highs.append(np.percentile(z, 100 - RIB_PERCENTILE))
     if len(lows) < MIN_RIBS:
@@ -66,15 +73,16 @@ def relabel_lower_body_among_ribs(labels: np.ndarray, grid: Grid, table: BoneTab
     docstring); returns the voxels changed. ``ct_hu`` (the CT on the same grid, optional) lets a
     piece with no bone-like voxel go to the background."""
     lower = _lower_body_bones(table)
-    present = [i for i in lower if np.any(labels == i)]
+    boxes = ndimage.find_objects(labels, max_label=table.num_classes - 1)  # one pass: each label's box
+    present = [i for i in lower if boxes[i - 1] is not None]
     if not present:
         return 0
-    ribs = _rib_heights(labels, grid, table)
+    ribs = _rib_heights(labels, grid, table, boxes)
     if ribs is None:
         return 0
     misnamed = []
     for index in present:
-        z = grid.to_mm(np.argwhere(labels == index))[:, 2]
+        z = _heights(labels, grid, index, boxes[index - 1])
         if ribs[0] <= z.min() and z.max() <= ribs[1]:  # else it reaches beyond the ribs: a real pelvis or thigh
             misnamed.append(index)
     if not misnamed:
