@@ -5,7 +5,7 @@ The lowest ribs end above the crest (in an old, stooped body they may come down 
 no hip bone, femur, sacrum or coccyx lies wholly within the height the ribs span. The network does
 not know that: on a real chest CT (the validation scan, not the test set) it named the
 contrast-filled heart and a sternotomy's wires hip bone and femur, and on held-out synthetic 40 mm
-slabs of the lower thorax a vertebra or a vessel hip bone or femur (at T12 in 5 slabs of 7).
+slabs of the lower thorax a vertebra or a vessel hip bone or femur (at T12 in 9 slabs of 13).
 
 So a pelvic or leg bone all of whose voxels lie within the head-to-foot extent of the rib labels
 (``MIN_RIBS`` of them at least: one transverse process misnamed rib 12 is no rib cage; each rib
