@@ -4,7 +4,9 @@
    broken as networks break it (spine shifted by one level, ribs swapped, 40 stray fragments):
    the step on the 2 mm grid, against the same map's ``review_ranking`` (the step that already
    ran after every segmentation) as the reference, and its vertebra mirror test
-   (``consistency/symmetry.py``) alone against the step; the 4 mm labels' way to the input grid, and
+   (``consistency/symmetry.py``) alone against the step, and its pelvis-at-the-ribs rule
+   (``consistency/regions.py``) alone against the step, on the body and on its thorax with T8
+   named sacrum; the 4 mm labels' way to the input grid, and
    the edge growth that follows by default (``inference/edges.py``) against it, and the long
    bones' canals and the cores walled by bone and cortex filled on the input grid
    (``consistency/marrow.py``) against it too;
@@ -38,6 +40,7 @@ from BoneSegmentationLib.consistency.body import body_image, body_on_grid, keep_
 from BoneSegmentationLib.consistency.changes import ConsistencyReport  # noqa: E402
 from BoneSegmentationLib.consistency.geometry import Grid  # noqa: E402
 from BoneSegmentationLib.consistency.marrow import fill_canals, fill_enclosed  # noqa: E402
+from BoneSegmentationLib.consistency.regions import relabel_lower_body_among_ribs  # noqa: E402
 from BoneSegmentationLib.consistency.symmetry import remove_asymmetric_vertebra  # noqa: E402
 from BoneSegmentationLib.core.bones import default_table  # noqa: E402
 from BoneSegmentationLib.model.random_weights import save_random_model  # noqa: E402
@@ -74,6 +77,16 @@ def main() -> None:
     with measure() as mirror_run:  # the part of the step that is new in session 46, alone
         mirrored_out = broken.copy()
         remove_asymmetric_vertebra(mirrored_out, Grid.of(ref_lps), default_table(), hu, None, ConsistencyReport())
+    table = default_table()
+    with measure() as regions_run:  # session 48's rule alone: a whole body, nothing misnamed
+        relabel_lower_body_among_ribs(broken.copy(), Grid.of(ref_lps), table, hu, ConsistencyReport())
+    rows_ribs = np.nonzero(np.isin(labels, [b.index for b in table.group_members("ribs")]).any(axis=(1, 2)))[0]
+    thorax = slice(int(rows_ribs.min()), int(rows_ribs.max()) + 1)  # LPS: array axis 0 runs head to foot
+    chest = labels[thorax].copy()
+    chest[chest == table.by_name("vertebra_T8").index] = table.by_name("sacrum").index
+    chest_image = ref_lps[:, :, thorax.start:thorax.stop]
+    with measure() as regions_chest_run:  # the same rule on the thorax alone, with T8 named sacrum
+        renamed = relabel_lower_body_among_ribs(chest, Grid.of(chest_image), table, hu[thorax], ConsistencyReport())
     wrong = int(np.count_nonzero(fixed != labels))
     print(f"phantom seed {args.seed} at 2 mm: {labels.shape[::-1]} voxels, "
           f"{int(np.count_nonzero(broken != labels))} voxels broken, {wrong} wrong after the step, "
@@ -98,6 +111,10 @@ def main() -> None:
     nearest_row = "4 mm labels to the input grid by nearest neighbour, trimmed to the body (reference for the next row)"
     rows = [("review ranking (reference)", ref_run), ("consistency step", step_run),
             ("its vertebra mirror test alone (remove_asymmetric_vertebra; against the step)", mirror_run),
+            ("its pelvis-at-the-ribs rule alone, nothing misnamed (relabel_lower_body_among_ribs; against the step)",
+             regions_run),
+            (f"the same rule on the phantom's thorax with T8 named sacrum, {renamed} voxels renamed (against the step)",
+             regions_chest_run),
             ("body on the CT's grid, to the 4 mm grid (body_on_grid, part of the step)", body_run),
             (nearest_row, nearest_run),
             ("4 mm labels to the input grid, boundary from the bone probability, trimmed to the body "
@@ -107,7 +124,8 @@ def main() -> None:
              canal_run),
             (f"cores walled by a bone and cortex filled on the input grid, {enclosed} voxels (fill_enclosed; "
              "against the boundary row)", enclosed_run)]
-    references = {"consistency step": ref_run, rows[2][0]: step_run, rows[-4][0]: nearest_run, rows[-3][0]: trim_run,
+    references = {"consistency step": ref_run, rows[2][0]: step_run, rows[3][0]: step_run, rows[4][0]: step_run,
+                  rows[-4][0]: nearest_run, rows[-3][0]: trim_run,
                   rows[-2][0]: trim_run, rows[-1][0]: trim_run}  # row -> its reference
     if not args.no_network:
         model = load_model(resolve_model(None))
