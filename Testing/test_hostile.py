@@ -222,6 +222,19 @@ def test_training_run_names_cannot_leave_the_output_folder(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_training_run_never_replaces_a_model_file_it_did_not_write(tmp_path):
+    """``train -o`` pointed at a folder of models (the repository's Resources/ holds the bundled
+    one): the export at the end would have replaced a model of the run's name."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "bones-phantom-demo.pt").write_bytes(b"the bundled model")
+    cfg = TrainConfig(out_dir=str(folder), iterations=1, name="bones-phantom-demo")
+    with pytest.raises(BoneSegmentationError, match="holds no training run to resume"):
+        train(cfg, [], [])
+    assert sorted(p.name for p in folder.iterdir()) == ["bones-phantom-demo.pt"]
+    assert (folder / "bones-phantom-demo.pt").read_bytes() == b"the bundled model"
+
+
 def _small_ct(path: Path) -> Path:
     image = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 1500, (16, 16, 16)).astype(np.int16))
     image.SetSpacing((4.0, 4.0, 4.0))

@@ -191,6 +191,16 @@ def weights_digest(net: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def check_run_folder(out: Path, name: str) -> None:
+    """Before any work: a folder that already holds a model file of the run's name is a run of its
+    own to resume (its ``checkpoint.pt`` is there) or someone's models; the export at the end must
+    not replace the latter (``train -o Resources`` would have replaced the bundled model)."""
+    model = out / f"{name}.pt"
+    if model.exists() and not (out / "checkpoint.pt").is_file():
+        raise BoneSegmentationError(f"{model} already exists and {out} holds no training run to resume "
+                                    "(no checkpoint.pt); give the run an empty folder of its own")
+
+
 def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
           log: Callable[[dict], None] = lambda r: None,
           should_stop: Callable[[], bool] = lambda: False) -> Optional[Path]:
@@ -201,6 +211,7 @@ def train(cfg: TrainConfig, train_cases: list[Case], val_cases: list[Case],
     rank, world = _distributed()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     out = Path(cfg.out_dir)
+    check_run_folder(out, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     table = default_table()
     num_classes = table.num_classes
