@@ -301,6 +301,7 @@ def test_the_demo_never_replaces_a_users_files_of_its_names(tmp_path, capsys):
     """``demo -o`` at a folder of the user's own results: its common names (bones.nii.gz,
     review.json) are refused before any work unless an earlier demo wrote them or --overwrite."""
     from BoneSegmentationLib.cli import main
+    from BoneSegmentationLib.inference.segmenter import SIDECAR_FORMAT
     from BoneSegmentationLib.synthetic.demo import check_demo_folder
 
     mine = tmp_path / "results"
@@ -311,14 +312,16 @@ def test_the_demo_never_replaces_a_users_files_of_its_names(tmp_path, capsys):
     assert "bones.nii.gz, not written by the demo" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in mine.iterdir()) == ["bones.nii.gz"]
     assert (mine / "bones.nii.gz").read_bytes() == b"my corrected labels"
-    sidecars = {"segment's own": json.dumps({"input": {"name": "ct.nii.gz"}}), "damaged": "{\"input\": ",
-                "odd": json.dumps({"input": ["phantom seed"]}), "huge": " " * (2 << 20) + "{}"}
+    sidecars = {"segment's own": json.dumps({"format": SIDECAR_FORMAT, "input": {"name": "ct.nii.gz"}}),
+                "damaged": "{\"input\": ", "odd": json.dumps({"format": SIDECAR_FORMAT, "input": ["phantom seed"]}),
+                "not a sidecar": json.dumps({"input": {"name": "phantom seed 7 at 2 mm"}}),
+                "huge": " " * (2 << 20) + "{}"}
     for what, text in sidecars.items():
         (mine / "bones.json").write_text(text)
         with pytest.raises(BoneSegmentationError, match="not written by the demo"):
             check_demo_folder(mine)
     check_demo_folder(mine, overwrite=True)
-    (mine / "bones.json").write_text(json.dumps({"input": {"name": "phantom seed 7 at 2 mm"}}))
+    (mine / "bones.json").write_text(json.dumps({"format": SIDECAR_FORMAT, "input": {"name": "phantom seed 7 at 2 mm"}}))
     check_demo_folder(mine)
     (tmp_path / "file").write_text("x")
     with pytest.raises(BoneSegmentationError, match="is a file, not a folder"):

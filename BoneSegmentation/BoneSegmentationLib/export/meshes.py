@@ -136,9 +136,7 @@ def bone_meshes(labels: sitk.Image, smoothing: float = DEFAULT_SMOOTHING, max_tr
     if coordinates not in ("RAS", "LPS"):
         raise ValueError("coordinates must be 'RAS' or 'LPS'")
     array = sitk.GetArrayViewFromImage(labels)
-    counts = bone_label_counts(array, table.num_classes, "the label map", InputImageError)
-    present = [i for i in range(1, len(counts)) if counts[i]]
-    wanted = sorted({i for i in (bones if bones is not None else present) if i < len(counts) and counts[i]})
+    counts, wanted = wanted_bones(array, bones, table)
     if not wanted:
         raise InputImageError("the label map contains no bone (all voxels are background)")
 
@@ -382,11 +380,16 @@ def planned_mesh_files(labels: sitk.Image, out: Path, fmt: str, stem: str = "bon
     if fmt != "stl":
         return _planned_files([], out, fmt, stem)
     table = table or default_table()
-    counts = bone_label_counts(sitk.GetArrayViewFromImage(labels), table.num_classes, "the label map",
-                               InputImageError)
-    present = {i for i in range(1, len(counts)) if counts[i]}
-    wanted = present if bones is None else present & set(bones)
-    return _planned_files([table[i].name for i in sorted(wanted)], out, fmt, stem)
+    _, wanted = wanted_bones(sitk.GetArrayViewFromImage(labels), bones, table)
+    return _planned_files([table[i].name for i in wanted], out, fmt, stem)
+
+
+def wanted_bones(array: np.ndarray, bones: Optional[list[int]], table: BoneTable) -> tuple[np.ndarray, list[int]]:
+    """The label map's voxels per value (checked to hold the table's values) and the bones to mesh:
+    those present, or those of ``bones`` present, ascending."""
+    counts = bone_label_counts(array, table.num_classes, "the label map", InputImageError)
+    present = [i for i in range(1, len(counts)) if counts[i]]
+    return counts, sorted({i for i in (bones if bones is not None else present) if 0 < i < len(counts) and counts[i]})
 
 
 def _planned_files(names: list[str], out: Path, fmt: str, stem: str = "bones") -> list[Path]:

@@ -22,7 +22,7 @@ from .phantom import DEMO_SEED, PhantomSpec, make_phantom
 from ..inference.review import ReviewItem, summary_lines, write_review
 from ..model.registry import resolve_model
 from ..inference.options import InferenceOptions
-from ..inference.segmenter import Segmenter, found_classes, write_sidecar
+from ..inference.segmenter import SIDECAR_FORMAT, Segmenter, found_classes, write_sidecar
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,11 @@ def _written_by_the_demo(sidecar: Path) -> bool:
     try:
         if sidecar.stat().st_size > SIDECAR_LIMIT:
             return False
-        name = json.loads(sidecar.read_text(encoding="utf-8"))["input"]["name"]
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        kind, name = record["format"], record["input"]["name"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return isinstance(name, str) and name.startswith(INPUT_NAME.split("{")[0])
+    return kind == SIDECAR_FORMAT and isinstance(name, str) and name.startswith(INPUT_NAME.split("{")[0])
 
 
 def run_demo(out_dir: Path, model: Optional[str] = None, seed: int = DEMO_SEED, spacing: float = 2.0,
