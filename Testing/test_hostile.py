@@ -229,7 +229,7 @@ def test_a_training_run_never_replaces_a_model_file_it_did_not_write(tmp_path):
     folder.mkdir()
     (folder / "bones-phantom-demo.pt").write_bytes(b"the bundled model")
     cfg = TrainConfig(out_dir=str(folder), iterations=1, name="bones-phantom-demo")
-    with pytest.raises(BoneSegmentationError, match="holds no training run to resume"):
+    with pytest.raises(BoneSegmentationError, match="no training run to resume"):
         train(cfg, [], [])
     assert sorted(p.name for p in folder.iterdir()) == ["bones-phantom-demo.pt"]
     assert (folder / "bones-phantom-demo.pt").read_bytes() == b"the bundled model"

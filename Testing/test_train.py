@@ -334,3 +334,23 @@ def test_a_run_that_trains_only_some_stages_leaves_the_others_as_the_parents(tmp
     with pytest.raises(BoneSegmentationError, match="'train_only': \\('encoders.0', 'classifier'\\).*resume with the "
                                                     "same settings"):
         resume_state(dataclasses.replace(cfg, train_only=()))
+
+
+def test_train_never_writes_over_files_in_a_folder_that_is_not_its_run(dataset, tmp_path, capsys):
+    """``train -o`` at a folder of someone's files named as a run's (split.json, history.jsonl,
+    best.pt) is refused before anything is written; the same command after a run stopped before its
+    first checkpoint (its own split.json and history.jsonl there) goes on."""
+    for name in ("split.json", "history.jsonl", "best.pt"):
+        folder = tmp_path / f"mine-{name}"
+        folder.mkdir()
+        (folder / name).write_text("my notes")
+        assert main(["train", str(dataset), "-o", str(folder), "--iterations", "2", *TINY]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"already holds {name}" in err and "empty folder" in err and len(err.splitlines()) == 1
+        assert [p.name for p in folder.iterdir()] == [name] and (folder / name).read_text() == "my notes"
+    run = tmp_path / "run"
+    assert main(["train", str(dataset), "-o", str(run), "--iterations", "2", "--checkpoint-every", "2", *TINY]) == 0
+    for name in ("checkpoint.pt", "best.pt", "bones-model.pt"):  # as if stopped before its first checkpoint
+        (run / name).unlink()
+    assert main(["train", str(dataset), "-o", str(run), "--iterations", "2", "--checkpoint-every", "2", *TINY]) == 0
+    assert (run / "bones-model.pt").is_file()

@@ -45,7 +45,7 @@ from .training.corrections import add_case
 from .training.dataset import (check_dataset, dataset_digest, init_dataset, summarise_dataset, update_count,
                                write_case)
 from .training.plan import IterationTimer, resolve_architecture, split_cases
-from .training.train import TrainConfig, load_dataset, train, write_history
+from .training.train import TrainConfig, check_run_folder, load_dataset, train, write_history
 
 log = logging.getLogger("bonesegmentation")
 
@@ -393,6 +393,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same_file_text(path: Path, text: str) -> bool:
+    """True when ``path`` holds exactly ``text`` (its size is compared first: a large file is not read)."""
+    data = text.encode("utf-8")
+    return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     ids = check_dataset(Path(args.dataset))
@@ -402,8 +408,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  "levels": args.levels}, Path(args.init) if args.init else None)
     split = split_cases(ids, args.fold, args.folds)
     out = Path(args.output)
+    split_text = json.dumps(split, indent=1)
+    if not _same_file_text(out / "split.json", split_text):  # else: this run, stopped before its first checkpoint
+        check_run_folder(out, args.name, ("split.json", "history.jsonl"))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "split.json", json.dumps(split, indent=1))
+    atomic_write_text(out / "split.json", split_text)
     print(f"dataset {args.dataset}: {len(split['train'])} training, {len(split['val'])} validation, "
           f"{len(split['test'])} test cases (split in {out / 'split.json'})")
     cases = {i: c for i, c in zip(split["train"] + split["val"],

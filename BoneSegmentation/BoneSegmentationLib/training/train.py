@@ -191,13 +191,17 @@ def weights_digest(net: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def check_run_folder(out: Path, name: str) -> None:
-    """Before any work: a folder that already holds a model file of the run's name is a run of its
-    own to resume (its ``checkpoint.pt`` is there) or someone's models; the export at the end must
-    not replace the latter (``train -o Resources`` would have replaced the bundled model)."""
-    model = out / f"{name}.pt"
-    if model.exists() and not (out / "checkpoint.pt").is_file():
-        raise BoneSegmentationError(f"{model} already exists and {out} holds no training run to resume "
+def check_run_folder(out: Path, name: str, caller_files: tuple[str, ...] = ()) -> None:
+    """Before any work: a folder that holds no ``checkpoint.pt`` (no run of its own to resume) and
+    already holds a file the run would write (its model ``<name>.pt``, ``best.pt``, or the caller's
+    ``caller_files``: the command line's ``split.json`` and ``history.jsonl``) is someone else's
+    folder; the run must not replace their files (``train -o Resources`` would have replaced the
+    bundled model)."""
+    if (out / "checkpoint.pt").is_file():
+        return
+    held = [f for f in (f"{name}.pt", "best.pt", *caller_files) if (out / f).exists()]
+    if held:
+        raise BoneSegmentationError(f"{out} already holds {', '.join(held)} and no training run to resume "
                                     "(no checkpoint.pt); give the run an empty folder of its own")
 
 
