@@ -6,7 +6,9 @@
    ran after every segmentation) as the reference, and its vertebra mirror test
    (``consistency/symmetry.py``) alone against the step, and its pelvis-at-the-ribs rule
    (``consistency/regions.py``) alone against the step, on the body and on its thorax with T8
-   named sacrum; the 4 mm labels' way to the input grid, and
+   named sacrum, and its forearm-on-the-trunk rule (``consistency/limbs.py``) alone against the
+   step, on the body (its own arms) and on the body without forearms and hands with a block of the
+   right iliac wing named radius; the 4 mm labels' way to the input grid, and
    the edge growth that follows by default (``inference/edges.py``) against it, and the long
    bones' canals and the cores walled by bone and cortex filled on the input grid
    (``consistency/marrow.py``) against it too;
@@ -39,6 +41,7 @@ from memory import measure  # noqa: E402
 from BoneSegmentationLib.consistency.body import body_image, body_on_grid, keep_inside_body  # noqa: E402
 from BoneSegmentationLib.consistency.changes import ConsistencyReport  # noqa: E402
 from BoneSegmentationLib.consistency.geometry import Grid  # noqa: E402
+from BoneSegmentationLib.consistency.limbs import relabel_distal_limb_on_trunk  # noqa: E402
 from BoneSegmentationLib.consistency.marrow import fill_canals, fill_enclosed  # noqa: E402
 from BoneSegmentationLib.consistency.regions import relabel_lower_body_among_ribs  # noqa: E402
 from BoneSegmentationLib.consistency.symmetry import remove_asymmetric_vertebra  # noqa: E402
@@ -87,6 +90,18 @@ def main() -> None:
     chest_image = ref_lps[:, :, thorax.start:thorax.stop]
     with measure() as regions_chest_run:  # the same rule on the thorax alone, with T8 named sacrum
         renamed = relabel_lower_body_among_ribs(chest, Grid.of(chest_image), table, hu[thorax], ConsistencyReport())
+    with measure() as limbs_run:  # session 49's rule alone: the broken body, its own arms
+        relabel_distal_limb_on_trunk(broken.copy(), Grid.of(ref_lps), table, hu, ConsistencyReport())
+    armless = labels.copy()
+    armless[np.isin(armless, [b.index for b in table.foreground()
+                              if b.region == "hand" or b.name.startswith(("radius", "ulna"))])] = 0
+    wing = np.argwhere(armless == table.by_name("hip_right").index)
+    top = wing[wing[:, 0] >= np.percentile(wing[:, 0], 95)]  # LPS: array axis 0 runs foot to head
+    z, y, x = np.median(top, axis=0).astype(int)
+    block = armless[z - 2:z + 2, y - 2:y + 2, x - 2:x + 2]
+    block[block == table.by_name("hip_right").index] = table.by_name("radius_left").index
+    with measure() as limbs_renamed_run:  # the same rule renaming the block
+        limbs_renamed = relabel_distal_limb_on_trunk(armless, Grid.of(ref_lps), table, hu, ConsistencyReport())
     wrong = int(np.count_nonzero(fixed != labels))
     print(f"phantom seed {args.seed} at 2 mm: {labels.shape[::-1]} voxels, "
           f"{int(np.count_nonzero(broken != labels))} voxels broken, {wrong} wrong after the step, "
@@ -115,6 +130,10 @@ def main() -> None:
              regions_run),
             (f"the same rule on the phantom's thorax with T8 named sacrum, {renamed} voxels renamed (against the step)",
              regions_chest_run),
+            ("its forearm-on-the-trunk rule alone, on the broken body with its own arms "
+             "(relabel_distal_limb_on_trunk; against the step)", limbs_run),
+            (f"the same rule on the body without forearms and hands, {limbs_renamed} voxels of the iliac wing named "
+             "radius renamed (against the step)", limbs_renamed_run),
             ("body on the CT's grid, to the 4 mm grid (body_on_grid, part of the step)", body_run),
             (nearest_row, nearest_run),
             ("4 mm labels to the input grid, boundary from the bone probability, trimmed to the body "
@@ -125,6 +144,7 @@ def main() -> None:
             (f"cores walled by a bone and cortex filled on the input grid, {enclosed} voxels (fill_enclosed; "
              "against the boundary row)", enclosed_run)]
     references = {"consistency step": ref_run, rows[2][0]: step_run, rows[3][0]: step_run, rows[4][0]: step_run,
+                  rows[5][0]: step_run, rows[6][0]: step_run,
                   rows[-4][0]: nearest_run, rows[-3][0]: trim_run,
                   rows[-2][0]: trim_run, rows[-1][0]: trim_run}  # row -> its reference
     if not args.no_network:

@@ -2,7 +2,8 @@
 ``--no-anatomy`` to skip). Order matters: stray pieces first (so that every bone is one piece
 when the spine is counted), then a vessel labelled as vertebrae beside the column (``symmetry``,
 before it can pose as a column of its own), then a pelvis or thigh at the ribs' height renamed
-(``regions``: a vertebra so named joins the column before it is counted), the spine next (its
+(``regions``: a vertebra so named joins the column before it is counted) and a forearm or hand
+touching the trunk renamed (``limbs``), the spine next (its
 levels number the ribs and give the midline; the lumbar boundaries then move to the discs), then
 ribs and the other paired bones; last, each bone's cancellous core is filled where the network
 left only its cortex (``marrow``)."""
@@ -20,6 +21,7 @@ from .body import body_image, body_mask, body_on_grid
 from .changes import ConsistencyReport
 from .discs import cut_at_discs
 from .geometry import Grid, Midline
+from .limbs import relabel_distal_limb_on_trunk
 from .marrow import fill_cores
 from .pieces import clean_pieces
 from .regions import relabel_lower_body_among_ribs
@@ -51,6 +53,7 @@ def make_consistent(labels: np.ndarray, grid_image: sitk.Image, ct_hu: Optional[
     clean_pieces(out, table, report, grid.voxel_ml, ct_hu, body)
     remove_asymmetric_vertebra(out, grid, table, ct_hu, body, report)
     relabel_lower_body_among_ribs(out, grid, table, ct_hu, report)
+    relabel_distal_limb_on_trunk(out, grid, table, ct_hu, report)
     spine = order_spine(out, grid, table, report)
     cut_at_discs(out, grid, table, report)
     centres = spine.centres_by_level() if spine else {}
