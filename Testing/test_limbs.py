@@ -155,3 +155,16 @@ def test_a_group_larger_than_a_fragment_of_the_bone_it_touches_is_left_for_the_r
     before = array.copy()
     assert relabel_distal_limb_on_trunk(array, Grid.of(image), TABLE, hu, ConsistencyReport()) == 0
     assert np.array_equal(array, before)
+
+
+def test_the_phantoms_arms_are_never_touched_in_any_short_scan_of_them():
+    """Cut to 80 mm slabs anywhere from head to foot (a clinical scan's view: a forearm without its
+    elbow, a hand beside a femur), seed 1's arms, which touch its iliac crests, are left alone."""
+    image, hu = _phantom(1)
+    array = sitk.GetArrayFromImage(image)
+    for lo in range(0, array.shape[0] - 20, 6):
+        cut = array[lo:lo + 20].copy()
+        before = cut.copy()
+        changed = relabel_distal_limb_on_trunk(cut, Grid.of(image[:, :, lo:lo + 20]), TABLE, hu[lo:lo + 20],
+                                               ConsistencyReport())
+        assert changed == 0 and np.array_equal(cut, before), f"slab from row {lo}"
