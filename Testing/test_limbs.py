@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from BoneSegmentationLib.consistency.changes import ConsistencyReport
 from BoneSegmentationLib.consistency.geometry import Grid
@@ -108,8 +109,6 @@ def test_the_phantoms_own_arms_are_never_touched(seed, cut_elbow):
 
 
 def _forearms_touching_the_pelvis(array: np.ndarray) -> int:
-    from scipy import ndimage
-
     hips = np.isin(array, [TABLE.by_name("hip_left").index, TABLE.by_name("hip_right").index])
     return int((ndimage.binary_dilation(hips, np.ones((3, 3, 3), bool)) & np.isin(array, DISTAL)).sum())
 
@@ -146,8 +145,6 @@ def test_a_group_larger_than_a_fragment_of_the_bone_it_touches_is_left_for_the_r
     blob[z0:z0 + side, tip[1] - side:tip[1], x0:x0 + side] = True
     blob &= array == 0
     assert blob.sum() > 0.25 * len(rib)
-    from scipy import ndimage
-
     rib_mask = array == TABLE.by_name("rib_left_12").index
     assert (ndimage.binary_dilation(blob, np.ones((3, 3, 3), bool)) & rib_mask).any(), "the blob touches the rib"
     array[blob] = TABLE.by_name("radius_right").index

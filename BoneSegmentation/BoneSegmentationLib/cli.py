@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .core.errors import BoneSegmentationError
-from .core.files import atomic_write_text
+from .core.files import atomic_write_text, holds_text
 from .core.imageio import (WRITABLE_SUFFIXES, output_suffix, read_ct, read_image, read_label_map,
                            strip_image_suffix, write_image)
 from .evaluation.compare import compare_models
@@ -393,12 +393,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _same_file_text(path: Path, text: str) -> bool:
-    """True when ``path`` holds exactly ``text`` (its size is compared first: a large file is not read)."""
-    data = text.encode("utf-8")
-    return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     ids = check_dataset(Path(args.dataset))
@@ -409,7 +403,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     split = split_cases(ids, args.fold, args.folds)
     out = Path(args.output)
     split_text = json.dumps(split, indent=1)
-    if not _same_file_text(out / "split.json", split_text):  # else: this run, stopped before its first checkpoint
+    if not holds_text(out / "split.json", split_text):  # else: this run, stopped before its first checkpoint
         check_run_folder(out, args.name, ("split.json", "history.jsonl"))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "split.json", split_text)

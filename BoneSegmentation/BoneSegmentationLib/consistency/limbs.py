@@ -52,8 +52,9 @@ def relabel_distal_limb_on_trunk(labels: np.ndarray, grid: Grid, table: BoneTabl
     distal[_distal(table)] = True
     trunk = np.zeros(table.num_classes, bool)
     trunk[[b.index for b in table.foreground() if b.region in TRUNK_REGIONS]] = True
-    humerus = np.zeros(table.num_classes, bool)
-    humerus[[b.index for b in table.foreground() if b.name.startswith("humerus")]] = True
+    humerus = np.zeros(table.num_classes, bool)  # the arm's bones that are not forearm bones
+    humerus[[b.index for b in table.foreground() if b.region == "arm"]] = True
+    humerus &= ~distal
     boxes = label_boxes(labels, table.num_classes - 1)  # one pass: each label's box
     around = union_box(boxes, np.flatnonzero(distal), labels.shape, margin=1)
     if around is None:  # no forearm or hand label: nothing to do (most scans)

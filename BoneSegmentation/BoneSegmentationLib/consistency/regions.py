@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from ..core.bones import BoneTable
 from .changes import ConsistencyReport
-from .geometry import Grid
+from .geometry import Grid, label_boxes
 from .pieces import BONE_HU
 from .spine import column_indices, vertebra_indices
 
@@ -73,7 +73,7 @@ def relabel_lower_body_among_ribs(labels: np.ndarray, grid: Grid, table: BoneTab
     docstring); returns the voxels changed. ``ct_hu`` (the CT on the same grid, optional) lets a
     piece with no bone-like voxel go to the background."""
     lower = _lower_body_bones(table)
-    boxes = ndimage.find_objects(labels, max_label=table.num_classes - 1)  # one pass: each label's box
+    boxes = label_boxes(labels, table.num_classes - 1)  # one pass: each label's box
     present = [i for i in lower if boxes[i - 1] is not None]
     if not present:
         return 0

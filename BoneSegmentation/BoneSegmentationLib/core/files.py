@@ -59,6 +59,13 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def holds_text(path: Path, text: str) -> bool:
+    """True when ``path`` holds exactly ``text`` as UTF-8 (sizes are compared first, so a large
+    file is not read): a file this program wrote, told from someone's file of the same name."""
+    data = text.encode("utf-8")
+    return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive OS lock on ``path`` (created if needed) for the ``with`` block: other
