@@ -626,3 +626,58 @@ def test_the_aorta_widens_into_soft_tissue_and_lung_only():
     assert not np.any(changed & np.isin(ts, [idx["vertebrae_T5"], idx["heart"]]))
     assert wide[15, 20, 16] == idx["aorta"] and ts[15, 20, 16] == 0  # 4 mm from the wall: taken
     assert wide[15, 20, 12] == ts[15, 20, 12]  # 12 mm away: as it was
+
+
+def test_a_joint_space_is_drawn_dark_between_two_bones_and_their_cortex_moves_behind_it():
+    """Two bones whose labels touch (a femoral head in its acetabulum, two facets) get a dark layer
+    of cartilage on the voxels that meet, each by half the width over the spacing across the joint;
+    the voxels behind take the cortex those voxels held; a bone's face against soft tissue, and a
+    bone with no neighbour, keep their values."""
+    spacing = (3.0, 2.0, 2.0)
+    bones = np.zeros((10, 12, 24), np.uint8)
+    bones[2:8, 2:10, 2:12] = 1
+    bones[2:8, 2:10, 12:22] = 2  # touching the first across x
+    depth = tissue.depth_mm(bones, spacing)
+    ct = np.where(bones > 0, np.where(depth == 0, 1200.0, 200.0), 40.0).astype(np.float32)  # a cortex on every face
+    before = ct.copy()
+    painted = tissue.add_joint_spaces(ct, bones, spacing, width_mm=3.0, joint_hu=60.0)
+    joint = np.zeros(bones.shape, bool)
+    joint[2:8, 2:10, 11:13] = True
+    assert painted == joint.sum()
+    share = 1.5 / 2.0  # half the width over the in-plane spacing the joint is crossed along
+    assert np.allclose(ct[joint], (1 - share) * before[joint] + share * 60.0, atol=1e-3)
+    assert (ct[joint] < before[joint]).all()
+    behind = np.zeros(bones.shape, bool)
+    behind[2:8, 2:10, [10, 13]] = True
+    assert np.allclose(ct[behind & (depth > 0)], (1 - share) * 200.0 + share * 1200.0, atol=1e-3)
+    assert np.array_equal(ct[~(joint | behind)], before[~(joint | behind)])
+    alone = np.where(bones == 1, 1, 0).astype(np.uint8)
+    untouched = before.copy()
+    assert tissue.add_joint_spaces(untouched, alone, spacing, width_mm=3.0, joint_hu=60.0) == 0
+    assert np.array_equal(untouched, before)
+
+
+def test_joint_spaces_come_from_their_own_stream_change_no_label_and_are_recorded(source, monkeypatch):
+    kw = dict(spacing=4.0, fov="abdomen", deform=0.0, implants=False)
+    drawn = synthesise(source, 31, **kw)
+    lo, hi = tissue.JOINT_SPACE_MM
+    assert lo <= drawn.spec["joint_space_mm"] <= hi
+    monkeypatch.setattr(tissue, "JOINT_SPACE_MM", (0.0, 0.0))
+    none = synthesise(source, 31, **kw)
+    assert none.spec["joint_space_mm"] == 0.0
+    assert np.array_equal(sitk.GetArrayViewFromImage(drawn.labels), sitk.GetArrayViewFromImage(none.labels))
+    a, b = sitk.GetArrayFromImage(drawn.ct), sitk.GetArrayFromImage(none.ct)
+    labels = sitk.GetArrayViewFromImage(none.labels)
+    femur, hip = (labels == TABLE.by_name(n).index for n in ("femur_right", "hip_right"))
+    head_on_cup = femur & ndimage.binary_dilation(hip)
+    assert head_on_cup.sum() > 5 and a[head_on_cup].mean() < b[head_on_cup].mean() - 20
+    bone_next_to_bone = np.zeros(labels.shape, bool)
+    for axis in range(3):  # every voxel a joint could reach, and the scanner's blur round it
+        sl = [slice(None)] * 3
+        lo_, hi_ = list(sl), list(sl)
+        lo_[axis], hi_[axis] = slice(None, -1), slice(1, None)
+        across = (labels[tuple(lo_)] != labels[tuple(hi_)]) & (labels[tuple(lo_)] > 0) & (labels[tuple(hi_)] > 0)
+        bone_next_to_bone[tuple(lo_)] |= across
+        bone_next_to_bone[tuple(hi_)] |= across
+    far = ~ndimage.binary_dilation(bone_next_to_bone, iterations=4)
+    assert np.array_equal(a[far], b[far])

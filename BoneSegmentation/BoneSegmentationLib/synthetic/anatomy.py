@@ -452,8 +452,10 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     rim_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x41B]))
     rim = float(rim_rng.uniform(*RIM_BONE_FRACTION))
     plaque_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9AC]))
+    joint_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7017]))  # its own stream: the rest as before
+    joints = (float(joint_rng.uniform(*tissue.JOINT_SPACE_MM)), float(joint_rng.uniform(*tissue.JOINT_HU)))
     ct, implant_kinds, plaques = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng,
-                                         trabecular, cortex_map, rim, (age, plaque_rng))
+                                         trabecular, cortex_map, rim, (age, plaque_rng), joints)
     labels = _bone_labels(ts, table)
     if rng.random() < 0.15:  # a reconstruction circle smaller than the body: arms cut off
         _circle_fov(ct, labels, rng)
@@ -470,7 +472,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
             "thin_cortices": cortex_map is not None, "rim_bone_fraction": round(rim, 3),
             "body_size": round(size, 3), "sagittal_tilt_deg": round(tilt, 1),
             "diaphragm_shift_mm": round(diaphragm_mm, 1) if breath is not None else 0.0,
-            "plaques": plaques, "aorta_widened_mm": round(aorta_mm, 1),
+            "plaques": plaques, "aorta_widened_mm": round(aorta_mm, 1), "joint_space_mm": round(joints[0], 2),
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
@@ -489,10 +491,12 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
             spacing_zyx: tuple[float, float, float], implant_rng: np.random.Generator,
             implants: bool | None, density_rng: np.random.Generator, trabecular_hu: float,
             cortex_map: np.ndarray | None = None, rim_bone_fraction: float | None = None,
-            plaques: tuple[float, np.random.Generator] | None = None) -> tuple[np.ndarray, list[str], int]:
+            plaques: tuple[float, np.random.Generator] | None = None,
+            joints: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str], int]:
     """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges), the
     kinds of metal implant drawn into it, and how many calcified plaques. ``plaques``: the body's
-    age and the plaques' own random stream (none without it)."""
+    age and the plaques' own random stream (none without it). ``joints``: the joint spaces' width (mm)
+    and HU (none drawn without it)."""
     idx = ts_indices()
     shape = ts.shape
     s = spacing_zyx[1]
@@ -573,6 +577,8 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
     tissue.render_bone(ct, bone, depth, rng, long_bone=_shafts(ts, idx), spacing_mm=s, thin_cortex=True,
                        density_scale=_density_scale(ts, idx, density_rng), trabecular_hu=trabecular_hu,
                        cortex_mm_map=cortex_map, rim_bone_fraction=rim_bone_fraction)
+    if joints is not None:
+        tissue.add_joint_spaces(ct, ts_to_table()[ts], spacing_zyx, *joints)
     metal, kinds = _implants(ts, idx, body, spacing_zyx, implant_rng, implants)
     if kinds:
         ct[metal] = implant_rng.uniform(*tissue.METAL_IMPLANT_HU)
