@@ -1,13 +1,16 @@
-"""What moving the diaphragm costs the anatomy synthesiser: the same images (seed, view, spacing)
-synthesised with the diaphragm where the source body has it (``diaphragm_shift_mm=0``: no second
-sampling of the label map) and shifted (the organs that move with it sampled again), side by side in
-one process, alternating so that neither run gets a warmer cache.
+"""What moving the diaphragm (or drawing the joint spaces) costs the anatomy synthesiser: the same
+images (seed, view, spacing) synthesised with the diaphragm where the source body has it
+(``diaphragm_shift_mm=0``: no second sampling of the label map) and shifted (the organs that move
+with it sampled again), side by side in one process, alternating so that neither run gets a warmer
+cache. With ``--joints`` the pair is an image without joint spaces (``tissue.add_joint_spaces`` not
+called) and the same image with them.
 
 Reports wall time and peak memory (RSS above the level at the start) per image, best of
 ``--repeat``, and the ratios. Needs ../shared/data/anatomy/s0011_labels.nii.gz.
 
     python benchmarks/bench_synthesis.py                      # whole views at 2.5 mm, seeds 1998 1999
     python benchmarks/bench_synthesis.py --spacing 1.5 --fov thorax --repeat 3
+    python benchmarks/bench_synthesis.py --joints --fov abdomen --spacing 1.5
 """
 
 from __future__ import annotations
@@ -21,7 +24,18 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tools"))
 from memory import measure  # noqa: E402
 from shared_data import ANATOMY  # noqa: E402  ../shared, named once for the tools
 
+from BoneSegmentationLib.synthetic import tissue  # noqa: E402
 from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, load_source, synthesise  # noqa: E402
+
+
+def _without_joints(source, seed: int, **kw):
+    """The image as the synthesiser drew it before joint spaces (the same draws otherwise)."""
+    drawn = tissue.add_joint_spaces
+    tissue.add_joint_spaces = lambda *a, **k: 0
+    try:
+        return synthesise(source, seed, **kw)
+    finally:
+        tissue.add_joint_spaces = drawn
 
 
 def main() -> None:
@@ -30,24 +44,31 @@ def main() -> None:
     ap.add_argument("--fov", choices=FOV_KINDS, default="whole")
     ap.add_argument("--spacing", type=float, default=2.5)
     ap.add_argument("--shift", type=float, default=30.0, help="the shifted run's diaphragm_shift_mm")
+    ap.add_argument("--joints", action="store_true", help="compare without and with joint spaces instead")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--anatomy", default=str(ANATOMY))
     args = ap.parse_args()
     source = load_source(Path(args.anatomy))
     synthesise(source, args.seeds[0], spacing=8.0, fov=args.fov)  # warm-up: caches, imports
-    print(f"| seed | view | in place: s; MiB | shifted {args.shift:+g} mm: s; MiB | time ratio | memory ratio |")
+    if args.joints:
+        runs = (("without joints", lambda seed, **kw: _without_joints(source, seed, **kw)),
+                ("with joints", lambda seed, **kw: synthesise(source, seed, **kw)))
+    else:
+        runs = (("in place", lambda seed, **kw: synthesise(source, seed, diaphragm_shift_mm=0.0, **kw)),
+                (f"shifted {args.shift:+g} mm", lambda seed, **kw: synthesise(source, seed, diaphragm_shift_mm=args.shift, **kw)))
+    print(f"| seed | view | {runs[0][0]}: s; MiB | {runs[1][0]}: s; MiB | time ratio | memory ratio |")
     print("|---|---|---|---|---|---|")
     for seed in args.seeds:
         best = {}
         for _ in range(args.repeat):
-            for name, shift in (("in place", 0.0), ("shifted", args.shift)):
+            for name, run in runs:
                 with measure() as m:
-                    case = synthesise(source, seed, spacing=args.spacing, fov=args.fov, diaphragm_shift_mm=shift)
+                    case = run(seed, spacing=args.spacing, fov=args.fov)
                 if name not in best or m.elapsed_s < best[name][0]:
                     best[name] = (m.elapsed_s, m.peak_mib)
                 size = case.ct.GetSize()
                 del case
-        (t0, m0), (t1, m1) = best["in place"], best["shifted"]
+        (t0, m0), (t1, m1) = best[runs[0][0]], best[runs[1][0]]
         print(f"| {seed} | {args.fov}, {size[0]} x {size[1]} x {size[2]} at {args.spacing:g} mm | {t0:.2f}; {m0:.0f} | "
               f"{t1:.2f}; {m1:.0f} | {t1 / t0:.2f} | {m1 / max(m0, 1e-6):.2f} |", flush=True)
 
