@@ -200,8 +200,10 @@ def add_joint_spaces(ct: np.ndarray, bones: np.ndarray, spacing_zyx: tuple[float
     that crosses the joint). Without it a synthesised femoral head and acetabulum, or two facets, read
     as one bright bone, and a network learns no boundary where a real CT shows a dark line.
     The cortex those voxels held moves one voxel inward as the subchondral plate. Only the voxels
-    next to the joint are painted: at the synthesiser's spacings (from 1.6 mm) a half width of at
-    most 2.25 mm fills them and barely reaches the next. Returns the voxels painted."""
+    next to the joint are painted, so at the synthesiser's finest spacing (1.6 mm) a half width
+    above 1.6 mm (up to 2.25 mm) leaves out the rest (up to 0.4 of the next voxel): the widest
+    joints are drawn a little narrower there. The procedural phantom draws none (its figures stay
+    comparable across models). Returns the voxels painted."""
     fill = np.zeros(bones.shape, np.float32)
     half = width_mm / 2.0
     for axis, step in enumerate(spacing_zyx):
