@@ -55,7 +55,8 @@ def main() -> None:
                 ("with joints", lambda seed, **kw: synthesise(source, seed, **kw)))
     else:
         runs = (("in place", lambda seed, **kw: synthesise(source, seed, diaphragm_shift_mm=0.0, **kw)),
-                (f"shifted {args.shift:+g} mm", lambda seed, **kw: synthesise(source, seed, diaphragm_shift_mm=args.shift, **kw)))
+                (f"shifted {args.shift:+g} mm",
+                 lambda seed, **kw: synthesise(source, seed, diaphragm_shift_mm=args.shift, **kw)))
     print(f"| seed | view | {runs[0][0]}: s; MiB | {runs[1][0]}: s; MiB | time ratio | memory ratio |")
     print("|---|---|---|---|---|---|")
     for seed in args.seeds:

@@ -192,6 +192,24 @@ JOINT_SPACE_MM = (1.0, 4.5)
 JOINT_HU = (10.0, 110.0)
 
 
+def _joint_faces(bones: np.ndarray):
+    """Per axis, ``(axis, across)``: ``across[i]`` (in the array with that axis first) is True where
+    voxels i and i+1 belong to two different bones (``bones``: one value per bone, 0 elsewhere)."""
+    for axis in range(3):
+        a = np.swapaxes(bones, 0, axis)
+        yield axis, (a[1:] != a[:-1]) & (a[1:] > 0) & (a[:-1] > 0)
+
+
+def bone_contacts(bones: np.ndarray) -> np.ndarray:
+    """The voxels of a bone that face a voxel of another bone: where ``add_joint_spaces`` paints."""
+    contacts = np.zeros(bones.shape, bool)
+    for axis, across in _joint_faces(bones):
+        c = np.swapaxes(contacts, 0, axis)
+        c[1:] |= across
+        c[:-1] |= across
+    return contacts
+
+
 def add_joint_spaces(ct: np.ndarray, bones: np.ndarray, spacing_zyx: tuple[float, float, float],
                      width_mm: float, joint_hu: float) -> int:
     """Draw the joint space where two different bones' labels touch (``bones``: one value per bone,
@@ -206,13 +224,11 @@ def add_joint_spaces(ct: np.ndarray, bones: np.ndarray, spacing_zyx: tuple[float
     comparable across models). Returns the voxels painted."""
     fill = np.zeros(bones.shape, np.float32)
     half = width_mm / 2.0
-    for axis, step in enumerate(spacing_zyx):
-        a = np.swapaxes(bones, 0, axis)
+    for axis, across in _joint_faces(bones):
         f = np.swapaxes(fill, 0, axis)
-        across = (a[1:] != a[:-1]) & (a[1:] > 0) & (a[:-1] > 0)
-        share = np.float32(min(1.0, half / step))
-        np.maximum(f[1:], np.where(across, share, np.float32(0)), out=f[1:])
-        np.maximum(f[:-1], np.where(across, share, np.float32(0)), out=f[:-1])
+        share = np.where(across, np.float32(min(1.0, half / spacing_zyx[axis])), np.float32(0))
+        np.maximum(f[1:], share, out=f[1:])
+        np.maximum(f[:-1], share, out=f[:-1])
     on_joint = fill > 0
     if not on_joint.any():
         return 0
