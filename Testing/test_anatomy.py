@@ -731,3 +731,14 @@ def test_distances_are_scipy_s_exact_euclidean_distances(spacing):
     assert np.allclose(distance, ndimage.distance_transform_edt(~mask, sampling=spacing), atol=1e-4)
     assert (distance[mask] == 0).all()
     assert np.isinf(tissue.distance_to_mm(np.zeros((4, 5, 6), bool), spacing)).all()
+
+
+@pytest.mark.parametrize("width, iterations, square", [(17, 2, 9), (5, 1, 5), (3, 1, 3)])
+def test_the_body_is_closed_in_each_slice_as_scipy_s_closing_closes_it(width, iterations, square):
+    rng = np.random.default_rng(6)
+    mask = rng.random((7, 60, 50)) < 0.3
+    mask[:, :4, :20] = True  # against the array's edge, where the outside counts as empty
+    closed = tissue.close_in_plane(mask, width)
+    assert closed.dtype == bool and closed.shape == mask.shape
+    expected = ndimage.binary_closing(mask, structure=np.ones((1, square, square), bool), iterations=iterations)
+    assert np.array_equal(closed, expected)

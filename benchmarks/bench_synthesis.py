@@ -6,7 +6,8 @@ cache. With ``--joints`` the pair is an image without joint spaces (``tissue.add
 called) and the same image with them. With ``--speed`` the pair is the synthesiser as it was before
 session 51 (the reference, kept here: the deformation evaluated at every voxel, scipy's zoom and
 distance transform) and as it is now (the deformation sampled every ``FIELD_STEP_MM``, torch's
-trilinear upsampling, SimpleITK's distance transform), with how far the two images differ.
+trilinear upsampling, SimpleITK's distance transform, the body's closing as running extremes), with
+how far the two images differ.
 
 Reports wall time and peak memory (RSS above the level at the start) per image, best of
 ``--repeat``, and the ratios. Needs ../shared/data/anatomy/s0011_labels.nii.gz.
@@ -63,14 +64,26 @@ def _scipy_distance(mask, spacing_zyx):
     return ndimage.distance_transform_edt(~mask, sampling=spacing_zyx).astype(np.float32)
 
 
+def _scipy_closing(mask, width):
+    """Reference: the envelope's closing as it was, scipy's with a 9 x 9 square twice (width 17)."""
+    assert width == 17, "the reference knows the envelope's one closing"
+    return ndimage.binary_closing(mask, structure=np.ones((1, 9, 9), bool), iterations=2)
+
+
+_REFERENCES = ((anatomy, "_sample_labels", _exact_labels), (tissue, "upsample_linear", _zoom_upsample),
+               (tissue, "distance_to_mm", _scipy_distance), (tissue, "close_in_plane", _scipy_closing))
+
+
 def _as_before(source, seed: int, **kw):
     """The image as the synthesiser drew it before session 51's speed-ups (the same draws)."""
-    now = anatomy._sample_labels, tissue.upsample_linear, tissue.distance_to_mm
-    anatomy._sample_labels, tissue.upsample_linear, tissue.distance_to_mm = _exact_labels, _zoom_upsample, _scipy_distance
+    now = [getattr(module, name) for module, name, _ in _REFERENCES]
+    for module, name, reference in _REFERENCES:
+        setattr(module, name, reference)
     try:
         return synthesise(source, seed, **kw)
     finally:
-        anatomy._sample_labels, tissue.upsample_linear, tissue.distance_to_mm = now
+        for (module, name, _), current in zip(_REFERENCES, now):
+            setattr(module, name, current)
 
 
 def _difference(a, b) -> str:

@@ -52,7 +52,7 @@ def main() -> None:
     colours = np.zeros((256, 3))
     for b in default_table():
         colours[b.index] = np.array(b.rgb) / 255
-    fig, axes = plt.subplots(2, 3, figsize=(15, 13))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     for ax, seed in zip(axes.ravel(), args.seeds):
         forced = seed in args.seeds[len(args.seeds) - args.with_implants:]
         case = synthesise(source, seed, fov="abdomen", implants=True) if forced else synthesise(source, seed)
@@ -62,11 +62,12 @@ def main() -> None:
         ax.imshow(np.concatenate([grey, overlay], axis=1), aspect=aspect, interpolation="nearest")
         s = case.spec
         short = {"hip_prosthesis_left": "left hip", "hip_prosthesis_right": "right hip", "spinal_fusion": "spine"}
-        metal = ("\nmetal: " + ", ".join(short.get(k, k) for k in s["implants"])) if s["implants"] else ""
+        metal = ("; metal: " + ", ".join(short.get(k, k) for k in s["implants"])) if s["implants"] else ""
         ax.set_title(f"seed {seed}: {s['phase'].replace('_', ' ')}, {s['fov'].replace('_', ' ')}, "
                      f"{s['spacing_mm'][0]:.1f} x {s['spacing_mm'][2]:.1f} mm, {s['seconds']:.1f} s\n"
                      f"bone {s['trabecular_hu']:.0f} HU, body x{s['body_size']:.2f}, "
-                     f"tilt {s['sagittal_tilt_deg']:+.0f} deg, diaphragm {s['diaphragm_shift_mm']:+.0f} mm{metal}",
+                     f"tilt {s['sagittal_tilt_deg']:+.0f} deg, diaphragm {s['diaphragm_shift_mm']:+.0f} mm\n"
+                     f"joint spaces {s['joint_space_mm']:.1f} mm{metal}",
                      fontsize=10)
         ax.axis("off")
     fig.suptitle("Training images synthesised from one real body's labels (CT window -400..1200 HU | bone "
