@@ -5,8 +5,8 @@ with it sampled again), side by side in one process, alternating so that neither
 cache. With ``--joints`` the pair is an image without joint spaces (``tissue.add_joint_spaces`` not
 called) and the same image with them. With ``--speed`` the pair is the synthesiser as it was before
 session 51 (the reference, kept here: the deformation evaluated at every voxel, scipy's zoom and
-distance transform) and as it is now (the deformation sampled every ``FIELD_STEP_MM``, torch's
-trilinear upsampling, SimpleITK's distance transform, the body's closing as running extremes), with
+distance transform) and as it is now (the deformation sampled every ``FIELD_STEP_MM``, linear
+upsampling one axis at a time, SimpleITK's distance transform, the body's closing as running extremes), with
 how far the two images differ.
 
 Reports wall time and peak memory (RSS above the level at the start) per image, best of

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 from scipy import ndimage
 
 PHASES = ("native", "arterial", "portal_venous")
@@ -73,14 +72,27 @@ def smooth_field(shape: tuple[int, ...], rng: np.random.Generator, scale_vox: fl
 
 
 def upsample_linear(small: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``small`` (3D, float32) interpolated linearly onto ``shape``, its voxels' edges aligned
-    (``ndimage.zoom(order=1, grid_mode=True, mode="nearest")``'s answer within float rounding).
+    """``small`` (3D, float32) interpolated linearly onto ``shape``, its voxels' edges aligned and
+    its edge values held beyond the outermost centres: ``ndimage.zoom(order=1, grid_mode=True,
+    mode="nearest")``'s answer within float rounding.
 
-    Why torch: its trilinear interpolation runs on every core and is 6-7x faster than scipy's
-    zoom on a 2 mm whole body (0.13 s against 0.85 s per field; a body draws nine)."""
-    out = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(small))[None, None], size=tuple(shape),
-                                          mode="trilinear", align_corners=False)
-    return out[0, 0].numpy()
+    Why one axis at a time: linear interpolation is separable, so each axis is two gathers and a
+    blend, and the first axes work on the small array; 2-10x faster than scipy's zoom (which
+    interpolates all three axes at each output voxel), and NumPy only, so that the phantom (the
+    panel's sample) needs no PyTorch."""
+    out = np.asarray(small, np.float32)
+    for axis, n in enumerate(shape):
+        m = out.shape[axis]
+        position = np.clip((np.arange(n) + 0.5) * (m / n) - 0.5, 0, m - 1)
+        below = np.floor(position).astype(np.intp)
+        weight = (position - below).astype(np.float32).reshape([n if a == axis else 1 for a in range(out.ndim)])
+        low = np.take(out, below, axis=axis)
+        step = np.take(out, np.minimum(below + 1, m - 1), axis=axis)
+        step -= low
+        step *= weight
+        low += step
+        out = low
+    return out
 
 
 def distance_to_mm(mask: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
