@@ -700,11 +700,8 @@ def test_the_sampled_deformation_gives_the_labels_the_exact_transform_gives(sour
     assert labelled > 100_000
     assert np.count_nonzero(sampled != exact) < 0.001 * labelled
     assert np.array_equal(np.bincount(sampled.ravel(), minlength=256) > 0, np.bincount(exact.ravel(), minlength=256) > 0)
-    # where the points land: the field the synthesiser builds, read back at labelled voxels' centres
-    spacing = np.maximum(np.array(grid.GetSpacing()), anatomy.FIELD_STEP_MM)
-    size = [int(np.ceil((n - 1) * s / c)) + 2 for n, s, c in zip(grid.GetSize(), grid.GetSpacing(), spacing)]
-    field = sitk.DisplacementFieldTransform(sitk.TransformToDisplacementField(
-        transform, sitk.sitkVectorFloat64, size, grid.GetOrigin(), tuple(float(v) for v in spacing), grid.GetDirection()))
+    # where the points land: the field the synthesiser builds, read back near labelled voxels' centres
+    field = anatomy.sampled_transform(transform, grid)
     rng = np.random.default_rng(0)
     zyx = np.argwhere(exact > 0)[rng.choice(labelled, 2000, replace=False)] + rng.uniform(-0.5, 0.5, (2000, 3))
     errors = [np.linalg.norm(np.subtract(transform.TransformPoint(p), field.TransformPoint(p)))

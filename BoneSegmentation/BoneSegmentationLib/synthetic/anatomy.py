@@ -205,12 +205,17 @@ def _sample_labels(src: sitk.Image, grid: sitk.Image, transform: sitk.Transform)
     1.5 mm), so 0.02-0.07 % of the labelled voxels take a neighbour's label
     (``benchmarks/bench_synthesis.py --speed``). Where the two fields end (outside the source
     body's box) the exact transform jumps; there the source has no label either way."""
+    return sitk.Resample(src, grid, sampled_transform(transform, grid), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def sampled_transform(transform: sitk.Transform, grid: sitk.Image) -> sitk.DisplacementFieldTransform:
+    """``transform`` evaluated every ``FIELD_STEP_MM`` (or at ``grid``'s spacing, if coarser) over
+    ``grid`` and a step beyond it, as a displacement field read by linear interpolation."""
     spacing = np.maximum(np.array(grid.GetSpacing()), FIELD_STEP_MM)
     size = [int(np.ceil((n - 1) * s / c)) + 2 for n, s, c in zip(grid.GetSize(), grid.GetSpacing(), spacing)]
     field = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, size, grid.GetOrigin(),
                                               tuple(float(v) for v in spacing), grid.GetDirection())
-    return sitk.Resample(src, grid, sitk.DisplacementFieldTransform(field), sitk.sitkNearestNeighbor, 0,
-                         sitk.sitkUInt8)
+    return sitk.DisplacementFieldTransform(field)
 
 
 #: The body's size across (left-right, front-back) against the source body's, drawn per image on top
