@@ -102,16 +102,35 @@ def test_without_the_ct_a_misnamed_piece_stays_bone_under_the_nearest_bones_name
     assert TABLE[int(array[spot][0])].region not in ("pelvis", "leg")
 
 
-@pytest.mark.parametrize("stray_rib", [False, True])
-def test_a_whole_body_with_its_pelvis_is_never_touched(stray_rib):
+def _small_rib_with_specks(array: np.ndarray) -> None:
+    """Rib 5 on the right cut to a 14-voxel piece of itself, plus specks of 2 and 4 voxels named rib
+    5 on the femur's lowest slice and on the hip bone (as the network left them on held-out synthetic
+    abdomen 5600): 20 voxels, so the specks are a tenth of the label and its 2nd percentile lies
+    among the femurs."""
+    rib = TABLE.by_name("rib_right_5").index
+    voxels = np.argwhere(array == rib)
+    array[tuple(voxels[14:].T)] = 0
+    for name, n in (("femur_right", 2), ("hip_right", 4)):
+        bone = np.argwhere(array == TABLE.by_name(name).index)
+        low = bone[bone[:, 0] == bone[:, 0].min()]
+        first = low[0]
+        speck = [v for v in low if np.abs(v - first).max() <= 1][:n]  # one 26-connected speck
+        array[tuple(np.array(speck).T)] = rib
+
+
+@pytest.mark.parametrize("stray", [None, "voxels", "specks"])
+def test_a_whole_body_with_its_pelvis_is_never_touched(stray):
     """Also with a few voxels named rib among the femurs (the network's stray on a held-out
-    synthetic body): they do not stretch the rib cage over the pelvis."""
+    synthetic body), or a small rib label whose specks among the pelvis are a tenth of it: they do
+    not stretch the rib cage over the pelvis."""
     image = _phantom_labels()
     array = sitk.GetArrayFromImage(image)
-    if stray_rib:
+    if stray == "voxels":
         femur = np.argwhere(array == TABLE.by_name("femur_right").index)
         low = femur[femur[:, 0] == femur[:, 0].min()][:3]  # LPS: the lowest slice is array row 0
         array[tuple(low.T)] = TABLE.by_name("rib_right_3").index
+    elif stray == "specks":
+        _small_rib_with_specks(array)
     before = array.copy()
     report = ConsistencyReport()
     assert relabel_lower_body_among_ribs(array, Grid.of(image), TABLE, None, report) == 0

@@ -9,8 +9,9 @@ slabs of the lower thorax a vertebra or a vessel hip bone or femur (at T12 in 9 
 
 So a pelvic or leg bone all of whose voxels lie within the head-to-foot extent of the rib labels
 (``MIN_RIBS`` of them at least: one transverse process misnamed rib 12 is no rib cage; each rib
-without its extreme ``RIB_PERCENTILE`` %, a stray voxel named rib among the femurs stretched the
-cage over a whole pelvis on a held-out synthetic body) is misnamed. A real pelvis or thigh always
+by its pieces of ``MIN_RIB_VOXELS`` or more and without its extreme ``RIB_PERCENTILE`` %: stray
+voxels named rib among the femurs stretched the cage over a whole pelvis on held-out synthetic
+bodies) is misnamed. A real pelvis or thigh always
 reaches below the ribs, so the rule cannot touch one. Each piece of the misnamed bone takes the
 name of the bone nearest to it (a vertebra for a piece of the column, the sternum round a
 sternotomy's wires, the rib whose end was misnamed); as the stray-piece rule does (``pieces``),
@@ -32,7 +33,7 @@ from .pieces import BONE_HU
 from .spine import column_indices, vertebra_indices
 
 MIN_RIBS = 2  # rib labels the rib cage needs: one misnamed transverse process is no rib cage
-MIN_RIB_VOXELS = 8  # voxels a rib label needs to count (a speck is no rib)
+MIN_RIB_VOXELS = 8  # voxels a piece of a rib label needs to count (a speck is no rib)
 RIB_PERCENTILE = 2.0  # a rib's extent head to foot leaves out this share of its voxels at each end (strays)
 FULL = np.ones((3, 3, 3), bool)
 
@@ -51,13 +52,28 @@ def _heights(labels: np.ndarray, grid: Grid, index: int, box: Optional[tuple[sli
     return grid.to_mm(coords)[:, 2]
 
 
+def _rib_heights_of(labels: np.ndarray, grid: Grid, rib: int, box: Optional[tuple[slice, ...]]) -> np.ndarray:
+    """Head-foot positions (LPS z, mm) of the voxels of rib label ``rib`` in its pieces of at least
+    ``MIN_RIB_VOXELS``: specks named rib among the pelvis are no rib. A rib label of 24 voxels
+    with specks of 2 and 4 among the femurs reached from the thorax to the thighs by its
+    percentiles alone, and a whole pelvis was renamed radius (held-out synthetic abdomen 5600)."""
+    if box is None:
+        return np.empty(0)
+    pieces, _ = ndimage.label(labels[box] == rib, FULL)
+    sizes = np.bincount(pieces.ravel())
+    sizes[0] = 0
+    coords = np.argwhere(sizes[pieces] >= MIN_RIB_VOXELS) + [b.start for b in box]
+    return grid.to_mm(coords)[:, 2]
+
+
 def _rib_heights(labels: np.ndarray, grid: Grid, table: BoneTable, boxes: list) -> tuple[float, float] | None:
     """Lowest and highest head-foot position (LPS z, mm) of the rib cage, or None with fewer than
-    ``MIN_RIBS`` ribs. Each rib label counts by its ``RIB_PERCENTILE`` to ``100 - RIB_PERCENTILE``
-    percentiles, so that a stray voxel named rib among the femurs does not stretch the cage."""
+    ``MIN_RIBS`` ribs. Each rib label counts by its pieces of ``MIN_RIB_VOXELS`` or more, and those
+    by their ``RIB_PERCENTILE`` to ``100 - RIB_PERCENTILE`` percentiles, so that stray voxels named
+    rib among the femurs do not stretch the cage."""
     lows, highs = [], []
     for rib in (b.index for b in table.group_members("ribs")):
-        z = _heights(labels, grid, rib, boxes[rib - 1] if rib <= len(boxes) else None)
+        z = _rib_heights_of(labels, grid, rib, boxes[rib - 1] if rib <= len(boxes) else None)
         if len(z) < MIN_RIB_VOXELS:
             continue
         lows.append(np.percentile(z, RIB_PERCENTILE))
