@@ -28,11 +28,12 @@ def test_good_ct_has_no_warning():
 
 @pytest.mark.parametrize("orientation", ["LPS", "PIR"])
 def test_a_short_field_of_view_is_warned_about_in_any_orientation(orientation):
-    """A 20-slice chest slab (40 mm): the names of its bones are unreliable; 120 mm is not warned
+    """A 20-slice chest slab (40 mm): its bone is missed and misnamed; 120 mm is not warned
     about, whichever image axis runs head to foot."""
     short = sitk.DICOMOrient(ct_like(shape=(20, 24, 28)), orientation)
     [warning] = check_ct(short, name="slab.nii.gz")
     assert warning.startswith("slab.nii.gz covers only 40 mm from head to foot") and "check every label" in warning
+    assert "expect missed bone" in warning
     assert check_ct(sitk.DICOMOrient(ct_like(), orientation)) == []
 
 

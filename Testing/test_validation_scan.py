@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.core.errors import DownloadError
 from BoneSegmentationLib.evaluation.validation_scan import (
-    ArchiveMember, ValidationSource, fetch_validation_scan, measure)
+    ArchiveMember, ValidationSource, fetch_validation_scan, measure, measure_slabs, slab_starts)
 
 ROOT = "pkg/tests/"
 NAMES = ("chest_ct.nii.gz", "heart.nii.gz", "aorta.nii.gz", "vertebra_T12.nii.gz")
@@ -122,3 +122,53 @@ def test_figures_on_known_labels(tmp_path, served):
     assert f.vessels_called_bone == pytest.approx(72 / 208)
     assert f.t12_dice == pytest.approx(2 * 64 / (64 + 128))
     assert f.t12_found == pytest.approx(1.0)
+
+
+def test_slab_starts_cover_the_scan_half_overlapping():
+    assert slab_starts(12, 4) == [0, 2, 4, 6, 8]
+    assert slab_starts(191, 27) == [0, 13, 26, 39, 52, 65, 78, 91, 104, 117, 130, 143, 156, 164]
+    assert slab_starts(5, 5) == [0]
+    with pytest.raises(ValueError, match="does not fit"):
+        slab_starts(3, 4)
+
+
+def _threshold(hu):
+    """A real segmenter of the simplest kind: bone (label 1) above ``hu``, on the input's grid."""
+    def segment(ct):
+        labels = sitk.GetImageFromArray((sitk.GetArrayFromImage(ct) > hu).astype(np.uint8))
+        labels.CopyInformation(ct)
+        return labels
+    return segment
+
+
+def test_slab_figures_of_a_reading_that_needs_no_context(tmp_path, served):
+    source, _, _ = served
+    folder = fetch_validation_scan(tmp_path / "scan", source)
+    ct = sitk.ReadImage(str(folder / "chest_ct.nii.gz"))
+    f = measure_slabs(_threshold(200), ct, folder, slab_mm=6.0)  # 4 slices of 1.5 mm
+    assert f.slabs == 5
+    assert f.agreement == f.lowest_agreement == pytest.approx(1.0)
+    assert f.bone_kept == pytest.approx(1.0)
+    assert f.vessels_called_bone == f.whole_vessels_called_bone == pytest.approx(1.0)
+    assert f.t12_found == pytest.approx(1.0)
+
+
+def test_slab_figures_of_a_reading_that_loses_bone_in_slabs(tmp_path, served):
+    """Read whole, the heart (450 HU), aorta (350) and T12 (300) are all called bone; read as a
+    slab only what is above 400 HU: the slabs keep the heart alone."""
+    source, _, _ = served
+    folder = fetch_validation_scan(tmp_path / "scan", source)
+    ct = sitk.ReadImage(str(folder / "chest_ct.nii.gz"))
+    whole, slab = _threshold(200), _threshold(400)
+    f = measure_slabs(lambda image: (whole if image.GetSize()[2] == ct.GetSize()[2] else slab)(image),
+                      ct, folder, slab_mm=6.0)
+    heart, aorta, t12 = (m.astype(bool) for m in _masks())
+    slabs = [slice(z, z + 4) for z in (0, 2, 4, 6, 8)]
+    in_slabs = lambda m: sum(int(m[s].sum()) for s in slabs)  # noqa: E731
+    assert f.vessels_called_bone == pytest.approx(in_slabs(heart) / in_slabs(heart | aorta))
+    assert f.whole_vessels_called_bone == pytest.approx(1.0)
+    assert f.t12_found == 0.0
+    assert f.bone_kept == pytest.approx(in_slabs(heart) / in_slabs(heart | aorta | t12))
+    per_slab = [2 * heart[s].sum() / (heart[s].sum() + (heart | aorta | t12)[s].sum()) for s in slabs]
+    assert f.agreement == pytest.approx(np.mean(per_slab))
+    assert f.lowest_agreement == pytest.approx(min(per_slab)) and f.lowest_agreement == 0.0  # slab 6-10 finds nothing

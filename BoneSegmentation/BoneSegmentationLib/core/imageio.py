@@ -37,7 +37,7 @@ SKEWED_GRID = ("its voxel axes are sheared or skewed, not perpendicular, and ITK
 #: No CT holds values this far from water: air is -1000 HU, scanners pad with -3024 or -32768, and
 #: extended-scale reconstructions of metal reach about 30 000 HU. Beyond it the header's rescale is wrong.
 CT_VALUE_LIMIT = 1e5
-SHORT_FOV_MM = 100.0  # head-to-foot extent below which bone names are unreliable (docs/real-ct-training.md)
+SHORT_FOV_MM = 100.0  # head-to-foot extent below which bone is missed and misnamed (docs/real-ct-training.md)
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
 
 log = logging.getLogger(__name__)
@@ -225,9 +225,10 @@ def check_ct(image: sitk.Image, name: str = "input") -> list[str]:
                         "is it a CT with bone in the field of view?")
     length = head_to_foot_mm(image)
     if length < SHORT_FOV_MM:
-        warnings.append(f"{name} covers only {length:.0f} mm from head to foot: bones are named from their "
-                        f"surroundings, and below {SHORT_FOV_MM:.0f} mm the names are unreliable (the model "
-                        "expects skull to mid-femur); check every label")
+        warnings.append(f"{name} covers only {length:.0f} mm from head to foot: bones are found and named from "
+                        f"their surroundings, and below {SHORT_FOV_MM:.0f} mm expect missed bone and wrong names "
+                        "(40 mm slabs of a real chest CT lose a third of the bone its whole scan shows); "
+                        "check every label")
     return warnings
 
 

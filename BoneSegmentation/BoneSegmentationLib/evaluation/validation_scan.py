@@ -18,6 +18,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -122,17 +123,20 @@ class ValidationFigures:
     t12_found: float  # share of T12's voxels labelled any bone
 
 
-def measure(labels: sitk.Image, folder: Path, table: BoneTable) -> ValidationFigures:
-    """Figures of ``labels`` (the CT's grid) against the scan's masks, resampled onto that grid."""
-    folder = Path(folder)
-    pred = sitk.GetArrayFromImage(labels)
-
+def _masks(folder: Path, grid: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The heart, aorta and T12 masks (bool arrays) resampled onto ``grid``."""
     def mask(name: str) -> np.ndarray:
-        image = sitk.ReadImage(str(folder / name))
-        return sitk.GetArrayFromImage(sitk.Resample(image, labels, sitk.Transform(),
+        image = sitk.ReadImage(str(Path(folder) / name))
+        return sitk.GetArrayFromImage(sitk.Resample(image, grid, sitk.Transform(),
                                                     sitk.sitkNearestNeighbor, 0)) > 0
 
-    heart, aorta, t12 = mask("heart.nii.gz"), mask("aorta.nii.gz"), mask("vertebra_T12.nii.gz")
+    return mask("heart.nii.gz"), mask("aorta.nii.gz"), mask("vertebra_T12.nii.gz")
+
+
+def measure(labels: sitk.Image, folder: Path, table: BoneTable) -> ValidationFigures:
+    """Figures of ``labels`` (the CT's grid) against the scan's masks, resampled onto that grid."""
+    pred = sitk.GetArrayFromImage(labels)
+    heart, aorta, t12 = _masks(folder, labels)
     bone = pred > 0
     named = pred == table.by_name("vertebra_T12").index
     vessels = heart | aorta
@@ -141,3 +145,58 @@ def measure(labels: sitk.Image, folder: Path, table: BoneTable) -> ValidationFig
         vessels_called_bone=float(bone[vessels].mean()),
         t12_dice=float(2 * (named & t12).sum() / max(1, named.sum() + t12.sum())),
         t12_found=float(bone[t12].mean()))
+
+
+#: Head-to-foot extent of a slab: the test set's DICOM series is 20 slices of 2 mm.
+SLAB_MM = 40.0
+
+
+@dataclass(frozen=True)
+class SlabFigures:
+    """A model reading short slabs of the validation scan, each alone, against its own reading of
+    the whole scan: what a 40 mm scan loses for want of the body above and below it, on real
+    anatomy that is not the test set (the test set's thorax slab is such a scan)."""
+
+    slabs: int
+    agreement: float  # mean bone Dice, each slab read alone against the whole scan's reading of it
+    lowest_agreement: float
+    bone_kept: float  # bone voxels read in the slabs over the whole reading's bone in them
+    vessels_called_bone: float  # heart and aorta in the slabs called bone when each is read alone
+    whole_vessels_called_bone: float  # the same voxels in the whole scan's reading
+    t12_found: float  # share of T12's voxels (in the slabs that hold it) called bone, read alone
+
+
+def slab_starts(slices: int, slab: int) -> list[int]:
+    """First slice of each slab: ``slab`` slices, half overlapping, the last ending at the scan's end."""
+    if slab < 1 or slices < slab:
+        raise ValueError(f"a slab of {slab} slices does not fit in {slices}")
+    starts = list(range(0, slices - slab + 1, max(1, slab // 2)))
+    if starts[-1] != slices - slab:
+        starts.append(slices - slab)
+    return starts
+
+
+def measure_slabs(segment: Callable[[sitk.Image], sitk.Image], ct: sitk.Image, folder: Path,
+                  slab_mm: float = SLAB_MM) -> SlabFigures:
+    """Read ``ct`` whole and in ``slab_mm`` slabs along its slice axis (``segment``: a CT in, labels
+    on its grid out) and compare. Bone of any name counts: the figure is what is found, not named."""
+    whole = sitk.GetArrayFromImage(segment(ct)) > 0
+    heart, aorta, t12 = _masks(folder, ct)
+    vessels = heart | aorta
+    n = max(1, int(round(slab_mm / ct.GetSpacing()[2])))
+    starts = slab_starts(ct.GetSize()[2], n)
+    agreements = []
+    sums = dict(read=0, whole=0, vessels=0, vessels_read=0, vessels_whole=0, t12=0, t12_read=0)
+    for z in starts:
+        part = sitk.GetArrayFromImage(segment(ct[:, :, z:z + n])) > 0
+        ref, ves, t = whole[z:z + n], vessels[z:z + n], t12[z:z + n]
+        agreements.append(2 * np.count_nonzero(part & ref) / max(1, np.count_nonzero(part) + np.count_nonzero(ref)))
+        for key, voxels in (("read", part), ("whole", ref), ("vessels", ves), ("vessels_read", part & ves),
+                            ("vessels_whole", ref & ves), ("t12", t), ("t12_read", part & t)):
+            sums[key] += np.count_nonzero(voxels)
+    return SlabFigures(
+        slabs=len(starts), agreement=float(np.mean(agreements)), lowest_agreement=float(np.min(agreements)),
+        bone_kept=sums["read"] / max(1, sums["whole"]),
+        vessels_called_bone=sums["vessels_read"] / max(1, sums["vessels"]),
+        whole_vessels_called_bone=sums["vessels_whole"] / max(1, sums["vessels"]),
+        t12_found=sums["t12_read"] / max(1, sums["t12"]))
