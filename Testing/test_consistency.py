@@ -14,9 +14,10 @@ from scipy import ndimage
 from BoneSegmentationLib.consistency.body import body_mask
 from BoneSegmentationLib.consistency.changes import ConsistencyReport
 from BoneSegmentationLib.consistency.discs import cut_at_discs
-from BoneSegmentationLib.consistency.geometry import Grid
+from BoneSegmentationLib.consistency.geometry import Grid, Midline
 from BoneSegmentationLib.consistency.marrow import (ENCLOSED_MAX_MM2, OPEN_RING, convex_per_slice, fill_canals, fill_cores,
                                                     fill_enclosed)
+from BoneSegmentationLib.consistency.ribs import number_ribs, thoracic_heights
 from BoneSegmentationLib.consistency.spine import BONE_NAMES, LEVELS, Vertebra, _isolated, decode, order_spine
 from BoneSegmentationLib.consistency.step import make_consistent
 from BoneSegmentationLib.core.bones import default_table
@@ -844,3 +845,33 @@ def test_a_rib_12_passing_l1_bears_on_t12_only(seed):
     report = ConsistencyReport()
     order_spine(out, grid, TABLE, report)
     assert np.array_equal(out, broken), [c.text for c in report.changes]
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_rib_specks_beside_the_lumbar_spine_and_pelvis_do_not_renumber_the_ribs(seed):
+    """Held-out synthetic abdomen 5601: specks of 1-20 voxels named rib 11 and 12 beside the lumbar
+    spine and the sacrum, 20-40 mm from the midline, were numbered 9-12 in the one ordered
+    assignment and every real rib above them was pushed up (9 -> 2, 11 -> 4). Specks and pieces far
+    below rib 12's expected head anchor no number: the real ribs keep theirs."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    labels = _abdomen_view(labels, grid, top="T8")  # ribs 8-12 and below: as the abdomen showed them
+    centres = order_spine(labels.copy(), grid, TABLE, ConsistencyReport()).centres_by_level()
+    broken = labels.copy()
+    specks = np.zeros(labels.shape, bool)
+    for level, side, size in (("vertebra_L3", 1, 1), ("vertebra_L4", -1, 5), ("vertebra_L5", 1, 20),
+                              ("sacrum", -1, 9), ("sacrum", 1, 3)):
+        where = np.argwhere(labels == TABLE.by_name(level).index)
+        mm = grid.to_mm(where)
+        target = mm.mean(axis=0) + [side * 30.0, 0.0, 0.0]  # 30 mm to one side of the body's centre
+        free = np.argwhere(labels == 0)
+        free_mm = grid.to_mm(free)
+        nearest = free[np.argsort(np.linalg.norm(free_mm - target, axis=1))[:size]]
+        name = f"rib_{'left' if side > 0 else 'right'}_{12 if size > 4 else 11}"  # LPS: +x is left
+        broken[tuple(nearest.T)] = TABLE.by_name(name).index
+        specks[tuple(nearest.T)] = True
+    out = broken.copy()
+    number_ribs(out, grid, TABLE, Midline(list(centres.values())), thoracic_heights(centres), ConsistencyReport())
+    ribs = np.isin(labels, [b.index for b in TABLE.group_members("ribs")])
+    assert np.array_equal(out[ribs], labels[ribs])
+    assert np.array_equal(out[~ribs & ~specks], broken[~ribs & ~specks])
