@@ -6,7 +6,10 @@ centre lies on. Rib k's head meets vertebra Tk, so a rib whose medial end reache
 numbered by the height of that end against the decoded thoracic vertebrae, together with the
 network's vote, in one ordered assignment per side (numbers increase downwards, no number
 twice). Pieces that do not reach the spine, specks, and pieces far above or below where the ribs'
-heads are expected take the side and number of the rib they continue.
+heads are expected keep the network's number when no anchored rib on their side has it, and
+otherwise take the number of the rib they continue: a rib whose head the network missed lies
+within a few millimetres of its neighbours at the front of the chest, and taking the nearest
+anchored rib's number there renumbered true ribs (held-out synthetic images, session 52).
 """
 
 from __future__ import annotations
@@ -114,11 +117,15 @@ def number_ribs(labels: np.ndarray, grid: Grid, table: BoneTable, midline: Midli
         for r, k in zip(heads, _assign(heads, expected, pitch)):
             r.number = k
     anchored = [r for r in ribs if r.number]
+    taken = {s: {r.number for r in anchored if r.side == s} for s in ("left", "right")}
     trees = {s: (cKDTree(np.concatenate([r.mm for r in anchored if r.side == s])),
                  np.concatenate([np.full(len(r.mm), r.number) for r in anchored if r.side == s]))
              for s in ("left", "right") if any(r.side == s for r in anchored)}
     for r in ribs:
         if r.number:
+            continue
+        if r.voted_number and r.voted_number not in taken.get(r.side, set()):
+            r.number = r.voted_number  # the network's number, free on this side: nothing contradicts it
             continue
         if r.side in trees:
             dist, idx = trees[r.side][0].query(r.mm[:: max(1, len(r.mm) // 200)])
@@ -144,8 +151,8 @@ def number_ribs(labels: np.ndarray, grid: Grid, table: BoneTable, midline: Midli
 
 def _is_head(rib: Rib, expected: Optional[np.ndarray], pitch: float) -> bool:
     """Whether ``rib`` anchors a number: its medial end reaches the spine, it is no speck, and it
-    lies within the rib cage's expected height. The others take the number of the rib they continue,
-    or keep the network's."""
+    lies within the rib cage's expected height. The others keep the network's number where it is
+    free, or take the number of the rib they continue."""
     if rib.head_dx > MEETS_SPINE_MM or len(rib.mm) < MIN_HEAD_VOXELS:
         return False
     if expected is None:
