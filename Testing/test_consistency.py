@@ -907,3 +907,25 @@ def test_a_rib_whose_head_was_missed_keeps_its_number_beside_its_neighbour(seed)
     out = broken.copy()
     number_ribs(out, grid, TABLE, midline, thoracic_heights(centres), ConsistencyReport())
     assert np.array_equal(out, broken)
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_ribs_the_network_numbered_right_survive_a_column_read_one_level_off(seed):
+    """Held-out synthetic thorax 5702: the network numbered every rib right but labelled T7-T10 one
+    level high, the column kept that reading, and every rib was renumbered to follow it (ribs 0.661
+    -> 0.155). In a view with fewer than twelve ribs on a side, a one-level disagreement between a
+    rib's head and the column leaves the network's unanimous number; three levels overrule it (two
+    cost as much as the vote is worth)."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    labels = _abdomen_view(labels, grid, top="T8")  # ribs 8-12: the assignment is not forced
+    centres = order_spine(labels.copy(), grid, TABLE, ConsistencyReport()).centres_by_level()
+    heights = thoracic_heights(centres)
+    ks = sorted(heights)
+    pitch = abs(np.polyfit(ks, [heights[k] for k in ks], 1)[0])
+    ribs = np.isin(labels, [b.index for b in TABLE.group_members("ribs")])
+    for levels, kept in ((1, True), (3, False)):
+        off = {k: z - levels * pitch for k, z in heights.items()}  # each Tk read where T(k+levels) is
+        out = labels.copy()
+        number_ribs(out, grid, TABLE, Midline(list(centres.values())), off, ConsistencyReport())
+        assert np.array_equal(out[ribs], labels[ribs]) == kept, levels
