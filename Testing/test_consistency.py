@@ -821,6 +821,31 @@ def test_a_sacrum_in_specks_does_not_move_the_column():
     assert [LEVELS[v] for v in decoded] == LEVELS[15:24] + ["sacrum"] * 6
 
 
+
+def test_a_vertebra_whose_top_the_network_named_as_the_one_above_does_not_move_the_column():
+    """Held-out synthetic whole view 5611 (sizes and heights below are its units'): the network
+    named the top of L4 L3, apart from the rest of L4 and from L3. Sharing a level needed the piece
+    within half a pitch of the unit above; it lay 0.57 of a pitch below L3, so it took a level of
+    its own and, with the sacrum anchored, every vertebra above moved up one (spine 0.562 -> 0.240).
+    Two units the network gave the same label may share it up to three quarters of a pitch apart."""
+    levels = np.arange(len(LEVELS))
+
+    def unit(z: float, size: int, level: str) -> Vertebra:
+        votes = np.zeros(len(LEVELS))
+        votes[LEVELS.index(level)] = size
+        u = Vertebra(np.arange(size), votes, np.array([0.0, 0.0, z]), z + 12.0, z - 12.0)
+        thoracic = (levels >= LEVELS.index("T1")) & (levels <= LEVELS.index("T12"))
+        u.anchor_sets.append((thoracic, 42.0) if level.startswith("T") else (levels > LEVELS.index("T12"), 1.5))
+        return u
+    column = [unit(z, size, level) for z, size, level in [
+        (456.4, 797, "T8"), (428.9, 1032, "T9"), (395.7, 971, "T10"), (360.7, 601, "T11"), (330.3, 1064, "T12"),
+        (292.7, 1902, "L1"), (238.7, 646, "L2"), (197.9, 452, "L3"), (174.7, 453, "L3"), (149.1, 1496, "L4"),
+        (115.6, 1147, "L5"), (58.8, 3032, "sacrum")]]
+    column[-1].anchors[LEVELS.index("sacrum")] = 42.0
+    decoded, _ = decode(column)
+    assert [LEVELS[v] for v in decoded] == [LEVELS[u.label_level] for u in column]
+
+
 @pytest.mark.parametrize("seed", [3, 0])
 def test_a_rib_12_passing_l1_bears_on_t12_only(seed):
     """Rib 12 runs down and out from T12, and its label passed within reach of L1 (a real abdomen,
@@ -929,3 +954,33 @@ def test_ribs_the_network_numbered_right_survive_a_column_read_one_level_off(see
         out = labels.copy()
         number_ribs(out, grid, TABLE, Midline(list(centres.values())), off, ConsistencyReport())
         assert np.array_equal(out[ribs], labels[ribs]) == kept, levels
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_a_first_rib_without_its_head_is_not_read_at_its_front_end(seed):
+    """Held-out synthetic whole view 5704: the network missed the heads of ribs 1 and 2 and drew
+    their front ends towards the manubrium, nearer the midline than what was left of their backs.
+    The rib's height was read where it came nearest the midline, at the front, a pitch lower, and
+    ribs 1-4 were renumbered out of order (ribs 0.652 -> 0.403). The height is read where the rib
+    comes nearest the spine itself."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    centres = order_spine(labels.copy(), grid, TABLE, ConsistencyReport()).centres_by_level()
+    midline = Midline(list(centres.values()))
+    broken = labels.copy()
+    for side in ("left", "right"):
+        rib1 = TABLE.by_name(f"rib_{side}_1").index
+        where = np.argwhere(labels == rib1)
+        mm = grid.to_mm(where)
+        x, y = midline.axis_at(mm[:, 2])
+        broken[tuple(where[np.hypot(mm[:, 0] - x, mm[:, 1] - y) <= 40.0].T)] = 0  # head and neck missed
+        front = where[np.argmin(mm[:, 1])]  # LPS: -y is anterior
+        front_mm = grid.to_mm(front[None])[0]
+        target = front_mm + [(midline.x_at(front_mm[2]) + (30.0 if side == "left" else -30.0)) - front_mm[0], 0.0, 0.0]
+        for t in np.linspace(0.0, 1.0, 12):  # drawn on towards the manubrium, 30 mm from the midline
+            voxel = tuple(np.round(np.linalg.solve(grid.matrix, front_mm + t * (target - front_mm) - grid.origin)).astype(int))
+            if broken[voxel] == 0:
+                broken[voxel] = rib1
+    out = broken.copy()
+    number_ribs(out, grid, TABLE, midline, thoracic_heights(centres), ConsistencyReport())
+    assert np.array_equal(out, broken)

@@ -61,12 +61,14 @@ def centroids(labels: np.ndarray, index: list[int], grid: Grid) -> dict[int, np.
 
 class Midline:
     """The body's left-right middle as a function of height: x of the spine's centre line,
-    interpolated between vertebra centres (held constant beyond the ends)."""
+    interpolated between vertebra centres (held constant beyond the ends); y, the centre line's
+    front-back place, says how far a point lies from the spine itself."""
 
     def __init__(self, points_mm: list[np.ndarray]):
         pts = sorted((p for p in points_mm), key=lambda p: p[2])
         self.z = np.array([p[2] for p in pts], float)
         self.x = np.array([p[0] for p in pts], float)
+        self.y = np.array([p[1] for p in pts], float)
 
     def __bool__(self) -> bool:
         return len(self.z) > 0
@@ -75,6 +77,12 @@ class Midline:
         if len(self.z) == 1:
             return float(self.x[0])
         return float(np.interp(z_mm, self.z, self.x))
+
+    def axis_at(self, z_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x and y of the spine's centre line at each height."""
+        if len(self.z) == 1:
+            return np.full(np.shape(z_mm), self.x[0]), np.full(np.shape(z_mm), self.y[0])
+        return np.interp(z_mm, self.z, self.x), np.interp(z_mm, self.z, self.y)
 
     def side_of(self, point_mm: np.ndarray) -> str:
         """``left`` or ``right`` of the midline (LPS: +x is the patient's left)."""

@@ -68,6 +68,10 @@ GAP_COST = 1.0  # per level skipped (one vertebra's full evidence)
 REPEAT_COST = 1.0  # a whole unit a pitch below read as part of the vertebra above: one vertebra's evidence,
 # less for a fragment or a closer one
 REPEAT_LIMIT = 0.5  # a whole unit half a pitch away, or a fragment a pitch away, is the most that may share
+#: ... and for a unit the network gave the same label as the unit above: the top of L4 named L3,
+#: 0.57 of a pitch below L3 (held-out synthetic whole view 5611), took a level of its own and moved
+#: every vertebra above it up one against the sacrum's anchor
+SAME_LABEL_REPEAT_LIMIT = 0.75
 RECENT = 3  # the whole vertebrae just above a unit that measure a vertebra's size and the pitch there
 GAP_ROOM = 0.75  # a skipped level needs this fraction of a pitch of distance
 NO_RIB_BONUS = 1.5  # a vertebra beyond the rib-bearing ones is likely cervical or lumbar (worth 1.5 votes)
@@ -427,8 +431,9 @@ def decode(units: list[Vertebra]) -> tuple[list[int], float]:
     and their total score (votes and anchors met, gaps paid).
 
     A unit may share the level of the unit above (a piece of one vertebra the grouping left apart)
-    when it is a fragment or close for the pitch (``_piece_doubts`` under ``REPEAT_LIMIT``), at a
-    cost that grows with the doubt: every extra unit otherwise pushed the column a level away from
+    when it is a fragment or close for the pitch (``_piece_doubts`` under ``REPEAT_LIMIT``, or
+    ``SAME_LABEL_REPEAT_LIMIT`` when the network gave both the same label), at a cost that grows
+    with the doubt: every extra unit otherwise pushed the column a level away from
     its anchor, and a sacrum in nineteen specks moved a held-out abdomen's T10 to T3."""
     n_levels = len(LEVELS)
     if not units:
@@ -458,7 +463,8 @@ def decode(units: list[Vertebra]) -> tuple[list[int], float]:
             skipped = b - a - 1
             room = gaps[k - 1] >= (skipped + 1) * GAP_ROOM * pitch
             cand = np.where((skipped == 0) | ((skipped > 0) & room), best[k - 1, :b + 1] - GAP_COST * skipped, -np.inf)
-            cand[b] = best[k - 1, b] - REPEAT_COST * doubt if doubt < REPEAT_LIMIT else -np.inf
+            limit = SAME_LABEL_REPEAT_LIMIT if units[k].label_level == units[k - 1].label_level else REPEAT_LIMIT
+            cand[b] = best[k - 1, b] - REPEAT_COST * doubt if doubt < limit else -np.inf
             j = int(np.argmax(cand))
             best[k, b] = cand[j] + score[k, b]
             back[k, b] = j
