@@ -978,7 +978,8 @@ def test_a_first_rib_without_its_head_is_not_read_at_its_front_end(seed):
         front_mm = grid.to_mm(front[None])[0]
         target = front_mm + [(midline.x_at(front_mm[2]) + (30.0 if side == "left" else -30.0)) - front_mm[0], 0.0, 0.0]
         for t in np.linspace(0.0, 1.0, 12):  # drawn on towards the manubrium, 30 mm from the midline
-            voxel = tuple(np.round(np.linalg.solve(grid.matrix, front_mm + t * (target - front_mm) - grid.origin)).astype(int))
+            point = front_mm + t * (target - front_mm)
+            voxel = tuple(np.round(np.linalg.solve(grid.matrix, point - grid.origin)).astype(int))
             if broken[voxel] == 0:
                 broken[voxel] = rib1
     out = broken.copy()

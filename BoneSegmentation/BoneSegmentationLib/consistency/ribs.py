@@ -34,9 +34,10 @@ HEAD_OFFSET_PITCH = 0.0  # rib k's medial end sits this many vertebra pitches ab
 MEETS_SPINE_MM = 45.0  # a medial end within this distance of the midline reaches the spine
 #: What one vertebra pitch between a rib head and rib k's expected head costs, against a unanimous
 #: network vote for k (1.0): a one-level disagreement leaves the network's number, two levels cost
-#: what the vote is worth, more overrule it. At 2.0 any half pitch overruled the vote, and a column read one level off for a few
-#: vertebrae (held-out synthetic thorax 5702) renumbered every rib the network had right: on 37
-#: held-out synthetic images ribs 0.422 at 2.0, 0.468 at 0.5 (14 better, 1 worse).
+#: what the vote is worth, more overrule it. At 2.0 half a pitch cost the whole vote, and a column
+#: read one level off for a few vertebrae (held-out synthetic thorax 5702) renumbered every rib the
+#: network had right: on 37 held-out synthetic images ribs 0.422 at 2.0, 0.468 at 0.5 (14 better,
+#: 1 worse).
 POSITION_WEIGHT = 0.5
 SPLIT_SHARE = 0.3
 CONTINUES_MM = 12.0

@@ -458,12 +458,12 @@ def decode(units: list[Vertebra]) -> tuple[list[int], float]:
     best[0] = score[0]
     for k in range(1, len(units)):
         pitch, doubt = _local(gaps, k - 1), doubts[k - 1]
+        limit = SAME_LABEL_REPEAT_LIMIT if units[k].label_level == units[k - 1].label_level else REPEAT_LIMIT
         for b in range(n_levels):
             a = np.arange(b + 1)  # candidate previous levels, b itself when the vertebra is shared
             skipped = b - a - 1
             room = gaps[k - 1] >= (skipped + 1) * GAP_ROOM * pitch
             cand = np.where((skipped == 0) | ((skipped > 0) & room), best[k - 1, :b + 1] - GAP_COST * skipped, -np.inf)
-            limit = SAME_LABEL_REPEAT_LIMIT if units[k].label_level == units[k - 1].label_level else REPEAT_LIMIT
             cand[b] = best[k - 1, b] - REPEAT_COST * doubt if doubt < limit else -np.inf
             j = int(np.argmax(cand))
             best[k, b] = cand[j] + score[k, b]
