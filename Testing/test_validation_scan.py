@@ -172,3 +172,22 @@ def test_slab_figures_of_a_reading_that_loses_bone_in_slabs(tmp_path, served):
     per_slab = [2 * heart[s].sum() / (heart[s].sum() + (heart | aorta | t12)[s].sum()) for s in slabs]
     assert f.agreement == pytest.approx(np.mean(per_slab))
     assert f.lowest_agreement == pytest.approx(min(per_slab)) and f.lowest_agreement == 0.0  # slab 6-10 finds nothing
+
+
+def test_slab_figures_reuse_a_whole_scan_reading_already_made(tmp_path, served):
+    """The tool reads the whole scan once for both tables: given that reading, the slabs are the
+    only readings made, and the figures are the same."""
+    source, _, _ = served
+    folder = fetch_validation_scan(tmp_path / "scan", source)
+    ct = sitk.ReadImage(str(folder / "chest_ct.nii.gz"))
+    seen = []
+
+    def segment(image):
+        seen.append(image.GetSize()[2])
+        return _threshold(200)(image)
+    fresh = measure_slabs(segment, ct, folder, slab_mm=6.0)
+    assert seen.count(ct.GetSize()[2]) == 1
+    seen.clear()
+    reused = measure_slabs(segment, ct, folder, slab_mm=6.0, whole=_threshold(200)(ct))
+    assert seen == [4] * 5  # five slabs of four slices, no whole-scan reading
+    assert reused == fresh

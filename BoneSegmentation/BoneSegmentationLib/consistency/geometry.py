@@ -74,9 +74,7 @@ class Midline:
         return len(self.z) > 0
 
     def x_at(self, z_mm: float) -> float:
-        if len(self.z) == 1:
-            return float(self.x[0])
-        return float(np.interp(z_mm, self.z, self.x))
+        return float(self.axis_at(np.asarray(z_mm, float))[0])
 
     def axis_at(self, z_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x and y of the spine's centre line at each height."""

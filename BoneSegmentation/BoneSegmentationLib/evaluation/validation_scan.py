@@ -18,7 +18,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -177,10 +177,11 @@ def slab_starts(slices: int, slab: int) -> list[int]:
 
 
 def measure_slabs(segment: Callable[[sitk.Image], sitk.Image], ct: sitk.Image, folder: Path,
-                  slab_mm: float = SLAB_MM) -> SlabFigures:
+                  slab_mm: float = SLAB_MM, whole: Optional[sitk.Image] = None) -> SlabFigures:
     """Read ``ct`` whole and in ``slab_mm`` slabs along its slice axis (``segment``: a CT in, labels
-    on its grid out) and compare. Bone of any name counts: the figure is what is found, not named."""
-    whole = sitk.GetArrayFromImage(segment(ct)) > 0
+    on its grid out) and compare. Bone of any name counts: the figure is what is found, not named.
+    ``whole``: the same segmenter's reading of the whole scan when it was already made."""
+    whole = sitk.GetArrayFromImage(segment(ct) if whole is None else whole) > 0
     heart, aorta, t12 = _masks(folder, ct)
     vessels = heart | aorta
     n = max(1, int(round(slab_mm / ct.GetSpacing()[2])))
