@@ -543,6 +543,27 @@ def test_the_pieces_90th_percentiles_are_numpys_bit_for_bit(dtype):
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
 
+def test_a_one_voxel_pieces_neighbourhood_is_the_general_paths():
+    """The cleaning reads a one-voxel piece's shell and near pieces from two slices; they must be
+    what the general path's masks and dilation give, at the array's edges too (a speckled map is
+    mostly such pieces, and the decisions sit on these counts)."""
+    from BoneSegmentationLib.consistency.pieces import FULL, NEAR_VOXELS, _dilate, _neighbourhood, _voxel_neighbourhood
+
+    rng = np.random.default_rng(11)
+    view = rng.choice([0, 3, 7, 9], size=(9, 11, 13), p=[0.46, 0.25, 0.04, 0.25]).astype(np.uint8)
+    pieces, _ = ndimage.label(view == 7, structure=FULL)
+    singles = [(p, box) for p, box in enumerate(ndimage.find_objects(pieces), start=1)
+               if box is not None and np.count_nonzero(pieces[box] == p) == 1]
+    assert len(singles) > 20
+    edges = 0
+    for p, box in singles:
+        at = tuple(b.start for b in box)
+        edges += any(a == 0 or a == n - 1 for a, n in zip(at, view.shape))
+        shell_values, near = _voxel_neighbourhood(view, pieces, at)
+        mask, local, local_pieces, _, shell = _neighbourhood(view, pieces, box, p)
+        assert sorted(shell_values[shell_values != 7]) == sorted(local[shell])
+        assert set(np.unique(near)) == set(np.unique(local_pieces[_dilate(mask, NEAR_VOXELS)]))
+    assert edges > 5
 @pytest.mark.parametrize("seed", [3, 0])
 def test_the_skull_base_labelled_c1_does_not_shift_the_column(seed):
     """The network gave the bottom of the skull (beside the dens, not touching C1) the label C1,
