@@ -19,7 +19,8 @@ from BoneSegmentationLib.consistency.geometry import Grid, Midline
 from BoneSegmentationLib.consistency.marrow import (ENCLOSED_MAX_MM2, OPEN_RING, convex_per_slice, fill_canals, fill_cores,
                                                     fill_enclosed)
 from BoneSegmentationLib.consistency.ribs import number_ribs, thoracic_heights
-from BoneSegmentationLib.consistency.spine import BONE_NAMES, LEVELS, Vertebra, _isolated, decode, order_spine
+from BoneSegmentationLib.consistency.spine import (BONE_NAMES, LEVELS, Vertebra, _isolated, decode, order_spine,
+                                                   vertebra_indices)
 from BoneSegmentationLib.consistency.step import make_consistent
 from BoneSegmentationLib.core.bones import default_table
 from BoneSegmentationLib.inference.review import review_ranking
@@ -1006,3 +1007,52 @@ def test_a_first_rib_without_its_head_is_not_read_at_its_front_end(seed):
     out = broken.copy()
     number_ribs(out, grid, TABLE, midline, thoracic_heights(centres), ConsistencyReport())
     assert np.array_equal(out, broken)
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_vertebrae_below_the_last_rib_found_are_not_read_lumbar(seed):
+    """Held-out synthetic whole view 5631: the network found T9-T12, labelled them one level high
+    (T8-T11) and found only T9's ribs. The three vertebrae below the last rib were read lumbar
+    ("beyond the rib-bearing ones") and took T9 with them to T12 (spine 0.185 -> 0). That guess
+    must not outweigh the vertebrae's own labels: here the network's are kept."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    height = grid.to_mm(np.argwhere(np.ones(labels.shape, bool)))[:, 2].reshape(labels.shape)
+    spine = [TABLE.by_name(f"vertebra_{v}").index for v in ("T8", "T9", "T10", "T11", "T12")]
+    z = grid.to_mm(np.argwhere(np.isin(labels, spine[1:])))[:, 2]
+    view = np.where((height >= z.min()) & (height <= z.max()), labels, 0).astype(labels.dtype)
+    missed = [b.index for b in TABLE.group_members("ribs") if int(b.name.rsplit("_", 1)[1]) >= 10]
+    view[np.isin(view, missed)] = 0  # the ribs of T10-T12 missed
+    one_high = np.arange(256, dtype=view.dtype)
+    one_high[spine[1:]] = spine[:-1]
+    view = one_high[view]  # T9-T12 labelled T8-T11
+    vertebrae = np.isin(view, vertebra_indices(TABLE))
+    assert set(np.unique(view[vertebrae])) == set(spine[:-1])
+    out = view.copy()
+    order_spine(out, grid, TABLE, ConsistencyReport())
+    assert np.array_equal(out[vertebrae], view[vertebrae])
+
+
+@pytest.mark.parametrize("seed", [3, 0])
+def test_ribs_cut_by_the_views_top_are_ordered_by_their_numbers(seed):
+    """Held-out synthetic chest views cut at T2 (5760, 5807): ribs 1 and 2 both run into the top
+    slice, their heads above the view, and the piece of rib 2 read a few millimetres higher than
+    rib 1's; the ordered assignment swapped the two on both sides (ribs 0.607 -> 0.438). A rib cut
+    by the view's top has no head height to read: the network's numbers order such ribs. Here
+    ribs 1 and 2 cut by the top are given each other's numbers, and the numbers are kept."""
+    labels, _, lab = _arrays(seed)
+    grid = Grid.of(lab)
+    assert grid.si_axis == 0 and grid.matrix[2, 0] > 0  # slice 0 at the feet
+    rib1, rib2 = (TABLE.by_name(f"rib_right_{k}").index for k in (1, 2))
+    k = int(np.argwhere(labels == rib2)[:, 0].max())  # the view's top: rib 2's highest slice
+    view = labels[:k + 1].copy()
+    image = sitk.GetImageFromArray(view)
+    image.CopyInformation(lab[:, :, :k + 1])
+    grid = Grid.of(image)
+    assert (view[-1] == rib1).any() and (view[-1] == rib2).any()  # both cut by the top
+    swapped = view.copy()
+    swapped[view == rib1], swapped[view == rib2] = rib2, rib1
+    centres = order_spine(view.copy(), grid, TABLE, ConsistencyReport()).centres_by_level()
+    out = swapped.copy()
+    number_ribs(out, grid, TABLE, Midline(list(centres.values())), thoracic_heights(centres), ConsistencyReport())
+    assert np.array_equal(out, swapped)

@@ -8,8 +8,11 @@ network's vote. The end's height is taken where the rib comes nearest the spine'
 axial plane, not nearest the midline alone: the upper ribs' front ends come as near the midline
 at the sternum, lower down, and ribs 1 and 2 were read below rib 3 (held-out synthetic 5704).
 The numbers are given in one ordered assignment per side (numbers increase downwards, no number
-twice). Pieces that do not reach the spine, specks, and pieces far above or below where the ribs'
-heads are expected keep the network's number when no anchored rib on their side has it, and
+twice). A rib that runs into the view's top slice has its head above the view: it is read at the
+top slice's height, and such ribs are ordered by the network's numbers (held-out synthetic chest
+views cut at T2: rib 2's piece read a few millimetres above rib 1's, and the two were swapped).
+Pieces that do not reach the spine, specks, and pieces far above or below where the ribs' heads
+are expected keep the network's number when no anchored rib on their side has it, and
 otherwise take the number of the rib they continue: a rib whose head the network missed lies
 within a few millimetres of its neighbours at the front of the chest, and taking the nearest
 anchored rib's number there renumbered true ribs (held-out synthetic images, session 52).
@@ -115,14 +118,18 @@ def number_ribs(labels: np.ndarray, grid: Grid, table: BoneTable, midline: Midli
         return
     expected = _expected_heads(thoracic_z)
     pitch = _pitch(thoracic_z)
+    top_slice, top_z = _view_top(grid, labels.shape)
     for r in ribs:
         x, y = midline.axis_at(r.mm[:, 2])
         from_spine = np.hypot(r.mm[:, 0] - x, r.mm[:, 1] - y)  # in the axial plane
         near = from_spine <= np.percentile(from_spine, 5)
         r.head_dx, r.head_z = float(np.abs(r.mm[:, 0] - x).min()), float(r.mm[near, 2].mean())
+        if np.any(r.coords[:, grid.si_axis] == top_slice):
+            r.head_z = top_z  # its head lies above the view: no height to read, its number orders it
         r.side = midline.side_of(r.mm.mean(axis=0))
     for side in ("left", "right"):
-        heads = sorted((r for r in ribs if r.side == side and _is_head(r, expected, pitch)), key=lambda r: -r.head_z)
+        heads = sorted((r for r in ribs if r.side == side and _is_head(r, expected, pitch)),
+                       key=lambda r: (-r.head_z, r.voted_number))
         for r, k in zip(heads, _assign(heads, expected, pitch)):
             r.number = k
     anchored = [r for r in ribs if r.number]
@@ -156,6 +163,15 @@ def number_ribs(labels: np.ndarray, grid: Grid, table: BoneTable, midline: Midli
                        if old_number else f"moved to the {r.side} side", changed)
         if old_number != r.number:
             report.add(name, "renumbered", f"renumbered rib {old_number} → {r.number}", changed)
+
+
+def _view_top(grid: Grid, shape: tuple[int, ...]) -> tuple[int, float]:
+    """The array index of the view's top slice along the head-foot axis, and its height (mm)."""
+    axis = grid.si_axis
+    last = np.zeros(3, int)
+    last[axis] = shape[axis] - 1
+    first_z, last_z = grid.to_mm(np.zeros(3))[2], grid.to_mm(last)[2]
+    return (0, float(first_z)) if first_z > last_z else (int(last[axis]), float(last_z))
 
 
 def _is_head(rib: Rib, expected: Optional[np.ndarray], pitch: float) -> bool:
