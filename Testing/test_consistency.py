@@ -513,6 +513,11 @@ def test_the_grid_knows_which_array_axis_runs_along_each_patient_axis(orientatio
     image.SetDirection(np.array(tilt.GetMatrix()).tolist())
     grid = Grid.of(sitk.DICOMOrient(image, orientation))
     assert (grid.array_axis(0), grid.array_axis(1), grid.si_axis) == expected
+    top, height = grid.top_slice()  # the view's top: the slice that lies highest, whichever end it is
+    heights = grid.to_mm(np.argwhere(np.ones(grid.shape, bool)))[:, 2].reshape(grid.shape)
+    along = np.moveaxis(heights, grid.si_axis, 0).mean(axis=(1, 2))
+    assert top == int(np.argmax(along)) and top in (0, grid.shape[grid.si_axis] - 1)
+    assert height == pytest.approx(float(np.moveaxis(heights, grid.si_axis, 0)[top, 0, 0]))
 
 
 @pytest.mark.parametrize("radius", [1, 2])

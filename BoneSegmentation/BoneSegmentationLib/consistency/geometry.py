@@ -46,6 +46,14 @@ class Grid:
         """The array axis closest to the patient's head-foot axis (axial slices are across it)."""
         return self.array_axis(2)
 
+    def top_slice(self) -> tuple[int, float]:
+        """The index along ``si_axis`` of the slice nearest the head (the view's top), and its
+        height (LPS z, mm, at index 0 of the other axes)."""
+        axis = self.si_axis
+        index = np.zeros(3, int)
+        index[axis] = self.shape[axis] - 1 if self.matrix[2, axis] > 0 else 0
+        return int(index[axis]), float(self.to_mm(index)[2])
+
     def to_mm(self, index_zyx) -> np.ndarray:
         """LPS mm of (..., 3) array-order indices."""
         return self.origin + np.asarray(index_zyx, float) @ self.matrix.T

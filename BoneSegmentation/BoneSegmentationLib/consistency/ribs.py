@@ -118,7 +118,7 @@ def number_ribs(labels: np.ndarray, grid: Grid, table: BoneTable, midline: Midli
         return
     expected = _expected_heads(thoracic_z)
     pitch = _pitch(thoracic_z)
-    top_slice, top_z = _view_top(grid, labels.shape)
+    top_slice, top_z = grid.top_slice()
     for r in ribs:
         x, y = midline.axis_at(r.mm[:, 2])
         from_spine = np.hypot(r.mm[:, 0] - x, r.mm[:, 1] - y)  # in the axial plane
@@ -163,15 +163,6 @@ def number_ribs(labels: np.ndarray, grid: Grid, table: BoneTable, midline: Midli
                        if old_number else f"moved to the {r.side} side", changed)
         if old_number != r.number:
             report.add(name, "renumbered", f"renumbered rib {old_number} → {r.number}", changed)
-
-
-def _view_top(grid: Grid, shape: tuple[int, ...]) -> tuple[int, float]:
-    """The array index of the view's top slice along the head-foot axis, and its height (mm)."""
-    axis = grid.si_axis
-    last = np.zeros(3, int)
-    last[axis] = shape[axis] - 1
-    first_z, last_z = grid.to_mm(np.zeros(3))[2], grid.to_mm(last)[2]
-    return (0, float(first_z)) if first_z > last_z else (int(last[axis]), float(last_z))
 
 
 def _is_head(rib: Rib, expected: Optional[np.ndarray], pitch: float) -> bool:
