@@ -188,6 +188,12 @@ def _mm(unit: Vertebra, grid: Grid, shape: tuple[int, ...]) -> np.ndarray:
     return grid.to_mm(np.stack(np.unravel_index(unit.voxels, shape), axis=1))
 
 
+def _whole_size(sizes: np.ndarray) -> float:
+    """A whole vertebra's size among units of these ``sizes``: the median of the larger half, so
+    that specks, however many, do not set it."""
+    return float(np.median(sizes[sizes >= np.median(sizes)]))
+
+
 def _off_column(units: list[Vertebra], grid: Grid, shape: tuple[int, ...]) -> list[bool]:
     """Units apart from the column's pieces: a unit further than ``OFF_COLUMN_MM`` from every other
     vertebra piece (a hand bone labelled as a vertebra: vertebrae sit a disc apart), and units that
@@ -206,10 +212,9 @@ def _off_column(units: list[Vertebra], grid: Grid, shape: tuple[int, ...]) -> li
             near[k, j] = near[j, k] = bool(np.isfinite(
                 trees[j].query(samples[k], distance_upper_bound=OFF_COLUMN_MM)[0]).any())
     sizes = np.array([u.size for u in units], float)
-    whole = float(np.median(sizes[sizes >= np.median(sizes)]))
     _, group = connected_components(csr_matrix(near), directed=False)
-    group_size = np.bincount(group, weights=sizes)
-    return [not near[k].any() or group_size[group[k]] < SPECK_FRACTION * whole for k in range(len(units))]
+    too_small = np.bincount(group, weights=sizes) < SPECK_FRACTION * _whole_size(sizes)
+    return [not near[k].any() or bool(too_small[group[k]]) for k in range(len(units))]
 
 
 def _isolated(units: list[Vertebra]) -> list[bool]:
@@ -223,7 +228,7 @@ def _isolated(units: list[Vertebra]) -> list[bool]:
     z = np.array([u.centre[2] for u in units])
     gaps = np.abs(np.diff(z))
     sizes = np.array([u.size for u in units], float)
-    whole = sizes >= SPECK_FRACTION * np.median(sizes[sizes >= np.median(sizes)])
+    whole = sizes >= SPECK_FRACTION * _whole_size(sizes)
     pitch = float(np.median(np.abs(np.diff(z[whole])))) if whole.sum() >= 3 else float(np.median(gaps))
     pitch = pitch or 1.0
     run = np.r_[0, np.cumsum(gaps > ISOLATED_PITCHES * pitch)]
