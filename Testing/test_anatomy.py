@@ -676,6 +676,52 @@ def test_joint_spaces_come_from_their_own_stream_change_no_label_and_are_recorde
     assert np.array_equal(a[far], b[far])
 
 
+def test_an_intervertebral_disc_is_the_unlabelled_gap_in_front_between_two_consecutive_vertebrae():
+    """Between L3's and L4's bodies (a 6 mm gap) the unlabelled voxels within reach of both are
+    disc; the gap between their arches and the canal (behind the cord's front), voxels out of reach
+    of either, and the gap between two vertebrae that are not neighbours in the column are not."""
+    idx = ts_indices()
+    spacing = (2.0, 2.0, 2.0)
+    ts = np.zeros((40, 30, 20), np.uint8)
+    l3, l4, t1 = idx["vertebrae_L3"], idx["vertebrae_L4"], idx["vertebrae_T1"]
+    ts[24:34, 4:14, 5:15] = l3  # bodies in front (small y), arches behind
+    ts[24:34, 18:26, 8:12] = l3
+    ts[12:21, 4:14, 5:15] = l4
+    ts[12:21, 18:26, 8:12] = l4
+    ts[:, 15:17, 9:11] = idx["spinal_cord"]
+    disc = anatomy.intervertebral_discs(ts, spacing)
+    gap_in_front = np.zeros(ts.shape, bool)
+    gap_in_front[21:24, 4:14, 5:15] = True
+    assert disc[gap_in_front].all()
+    assert not disc[21:24, 15:, :].any()  # from the cord back: the canal and between the arches
+    assert not disc[ts > 0].any() and not disc[:, :, :2].any()  # labelled, or beyond 7 mm of both
+    ts[ts == l4] = t1  # T1 below L3: not a disc apart
+    assert not anatomy.intervertebral_discs(ts, spacing).any()
+
+
+def test_discs_are_painted_as_fibrocartilage_from_their_own_stream(source, monkeypatch):
+    """Each image draws its discs' HU in ``tissue.DISC_HU`` from a stream of its own: the labels and
+    every voxel away from the discs stay as they were without them, and the discs read near the
+    drawn HU (brighter than the fat and muscle the gap held before)."""
+    kw = dict(spacing=3.0, fov="abdomen", deform=0.0, implants=False, phase="native")
+    case = synthesise(source, 31, **kw)
+    lo, hi = tissue.DISC_HU
+    assert lo <= case.spec["disc_hu"] <= hi
+    monkeypatch.setattr(anatomy, "intervertebral_discs", lambda ts, spacing: np.zeros(ts.shape, bool))
+    plain = synthesise(source, 31, **kw)
+    assert np.array_equal(sitk.GetArrayViewFromImage(case.labels), sitk.GetArrayViewFromImage(plain.labels))
+    ts = sitk.GetArrayViewFromImage(case.source_labels)
+    monkeypatch.undo()
+    disc = anatomy.intervertebral_discs(ts, tuple(case.ct.GetSpacing()[::-1]))
+    assert disc.sum() > 300  # T12/L1 ... L5/S1 in view
+    a, b = sitk.GetArrayFromImage(case.ct).astype(float), sitk.GetArrayFromImage(plain.ct).astype(float)
+    core = disc & ~ndimage.binary_dilation(ts > 0)  # not blurred with the bone beside
+    assert abs(np.median(a[core]) - case.spec["disc_hu"]) < 30
+    assert np.median(a[core]) > np.median(b[core]) + 30
+    far = ~ndimage.binary_dilation(disc, iterations=5)  # beyond the scanner's blur and its rounded tail
+    assert np.array_equal(a[far], b[far])
+
+
 def test_the_sampled_deformation_gives_the_labels_the_exact_transform_gives(source):
     """The synthesiser samples its deformation every ``FIELD_STEP_MM`` and interpolates between
     (4-5x faster than evaluating the B-spline at every voxel): on a deformed, tilted body with its

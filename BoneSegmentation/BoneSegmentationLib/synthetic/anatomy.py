@@ -58,6 +58,9 @@ _LUNGS = ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right
 _LONG_BONES = ("femur_left", "femur_right", "humerus_left", "humerus_right")
 _FUSED_LEVELS = ("vertebrae_T10", "vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2",
                  "vertebrae_L3", "vertebrae_L4", "vertebrae_L5")
+#: The column head to foot from C2 (C1 has no disc below it): consecutive names are a disc apart.
+_DISC_COLUMN = tuple(f"vertebrae_{v}" for v in [f"C{i}" for i in range(2, 8)] + [f"T{i}" for i in range(1, 13)]
+                     + [f"L{i}" for i in range(1, 6)] + ["S1"])
 HIP_PROSTHESIS_PROBABILITY = 0.2  # per side; more often than in a clinic (a few %), so that training sees enough
 SPINAL_FUSION_PROBABILITY = 0.1
 
@@ -483,8 +486,10 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
     plaque_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9AC]))
     joint_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7017]))  # its own stream: the rest as before
     joints = (float(joint_rng.uniform(*tissue.JOINT_SPACE_MM)), float(joint_rng.uniform(*tissue.JOINT_HU)))
+    disc_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD15C]))  # its own stream too
+    disc_hu = float(disc_rng.uniform(*tissue.DISC_HU))
     ct, implant_kinds, plaques = _render(ts, rng, phase_, spacing_zyx, implant_rng, implants, density_rng,
-                                         trabecular, cortex_map, rim, (age, plaque_rng), joints)
+                                         trabecular, cortex_map, rim, (age, plaque_rng), joints, disc_hu)
     labels = _bone_labels(ts, table)
     if rng.random() < 0.15:  # a reconstruction circle smaller than the body: arms cut off
         _circle_fov(ct, labels, rng)
@@ -502,6 +507,7 @@ def synthesise(source: AnatomySource, seed: int, spacing: float | tuple[float, f
             "body_size": round(size, 3), "sagittal_tilt_deg": round(tilt, 1),
             "diaphragm_shift_mm": round(diaphragm_mm, 1) if breath is not None else 0.0,
             "plaques": plaques, "aorta_widened_mm": round(aorta_mm, 1), "joint_space_mm": round(joints[0], 2),
+            "disc_hu": round(disc_hu, 1),
             "seconds": round(time.perf_counter() - t0, 2)}
     src_img = sitk.GetImageFromArray(ts)
     src_img.CopyInformation(grid)
@@ -521,11 +527,13 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
             implants: bool | None, density_rng: np.random.Generator, trabecular_hu: float,
             cortex_map: np.ndarray | None = None, rim_bone_fraction: float | None = None,
             plaques: tuple[float, np.random.Generator] | None = None,
-            joints: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str], int]:
+            joints: tuple[float, float] | None = None,
+            disc_hu: float | None = None) -> tuple[np.ndarray, list[str], int]:
     """HU for every voxel of a TotalSegmentator label map (see ``tissue.py`` for the ranges), the
     kinds of metal implant drawn into it, and how many calcified plaques. ``plaques``: the body's
     age and the plaques' own random stream (none without it). ``joints``: the joint spaces' width (mm)
-    and HU (none drawn without it)."""
+    and HU (none drawn without it). ``disc_hu``: the intervertebral discs' HU (painted as the body's
+    unnamed soft tissue without it)."""
     idx = ts_indices()
     shape = ts.shape
     s = spacing_zyx[1]
@@ -549,6 +557,8 @@ def _render(ts: np.ndarray, rng: np.random.Generator, phase: tissue.ContrastPhas
 
     u = rng.uniform
     paint(mask(*_MUSCLES) | muscle_wall, u(30, 65), 10)
+    if disc_hu is not None:
+        paint(intervertebral_discs(ts, spacing_zyx), disc_hu, 8)
     paint(mask("liver"), phase.liver, 8)
     paint(mask("spleen"), phase.spleen, 10)
     paint(mask("pancreas"), phase.pancreas, 12)
@@ -735,6 +745,34 @@ def _implants(ts: np.ndarray, idx: dict[str, int], body: np.ndarray, spacing_zyx
                     metal[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= body[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         kinds.append("spinal_fusion")
     return metal, kinds
+
+
+def intervertebral_discs(ts: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """The intervertebral discs of a TotalSegmentator label map: unlabelled voxels within
+    ``tissue.DISC_REACH_MM`` of two consecutive vertebrae and in front of the spinal cord (of the
+    pair's centre without one): between the bodies, not the arches or the canal. S1 stands for the
+    sacrum's top (the sacrum itself where S1 is not labelled)."""
+    idx = ts_indices()
+    boxes = ndimage.find_objects(ts)
+    reach = tissue.DISC_REACH_MM
+    pad = np.ceil(reach / np.asarray(spacing_zyx)).astype(int)
+    out = np.zeros(ts.shape, bool)
+    for upper, lower in zip(_DISC_COLUMN, _DISC_COLUMN[1:]):
+        pair = [idx[upper], idx[lower]]
+        if lower == "vertebrae_S1" and boxes[idx[lower] - 1] is None:
+            pair[1] = idx["sacrum"]
+        if any(p - 1 >= len(boxes) or boxes[p - 1] is None for p in pair):
+            continue
+        lo = np.maximum(np.minimum(*[[s.start for s in boxes[p - 1]] for p in pair]) - pad, 0)
+        hi = np.minimum(np.maximum(*[[s.stop for s in boxes[p - 1]] for p in pair]) + pad, ts.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        part = ts[box]
+        near = [ndimage.distance_transform_edt(part != p, sampling=spacing_zyx) <= reach for p in pair]
+        cord = np.nonzero(part == idx["spinal_cord"])[1]  # LPS: y grows toward the back
+        front = cord.min() if cord.size else np.nonzero(np.isin(part, pair))[1].mean()
+        disc = near[0] & near[1] & (part == 0) & (np.arange(part.shape[1])[None, :, None] < front)
+        out[box] |= disc
+    return out
 
 
 def _capsule(shape: tuple[int, ...], a: np.ndarray, b: np.ndarray, radius_mm: float,

@@ -229,6 +229,15 @@ def _blend_rim(ct: np.ndarray, bone: np.ndarray, fraction: float) -> None:
 JOINT_SPACE_MM = (1.0, 4.5)
 #: Cartilage and synovial fluid (HU): soft tissue, darker than any bone.
 JOINT_HU = (10.0, 110.0)
+#: An intervertebral disc (HU): fibrocartilage, 70-110 HU on real CT, as bright as the cancellous
+#: core of an old vertebra. A label map leaves the disc unlabelled, and painted as the body's fat
+#: and muscle it was a dark gap that told the network where one vertebra ends; on real CT the disc
+#: is not dark, and a network that learned the gap labelled across it (a real abdomen's L4 and L5
+#: each read half as the other).
+DISC_HU = (60.0, 120.0)
+#: How far from both vertebrae an unlabelled voxel may lie and be disc (mm): lumbar discs are
+#: 8-12 mm high, thoracic 4-6 mm.
+DISC_REACH_MM = 7.0
 
 
 def _joint_faces(bones: np.ndarray):
