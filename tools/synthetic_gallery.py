@@ -67,7 +67,7 @@ def main() -> None:
                      f"{s['spacing_mm'][0]:.1f} x {s['spacing_mm'][2]:.1f} mm, {s['seconds']:.1f} s\n"
                      f"bone {s['trabecular_hu']:.0f} HU, body x{s['body_size']:.2f}, "
                      f"tilt {s['sagittal_tilt_deg']:+.0f} deg, diaphragm {s['diaphragm_shift_mm']:+.0f} mm\n"
-                     f"joint spaces {s['joint_space_mm']:.1f} mm{metal}",
+                     f"joint spaces {s['joint_space_mm']:.1f} mm, discs {s['disc_hu']:.0f} HU{metal}",
                      fontsize=10)
         ax.axis("off")
     fig.suptitle("Training images synthesised from one real body's labels (CT window -400..1200 HU | bone "
