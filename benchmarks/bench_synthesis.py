@@ -3,7 +3,8 @@ images (seed, view, spacing) synthesised with the diaphragm where the source bod
 (``diaphragm_shift_mm=0``: no second sampling of the label map) and shifted (the organs that move
 with it sampled again), side by side in one process, alternating so that neither run gets a warmer
 cache. With ``--joints`` the pair is an image without joint spaces (``tissue.add_joint_spaces`` not
-called) and the same image with them. With ``--speed`` the pair is the synthesiser as it was before
+called) and the same image with them; with ``--discs``, without and with the intervertebral discs
+(``anatomy.intervertebral_discs``). With ``--speed`` the pair is the synthesiser as it was before
 session 51 (the reference, kept here: the deformation evaluated at every voxel, scipy's zoom and
 distance transform) and as it is now (the deformation sampled every ``FIELD_STEP_MM``, linear
 upsampling one axis at a time, SimpleITK's distance transform, the body's closing as running extremes), with
@@ -15,6 +16,7 @@ Reports wall time and peak memory (RSS above the level at the start) per image, 
     python benchmarks/bench_synthesis.py                      # whole views at 2.5 mm, seeds 1998 1999
     python benchmarks/bench_synthesis.py --spacing 1.5 --fov thorax --repeat 3
     python benchmarks/bench_synthesis.py --joints --fov abdomen --spacing 1.5
+    python benchmarks/bench_synthesis.py --discs --fov abdomen --spacing 1.5 --seeds 1998
     python benchmarks/bench_synthesis.py --speed --spacing 2.0
 """
 
@@ -45,6 +47,17 @@ def _without_joints(source, seed: int, **kw):
         return synthesise(source, seed, **kw)
     finally:
         tissue.add_joint_spaces = drawn
+
+
+def _without_discs(source, seed: int, **kw):
+    """The image as the synthesiser drew it before the intervertebral discs (their gap painted as the
+    body's fat and muscle; the same draws otherwise)."""
+    found = anatomy.intervertebral_discs
+    anatomy.intervertebral_discs = lambda ts, spacing_zyx: np.zeros(ts.shape, bool)
+    try:
+        return synthesise(source, seed, **kw)
+    finally:
+        anatomy.intervertebral_discs = found
 
 
 def _exact_labels(src, grid, transform):
@@ -103,6 +116,7 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, default=2.5)
     ap.add_argument("--shift", type=float, default=30.0, help="the shifted run's diaphragm_shift_mm")
     ap.add_argument("--joints", action="store_true", help="compare without and with joint spaces instead")
+    ap.add_argument("--discs", action="store_true", help="compare without and with intervertebral discs instead")
     ap.add_argument("--speed", action="store_true", help="compare the synthesiser before session 51's speed-ups and now")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--anatomy", default=str(ANATOMY))
@@ -115,6 +129,9 @@ def main() -> None:
     elif args.joints:
         runs = (("without joints", lambda seed, **kw: _without_joints(source, seed, **kw)),
                 ("with joints", lambda seed, **kw: synthesise(source, seed, **kw)))
+    elif args.discs:
+        runs = (("without discs", lambda seed, **kw: _without_discs(source, seed, **kw)),
+                ("with discs", lambda seed, **kw: synthesise(source, seed, **kw)))
     else:
         runs = (("in place", lambda seed, **kw: synthesise(source, seed, diaphragm_shift_mm=0.0, **kw)),
                 (f"shifted {args.shift:+g} mm",
