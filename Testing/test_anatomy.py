@@ -697,6 +697,14 @@ def test_an_intervertebral_disc_is_the_unlabelled_gap_in_front_between_two_conse
     assert not disc[ts > 0].any() and not disc[:, :, :2].any()  # labelled, or beyond 7 mm of both
     ts[ts == l4] = t1  # T1 below L3: not a disc apart
     assert not anatomy.intervertebral_discs(ts, spacing).any()
+    l5, sacrum = idx["vertebrae_L5"], idx["sacrum"]
+    ts[:] = 0
+    ts[24:34, 4:14, 5:15] = l5
+    ts[12:21, 4:14, 5:15] = sacrum  # S1 not labelled: the sacrum's top stands in
+    ts[:, 15:17, 9:11] = idx["spinal_cord"]
+    assert anatomy.intervertebral_discs(ts, spacing)[gap_in_front].all()
+    ts[ts == l5] = 0  # the sacrum alone, no structure numbered above it: no disc, no error
+    assert not anatomy.intervertebral_discs(ts, spacing).any()
 
 
 def test_discs_are_painted_as_fibrocartilage_from_their_own_stream(source, monkeypatch):

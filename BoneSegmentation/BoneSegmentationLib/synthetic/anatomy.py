@@ -757,14 +757,18 @@ def intervertebral_discs(ts: np.ndarray, spacing_zyx: tuple[float, float, float]
     reach = tissue.DISC_REACH_MM
     pad = np.ceil(reach / np.asarray(spacing_zyx)).astype(int)
     out = np.zeros(ts.shape, bool)
+
+    def box_of(value: int):  # find_objects lists labels up to the largest present only
+        return boxes[value - 1] if value - 1 < len(boxes) else None
+
     for upper, lower in zip(_DISC_COLUMN, _DISC_COLUMN[1:]):
         pair = [idx[upper], idx[lower]]
-        if lower == "vertebrae_S1" and boxes[idx[lower] - 1] is None:
+        if lower == "vertebrae_S1" and box_of(idx[lower]) is None:
             pair[1] = idx["sacrum"]
-        if any(p - 1 >= len(boxes) or boxes[p - 1] is None for p in pair):
+        if any(box_of(p) is None for p in pair):
             continue
-        lo = np.maximum(np.minimum(*[[s.start for s in boxes[p - 1]] for p in pair]) - pad, 0)
-        hi = np.minimum(np.maximum(*[[s.stop for s in boxes[p - 1]] for p in pair]) + pad, ts.shape)
+        lo = np.maximum(np.minimum(*[[s.start for s in box_of(p)] for p in pair]) - pad, 0)
+        hi = np.minimum(np.maximum(*[[s.stop for s in box_of(p)] for p in pair]) + pad, ts.shape)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         part = ts[box]
         near = [ndimage.distance_transform_edt(part != p, sampling=spacing_zyx) <= reach for p in pair]
