@@ -39,25 +39,26 @@ from BoneSegmentationLib.synthetic import anatomy, tissue  # noqa: E402
 from BoneSegmentationLib.synthetic.anatomy import FOV_KINDS, load_source, synthesise  # noqa: E402
 
 
-def _without_joints(source, seed: int, **kw):
-    """The image as the synthesiser drew it before joint spaces (the same draws otherwise)."""
-    drawn = tissue.add_joint_spaces
-    tissue.add_joint_spaces = lambda *a, **k: 0
+def _with_replaced(module, name: str, stand_in, source, seed: int, **kw):
+    """The image synthesised with ``module.name`` replaced by ``stand_in`` (the same draws otherwise)."""
+    found = getattr(module, name)
+    setattr(module, name, stand_in)
     try:
         return synthesise(source, seed, **kw)
     finally:
-        tissue.add_joint_spaces = drawn
+        setattr(module, name, found)
+
+
+def _without_joints(source, seed: int, **kw):
+    """The image as the synthesiser drew it before joint spaces."""
+    return _with_replaced(tissue, "add_joint_spaces", lambda *a, **k: 0, source, seed, **kw)
 
 
 def _without_discs(source, seed: int, **kw):
     """The image as the synthesiser drew it before the intervertebral discs (their gap painted as the
-    body's fat and muscle; the same draws otherwise)."""
-    found = anatomy.intervertebral_discs
-    anatomy.intervertebral_discs = lambda ts, spacing_zyx: np.zeros(ts.shape, bool)
-    try:
-        return synthesise(source, seed, **kw)
-    finally:
-        anatomy.intervertebral_discs = found
+    body's fat and muscle)."""
+    return _with_replaced(anatomy, "intervertebral_discs", lambda ts, spacing_zyx: np.zeros(ts.shape, bool),
+                          source, seed, **kw)
 
 
 def _exact_labels(src, grid, transform):

@@ -771,7 +771,7 @@ def intervertebral_discs(ts: np.ndarray, spacing_zyx: tuple[float, float, float]
         hi = np.minimum(np.maximum(*[[s.stop for s in box_of(p)] for p in pair]) + pad, ts.shape)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         part = ts[box]
-        near = [ndimage.distance_transform_edt(part != p, sampling=spacing_zyx) <= reach for p in pair]
+        near = [tissue.distance_to_mm(part == p, spacing_zyx) <= reach for p in pair]
         cord = np.nonzero(part == idx["spinal_cord"])[1]  # LPS: y grows toward the back
         front = cord.min() if cord.size else np.nonzero(np.isin(part, pair))[1].mean()
         disc = near[0] & near[1] & (part == 0) & (np.arange(part.shape[1])[None, :, None] < front)
